@@ -1,0 +1,42 @@
+# affcache: `make demo` and `make test` each install first (into .venv) when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+SPLIT ?= train
+FEATURES ?=
+MODEL ?= gru
+PROFILE ?= tiny
+DATA ?= artifacts/sample
+CACHE ?= artifacts/features
+RUNS ?= artifacts/runs
+DEVICE ?= auto
+
+export YOLO_OFFLINE := 1
+export YOLO_CONFIG_DIR := $(CURDIR)/artifacts/ultralytics
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install test demo sample extract train bench status clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps mediapipe==0.10.21
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+sample: $(STAMP)
+	$(PY) pipeline.py sample-data --out $(DATA)
+
+status: $(STAMP)
+	$(PY) pipeline.py status --data-root $(DATA) --cache-dir $(CACHE)
+
+clean:
+	rm -rf artifacts

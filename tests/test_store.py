@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from cache.media import SourceStat
+from cache.store import FeatureMeta, FeatureStore, FingerprintMismatch, IncompleteGroup, list_stores, store_path
+
+
+def rows(n, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 30.0
+    return rng.normal(size=(n, dim)).astype(np.float32), np.stack([t, t + 1 / 30], 1)
+
+
+def test_write_read_roundtrip_and_attrs(tmp_path):
+    meta = FeatureMeta("clip", kind="frame", model_ref="ViT-B-16/openai", config={"size": 224})
+    store = FeatureStore.create_or_open(store_path(tmp_path, "clip"), meta)
+    values, times = rows(5000)
+    valid = np.arange(5000) % 7 != 0
+    store.write("video1", values, times, valid, attrs={"fps": 30.0})
+    again = FeatureStore.open(store_path(tmp_path, "clip"), expect_fingerprint=meta.fingerprint)
+    group = again.read("video1")
+    assert group.values.dtype == np.float16
+    np.testing.assert_allclose(group.values, values.astype(np.float16))
+    np.testing.assert_array_equal(group.times, times)
+    np.testing.assert_array_equal(group.valid, valid)
+    assert group.attrs["fps"] == 30.0 and group.attrs["complete"] is True and group.attrs["rows"] == 5000
+    assert again.meta == meta
+    assert list_stores(tmp_path) == {"clip": store_path(tmp_path, "clip")}
+
+
+def test_incomplete_group_is_invisible(tmp_path):
+    store = FeatureStore.create_or_open(tmp_path / "f.zarr", FeatureMeta("f"))
+    values, times = rows(10)
+    with pytest.raises(RuntimeError):
+        with store.writer("crashed", (8,)) as w:
+            w.append(values[:5], times[:5])
+            raise RuntimeError("extractor died")
+    store.write("ok", values, times)
+    assert store.units() == ["ok"]
+    assert store.units(complete_only=False) == ["crashed", "ok"]
+    with pytest.raises(IncompleteGroup, match="crashed"):
+        store.read("crashed")
+
+
+def test_fingerprint_mismatch_refused_naming_both(tmp_path):
+    path = tmp_path / "clip.zarr"
+    old = FeatureMeta("clip", config={"size": 224})
+    new = FeatureMeta("clip", config={"size": 336})
+    FeatureStore.create_or_open(path, old).write("v", *rows(3))
+    with pytest.raises(FingerprintMismatch) as err:
+        FeatureStore.create_or_open(path, new)
+    assert old.fingerprint in str(err.value) and new.fingerprint in str(err.value)
+    with pytest.raises(FingerprintMismatch, match=new.fingerprint):
+        FeatureStore.open(path, expect_fingerprint=new.fingerprint)
+
+
+def test_new_store_on_mismatch_keeps_the_old_one(tmp_path):
+    path = tmp_path / "clip.zarr"
+    old, new = FeatureMeta("clip", version="1"), FeatureMeta("clip", version="2")
+    FeatureStore.create_or_open(path, old).write("v", *rows(3))
+    fresh = FeatureStore.create_or_open(path, new, on_mismatch="new")
+    assert fresh.units() == []
+    aside = FeatureStore.open(tmp_path / f"clip.{old.fingerprint}.zarr")
+    assert aside.units() == ["v"]
+    assert list(list_stores(tmp_path)) == ["clip"]
+
+
+def test_stale_source_is_not_complete(tmp_path):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x" * 10)
+    store = FeatureStore.create_or_open(tmp_path / "f.zarr", FeatureMeta("f"))
+    from dataclasses import asdict
+
+    store.write("v", *rows(3), attrs={"source": asdict(SourceStat.of(video))})
+    assert store.is_complete("v", SourceStat.of(video))
+    video.write_bytes(b"y" * 11)
+    assert not store.is_complete("v", SourceStat.of(video))
+
+
+def test_nan_rows_masked_not_stored(tmp_path):
+    store = FeatureStore.create_or_open(tmp_path / "f.zarr", FeatureMeta("f"))
+    values, times = rows(6)
+    values[2, 3] = np.nan
+    values[4, 0] = np.inf
+    store.write("v", values, times)
+    group = store.read("v")
+    assert group.valid.tolist() == [True, True, False, True, False, True]
+    assert np.isfinite(group.values).all()
+
+
+def test_extras(tmp_path):
+    store = FeatureStore.create_or_open(tmp_path / "clip.zarr", FeatureMeta("clip"))
+    protos = np.eye(9, 16, dtype=np.float32)
+    store.put_extra("region_prototypes", protos, {"prompts": ["a", "b"]})
+    arr, attrs = FeatureStore.open(tmp_path / "clip.zarr").get_extra("region_prototypes")
+    np.testing.assert_array_equal(arr, protos)
+    assert attrs["prompts"] == ["a", "b"]
+    assert store.units() == []
