@@ -1,0 +1,127 @@
+"""Training losses: per-dimension CCC (optionally + MAE/MSE) and soft prompt guidance over the 3×3 VA
+regions (Gaussian soft labels from the distance of the true VA to region centres, KL to the head's
+region logits). Everything is computed with masks as weights, so invalid labels (-5) never enter
+and no host sync is needed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from train.heads.common import HeadOutput
+
+REGION_LEVELS = (-0.66, 0.0, 0.66)
+
+
+def region_centres(device: torch.device | None = None) -> Tensor:
+    """(9, 2) centres of the 3×3 VA regions; index = 3·i_valence + i_arousal, levels (-0.66, 0, 0.66).
+    Region prototypes must be stored in this order."""
+    levels = torch.tensor(REGION_LEVELS, device=device)
+    v, a = torch.meshgrid(levels, levels, indexing="ij")
+    return torch.stack([v.reshape(-1), a.reshape(-1)], dim=-1)
+
+
+def _clean(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Float32 values with invalid frames set to 0 (so -5 or NaN there cannot leak), and float weights."""
+    m = mask.bool()
+    x = x.float()
+    return torch.where(m.unsqueeze(-1), x, torch.zeros((), device=x.device)), m.float()
+
+
+def ccc_per_dim(pred: Tensor, true: Tensor, mask: Tensor) -> Tensor:
+    """(2,) CCC per dimension over the valid frames of the batch, population moments."""
+    p, w = _clean(pred, mask)
+    t, _ = _clean(true, mask)
+    w = w.unsqueeze(-1)  # (B, T, 1)
+    n = w.sum((0, 1)).clamp_min(1.0)
+    mp, mt = (p * w).sum((0, 1)) / n, (t * w).sum((0, 1)) / n
+    dp, dt = (p - mp) * w, (t - mt) * w
+    vp, vt, cov = (dp**2).sum((0, 1)) / n, (dt**2).sum((0, 1)) / n, (dp * dt).sum((0, 1)) / n
+    # |2·cov| <= denom, so the clamp only matters when both series are constant and equal (CCC := 0)
+    return 2 * cov / (vp + vt + (mp - mt) ** 2).clamp_min(1e-12)
+
+
+def ccc_loss(pred: Tensor, true: Tensor, mask: Tensor, weights: Sequence[float] = (0.5, 0.5)) -> Tensor:
+    """Σ_d w_d·(1 − CCC_d) over the valid frames; 0 (still in the graph) when no frame is valid."""
+    c = ccc_per_dim(pred, true, mask)
+    w = torch.as_tensor(weights, dtype=c.dtype, device=c.device)
+    has = mask.bool().any().to(c.dtype)
+    return has * (w * (1 - c)).sum()
+
+
+def regression_loss(pred: Tensor, true: Tensor, mask: Tensor, kind: str = "mae", weights: Sequence[float] = (0.5, 0.5)) -> Tensor:
+    """Σ_d w_d·mean over valid frames of |e| ("mae") or e² ("mse")."""
+    p, w = _clean(pred, mask)
+    t, _ = _clean(true, mask)
+    err = (p - t).abs() if kind == "mae" else (p - t) ** 2 if kind == "mse" else None
+    if err is None:
+        raise ValueError(f"kind must be 'mae' or 'mse', got {kind!r}")
+    per_dim = (err * w.unsqueeze(-1)).sum((0, 1)) / w.sum().clamp_min(1.0)
+    return (torch.as_tensor(weights, dtype=per_dim.dtype, device=per_dim.device) * per_dim).sum()
+
+
+def _soft_log_labels(va: Tensor, centres: Tensor | None, sigma: float) -> Tensor:
+    c = region_centres(va.device) if centres is None else centres.to(va.device, torch.float32)
+    d2 = ((va.float().unsqueeze(-2) - c) ** 2).sum(-1)
+    return torch.log_softmax(-d2 / (2 * sigma**2), dim=-1)
+
+
+def soft_region_labels(va: Tensor, centres: Tensor | None = None, sigma: float = 0.45) -> Tensor:
+    """(N, 9) Gaussian soft labels ∝ exp(−d²/2σ²), normalised (any leading shape works)."""
+    return _soft_log_labels(va, centres, sigma).exp()
+
+
+def region_kl_loss(region_logits: Tensor, true_va: Tensor, mask: Tensor, sigma: float = 0.45, centres: Tensor | None = None) -> Tensor:
+    """KL(soft ‖ softmax(logits)) per frame, averaged over the valid frames (0 when none)."""
+    if centres is None and region_logits.shape[-1] != 9:
+        raise ValueError(f"region logits have {region_logits.shape[-1]} regions, the 3×3 grid has 9")
+    t, w = _clean(true_va, mask)
+    log_q = _soft_log_labels(t, centres, sigma)
+    log_p = torch.log_softmax(region_logits.float(), dim=-1)
+    kl = (log_q.exp() * (log_q - log_p)).sum(-1)
+    return (kl * w).sum() / w.sum().clamp_min(1.0)
+
+
+@dataclass
+class VALossConfig:
+    ccc_weights: tuple[float, float] = (0.5, 0.5)  # V, A
+    regression: str | None = None  # None, "mae" or "mse"
+    regression_weight: float = 1.0
+    region_lambda: float = 0.2  # applied only when the head emits region logits
+    region_sigma: float = 0.45
+
+    def __post_init__(self) -> None:
+        self.ccc_weights = tuple(float(w) for w in self.ccc_weights)  # type: ignore[assignment]
+        if len(self.ccc_weights) != 2:
+            raise ValueError(f"ccc_weights must have two values (V, A), got {self.ccc_weights}")
+        if self.regression not in (None, "mae", "mse"):
+            raise ValueError(f"regression must be None, 'mae' or 'mse', got {self.regression!r}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> "VALossConfig":
+        raw = dict(raw or {})
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown VALossConfig option(s) {unknown}")
+        return cls(**raw)
+
+
+def va_loss(output: HeadOutput, true: Tensor, mask: Tensor, cfg: VALossConfig | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """CCC (+ optional MAE/MSE) + λ·KL; returns the total and its detached parts."""
+    cfg = cfg or VALossConfig()
+    ccc = ccc_loss(output.va, true, mask, cfg.ccc_weights)
+    total = ccc
+    parts = {"ccc": ccc.detach()}
+    if cfg.regression is not None:
+        reg = regression_loss(output.va, true, mask, cfg.regression, cfg.ccc_weights)
+        total = total + cfg.regression_weight * reg
+        parts[cfg.regression] = reg.detach()
+    if output.region_logits is not None and cfg.region_lambda > 0:
+        kl = region_kl_loss(output.region_logits, true, mask, cfg.region_sigma)
+        total = total + cfg.region_lambda * kl
+        parts["kl"] = kl.detach()
+    parts["total"] = total.detach()
+    return total, parts
