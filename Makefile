@@ -32,8 +32,16 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+EXTRACT_FEATURES := faces,mouth,landmarks,clip
+
+extract: $(STAMP)
+	$(PY) pipeline.py extract --split $(SPLIT) --features $(or $(FEATURES),$(EXTRACT_FEATURES)) --data-root $(DATA) --cache-dir $(CACHE) --profile $(PROFILE) --device $(DEVICE) $(if $(FACE_WEIGHTS),--face-weights $(FACE_WEIGHTS)) $(EXTRACT_ARGS)
+
 sample: $(STAMP)
 	$(PY) pipeline.py sample-data --out $(DATA)
+
+train: $(STAMP)
+	$(PY) pipeline.py train --model $(MODEL) --features $(FEATURES) --data-root $(DATA) --cache-dir $(CACHE) --runs-dir $(RUNS) --device $(DEVICE) $(TRAIN_ARGS)
 
 status: $(STAMP)
 	$(PY) pipeline.py status --data-root $(DATA) --cache-dir $(CACHE)

@@ -82,5 +82,200 @@ def status(
             console.print(f"  {err}", markup=False)
 
 
+@app.command("import-features")
+def import_features_cmd(
+    source: Annotated[Path, typer.Argument(help="A feature file or a folder of them (one file per track or video).")],
+    name: Annotated[str, typer.Option("--name", help="Feature name: the store is CACHE_DIR/NAME.zarr.")],
+    fmt: Annotated[str | None, typer.Option("--format", help="npz | npy | csv | hdf5 (default: from the file extension).")] = None,
+    unit: Annotated[str, typer.Option("--unit", help="track | video: one group per track, or per video (sources named by video).")] = "track",
+    fps_from_video: Annotated[
+        bool | None,
+        typer.Option("--fps-from-video/--no-fps-from-video", help="Frame indices to times with each video's real fps (default: on when frames are given)."),
+    ] = None,
+    frame_index_base: Annotated[int | None, typer.Option("--frame-index-base", help="0 | 1 (default: 1 for csv/OpenFace, 0 otherwise).")] = None,
+    min_confidence: Annotated[float, typer.Option("--min-confidence", help="csv: rows with a lower confidence are invalid.")] = 0.5,
+    dtype: Annotated[str, typer.Option("--dtype", help="Stored dtype: float16 | float32.")] = "float16",
+    replace: Annotated[bool, typer.Option("--replace", help="Move a store of this name made from other sources aside.")] = False,
+    data_root: DataRoot = DEFAULT_DATA,
+    videos: Videos = None,
+    labels: Labels = None,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+) -> None:
+    """Import per-frame features made elsewhere (npz, npy, OpenFace csv, HDF5) into a feature store."""
+    from rich.markup import escape
+
+    from cache.importers import ImportConfig, SourceError, import_features, infer_format
+    from cache.manifest import load_manifest
+    from cache.store import FingerprintMismatch
+
+    try:
+        cfg = ImportConfig(
+            fmt=fmt or infer_format(source), unit=unit, fps_from_video=fps_from_video,
+            frame_index_base=frame_index_base, min_confidence=min_confidence, dtype=dtype, replace=replace,
+        )
+        report = import_features(source, name, cache_dir, cfg, lambda: load_manifest(data_root, videos, labels))
+    except (SourceError, FingerprintMismatch, ValueError) as err:
+        hint = " (--replace moves it aside)" if isinstance(err, FingerprintMismatch) else ""
+        console.print(f"[red]import failed:[/red] {escape(str(err))}{hint}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    for line in report.notes:
+        console.print(f"  note: {line}", markup=False, highlight=False, soft_wrap=True)
+    for line in report.failed:
+        console.print(f"  failed: {line}", markup=False, highlight=False, soft_wrap=True)
+    style = "green" if report.ok else "red"
+    summary = escape(f"{name}: {report.summary()}")
+    console.print(f"[{style}]{summary}[/{style}] (fingerprint {report.fingerprint})", highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("export-features")
+def export_features_cmd(
+    name: Annotated[str, typer.Argument(help="Feature name (CACHE_DIR/NAME.zarr).")],
+    to: Annotated[Path, typer.Option("--to", help="The HDF5 file to write.")],
+    cache_dir: CacheDir = DEFAULT_CACHE,
+) -> None:
+    """Export a feature store to one HDF5 file: a group per unit with values, times, valid and attributes."""
+    from rich.markup import escape
+
+    from cache.exporters import export_store
+    from cache.store import FingerprintMismatch, store_path
+
+    try:
+        report = export_store(store_path(cache_dir, name), to)
+    except (FileNotFoundError, FingerprintMismatch, OSError) as err:
+        console.print(f"[red]export failed:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"{name}: {report.summary()}", markup=False, highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------- stage 1: extract
+
+
+@app.command()
+def extract(
+    split: Split = "train",
+    features: Features = "faces,mouth,landmarks,clip",
+    data_root: DataRoot = DEFAULT_DATA,
+    videos: Videos = None,
+    labels: Labels = None,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+    profile: Profile = "full",
+    device: Device = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Redo groups that are already complete.")] = False,
+    face_weights: Annotated[
+        Path | None, typer.Option("--face-weights", help="YOLO face weights (.pt); default: MediaPipe's detector.")
+    ] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="Model reference per feature: FEATURE=REF (repeatable).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per decoded chunk and per model batch.")] = 32,
+    new_store: Annotated[bool, typer.Option("--new-store", help="On a fingerprint mismatch move the old store aside.")] = False,
+    models_dir: Annotated[Path, typer.Option("--models-dir", help="Where tiny models are built.")] = Path("artifacts/models"),
+) -> None:
+    """Stage 1: extract features for every video of a split into CACHE_DIR/<feature>.zarr (resumable)."""
+    from extract.progress import print_summary
+    from extract.runner import ExtractionError, RunOptions, run_extraction
+
+    refs = dict(item.split("=", 1) for item in (model or []))
+    if face_weights is not None:
+        refs["faces"] = str(face_weights)
+    opts = RunOptions(
+        split=split, features=[f.strip() for f in features.split(",") if f.strip()], data_root=data_root,
+        videos_dir=videos, labels_dir=labels, cache_dir=cache_dir, profile=profile, device=device, force=force,
+        model_refs=refs, batch_size=batch_size, on_mismatch="new" if new_store else "refuse", models_dir=models_dir,
+    )
+    try:
+        summary = run_extraction(opts)
+    except (ExtractionError, KeyError, ValueError, FileNotFoundError) as err:
+        console.print(f"[red]extract failed:[/red] {err}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    print_summary(console, summary)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- stage 2: train / evaluate / predict
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option("--model", help="Head name (gru, transformer, mamba, crossattn, dcmmoe, raav).")],
+    features: Features,
+    epochs: Annotated[int, typer.Option("--epochs")] = 50,
+    lr: Annotated[float, typer.Option("--lr")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.01,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    window: Annotated[int, typer.Option("--window")] = 400,
+    stride: Annotated[int, typer.Option("--stride")] = 150,
+    lambda_region: Annotated[float, typer.Option("--lambda-region", help="Weight of the region KL term.")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    name: Annotated[str, typer.Option("--name", help="Run name (default MODEL-FEATURES-sSEED).")] = "",
+    fill: Annotated[str, typer.Option("--fill", help="Nearest-fill per feature in seconds, e.g. clip=inf,ast=1.")] = "",
+    head: Annotated[list[str] | None, typer.Option("--head", help="Head option key=value (repeatable).")] = None,
+    loss_weights: Annotated[str, typer.Option("--loss-weights", help="CCC weights V,A.")] = "0.5,0.5",
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch.")] = None,
+    cache_mb: Annotated[float, typer.Option("--cache-mb", help="RAM budget of aligned tracks (MiB).")] = 1024.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
+    data_root: DataRoot = DEFAULT_DATA,
+    videos: Videos = None,
+    labels: Labels = None,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    device: Device = "auto",
+) -> None:
+    """Train a head on cached features; writes the run folder under RUNS_DIR/NAME."""
+    from train.config import DataConfig, TrainConfig, parse_fill, parse_head_options
+    from train.loop import train as run_training
+    from train.report import ccc_table
+
+    data = DataConfig(
+        features=[f.strip() for f in features.split(",") if f.strip()], data_root=str(data_root),
+        videos=str(videos) if videos else None, labels=str(labels) if labels else None, cache_dir=str(cache_dir),
+        window=window, stride=stride, nearest_fill=parse_fill(fill), cache_mb=cache_mb,
+    )
+    cfg = TrainConfig(
+        model=model, data=data, name=name, runs_dir=str(runs_dir), head=parse_head_options(head), epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, lambda_region=lambda_region, seed=seed,
+        device=device, max_steps_per_epoch=max_steps,
+        loss_weights=tuple(float(w) for w in loss_weights.split(",")),
+    )
+    result = run_training(cfg, resume=resume, console=console)
+    console.print(ccc_table({"val": result.eval}), markup=False)
+    console.print(f"run folder: {result.run.path}")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
+    split: Split = "val",
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the run's own.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Default: the run's own.")] = None,
+    device: Device = "auto",
+) -> None:
+    """Recompute a run's CCC table (raw and smoothed) from its best checkpoint."""
+    from train.evaluate import evaluate_run
+    from train.report import ccc_table
+
+    result = evaluate_run(run, split, str(runs_dir), device, data_root=data_root, cache_dir=cache_dir)
+    console.print(ccc_table({split: result}), markup=False)
+
+
+@app.command()
+def predict(
+    run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
+    split: Split = "test",
+    out: Annotated[Path | None, typer.Option("--out", help="CSV path (default RUN/predictions/SPLIT.csv).")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the run's own.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Default: the run's own.")] = None,
+    device: Device = "auto",
+) -> None:
+    """Write the challenge submission CSV for a split (checked against the sample file)."""
+    from train.predict import predict_run
+
+    path = predict_run(run, split, str(runs_dir), device, out=out, data_root=data_root, cache_dir=cache_dir)
+    console.print(f"submission written and checked: {path}")
+
+
 if __name__ == "__main__":
     app()

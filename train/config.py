@@ -1,0 +1,117 @@
+"""Configuration of a training run: what data, which head, how to optimise. Plain dataclasses,
+resolved once and written to the run folder as JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+@dataclass
+class DataConfig:
+    """Where the data is and how tracks become windows."""
+
+    features: list[str]
+    data_root: str = "artifacts/sample"
+    videos: str | None = None
+    labels: str | None = None
+    cache_dir: str = "artifacts/features"
+    window: int = 400
+    stride: int = 150
+    # feature name -> nearest-fill distance in seconds (inf allowed); features not named are not filled
+    nearest_fill: dict[str, float] = field(default_factory=dict)
+    cache_mb: float = 1024.0  # budget of the LRU of aligned tracks
+    block_tracks: int = 8  # training windows are shuffled within blocks of this many tracks
+    prefetch_batches: int = 4
+    align_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.features:
+            raise ValueError("at least one feature is needed")
+        if self.window < 1 or self.stride < 1:
+            raise ValueError(f"window and stride must be positive, got {self.window}/{self.stride}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; `resolve()` fills defaults that depend on the data."""
+
+    model: str
+    data: DataConfig
+    name: str = ""
+    runs_dir: str = "artifacts/runs"
+    head: dict[str, Any] = field(default_factory=dict)  # options for build_head (hidden, dropout, visual, ...)
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    plateau_patience: int = 5
+    plateau_factor: float = 0.1
+    early_stop: int = 15
+    grad_clip: float = 1.0
+    loss_weights: tuple[float, float] = (0.5, 0.5)  # CCC weights of V and A
+    regression: str | None = None  # None | "mae" | "mse", added to the CCC loss
+    regression_weight: float = 1.0
+    lambda_region: float = 0.2
+    seed: int = 42
+    device: str = "auto"
+    max_steps_per_epoch: int | None = None
+    smooth_grid: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 12, 16, 25, 32, 50, 75, 100])
+    n_plot_tracks: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["data"]["nearest_fill"] = {k: _json_float(v) for k, v in self.data.nearest_fill.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
+        raw = dict(raw)
+        data = dict(raw.pop("data"))
+        data["nearest_fill"] = {k: float(v) for k, v in data.get("nearest_fill", {}).items()}
+        known = {f.name for f in fields(DataConfig)}
+        cfg_data = DataConfig(**{k: v for k, v in data.items() if k in known})
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in raw.items() if k in known}
+        if "loss_weights" in kwargs:
+            kwargs["loss_weights"] = tuple(kwargs["loss_weights"])
+        return cls(data=cfg_data, **kwargs)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _json_float(value: float) -> float | str:
+    return str(value) if not math.isfinite(value) else value
+
+
+def parse_fill(text: str | None) -> dict[str, float]:
+    """`clip=inf,ast=0.5` -> {'clip': inf, 'ast': 0.5}; a bare name means inf."""
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        out[name.strip()] = float(value) if value.strip() else math.inf
+    return out
+
+
+def parse_head_options(items: list[str] | None) -> dict[str, Any]:
+    """`key=value` strings (values parsed as JSON when they parse, else kept as strings)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"head option must be key=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out

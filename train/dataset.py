@@ -1,0 +1,394 @@
+"""Windows over cached features aligned onto label frames.
+
+Label frame k of a track covers [k/fps, (k+1)/fps) with the container fps of the track's video. Each
+feature is aligned onto those frames by `cache.align.align_to_frames` when a track is first needed, and
+the aligned float16 (T, D) arrays are kept in an LRU bounded in bytes (`cache_mb`). Training order
+shuffles tracks, then windows within blocks of a few tracks, so each track is aligned about once per
+epoch and the LRU holds a block (plus what the prefetcher aligns ahead), never the split.
+
+RAM: at most `cache_mb` (default 1 GiB) of aligned tracks, plus the batches in the prefetch queue
+(8 × 400 × D × 2 bytes each, e.g. 10 MB for D = 1536) and one raw group being aligned.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cache.align import align_to_frames
+from cache.manifest import Track
+from cache.media import frame_times, probe_video
+from cache.store import FeatureStore, store_path
+
+log = logging.getLogger(__name__)
+
+ALIGN_BLOCK_BYTES = 32 * 2**20
+
+
+class MissingFeatureStore(FileNotFoundError):
+    """A feature asked for has no store in the cache dir."""
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """One feature store as the dataset reads it."""
+
+    name: str
+    store: FeatureStore
+    dim: int
+    fill: float | None = None  # nearest-fill distance in seconds, None = no fill
+
+    @property
+    def unit(self) -> str:
+        return self.store.meta.unit
+
+    @property
+    def fingerprint(self) -> str:
+        return self.store.fingerprint
+
+    def group_for(self, track: Track) -> str:
+        return track.video_stem if self.unit == "video" else track.name
+
+
+def open_features(
+    cache_dir: Path, names: Sequence[str], nearest_fill: Mapping[str, float] | None = None
+) -> dict[str, FeatureSource]:
+    """Open each named feature's store and read its flattened dimension from its first group."""
+    sources: dict[str, FeatureSource] = {}
+    for name in names:
+        path = store_path(cache_dir, name)
+        if not (path / "zarr.json").exists():
+            raise MissingFeatureStore(f"feature '{name}': no store at {path}")
+        store = FeatureStore.open(path)
+        units = store.units()
+        if not units:
+            raise MissingFeatureStore(f"feature '{name}': store {path} has no complete group")
+        sample = store.read(units[0], rows=slice(0, 1)).values
+        dim = int(np.prod(sample.shape[1:])) if sample.ndim > 1 else 1
+        fill = (nearest_fill or {}).get(name)
+        sources[name] = FeatureSource(name=name, store=store, dim=dim, fill=fill)
+    return sources
+
+
+def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
+    """Starts of windows of `window` frames every `stride` frames, plus one aligned to the end."""
+    if n_frames <= window:
+        return [0]
+    starts = list(range(0, n_frames - window + 1, stride))
+    if starts[-1] + window < n_frames:
+        starts.append(n_frames - window)
+    return starts
+
+
+@dataclass
+class AlignedTrack:
+    """One track's features on its label frames."""
+
+    values: dict[str, np.ndarray]  # (T, D) float16
+    masks: dict[str, np.ndarray]  # (T,) bool: the feature has a finite value here
+    labels: np.ndarray  # (T, 2) float32 (zeros where invalid / unknown)
+    label_valid: np.ndarray  # (T,) bool
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in self.values.values()) + self.labels.nbytes + 8 * len(self.labels)
+
+
+@dataclass
+class Batch:
+    """A batch of windows as numpy arrays; `pad` is True on real frames."""
+
+    features: dict[str, np.ndarray]  # (B, L, D) float16
+    masks: dict[str, np.ndarray]  # (B, L) bool
+    pad: np.ndarray  # (B, L) bool
+    labels: np.ndarray  # (B, L, 2) float32
+    label_mask: np.ndarray  # (B, L) bool: valid label on a real frame
+    track: np.ndarray  # (B,) int: index into the dataset's tracks
+    start: np.ndarray  # (B,) int
+    length: np.ndarray  # (B,) int
+
+
+@dataclass
+class DatasetStats:
+    nonfinite: dict[str, int] = field(default_factory=dict)  # aligned frames masked for NaN/inf
+    missing_groups: dict[str, int] = field(default_factory=dict)  # tracks with no group in a store
+    aligned_tracks: int = 0  # alignments done (cache misses)
+
+
+class TrackDataset:
+    """Tracks of one split, their frames, windows and (lazily) aligned features."""
+
+    def __init__(
+        self,
+        tracks: Sequence[Track],
+        sources: Mapping[str, FeatureSource],
+        window: int = 400,
+        stride: int = 150,
+        fps: Mapping[str, float] | None = None,
+        cache_mb: float = 1024.0,
+        align_workers: int = 2,
+    ):
+        self.tracks = list(tracks)
+        self.sources = dict(sources)
+        self.window, self.stride = window, stride
+        self.cache_bytes = int(cache_mb * 2**20)
+        self.stats = DatasetStats(
+            nonfinite={n: 0 for n in self.sources}, missing_groups={n: 0 for n in self.sources}
+        )
+        self._fps_override = dict(fps or {})
+        self._probe_cache: dict[Path, object] = {}
+        self.fps = np.array([self._track_fps(t) for t in self.tracks], dtype=np.float64)
+        self.n_frames = np.array([self._track_frames(t) for t in self.tracks], dtype=np.int64)
+        self._units = {n: set(s.store.units()) for n, s in self.sources.items()}
+        for name, source in self.sources.items():
+            missing = [t.name for t in self.tracks if source.group_for(t) not in self._units[name]]
+            self.stats.missing_groups[name] = len(missing)
+            if missing:
+                log.warning(
+                    "feature %s: %d of %d tracks have no complete group (masked), e.g. %s",
+                    name, len(missing), len(self.tracks), ", ".join(missing[:3]),
+                )
+        self.windows: list[tuple[int, int]] = []
+        self.track_windows: list[list[int]] = []
+        for ti, n in enumerate(self.n_frames):
+            ids = []
+            for start in window_starts(int(n), window, stride):
+                ids.append(len(self.windows))
+                self.windows.append((ti, start))
+            self.track_windows.append(ids)
+        self._lru: OrderedDict[int, AlignedTrack] = OrderedDict()
+        self._lru_bytes = 0
+        self._inflight: dict[int, Future] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, align_workers), thread_name_prefix="align")
+
+    # ---------------------------------------------------------------- frames and fps
+    def _probe(self, track: Track):
+        if track.video not in self._probe_cache:
+            self._probe_cache[track.video] = probe_video(track.video)
+        return self._probe_cache[track.video]
+
+    def _track_fps(self, track: Track) -> float:
+        if track.name in self._fps_override:
+            return float(self._fps_override[track.name])
+        return float(self._probe(track).fps)
+
+    def _track_frames(self, track: Track) -> int:
+        if track.labels is not None:
+            return len(track.labels)
+        if track.n_frames:
+            return int(track.n_frames)
+        return int(self._probe(track).n_frames)
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        return {n: s.dim for n, s in self.sources.items()}
+
+    @property
+    def has_labels(self) -> bool:
+        return all(t.labels is not None for t in self.tracks)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    # ---------------------------------------------------------------- alignment
+    def align_track(self, ti: int) -> AlignedTrack:
+        """Align every feature of track `ti` onto its label frames (no caching)."""
+        track = self.tracks[ti]
+        n = int(self.n_frames[ti])
+        targets = frame_times(n, float(self.fps[ti]))
+        values: dict[str, np.ndarray] = {}
+        masks: dict[str, np.ndarray] = {}
+        for name, source in self.sources.items():
+            group = source.group_for(track)
+            if group not in self._units[name]:
+                values[name] = np.zeros((n, source.dim), dtype=np.float16)
+                masks[name] = np.zeros(n, dtype=bool)
+                continue
+            raw = source.store.read(group)
+            flat = raw.values.reshape(len(raw.values), -1)
+            valid = np.asarray(raw.valid, dtype=bool) & np.isfinite(flat).all(axis=1)
+            aligned, mask = _align_in_column_blocks(flat, raw.times, targets, valid, source.fill)
+            finite = np.isfinite(aligned).all(axis=1)
+            bad = mask & ~finite
+            if bad.any():
+                with self._lock:
+                    self.stats.nonfinite[name] += int(bad.sum())
+                log.warning("feature %s, track %s: %d frames with NaN/inf masked", name, track.name, int(bad.sum()))
+            if not finite.all():
+                aligned[~finite] = 0
+            values[name] = aligned
+            masks[name] = mask & finite
+        if track.labels is not None:
+            labels = np.asarray(track.labels.values, dtype=np.float32)
+            label_valid = np.asarray(track.labels.valid, dtype=bool)
+        else:
+            labels = np.zeros((n, 2), dtype=np.float32)
+            label_valid = np.zeros(n, dtype=bool)
+        with self._lock:
+            self.stats.aligned_tracks += 1
+        return AlignedTrack(values=values, masks=masks, labels=labels, label_valid=label_valid)
+
+    def track(self, ti: int) -> AlignedTrack:
+        """Aligned track from the LRU, aligning it (or waiting for a prefetch) when absent."""
+        with self._lock:
+            if ti in self._lru:
+                self._lru.move_to_end(ti)
+                return self._lru[ti]
+            future = self._inflight.get(ti)
+            if future is None:
+                future = Future()
+                self._inflight[ti] = future
+                owner = True
+            else:
+                owner = False
+        if not owner:
+            return future.result()
+        try:
+            aligned = self.align_track(ti)
+        except BaseException as err:
+            with self._lock:
+                self._inflight.pop(ti, None)
+            future.set_exception(err)
+            raise
+        with self._lock:
+            self._lru[ti] = aligned
+            self._lru_bytes += aligned.nbytes
+            while self._lru_bytes > self.cache_bytes and len(self._lru) > 1:
+                _, old = self._lru.popitem(last=False)
+                self._lru_bytes -= old.nbytes
+            self._inflight.pop(ti, None)
+        future.set_result(aligned)
+        return aligned
+
+    def prefetch(self, track_ids: Sequence[int]) -> None:
+        """Start aligning tracks in the background (no-op for cached or in-flight ones)."""
+        for ti in track_ids:
+            with self._lock:
+                busy = ti in self._lru or ti in self._inflight
+            if not busy:
+                self._pool.submit(self._prefetch_one, ti)
+
+    def _prefetch_one(self, ti: int) -> None:
+        try:
+            self.track(ti)
+        except Exception as err:  # surfaced again when the track is read for real
+            log.debug("prefetch of track %d failed: %s", ti, err)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # ---------------------------------------------------------------- windows and batches
+    def epoch_order(self, rng: np.random.Generator, block_tracks: int = 8) -> list[int]:
+        """Window ids for one training epoch: tracks shuffled, then windows shuffled within blocks of
+        `block_tracks` tracks (so the LRU needs to hold only a block)."""
+        track_ids = rng.permutation(len(self.tracks))
+        order: list[int] = []
+        for b in range(0, len(track_ids), max(1, block_tracks)):
+            block = [w for ti in track_ids[b : b + block_tracks] for w in self.track_windows[ti]]
+            order.extend(int(w) for w in rng.permutation(np.asarray(block, dtype=np.int64)))
+        return order
+
+    def sequential_order(self) -> list[int]:
+        return list(range(len(self.windows)))
+
+    def collate(self, window_ids: Sequence[int]) -> Batch:
+        items = [self.windows[w] for w in window_ids]
+        lengths = [min(self.window, int(self.n_frames[ti]) - start) for ti, start in items]
+        B, L = len(items), max(lengths)
+        features = {n: np.zeros((B, L, s.dim), dtype=np.float16) for n, s in self.sources.items()}
+        masks = {n: np.zeros((B, L), dtype=bool) for n in self.sources}
+        pad = np.zeros((B, L), dtype=bool)
+        labels = np.zeros((B, L, 2), dtype=np.float32)
+        label_mask = np.zeros((B, L), dtype=bool)
+        for b, ((ti, start), n) in enumerate(zip(items, lengths)):
+            aligned = self.track(ti)
+            sl = slice(start, start + n)
+            for name in self.sources:
+                features[name][b, :n] = aligned.values[name][sl]
+                masks[name][b, :n] = aligned.masks[name][sl]
+            pad[b, :n] = True
+            labels[b, :n] = aligned.labels[sl]
+            label_mask[b, :n] = aligned.label_valid[sl]
+        return Batch(
+            features=features, masks=masks, pad=pad, labels=labels, label_mask=label_mask,
+            track=np.array([ti for ti, _ in items], dtype=np.int64),
+            start=np.array([s for _, s in items], dtype=np.int64),
+            length=np.array(lengths, dtype=np.int64),
+        )
+
+    def batches(self, order: Sequence[int], batch_size: int, lookahead_tracks: int = 4) -> Iterator[Batch]:
+        """Batches over `order`, asking the align pool for the next few tracks ahead of time."""
+        firsts: list[tuple[int, int]] = []  # (track, batch that first needs it), in order of use
+        seen: set[int] = set()
+        for i, w in enumerate(order):
+            ti = self.windows[w][0]
+            if ti not in seen:
+                seen.add(ti)
+                firsts.append((ti, i // batch_size))
+        cursor = 0
+        for bi, i in enumerate(range(0, len(order), batch_size)):
+            while cursor < len(firsts) and firsts[cursor][1] < bi:
+                cursor += 1
+            self.prefetch([ti for ti, _ in firsts[cursor : cursor + lookahead_tracks]])
+            yield self.collate(order[i : i + batch_size])
+
+
+def _align_in_column_blocks(
+    flat: np.ndarray, times: np.ndarray, targets: np.ndarray, valid: np.ndarray, fill: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """align_to_frames over blocks of columns, into one float16 (T, D) array: the same result with
+    temporaries (float64 inside the alignment) bounded to about ALIGN_BLOCK_BYTES, whatever the length."""
+    n_rows, dim = flat.shape
+    fast = _same_frames(flat, times, targets, valid, fill)
+    if fast is not None:
+        return fast
+    block = max(1, min(dim, ALIGN_BLOCK_BYTES // (8 * max(n_rows, len(targets), 1))))
+    out = np.empty((len(targets), dim), dtype=np.float16)
+    mask = np.zeros(len(targets), dtype=bool)
+    for c in range(0, dim, block):
+        part, mask = align_to_frames(flat[:, c : c + block], times, targets, valid=valid, nearest_fill=fill)
+        with np.errstate(over="ignore"):
+            out[:, c : c + block] = part  # float16: may overflow to inf, checked by the caller
+    return out, mask
+
+
+def _same_frames(
+    flat: np.ndarray, times: np.ndarray, targets: np.ndarray, valid: np.ndarray, fill: float | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fast path for a frame feature on exactly the label frames (row k = frame k): the overlap-weighted
+    mean is the row itself. None when the rows are on other times (or a fill is needed)."""
+    m = min(len(flat), len(targets))
+    if m == 0 or not np.allclose(times[:m], targets[:m], rtol=0, atol=1e-6):
+        return None
+    if len(flat) > m and times[m:, 0].min() < targets[-1, 1] - 1e-6:
+        return None
+    mask = np.zeros(len(targets), dtype=bool)
+    mask[:m] = valid[:m]
+    if fill is not None and not mask.all():
+        return None
+    out = np.zeros((len(targets), flat.shape[1]), dtype=np.float16)
+    with np.errstate(over="ignore"):
+        out[:m] = flat[:m]
+    out[~mask] = 0
+    return out, mask
+
+
+def build_dataset(
+    tracks: Sequence[Track],
+    sources: Mapping[str, FeatureSource],
+    window: int,
+    stride: int,
+    fps: Mapping[str, float] | None = None,
+    cache_mb: float = 1024.0,
+    align_workers: int = 2,
+) -> TrackDataset:
+    """A `TrackDataset` (kept as a function so the loop, evaluation and bench build it one way)."""
+    return TrackDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers)

@@ -1,0 +1,215 @@
+"""Per-frame predictions for a split and their CCC.
+
+Window predictions are averaged per frame (overlapping windows), frames where no feature is present
+take values interpolated from their neighbours, then an optional centred moving average (separate
+half-windows for V and A, chosen on validation from a grid) and clipping to [-1, 1]. CCC_V, CCC_A and
+P are computed over all valid frames of the split concatenated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from train.dataset import TrackDataset
+from train.metrics import ccc, va_scores
+from train.prefetch import Prefetcher
+from train.tensors import autocast, to_tensors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitPredictions:
+    """Raw (window-averaged) per-frame predictions of every track of a dataset."""
+
+    va: list[np.ndarray]  # per track (T, 2) float32
+    has_feature: list[np.ndarray]  # per track (T,) bool: any feature present
+
+
+@dataclass
+class EvalResult:
+    raw: dict[str, float]
+    smoothed: dict[str, float]
+    half_windows: tuple[int, int]  # (valence, arousal) half-windows of the moving average
+    frames: int  # valid frames scored
+    grid: dict[str, dict[int, float]] = field(default_factory=dict)  # ccc per half-window, when chosen
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["half_windows"] = list(self.half_windows)
+        out["grid"] = {k: {str(h): c for h, c in v.items()} for k, v in self.grid.items()}
+        return out
+
+
+def accumulate_windows(n_frames: int, windows: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """Average per frame the predictions (L_i, C) of windows starting at s_i. Frames no window covers
+    get 0."""
+    if not windows:
+        return np.zeros((n_frames, 2), dtype=np.float32)
+    channels = windows[0][1].shape[1]
+    total = np.zeros((n_frames, channels), dtype=np.float64)
+    count = np.zeros(n_frames, dtype=np.float64)
+    for start, pred in windows:
+        n = min(len(pred), n_frames - start)
+        total[start : start + n] += pred[:n]
+        count[start : start + n] += 1
+    out = np.zeros_like(total)
+    covered = count > 0
+    out[covered] = total[covered] / count[covered, None]
+    return out.astype(np.float32)
+
+
+@torch.no_grad()
+def predict_split(
+    model: torch.nn.Module, dataset: TrackDataset, device: torch.device, batch_size: int = 8, prefetch: int = 4
+) -> SplitPredictions:
+    """Run the model over every window of the dataset (in track order) and average per frame."""
+    was_training = model.training
+    model.eval()
+    n_tracks = len(dataset.tracks)
+    total = [np.zeros((int(n), 2), dtype=np.float64) for n in dataset.n_frames]
+    count = [np.zeros(int(n), dtype=np.float64) for n in dataset.n_frames]
+    has_feature = [np.zeros(int(n), dtype=bool) for n in dataset.n_frames]
+    loader = Prefetcher(dataset.batches(dataset.sequential_order(), batch_size), depth=prefetch)
+    try:
+        for batch in loader:
+            tb = to_tensors(batch, device)
+            with autocast(device):
+                out = model(tb.features, tb.masks, tb.pad)
+            va = out.va.float().cpu().numpy()
+            any_feature = np.zeros_like(batch.pad)
+            for m in batch.masks.values():
+                any_feature |= m
+            for b in range(len(batch.track)):
+                ti, s, n = int(batch.track[b]), int(batch.start[b]), int(batch.length[b])
+                total[ti][s : s + n] += va[b, :n]
+                count[ti][s : s + n] += 1
+                has_feature[ti][s : s + n] |= any_feature[b, :n]
+    finally:
+        loader.close()
+        model.train(was_training)
+    va_out = []
+    for ti in range(n_tracks):
+        c = np.maximum(count[ti], 1)[:, None]
+        va_out.append((total[ti] / c).astype(np.float32))
+    return SplitPredictions(va=va_out, has_feature=has_feature)
+
+
+def fill_missing(pred: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Linear interpolation over frames where `present` is False (nearest value at the ends); a track
+    with no present frame is left as it is."""
+    present = np.asarray(present, dtype=bool)
+    if present.all() or not present.any():
+        return pred
+    idx = np.arange(len(pred))
+    out = pred.copy()
+    for c in range(pred.shape[1]):
+        out[~present, c] = np.interp(idx[~present], idx[present], pred[present, c])
+    return out
+
+
+def moving_average(x: np.ndarray, half: int) -> np.ndarray:
+    """Centred moving average of a 1-D series over 2·half+1 frames, shrinking at the edges."""
+    x = np.asarray(x, dtype=np.float64)
+    if half <= 0 or len(x) == 0:
+        return x.astype(np.float32)
+    csum = np.concatenate([[0.0], np.cumsum(x)])
+    idx = np.arange(len(x))
+    lo = np.maximum(idx - half, 0)
+    hi = np.minimum(idx + half + 1, len(x))
+    return ((csum[hi] - csum[lo]) / (hi - lo)).astype(np.float32)
+
+
+def postprocess(pred: np.ndarray, present: np.ndarray, half_windows: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Fill featureless frames, smooth V and A with their own half-windows, clip to [-1, 1]."""
+    out = fill_missing(np.asarray(pred, dtype=np.float32), present)
+    out = np.stack([moving_average(out[:, 0], half_windows[0]), moving_average(out[:, 1], half_windows[1])], axis=1)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def _concat_valid(dataset: TrackDataset, preds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    pred_rows, true_rows = [], []
+    for track, pred in zip(dataset.tracks, preds):
+        if track.labels is None:
+            continue
+        valid = np.asarray(track.labels.valid, dtype=bool)
+        pred_rows.append(pred[valid])
+        true_rows.append(np.asarray(track.labels.values)[valid])
+    if not pred_rows:
+        raise ValueError("no labelled frames to score")
+    return np.concatenate(pred_rows), np.concatenate(true_rows)
+
+
+def score(dataset: TrackDataset, preds: Sequence[np.ndarray]) -> dict[str, float]:
+    """CCC_V, CCC_A and P over all valid frames of the dataset's tracks concatenated."""
+    pred, true = _concat_valid(dataset, preds)
+    return va_scores(pred, true)
+
+
+def choose_smoothing(
+    dataset: TrackDataset, split: SplitPredictions, grid: Sequence[int]
+) -> tuple[tuple[int, int], dict[str, dict[int, float]]]:
+    """Half-windows for V and A (each chosen alone) that maximise CCC on this dataset."""
+    filled = [fill_missing(p, m) for p, m in zip(split.va, split.has_feature)]
+    curves: dict[str, dict[int, float]] = {"ccc_v": {}, "ccc_a": {}}
+    true_rows = _concat_valid(dataset, filled)[1]
+    for half in sorted(set(int(h) for h in grid) | {0}):
+        smoothed = [
+            np.clip(np.stack([moving_average(p[:, 0], half), moving_average(p[:, 1], half)], axis=1), -1, 1)
+            for p in filled
+        ]
+        pred_rows = _concat_valid(dataset, smoothed)[0]
+        curves["ccc_v"][half] = ccc(pred_rows[:, 0], true_rows[:, 0])
+        curves["ccc_a"][half] = ccc(pred_rows[:, 1], true_rows[:, 1])
+    best_v = max(curves["ccc_v"], key=lambda h: (curves["ccc_v"][h], -h))
+    best_a = max(curves["ccc_a"], key=lambda h: (curves["ccc_a"][h], -h))
+    return (best_v, best_a), curves
+
+
+def evaluate_predictions(
+    dataset: TrackDataset,
+    split: SplitPredictions,
+    half_windows: tuple[int, int] | None = None,
+    grid: Sequence[int] | None = None,
+) -> EvalResult:
+    """Raw and smoothed scores. Smoothing half-windows are given, or chosen here from `grid`."""
+    raw_preds = [postprocess(p, m) for p, m in zip(split.va, split.has_feature)]
+    raw = score(dataset, raw_preds)
+    curves: dict[str, dict[int, float]] = {}
+    if half_windows is None:
+        half_windows, curves = choose_smoothing(dataset, split, grid or [0])
+    smoothed_preds = [postprocess(p, m, half_windows) for p, m in zip(split.va, split.has_feature)]
+    smoothed = score(dataset, smoothed_preds)
+    frames = sum(int(t.labels.valid.sum()) for t in dataset.tracks if t.labels is not None)
+    return EvalResult(raw=raw, smoothed=smoothed, half_windows=tuple(half_windows), frames=frames, grid=curves)
+
+
+def evaluate_run(
+    run: str,
+    split: str = "val",
+    runs_dir: str = "artifacts/runs",
+    device: str = "auto",
+    **locations,
+) -> EvalResult:
+    """Recompute the CCC table of a run's best checkpoint on a labelled split (smoothing as chosen on
+    validation at the end of training) and write it to evaluate_<split>.json."""
+    from pathlib import Path
+
+    from train.restore import load_run
+
+    loaded = load_run(run, Path(runs_dir), device, **locations)
+    dataset = loaded.dataset(split)
+    try:
+        if not dataset.has_labels:
+            raise ValueError(f"split '{split}' has no labels to evaluate against")
+        preds = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
+        result = evaluate_predictions(dataset, preds, half_windows=loaded.half_windows)
+    finally:
+        dataset.close()
+    loaded.run.write_json(loaded.run.path / f"evaluate_{split}.json", result.to_dict())
+    return result

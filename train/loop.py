@@ -1,0 +1,259 @@
+"""The training loop: AdamW, ReduceLROnPlateau on validation P, early stopping, gradient clipping,
+seeds, bf16 autocast on CUDA, a checkpoint after every epoch that carries all RNG state (so a resumed
+run ends with the same metrics as an uninterrupted one), and a run folder with everything to read,
+compare and reuse the run. Imports nothing from `extract/`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cache.manifest import load_manifest
+from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from train.config import TrainConfig
+from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
+from train.evaluate import EvalResult, evaluate_predictions, predict_split, score, postprocess
+from train.model import build_model
+from train.prefetch import Prefetcher
+from train.run import RunDir
+from train.tensors import autocast, resolve_device, to_tensors
+
+log = logging.getLogger(__name__)
+
+EpochHook = Callable[[int, dict[str, Any]], None]
+
+
+class RunExists(FileExistsError):
+    """A run folder with a checkpoint exists and resuming was not asked for."""
+
+
+@dataclass
+class TrainResult:
+    run: RunDir
+    best_epoch: int
+    best_P: float
+    epochs_run: int
+    eval: EvalResult
+
+
+def run_name(cfg: TrainConfig) -> str:
+    return cfg.name or f"{cfg.model}-{'+'.join(cfg.data.features)}-s{cfg.seed}"
+
+
+def open_split(
+    cfg: TrainConfig, split: str, sources: dict[str, FeatureSource], fps: dict[str, float] | None = None
+) -> TrackDataset:
+    """The dataset of one split of the manifest, with the run's windowing and cache settings."""
+    data = cfg.data
+    splits = (split,)
+    manifest = load_manifest(Path(data.data_root), data.videos and Path(data.videos), data.labels and Path(data.labels), splits)
+    tracks = manifest.split(split)
+    if not tracks:
+        raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
+    return build_dataset(
+        tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers
+    )
+
+
+def _resolve_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir, dict[str, Any] | None]:
+    run = RunDir(Path(cfg.runs_dir) / run_name(cfg))
+    if not run.last.is_file():
+        return cfg, run, None
+    if not resume:
+        raise RunExists(f"run folder {run.path} already holds a checkpoint: pass --resume to continue it, or another --name")
+    stored = TrainConfig.load(run.config)
+    # what may change on resume: where the data is, how long to train, the device
+    stored.epochs, stored.device, stored.runs_dir = cfg.epochs, cfg.device, cfg.runs_dir
+    for key in ("data_root", "videos", "labels", "cache_dir"):
+        setattr(stored.data, key, getattr(cfg.data, key))
+    if stored.to_dict() != cfg.to_dict() | {"name": stored.name}:
+        log.warning("resuming %s with its stored config; other options given now are ignored", run.path)
+    return stored, run, load_checkpoint(run.last)
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    on_epoch_end: EpochHook | None = None,
+    console: Console | None = None,
+    fps: dict[str, float] | None = None,
+) -> TrainResult:
+    """Train cfg.model on cfg.data.features; write and return the run. `on_epoch_end(epoch, row)` is
+    called after each epoch's checkpoint is written (an exception there interrupts the run)."""
+    console = console or Console(stderr=True)
+    cfg, run, state = _resolve_run(cfg, resume)
+    sources = open_features(Path(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
+    if state is not None:
+        run.check_fingerprints(sources)
+    run.make()
+    cfg.name = run.path.name
+    cfg.save(run.config)
+    run.write_features(sources)
+
+    device = resolve_device(cfg.device)
+    train_ds = open_split(cfg, "train", sources, fps)
+    val_ds = open_split(cfg, "val", sources, fps)
+    log.info(
+        "run %s: %d train tracks (%d windows), %d val tracks, features %s, device %s",
+        run.path, len(train_ds.tracks), len(train_ds), len(val_ds.tracks), train_ds.feature_dims, device,
+    )
+    seed_everything(cfg.seed)
+    model, has_regions = build_model(cfg, sources)
+    model.to(device)
+    from train.losses import VALossConfig
+
+    loss_cfg = VALossConfig(
+        ccc_weights=tuple(cfg.loss_weights), regression=cfg.regression, regression_weight=cfg.regression_weight,
+        region_lambda=cfg.lambda_region if has_regions else 0.0,
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", patience=cfg.plateau_patience, factor=cfg.plateau_factor
+    )
+    loop = {"epoch": 0, "best_P": -math.inf, "best_epoch": -1, "since_best": 0}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        loop = dict(state["loop"])
+        set_rng_state(state["rng"])
+        run.truncate_metrics(loop["epoch"])
+        log.info("resuming %s after epoch %d (best P %.4f at epoch %d)", run.path.name, loop["epoch"], loop["best_P"], loop["best_epoch"])
+    elif run.metrics.exists():
+        run.metrics.unlink()
+
+    try:
+        while loop["epoch"] < cfg.epochs and loop["since_best"] < cfg.early_stop:
+            epoch = loop["epoch"]
+            row = _train_epoch(cfg, model, optimizer, loss_cfg, train_ds, device, epoch, console)
+            preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
+            val = score(val_ds, [postprocess(p, m) for p, m in zip(preds.va, preds.has_feature)])
+            scheduler.step(val["P"])
+            improved = val["P"] > loop["best_P"]
+            loop.update(epoch=epoch + 1)
+            if improved:
+                loop.update(best_P=val["P"], best_epoch=epoch, since_best=0)
+            else:
+                loop["since_best"] += 1
+            row.update({f"val_{k}": v for k, v in val.items()}, best=improved)
+            run.append_metrics(row)
+            ckpt = _checkpoint(cfg, model, optimizer, scheduler, loop, train_ds.feature_dims)
+            if improved:
+                save_checkpoint(run.best, ckpt)
+            save_checkpoint(run.last, ckpt)
+            console.print(
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  val CCC_V {val['ccc_v']:.4f}  "
+                f"CCC_A {val['ccc_a']:.4f}  P {val['P']:.4f}{'  *' if improved else ''}  lr {row['lr']:.1e}  "
+                f"data wait {100 * row['data_wait_share']:.1f}%"
+            )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row)
+        if loop["since_best"] >= cfg.early_stop:
+            log.info("early stop: no better validation P for %d epochs", cfg.early_stop)
+        train_ds.close()
+        return _final_evaluation(cfg, run, model, val_ds, device, loop)
+    finally:
+        train_ds.close()
+        val_ds.close()
+
+
+def _train_epoch(
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_cfg: Any,
+    dataset: TrackDataset,
+    device: torch.device,
+    epoch: int,
+    console: Console,
+) -> dict[str, Any]:
+    from train.losses import va_loss
+
+    model.train()
+    order = dataset.epoch_order(np.random.default_rng([cfg.seed, epoch]), cfg.data.block_tracks)
+    if cfg.max_steps_per_epoch:
+        order = order[: cfg.max_steps_per_epoch * cfg.batch_size]
+    n_steps = math.ceil(len(order) / cfg.batch_size)
+    sums: dict[str, float] = {}
+    steps = 0
+    start = time.perf_counter()
+    loader = Prefetcher(dataset.batches(order, cfg.batch_size), depth=cfg.data.prefetch_batches)
+    progress = Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("loss {task.fields[loss]}"), console=console, transient=True,
+    )
+    try:
+        with progress:
+            task = progress.add_task("train", total=n_steps, epoch=f"{epoch + 1}/{cfg.epochs}", loss="-")
+            for batch in loader:
+                tb = to_tensors(batch, device)
+                if not bool(batch.label_mask.any()):
+                    progress.advance(task)
+                    continue
+                with autocast(device):
+                    out = model(tb.features, tb.masks, tb.pad)
+                loss, parts = va_loss(out, tb.labels, tb.label_mask, loss_cfg)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite loss at epoch {epoch + 1}, step {steps + 1} ({ {k: float(v) for k, v in parts.items()} })"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip and cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                steps += 1
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                progress.update(task, advance=1, loss=f"{sums['total'] / steps:.4f}")
+    finally:
+        loader.close()
+    elapsed = time.perf_counter() - start
+    row: dict[str, Any] = {
+        "epoch": epoch,
+        "steps": steps,
+        "train_loss": sums.get("total", float("nan")) / max(steps, 1),
+        "lr": optimizer.param_groups[0]["lr"],
+        "epoch_s": round(elapsed, 3),
+        "data_wait_share": loader.wait_s / elapsed if elapsed > 0 else 0.0,
+    }
+    for k, v in sums.items():
+        if k != "total":
+            row[f"train_{k}"] = v / max(steps, 1)
+    return row
+
+
+def _checkpoint(cfg, model, optimizer, scheduler, loop, feature_dims) -> dict[str, Any]:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "loop": dict(loop),
+        "rng": rng_state(),
+        "config": cfg.to_dict(),
+        "feature_dims": dict(feature_dims),
+    }
+
+
+def _final_evaluation(
+    cfg: TrainConfig, run: RunDir, model: torch.nn.Module, val_ds: TrackDataset, device: torch.device, loop: dict
+) -> TrainResult:
+    from train.report import write_report
+
+    if run.best.is_file():
+        model.load_state_dict(load_checkpoint(run.best, device)["model"])
+    preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
+    result = evaluate_predictions(val_ds, preds, grid=cfg.smooth_grid)
+    run.write_json(run.eval_file("val"), {**result.to_dict(), "best_epoch": loop["best_epoch"]})
+    write_report(run, cfg, result, val_ds, preds)
+    return TrainResult(run=run, best_epoch=loop["best_epoch"], best_P=loop["best_P"], epochs_run=loop["epoch"], eval=result)

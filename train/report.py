@@ -1,0 +1,116 @@
+"""The run's report: report.md with the CCC table, and PNG plots (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from train.config import TrainConfig
+from train.dataset import TrackDataset
+from train.evaluate import EvalResult, SplitPredictions, postprocess
+from train.run import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def ccc_table(results: dict[str, EvalResult]) -> str:
+    """Markdown table: one raw and one smoothed row per split."""
+    lines = ["| split | predictions | CCC_V | CCC_A | P | frames |", "|---|---|---:|---:|---:|---:|"]
+    for split, r in results.items():
+        hv, ha = r.half_windows
+        for label, s in (("raw", r.raw), (f"smoothed (half-windows V {hv}, A {ha})", r.smoothed)):
+            lines.append(f"| {split} | {label} | {s['ccc_v']:.4f} | {s['ccc_a']:.4f} | {s['P']:.4f} | {r.frames} |")
+    return "\n".join(lines)
+
+
+def plot_learning_curves(rows: Sequence[dict], path: Path) -> None:
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    epochs = [r["epoch"] + 1 for r in rows]
+    ax1.plot(epochs, [r["train_loss"] for r in rows], marker="o", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    for key, label in (("val_ccc_v", "CCC_V"), ("val_ccc_a", "CCC_A"), ("val_P", "P")):
+        ax2.plot(epochs, [r.get(key, np.nan) for r in rows], marker="o", label=f"val {label}")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("CCC")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_track(name: str, fps: float, pred: np.ndarray, true: np.ndarray, valid: np.ndarray, path: Path) -> None:
+    plt = _plt()
+    t = np.arange(len(pred)) / fps
+    fig, axes = plt.subplots(2, 1, figsize=(10, 4.5), sharex=True)
+    for ax, c, label in zip(axes, (0, 1), ("valence", "arousal")):
+        ax.plot(t, np.where(valid, true[:, c], np.nan), color="black", lw=1, label="true")
+        ax.plot(t, pred[:, c], color="tab:red", lw=1, label="predicted")
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_ylabel(label)
+        ax.legend(loc="upper right")
+    axes[1].set_xlabel("seconds")
+    axes[0].set_title(name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(
+    run: RunDir, cfg: TrainConfig, result: EvalResult, val_ds: TrackDataset, preds: SplitPredictions
+) -> None:
+    rows = run.read_metrics()
+    run.plots.mkdir(parents=True, exist_ok=True)
+    plots = []
+    if rows:
+        plot_learning_curves(rows, run.plots / "learning_curves.png")
+        plots.append(("learning curves", "plots/learning_curves.png"))
+    longest = np.argsort(-val_ds.n_frames, kind="stable")[: cfg.n_plot_tracks]
+    for ti in sorted(int(i) for i in longest):
+        track = val_ds.tracks[ti]
+        pred = postprocess(preds.va[ti], preds.has_feature[ti], result.half_windows)
+        rel = f"plots/val_{track.name}.png"
+        plot_track(track.name, float(val_ds.fps[ti]), pred, track.labels.values, track.labels.valid, run.path / rel)
+        plots.append((f"validation track {track.name} (smoothed predictions)", rel))
+    features = run.read_features()
+    best = max(rows, key=lambda r: r.get("val_P", -np.inf)) if rows else {}
+    lines = [
+        f"# Run {run.path.name}",
+        "",
+        f"Head `{cfg.model}` on features {', '.join(f'`{f}`' for f in cfg.data.features)}; "
+        f"window {cfg.data.window}, stride {cfg.data.stride}; batch {cfg.batch_size}, lr {cfg.lr:g}, "
+        f"weight decay {cfg.weight_decay:g}, λ_region {cfg.lambda_region:g}, seed {cfg.seed}.",
+        "",
+        f"Epochs run: {len(rows)}; best epoch {best.get('epoch', -1) + 1} (validation P {best.get('val_P', float('nan')):.4f}).",
+        "",
+        "## CCC (best checkpoint; all valid frames of the split concatenated)",
+        "",
+        ccc_table({"val": result}),
+        "",
+        "Smoothing half-windows chosen on validation, V and A separately; predictions clipped to [-1, 1].",
+        "",
+        "## Features",
+        "",
+        "| feature | fingerprint | unit | dim | store |",
+        "|---|---|---|---:|---|",
+        *(f"| {n} | `{f['fingerprint']}` | {f['unit']} | {f['dim']} | {f['store']} |" for n, f in features.items()),
+        "",
+        "## Plots",
+        "",
+        *(f"![{title}]({rel})\n" for title, rel in plots),
+    ]
+    run.report.write_text("\n".join(lines), encoding="utf-8")

@@ -1,0 +1,109 @@
+"""The run folder: where each artefact of a training run lives, and the checks on reopening one.
+
+<runs>/<name>/
+  config.json            resolved TrainConfig
+  features.json          per feature: fingerprint, unit, kind, dim, store path
+  metrics.jsonl          one JSON object per epoch
+  checkpoints/last.pt    model, optimiser, scheduler, loop and RNG state after the last finished epoch
+  checkpoints/best.pt    same, at the best validation P
+  eval_<split>.json      raw and smoothed CCC table, smoothing half-windows
+  report.md              the CCC table and the plots
+  plots/*.png            learning curves, predicted vs true V/A for a few validation tracks
+  predictions/<split>.csv
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from train.dataset import FeatureSource
+
+
+class FingerprintChanged(RuntimeError):
+    """A feature store differs from the one a run was trained on."""
+
+
+class RunNotFound(FileNotFoundError):
+    pass
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def resolve(cls, run: str | Path, runs_dir: Path) -> "RunDir":
+        """A run given by folder path or by name under runs_dir; it must exist."""
+        for candidate in (Path(run), Path(runs_dir) / str(run)):
+            if (candidate / "config.json").is_file():
+                return cls(candidate)
+        raise RunNotFound(f"no run '{run}' (looked for {Path(run)} and {Path(runs_dir) / str(run)})")
+
+    # paths
+    config = property(lambda self: self.path / "config.json")
+    features = property(lambda self: self.path / "features.json")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    last = property(lambda self: self.path / "checkpoints" / "last.pt")
+    best = property(lambda self: self.path / "checkpoints" / "best.pt")
+    report = property(lambda self: self.path / "report.md")
+    plots = property(lambda self: self.path / "plots")
+    predictions = property(lambda self: self.path / "predictions")
+
+    def eval_file(self, split: str) -> Path:
+        return self.path / f"eval_{split}.json"
+
+    def make(self) -> None:
+        for sub in (self.path, self.checkpoints, self.plots, self.predictions):
+            sub.mkdir(parents=True, exist_ok=True)
+
+    # features and fingerprints
+    def write_features(self, sources: Mapping[str, FeatureSource]) -> None:
+        record = {
+            name: {
+                "fingerprint": s.fingerprint, "unit": s.unit, "kind": s.store.meta.kind, "dim": s.dim,
+                "model_ref": s.store.meta.model_ref, "store": str(s.store.path),
+            }
+            for name, s in sources.items()
+        }
+        self.features.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def read_features(self) -> dict[str, dict[str, Any]]:
+        return json.loads(self.features.read_text(encoding="utf-8")) if self.features.is_file() else {}
+
+    def check_fingerprints(self, sources: Mapping[str, FeatureSource]) -> None:
+        """Refuse stores whose fingerprint differs from the one this run recorded."""
+        recorded = self.read_features()
+        problems = []
+        for name, source in sources.items():
+            want = recorded.get(name, {}).get("fingerprint")
+            if want is not None and want != source.fingerprint:
+                problems.append(
+                    f"feature '{name}': run {self.path.name} was trained on fingerprint {want}, "
+                    f"but store {source.store.path} has fingerprint {source.fingerprint}"
+                )
+        if problems:
+            raise FingerprintChanged("; ".join(problems) + " (re-extract with the old config or start a new run)")
+
+    # metrics
+    def append_metrics(self, row: Mapping[str, Any]) -> None:
+        with open(self.metrics, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(dict(row), sort_keys=True) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def truncate_metrics(self, before_epoch: int) -> None:
+        """Keep only rows of epochs < before_epoch (rows written after the last checkpoint go)."""
+        rows = [r for r in self.read_metrics() if r["epoch"] < before_epoch]
+        self.metrics.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+
+    def write_json(self, path: Path, data: Any) -> None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(path)

@@ -1,0 +1,163 @@
+"""Synthetic datasets with cached features for tests and benchmarks (no extraction involved).
+
+Writes, under `root`: tiny real videos (a few frames at the track's fps, so the container gives the
+fps), label files in the Aff-Wild2 layout, a test sample submission, and under `cache_dir` feature
+stores: a per-track visual frame feature and a per-video 50 Hz audio feature. With `signal=True` the
+features are noisy linear maps of the labels (so a head can learn them); otherwise random.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from cache.manifest import CHALLENGE_DIR, SPLIT_DIRS, SUBMISSION_HEADER, video_stem
+from cache.media import frame_times
+from cache.store import FeatureMeta, FeatureStore, store_path
+
+
+@dataclass
+class SynthTrack:
+    name: str
+    split: str
+    fps: float
+    n_frames: int
+
+
+@dataclass
+class SynthConfig:
+    tracks: list[SynthTrack]
+    visual: str = "clip"
+    visual_dim: int = 16
+    audio: str = "wavlm"
+    audio_dim: int = 8
+    audio_rate: float = 50.0
+    signal: bool = True
+    noise: float = 0.3
+    invalid_share: float = 0.05  # labels set to -5,-5
+    no_face_share: float = 0.05  # visual rows marked invalid (one stretch per track)
+    region_prototypes: bool = True
+    seed: int = 0
+    extra_stores: dict[str, int] = field(default_factory=dict)  # more visual stores: name -> dim
+
+
+def default_tracks(n_train: int = 6, n_val: int = 3, n_test: int = 2, frames: tuple[int, int] = (300, 700), seed: int = 0) -> list[SynthTrack]:
+    """A few tracks per split at mixed fps; the first two train tracks are the two people of one video."""
+    rng = np.random.default_rng(seed)
+    fps_choices = (30.0, 25.0, 15.0)
+    out: list[SynthTrack] = []
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        for i in range(n):
+            name = f"{split}{i}"
+            if split == "train" and i < 2:
+                name = f"duo_{'left' if i == 0 else 'right'}"
+            out.append(SynthTrack(name, split, fps_choices[i % 3], int(rng.integers(*frames))))
+    duo = [t for t in out if t.name.startswith("duo_")]
+    for t in duo[1:]:  # both people of a video share fps
+        t.fps = duo[0].fps
+    return out
+
+
+def smooth_trace(rng: np.random.Generator, n: int, scale: float = 0.6) -> np.ndarray:
+    """A smooth random series in (-1, 1) of n frames."""
+    t = np.arange(n)
+    out = np.zeros(n)
+    for _ in range(3):
+        period = rng.uniform(60, 400)
+        out += rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
+    return np.tanh(scale * out / 0.6).astype(np.float32)
+
+
+def write_tiny_video(path: Path, fps: float, n_frames: int = 3) -> None:
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        frame = np.zeros((16, 16, 3), np.uint8)
+        for _ in range(n_frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _write_labels(path: Path, va: np.ndarray, valid: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["valence,arousal"]
+    lines += [f"{v:.4f},{a:.4f}" if ok else "-5,-5" for (v, a), ok in zip(va, valid)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def make_synthetic(root: Path, cache_dir: Path, cfg: SynthConfig) -> dict[str, np.ndarray]:
+    """Write the dataset and the stores; return the true VA (T, 2) of every track (test included)."""
+    root, cache_dir = Path(root), Path(cache_dir)
+    rng = np.random.default_rng(cfg.seed)
+    w_vis = rng.normal(size=(2, cfg.visual_dim)).astype(np.float32)
+    w_aud = rng.normal(size=(1, cfg.audio_dim)).astype(np.float32)
+    truth: dict[str, np.ndarray] = {}
+    visual = FeatureStore.create_or_open(
+        store_path(cache_dir, cfg.visual), FeatureMeta(name=cfg.visual, kind="frame", unit="track", model_ref="synthetic")
+    )
+    extras = {
+        name: FeatureStore.create_or_open(store_path(cache_dir, name), FeatureMeta(name=name, unit="track", model_ref="synthetic"))
+        for name in cfg.extra_stores
+    }
+    audio = FeatureStore.create_or_open(
+        store_path(cache_dir, cfg.audio),
+        FeatureMeta(name=cfg.audio, kind="frame", unit="video", model_ref="synthetic", config={"rate": cfg.audio_rate}),
+    )
+    if cfg.region_prototypes:
+        visual.put_extra("region_prototypes", rng.normal(size=(9, cfg.visual_dim)).astype(np.float32))
+    videos_done: set[str] = set()
+    test_rows: list[str] = []
+    test_names: list[str] = []
+    for track in cfg.tracks:
+        n = track.n_frames
+        va = np.stack([smooth_trace(rng, n), smooth_trace(rng, n, 0.8)], axis=1)
+        truth[track.name] = va
+        stem = video_stem(track.name)
+        if stem not in videos_done:
+            write_tiny_video(root / "videos" / f"{stem}.mp4", track.fps)
+        if track.split == "test":
+            test_names.append(track.name)
+            test_rows += [f"{track.name}/{k:05d}.jpg,0,0" for k in range(1, n + 1)]
+        else:
+            valid = np.ones(n, dtype=bool)
+            n_bad = int(cfg.invalid_share * n)
+            if n_bad:
+                s = int(rng.integers(0, n - n_bad))
+                valid[s : s + n_bad] = False
+            _write_labels(root / "annotations" / CHALLENGE_DIR / SPLIT_DIRS[track.split] / f"{track.name}.txt", va, valid)
+        times = frame_times(n, track.fps)
+        noise = rng.normal(size=(n, cfg.visual_dim)).astype(np.float32)
+        values = va @ w_vis + cfg.noise * noise if cfg.signal else noise
+        face = np.ones(n, dtype=bool)
+        n_gap = int(cfg.no_face_share * n)
+        if n_gap:
+            s = int(rng.integers(0, n - n_gap))
+            face[s : s + n_gap] = False
+        visual.write(track.name, values, times, face, attrs={"fps": track.fps, "frames": n})
+        for name, dim in cfg.extra_stores.items():
+            extras[name].write(track.name, rng.normal(size=(n, dim)).astype(np.float32), times, attrs={"fps": track.fps})
+        if stem not in videos_done:
+            videos_done.add(stem)
+            duration = n / track.fps
+            rows = int(np.ceil(duration * cfg.audio_rate))
+            j = np.arange(rows)
+            a_times = np.stack([j / cfg.audio_rate, (j + 1) / cfg.audio_rate], axis=1)
+            centre_frames = np.clip(((j + 0.5) / cfg.audio_rate * track.fps).astype(int), 0, n - 1)
+            a_noise = rng.normal(size=(rows, cfg.audio_dim)).astype(np.float32)
+            a_values = va[centre_frames, 1:2] @ w_aud + cfg.noise * a_noise if cfg.signal else a_noise
+            audio.write(stem, a_values, a_times, attrs={"rate": cfg.audio_rate})
+    annotations = root / "annotations"
+    annotations.mkdir(parents=True, exist_ok=True)
+    if test_names:
+        (annotations / "CVPR_10th_ABAW_VA_test_set_sample.txt").write_text(
+            SUBMISSION_HEADER + "\n" + "\n".join(test_rows) + "\n", encoding="utf-8"
+        )
+    return truth
