@@ -45,11 +45,14 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 def sample_data(
     out: Annotated[Path, typer.Option("--out", help="Where to write the sample dataset.")] = DEFAULT_DATA,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    min_seconds: Annotated[float, typer.Option("--min-seconds", help="Shortest video.")] = 10.0,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help="Longest video.")] = 20.0,
 ) -> None:
     """Write the built-in sample dataset (Aff-Wild2 layout, synthetic faces and voices)."""
     from cache.sample_data import SampleConfig, write_sample_dataset
 
-    summary = write_sample_dataset(out, SampleConfig(seed=seed))
+    config = SampleConfig(seed=seed, min_seconds=min_seconds, max_seconds=max_seconds)
+    summary = write_sample_dataset(out, config)
     console.print(f"sample dataset written to {out} ({summary})")
 
 
@@ -276,6 +279,38 @@ def predict(
     path = predict_run(run, split, str(runs_dir), device, out=out, data_root=data_root, cache_dir=cache_dir)
     console.print(f"submission written and checked: {path}")
 
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
+    name: Annotated[str, typer.Option("--name", help="Feature name of the export: the store is CACHE_DIR/NAME.zarr.")],
+    splits: Annotated[str, typer.Option("--splits", help="Comma-separated splits to export.")] = "train,val,test",
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where the run's inputs are read and the export is written (default: the run's own).")] = None,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the run's own.")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last")] = "best",
+    force: Annotated[bool, typer.Option("--force", help="Rewrite groups that are already complete.")] = False,
+    new_store: Annotated[bool, typer.Option("--new-store", help="If NAME exists with another fingerprint, move it aside.")] = False,
+    device: Device = "auto",
+) -> None:
+    """Export a run's per-frame representation + VA prediction as a feature store (stacking for fusion)."""
+    from rich.markup import escape
+
+    from cache.store import FingerprintMismatch
+    from train.export import export_run
+
+    try:
+        report = export_run(
+            run, name, [s.strip() for s in splits.split(",") if s.strip()], runs_dir=runs_dir, cache_dir=cache_dir,
+            data_root=data_root, device=device, force=force, on_mismatch="new" if new_store else "refuse",
+            checkpoint=checkpoint,
+        )
+    except (FingerprintMismatch, ValueError, FileNotFoundError) as err:
+        hint = " (--new-store moves it aside)" if isinstance(err, FingerprintMismatch) else ""
+        console.print(f"[red]export failed:[/red] {escape(str(err))}{hint}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"{name}: {report.summary()}", markup=False, highlight=False, soft_wrap=True)
 
 if __name__ == "__main__":
     app()
