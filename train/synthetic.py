@@ -9,7 +9,6 @@ features are noisy linear maps of the labels (so a head can learn them); otherwi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -72,18 +71,11 @@ def smooth_trace(rng: np.random.Generator, n: int, scale: float = 0.6) -> np.nda
 
 
 def write_tiny_video(path: Path, fps: float, n_frames: int = 3) -> None:
-    import av
+    """A few black frames: enough for the container to carry the fps the dataset reads."""
+    from cache.sample_data import write_av_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
-        frame = np.zeros((16, 16, 3), np.uint8)
-        for _ in range(n_frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_av_file(path, np.zeros((n_frames, 16, 16, 3), np.uint8), fps)
 
 
 def _write_labels(path: Path, va: np.ndarray, valid: np.ndarray) -> None:
@@ -161,3 +153,52 @@ def make_synthetic(root: Path, cache_dir: Path, cfg: SynthConfig) -> dict[str, n
             SUBMISSION_HEADER + "\n" + "\n".join(test_rows) + "\n", encoding="utf-8"
         )
     return truth
+
+
+def _track_windows(duration: float, length_s: float, hop_s: float, min_s: float = 1.0) -> np.ndarray:
+    """(W, 2) windows of `length_s` every `hop_s` over [0, duration), the last one cut at the end and
+    kept only if at least `min_s` long (at least one window for any positive duration)."""
+    starts = np.arange(0.0, duration, hop_s)
+    ends = np.minimum(starts + length_s, duration)
+    keep = (ends - starts) >= min(min_s, duration) - 1e-9
+    return np.stack([starts[keep], ends[keep]], axis=1)
+
+
+def write_segment_store(
+    cache_dir: Path, name: str, tracks: list[SynthTrack], truth: dict[str, np.ndarray], dim: int = 12,
+    segment_s: float = 4.0, hop_s: float = 2.0, noise: float = 0.3, seed: int = 1,
+) -> None:
+    """A per-track `segment` feature (like qwen3vl): one row per `segment_s` segment every `hop_s`, a
+    noisy linear map of the mean true VA over the segment's frames."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(2, dim)).astype(np.float32)
+    store = FeatureStore.create_or_open(
+        store_path(cache_dir, name), FeatureMeta(name=name, kind="segment", unit="track", model_ref="synthetic")
+    )
+    for track in tracks:
+        va = truth[track.name]
+        win = _track_windows(track.n_frames / track.fps, segment_s, hop_s)
+        means = np.stack([
+            va[int(s * track.fps) : max(int(np.ceil(e * track.fps)), int(s * track.fps) + 1)].mean(0) for s, e in win
+        ])
+        store.write(track.name, means @ w + noise * rng.normal(size=(len(win), dim)), win, attrs={"fps": track.fps})
+
+
+def write_reliability_store(
+    cache_dir: Path, tracks: list[SynthTrack], reliable_share: float = 0.6, window_s: float = 4.0,
+    hop_s: float = 2.0, seed: int = 2, name: str = "audio_reliability",
+) -> None:
+    """A per-track `window` feature laid out like extract's `audio_reliability`: columns (open_frac,
+    coverage, reliable 0/1) per `window_s` window every `hop_s`; reliable drawn at random."""
+    rng = np.random.default_rng(seed)
+    store = FeatureStore.create_or_open(
+        store_path(cache_dir, name),
+        FeatureMeta(name=name, kind="window", unit="track", model_ref="synthetic",
+                    config={"columns": ["open_frac", "coverage", "reliable"]}),
+    )
+    for track in tracks:
+        win = _track_windows(track.n_frames / track.fps, window_s, hop_s)
+        reliable = (rng.random(len(win)) < reliable_share).astype(np.float32)
+        open_frac = np.where(reliable > 0, rng.uniform(0.25, 1.0, len(win)), rng.uniform(0.0, 0.25, len(win)))
+        values = np.stack([open_frac, np.ones(len(win)), reliable], axis=1).astype(np.float32)
+        store.write(track.name, values, win, attrs={"fps": track.fps})
