@@ -43,6 +43,13 @@ sample: $(STAMP)
 train: $(STAMP)
 	$(PY) pipeline.py train --model $(MODEL) --features $(FEATURES) --data-root $(DATA) --cache-dir $(CACHE) --runs-dir $(RUNS) --device $(DEVICE) $(TRAIN_ARGS)
 
+# stacking: a run's per-frame [hidden, VA] as the feature store CACHE/NAME.zarr, e.g.
+#   make export RUN=gru-clip-s42 NAME=face_gru && make train MODEL=raav FEATURES=face_gru,wavlm,qwen3vl,audio_reliability
+.PHONY: export
+SPLITS ?= train,val,test
+export: $(STAMP)
+	$(PY) pipeline.py export $(RUN) --name $(NAME) --splits $(SPLITS) --runs-dir $(RUNS) --cache-dir $(CACHE) --device $(DEVICE) $(EXPORT_ARGS)
+
 status: $(STAMP)
 	$(PY) pipeline.py status --data-root $(DATA) --cache-dir $(CACHE)
 

@@ -1,0 +1,378 @@
+"""The extractor interface: small registered classes, one per feature (lhotse-style).
+
+An extractor is a class with
+  - `name` (the feature and store name), a `Config` dataclass, `kind` (frame | window | segment),
+    `unit` (track | video), `version`, `family` (model family resolved per profile, or None),
+  - `requires`: features it needs (e.g. `mouth` needs `faces`); the runner runs or reads them first,
+  - `feature_meta()` -> `cache.store.FeatureMeta` whose fingerprint covers the model reference, the
+    weights digest, the config, the version and the fingerprints of the features it requires,
+  - one of three input styles, chosen by subclassing:
+      FrameExtractor  frames of a video streamed in batches   begin / process_frames / end
+      CropExtractor   per-track face crops of those batches   begin / process_crops / end
+      AudioExtractor  the video's 16 kHz mono audio           process_audio
+      StoreExtractor  groups of other stores (per video)      process_stores
+Batching, device and dtype are the runner's business: it calls `load(device)` once, and wraps the hooks
+in `torch.inference_mode()` (and bf16 autocast on CUDA when `autocast` is True).
+
+Results are `UnitResult`s keyed by unit name (track name for unit=track, video stem for unit=video).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cache.media import VideoInfo
+from cache.store import FeatureMeta, FeatureStore
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("full", "tiny")
+DEFAULT_MODELS_DIR = Path("artifacts/models")
+AUDIO_SAMPLE_RATE = 16000
+
+
+@dataclass
+class ExtractorConfig:
+    """Base for extractor configs (every field is part of the fingerprint)."""
+
+
+@dataclass
+class UnitResult:
+    """One unit's output: values (N, ...), times (N, 2) seconds [start, end), valid (N,), group attrs."""
+
+    values: np.ndarray
+    times: np.ndarray
+    valid: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.times = np.asarray(self.times, dtype=np.float64).reshape(-1, 2)
+        self.valid = np.asarray(self.valid, dtype=bool).reshape(-1)
+        if not (len(self.values) == len(self.times) == len(self.valid)):
+            raise ValueError(
+                f"lengths differ: values {len(self.values)}, times {len(self.times)}, valid {len(self.valid)}"
+            )
+
+
+@dataclass
+class VideoContext:
+    """What an extractor knows about the video being processed."""
+
+    stem: str
+    path: Path
+    info: VideoInfo  # fps from the container
+    tracks: list[str]  # label tracks of this video in the split (e.g. video48_left, video48_right)
+    index: int = 0  # position of the video in this run
+    load_audio: Callable[..., Any] | None = None  # load_audio(sample_rate=16000): decoded once per video, cached
+
+    @property
+    def fps(self) -> float:
+        return self.info.fps
+
+
+@dataclass
+class FrameBatch:
+    """Consecutive decoded frames of one video: RGB uint8 (B, H, W, 3), frame indices, times (B, 2)."""
+
+    frames: np.ndarray
+    indices: np.ndarray
+    times: np.ndarray
+    cache: dict[str, Any] = field(default_factory=dict)  # memo shared by extractors within this batch
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+
+@dataclass
+class CropBatch:
+    """Frames of one track with their final face boxes (pixels x1, y1, x2, y2, float).
+
+    `frames[i]` is the full RGB frame; `boxes[i]` is NaN where the track has no (valid) face.
+    Crop with `crop_faces`. `cache` lets extractors that share a model pass (mouth + landmarks share one
+    face-mesh pass) compute it once: `batch.memo(key, fn)`.
+    """
+
+    track: str
+    frames: list[np.ndarray]
+    indices: np.ndarray
+    times: np.ndarray
+    boxes: np.ndarray
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_box(self) -> np.ndarray:
+        return np.isfinite(self.boxes).all(axis=1) if len(self.boxes) else np.zeros(0, dtype=bool)
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+
+def crop_faces(
+    frames: list[np.ndarray], boxes: np.ndarray, size: int, margin: float = 0.25, square: bool = True
+) -> np.ndarray:
+    """Crops around pixel boxes, enlarged by `margin` on each side, square, resized to (size, size).
+
+    Frames without a box give black crops. Pads with edge pixels where the crop leaves the frame.
+    """
+    import cv2
+
+    out = np.zeros((len(frames), size, size, 3), dtype=np.uint8)
+    for i, (frame, box) in enumerate(zip(frames, boxes)):
+        if not np.isfinite(box).all():
+            continue
+        x1, y1, x2, y2 = (float(v) for v in box)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        w, h = max(x2 - x1, 2.0) * (1 + 2 * margin), max(y2 - y1, 2.0) * (1 + 2 * margin)
+        if square:
+            w = h = max(w, h)
+        src = np.float32([[cx - w / 2, cy - h / 2], [cx + w / 2, cy - h / 2], [cx - w / 2, cy + h / 2]])
+        dst = np.float32([[0, 0], [size, 0], [0, size]])
+        matrix = cv2.getAffineTransform(src, dst)
+        out[i] = cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    return asdict(config) if is_dataclass(config) else dict(config or {})
+
+
+class Extractor:
+    """Base of all extractors. Subclass one of the input styles below and `@register` it."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = ExtractorConfig
+    kind: ClassVar[str] = "frame"  # frame | window | segment
+    unit: ClassVar[str] = "track"  # track | video
+    version: ClassVar[str] = "1"
+    family: ClassVar[str | None] = None  # model family in extract.models, None if no model to resolve
+    requires: ClassVar[tuple[str, ...]] = ()  # features that must exist first (run in the same pass or read)
+    input: ClassVar[str] = ""  # frames | crops | audio | stores (set by the input-style subclasses)
+    autocast: ClassVar[bool] = True  # bf16 autocast on CUDA is allowed for this extractor's hooks
+    store_dtype: ClassVar[str] = "float16"  # dtype of the stored values
+
+    def __init__(
+        self,
+        config: Any | None = None,
+        profile: str = "full",
+        model_ref: str | None = None,
+        models_dir: Path = DEFAULT_MODELS_DIR,
+    ):
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        self.config = config if config is not None else self.Config()
+        self.profile = profile
+        self.models_dir = Path(models_dir)
+        self._model_ref_override = model_ref
+        self._model_ref: str | None = None
+        self.dependency_fingerprints: dict[str, str] = {}  # set by the runner before feature_meta()
+        self.device = "cpu"
+
+    # ---- model reference and identity ---------------------------------------------------------
+    @property
+    def model_ref(self) -> str:
+        """The resolved model reference: `full` -> the real ref, `tiny` -> a small local model folder
+        (built once). An explicit `model_ref` given to the constructor wins."""
+        if self._model_ref is None:
+            if self._model_ref_override:
+                self._model_ref = self._model_ref_override
+            elif self.family is None:
+                self._model_ref = self.default_model_ref()
+            else:
+                from extract.models import resolve_model_ref
+
+                self._model_ref = resolve_model_ref(self.family, self.profile, self.models_dir)
+        return self._model_ref
+
+    def default_model_ref(self) -> str:
+        """Reference when `family` is None (e.g. a detector shipped in a wheel)."""
+        return ""
+
+    def weights_digest(self) -> str:
+        if self.family is None or not self.model_ref:
+            return ""
+        from extract.models import weights_digest
+
+        return weights_digest(self.model_ref)
+
+    def feature_meta(self) -> FeatureMeta:
+        cfg = config_dict(self.config)
+        if self.dependency_fingerprints:
+            cfg = {**cfg, "inputs": dict(sorted(self.dependency_fingerprints.items()))}
+        return FeatureMeta(
+            name=self.name,
+            kind=self.kind,
+            unit=self.unit,
+            model_ref=self.public_model_ref(),
+            weights_digest=self.weights_digest(),
+            config=cfg,
+            version=self.version,
+        )
+
+    def public_model_ref(self) -> str:
+        """The reference as stored in the fingerprint (tiny local folders are named relative)."""
+        ref = self.model_ref
+        tiny_root = str((self.models_dir / "tiny").resolve())
+        return ref.replace(tiny_root, "tiny") if ref else ref
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def load(self, device: str = "cpu") -> None:
+        """Load models onto `device` (called once by the runner before the first video)."""
+        self.device = device
+
+    def write_extras(self, store: FeatureStore) -> None:
+        """Store data that goes with the feature but not with a unit (e.g. prompt embeddings)."""
+
+    def units_for(self, video: VideoContext) -> list[str]:
+        return list(video.tracks) if self.unit == "track" else [video.stem]
+
+    def close(self) -> None:
+        """Release models."""
+
+
+class FrameExtractor(Extractor):
+    """Gets every decoded frame of a video in order, in batches."""
+
+    input = "frames"
+
+    def begin(self, video: VideoContext) -> Any:
+        """Per-video state (returned and passed back)."""
+        return {}
+
+    def process_frames(self, state: Any, batch: FrameBatch) -> None:
+        raise NotImplementedError
+
+    def end(self, state: Any) -> dict[str, UnitResult]:
+        raise NotImplementedError
+
+
+class CropExtractor(Extractor):
+    """Gets, per track, frames in order with their final face boxes (from `faces`, run or read)."""
+
+    input = "crops"
+    requires = ("faces",)
+
+    def begin(self, video: VideoContext) -> Any:
+        return {}
+
+    def process_crops(self, state: Any, batch: CropBatch) -> None:
+        raise NotImplementedError
+
+    def end(self, state: Any) -> dict[str, UnitResult]:
+        raise NotImplementedError
+
+
+class AudioExtractor(Extractor):
+    """Gets the video's audio once, as returned by `extract.audio.decode_audio(path, sample_rate)`
+    (decoded once per video and sample rate, shared by all audio extractors; None without audio)."""
+
+    input = "audio"
+    unit = "video"
+    sample_rate: ClassVar[int] = AUDIO_SAMPLE_RATE
+
+    def process_audio(self, video: VideoContext, audio: Any) -> dict[str, UnitResult]:
+        raise NotImplementedError
+
+
+class StoreExtractor(Extractor):
+    """Reads complete groups of the stores in `requires` (opened by the runner) for one video."""
+
+    input = "stores"
+
+    def process_stores(self, video: VideoContext, stores: Mapping[str, FeatureStore]) -> dict[str, UnitResult]:
+        raise NotImplementedError
+
+
+# ---- registry ------------------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Extractor]] = {}
+
+
+def register(cls: type[Extractor]) -> type[Extractor]:
+    """Class decorator: make an extractor available by its `name`."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.kind not in ("frame", "window", "segment") or cls.unit not in ("track", "video"):
+        raise ValueError(f"{cls.__name__}: bad kind/unit {cls.kind}/{cls.unit}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+# modules that register extractors when imported (an import that fails is logged, not fatal)
+EXTRACTOR_MODULES = ("extract.faces", "extract.mouth", "extract.clip", "extract.audio_features", "extract.qwen3vl")
+
+
+def _import_builtin() -> None:
+    import importlib
+
+    for module in EXTRACTOR_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            log.debug("extractor module %s not present", module)
+
+
+# where a feature is defined, to import only what a run needs (others: every module above is tried)
+FEATURE_MODULES = {"faces": "extract.faces", "mouth": "extract.mouth", "landmarks": "extract.mouth", "clip": "extract.clip"}
+
+
+def get_extractor(name: str) -> type[Extractor]:
+    if name not in _REGISTRY and name in FEATURE_MODULES:
+        import importlib
+
+        importlib.import_module(FEATURE_MODULES[name])
+    if name not in _REGISTRY:
+        _import_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown feature {name!r}; known: {', '.join(sorted(available()))}") from None
+
+
+def available() -> list[str]:
+    _import_builtin()
+    return sorted(_REGISTRY)
+
+
+def with_dependencies(names: list[str]) -> list[str]:
+    """The requested features plus what they require, dependencies first (stable order)."""
+    order: list[str] = []
+
+    def visit(name: str, stack: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in stack:
+            raise ValueError(f"dependency cycle: {' -> '.join(stack + (name,))}")
+        for dep in get_extractor(name).requires:
+            visit(dep, stack + (name,))
+        order.append(name)
+
+    for name in names:
+        visit(name, ())
+    return order
+
+
+def build_config(cls: type[Extractor], overrides: Mapping[str, Any] | None = None) -> Any:
+    """The extractor's default config with some fields replaced (unknown fields are an error)."""
+    cfg = cls.Config()
+    if overrides:
+        known = {f.name for f in fields(cfg)}
+        bad = set(overrides) - known
+        if bad:
+            raise ValueError(f"{cls.name}: unknown config field(s) {sorted(bad)}; known {sorted(known)}")
+        cfg = type(cfg)(**{**asdict(cfg), **overrides})
+    return cfg

@@ -1,0 +1,208 @@
+"""Model references per profile, and one loading function per model family.
+
+A reference is a string: an open_clip `NAME:PRETRAINED` (tag such as `openai`, or a weights file), a hub id,
+a local folder or file. Profile `full` resolves to the real reference; profile `tiny` resolves to a small
+randomly initialised model of the same class, built once under `<models_dir>/tiny/<family>/` and then
+loaded back through the very same loading function. A user with the real weights gets the real model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    full_ref: str | None  # None: the user must give one (e.g. face weights)
+    build_tiny: Callable[[Path], str] | None  # writes a small model into a folder, returns its reference
+    load: Callable[..., Any]
+
+
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    FAMILIES[family.name] = family
+    return family
+
+
+def resolve_model_ref(family: str, profile: str, models_dir: Path) -> str:
+    """`full` -> the family's real reference; `tiny` -> the local tiny model (built on first use)."""
+    fam = FAMILIES[family]
+    if profile == "full":
+        if fam.full_ref is None:
+            raise ValueError(f"no default model for family {family!r}: give a reference")
+        return fam.full_ref
+    if fam.build_tiny is None:
+        raise ValueError(f"family {family!r} has no tiny model")
+    folder = (Path(models_dir) / "tiny" / family).resolve()
+    ref_file = folder / "REF"
+    with _LOCK:
+        if not ref_file.is_file():
+            tmp = folder.with_name(f".{family}.{os.getpid()}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            ref = fam.build_tiny(tmp)
+            (tmp / "REF").write_text(ref.replace(str(tmp), str(folder)))
+            try:
+                tmp.rename(folder)  # atomic: another process may have won the race
+                log.info("built tiny %s model in %s", family, folder)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return ref_file.read_text().strip()
+
+
+def _hash_file(path: Path, h: "hashlib._Hash") -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+
+
+def path_digest(path: Path) -> str:
+    """sha256 (16 hex) of a file, or of every file in a folder (names and contents)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for p in sorted(q for q in path.rglob("*") if q.is_file() and q.name != "REF"):
+            h.update(str(p.relative_to(path)).encode())
+            _hash_file(p, h)
+    else:
+        _hash_file(path, h)
+    return h.hexdigest()[:16]
+
+
+def weights_digest(ref: str) -> str:
+    """Digest of the weights a reference names: file contents for local files/folders, else the tag."""
+    for candidate in (ref, ref.split(":", 1)[-1]):
+        if candidate and Path(candidate).exists():
+            return path_digest(Path(candidate))
+    return f"ref:{ref}"
+
+
+# ---- open_clip --------------------------------------------------------------------------------------
+TINY_CLIP_NAME = "affcache-tiny-clip"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def split_clip_ref(ref: str) -> tuple[str, str | None]:
+    """`NAME:PRETRAINED` -> (NAME, PRETRAINED); `local-dir:...`/`hf-hub:...` are passed whole."""
+    if ref.startswith(("local-dir:", "hf-hub:")):
+        return ref, None
+    name, _, pretrained = ref.partition(":")
+    return name, pretrained or None
+
+
+def load_open_clip(ref: str, device: str = "cpu") -> tuple[Any, Any, Any]:
+    """(model, preprocess, tokenizer) for an open_clip reference, in eval mode on `device`.
+
+    `ViT-B-16:openai` loads the real model (weights from open_clip's cache or download). When
+    PRETRAINED is a file whose folder holds `<NAME>.json`, that model config is registered first
+    (`open_clip.add_model_config`), so a locally saved model of any config loads the same way.
+    """
+    import open_clip
+
+    name, pretrained = split_clip_ref(ref)
+    if pretrained and Path(pretrained).is_file():
+        config = Path(pretrained).parent / f"{name}.json"
+        if config.is_file() and name not in open_clip.list_models():
+            open_clip.add_model_config(config)
+    with _quiet_root_logger():  # open_clip logs every step at INFO on the root logger
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+        tokenizer = open_clip.get_tokenizer(name)
+    model.eval()
+    log.info("open_clip model %s loaded (%s)", name, pretrained or "no weights")
+    return model, preprocess, tokenizer
+
+
+class _quiet_root_logger:
+    def __enter__(self) -> None:
+        self._level = logging.getLogger().level
+        logging.getLogger().setLevel(max(self._level, logging.WARNING))
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().setLevel(self._level)
+
+
+def build_tiny_open_clip(folder: Path) -> str:
+    """A 2-layer random CLIP of the tiny config: config json + state dict, loadable by `load_open_clip`."""
+    import open_clip
+    import torch
+
+    config = folder / f"{TINY_CLIP_NAME}.json"
+    config.write_text(json.dumps(TINY_CLIP_CONFIG, indent=1))
+    if TINY_CLIP_NAME not in open_clip.list_models():
+        open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    with _quiet_root_logger():
+        model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+    weights = folder / "open_clip_model.pt"
+    torch.save(model.state_dict(), weights)
+    return f"{TINY_CLIP_NAME}:{weights}"
+
+
+register_family(ModelFamily("open_clip", "ViT-B-16:openai", build_tiny_open_clip, load_open_clip))
+
+
+# ---- ultralytics YOLO (face weights) --------------------------------------------------------------
+def ultralytics_offline() -> None:
+    """Make ultralytics work without network: YOLO_OFFLINE, a writable config dir, a local font."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(Path("artifacts/ultralytics").resolve())))
+    font = config_dir / "Ultralytics" / "Arial.ttf"
+    if not font.is_file():
+        try:
+            import matplotlib
+
+            source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+            font.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, font)
+        except Exception as err:  # only drawing needs the font
+            log.debug("no font for ultralytics: %s", err)
+
+
+def load_yolo(ref: str, device: str = "cpu") -> Any:
+    """An ultralytics YOLO model from a weights file (e.g. a YOLOv8 face model)."""
+    ultralytics_offline()
+    from ultralytics import YOLO
+
+    if not Path(ref).is_file():
+        raise FileNotFoundError(f"face weights not found: {ref}")
+    return YOLO(str(ref), task="detect")
+
+
+def build_tiny_yolo(folder: Path) -> str:
+    """A random 1-class ('face') YOLOv8n saved as a checkpoint, loadable by `load_yolo`."""
+    ultralytics_offline()
+    import torch
+    from ultralytics import YOLO
+
+    torch.manual_seed(0)
+    model = YOLO("yolov8n.yaml", task="detect")
+    from ultralytics.nn.tasks import DetectionModel
+
+    model.model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
+    model.model.names = {0: "face"}
+    path = folder / "yolo-face-tiny.pt"
+    model.save(str(path))
+    return str(path)
+
+
+register_family(ModelFamily("yolo_face", None, build_tiny_yolo, load_yolo))

@@ -1,0 +1,403 @@
+"""The local stage-1 runner: every requested feature of every video of a split, resumable.
+
+Per video: skip the features whose groups are complete with the same fingerprint and the same source
+file (size, mtime) unless forced; decode once on a background thread (bounded queue) and feed the frame
+extractors (`faces`) and, per track, batches of frames with their final face boxes to the crop extractors
+(`mouth`, `landmarks`, `clip`); give audio extractors the decoded audio; then store extractors. Groups are
+written through `FeatureStore` (complete last). A failing video costs one line and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cache.manifest import Manifest, load_manifest
+from cache.media import MediaError, SourceStat, probe_video
+from cache.store import FeatureStore, FingerprintMismatch, store_path
+from extract.base import (
+    DEFAULT_MODELS_DIR,
+    AudioExtractor,
+    CropBatch,
+    CropExtractor,
+    Extractor,
+    FrameBatch,
+    FrameExtractor,
+    StoreExtractor,
+    UnitResult,
+    VideoContext,
+    build_config,
+    get_extractor,
+    with_dependencies,
+)
+from extract.decode import Prefetcher
+
+log = logging.getLogger(__name__)
+
+
+class ExtractionError(RuntimeError):
+    """A problem with the whole run (not one video): bad feature name, store mismatch."""
+
+
+@dataclass
+class RunOptions:
+    split: str = "train"
+    features: list[str] = field(default_factory=lambda: ["faces", "mouth", "landmarks", "clip"])
+    data_root: Path = Path("artifacts/sample")
+    videos_dir: Path | None = None
+    labels_dir: Path | None = None
+    cache_dir: Path = Path("artifacts/features")
+    models_dir: Path = DEFAULT_MODELS_DIR
+    profile: str = "full"
+    device: str = "auto"
+    force: bool = False
+    model_refs: dict[str, str] = field(default_factory=dict)  # feature -> model reference override
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # feature -> config overrides
+    batch_size: int = 32  # frames per decoded chunk and crops per model batch
+    prefetch: int = 2  # decoded chunks queued ahead
+    decode_threads: int = 1
+    on_mismatch: str = "refuse"  # refuse | new (move the old store aside)
+    only_videos: list[str] | None = None  # restrict to these video stems
+    progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    done: list[str] = field(default_factory=list)  # "video: feature, feature"
+    skipped: list[str] = field(default_factory=list)  # videos with every feature already complete
+    failed: list[str] = field(default_factory=list)  # one line each: file and reason
+    frames: int = 0
+    seconds: float = 0.0
+    hook_seconds: dict[str, float] = field(default_factory=dict)  # time inside each extractor's hooks
+    decode_wait: float = 0.0  # time the models waited for decoded frames
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ExtractionError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ExtractionError("--device cuda asked for, but torch sees no CUDA device")
+    return device
+
+
+@contextmanager
+def model_context(device: str, allow_autocast: bool) -> Iterator[None]:
+    """inference mode always; bf16 autocast on CUDA."""
+    import torch
+
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        if allow_autocast and device.startswith("cuda"):
+            stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        yield
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}"[:300] if not isinstance(err, MediaError) else text[:300]
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, key: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[key] += time.perf_counter() - t0
+
+
+class Runner:
+    """Builds the extractors and stores once, then processes videos one by one."""
+
+    def __init__(self, options: RunOptions, audio_decoder: Callable[[Path, int], Any] | None = None):
+        self.opts = options
+        self.device = resolve_device(options.device)
+        self.names = with_dependencies(list(dict.fromkeys(options.features)))
+        added = [n for n in self.names if n not in options.features]
+        if added:
+            log.info("also running %s (required by the requested features)", ", ".join(added))
+        self.extractors: dict[str, Extractor] = {}
+        self.stores: dict[str, FeatureStore] = {}
+        for name in self.names:
+            cls = get_extractor(name)
+            ext = cls(
+                build_config(cls, options.configs.get(name)),
+                profile=options.profile,
+                model_ref=options.model_refs.get(name),
+                models_dir=options.models_dir,
+            )
+            ext.dependency_fingerprints = {d: self.extractors[d].feature_meta().fingerprint for d in cls.requires}
+            self.extractors[name] = ext
+            path = store_path(options.cache_dir, name)
+            try:
+                self.stores[name] = FeatureStore.create_or_open(path, ext.feature_meta(), on_mismatch=options.on_mismatch)
+            except FingerprintMismatch as err:
+                raise ExtractionError(str(err)) from None
+        self._loaded: set[str] = set()
+        self._audio_decoder = audio_decoder
+        self.timer = _Timer()
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _ensure_loaded(self, name: str) -> Extractor:
+        ext = self.extractors[name]
+        if name not in self._loaded:
+            t0 = time.perf_counter()
+            ext.load(self.device)
+            self._loaded.add(name)
+            log.debug("%s: model loaded in %.1f s (%s)", name, time.perf_counter() - t0, ext.public_model_ref() or "-")
+            store = self.stores[name]
+            with model_context(self.device, ext.autocast):
+                ext.write_extras(store)
+        return ext
+
+    def _decode_audio(self, path: Path, sample_rate: int) -> Any:
+        if self._audio_decoder is None:
+            try:
+                from extract.audio import decode_audio  # written with the audio extractors
+            except ImportError as err:
+                raise ExtractionError(f"no audio decoder (extract.audio.decode_audio): {err}") from None
+            self._audio_decoder = decode_audio
+        return self._audio_decoder(path, sample_rate)
+
+    def todo(self, video: VideoContext, source: SourceStat) -> list[str]:
+        """Features with a unit of this video not complete (same source), in dependency order."""
+        out = []
+        for name in self.names:
+            ext, store = self.extractors[name], self.stores[name]
+            units = ext.units_for(video)
+            if self.opts.force or not all(store.is_complete(u, source) for u in units):
+                out.append(name)
+        return out
+
+    def close(self) -> None:
+        for ext in self.extractors.values():
+            ext.close()
+
+    # ---- one video ----------------------------------------------------------------------------
+    def process_video(self, video: VideoContext, todo: list[str], on_frames: Callable[[int], None]) -> None:
+        source = SourceStat.of(video.path)
+        exts = {n: self._ensure_loaded(n) for n in todo}
+        audio_cache: dict[int, Any] = {}
+
+        def load_audio(sample_rate: int = 16000) -> Any:
+            if sample_rate not in audio_cache:
+                audio_cache[sample_rate] = self._decode_audio(video.path, sample_rate)
+            return audio_cache[sample_rate]
+
+        video.load_audio = load_audio
+        results: dict[str, dict[str, UnitResult]] = {}
+        frame_exts = [n for n in todo if isinstance(exts[n], FrameExtractor)]
+        crop_exts = [n for n in todo if isinstance(exts[n], CropExtractor)]
+        n_decoded = 0
+        if frame_exts or crop_exts:
+            n_decoded = self._frame_pass(video, exts, frame_exts, crop_exts, results, on_frames)
+        else:
+            on_frames(video.info.n_frames)
+        base_attrs = {
+            "source": asdict(source),
+            "fps": video.info.fps,
+            "n_frames": n_decoded or video.info.n_frames,
+            "video": video.stem,
+        }
+        for name in todo:  # dependency order: what a store extractor reads is written before it runs
+            ext = exts[name]
+            if isinstance(ext, AudioExtractor):
+                with self.timer(name), model_context(self.device, ext.autocast):
+                    results[name] = ext.process_audio(video, load_audio(ext.sample_rate))
+            elif isinstance(ext, StoreExtractor):
+                deps = {d: FeatureStore.open(self.stores[d].path) for d in ext.requires}
+                with self.timer(name), model_context(self.device, ext.autocast):
+                    results[name] = ext.process_stores(video, deps)
+            self._write(name, video, results.get(name, {}), base_attrs)
+
+    def _write(self, name: str, video: VideoContext, result: dict[str, UnitResult], base_attrs: dict[str, Any]) -> None:
+        ext, store = self.extractors[name], self.stores[name]
+        for unit in ext.units_for(video):
+            if unit not in result:
+                raise RuntimeError(f"{name} returned no result for {unit}")
+            r = result[unit]
+            store.write(unit, r.values, r.times, r.valid, attrs={**base_attrs, **r.attrs}, dtype=ext.store_dtype)
+
+    def _frame_pass(
+        self,
+        video: VideoContext,
+        exts: dict[str, Extractor],
+        frame_exts: list[str],
+        crop_exts: list[str],
+        results: dict[str, dict[str, UnitResult]],
+        on_frames: Callable[[int], None],
+    ) -> int:
+        opts = self.opts
+        fps = video.info.fps
+        states = {n: exts[n].begin(video) for n in frame_exts + crop_exts}
+        live_faces = "faces" in frame_exts
+        stored = None
+        if crop_exts and not live_faces:
+            from extract.faces import StoredBoxes
+
+            faces_store = FeatureStore.open(self.stores["faces"].path)
+            stored = StoredBoxes({t: faces_store.read(t) for t in video.tracks})
+        frames: dict[int, np.ndarray] = {}  # frames still needed by some track's crop queue
+        queues: dict[str, deque] = {t: deque() for t in video.tracks}  # (index, box_norm) ready to crop
+        width = height = None
+        n = 0
+
+        def run_crops(track: str, final: bool) -> None:
+            q = queues[track]
+            while len(q) >= opts.batch_size or (final and q):
+                items = [q.popleft() for _ in range(min(opts.batch_size, len(q)))]
+                idx = np.array([i for i, _ in items])
+                boxes = np.stack([b for _, b in items]) * np.array([width, height, width, height])
+                times = np.stack([idx / fps, (idx + 1) / fps], axis=1)
+                batch = CropBatch(track, [frames[i] for i in idx], idx, times, boxes)
+                for name in crop_exts:
+                    with self.timer(name), model_context(self.device, exts[name].autocast):
+                        exts[name].process_crops(states[name], batch)
+
+        def feed_boxes(ready: dict[str, list]) -> None:
+            for track, rows in ready.items():
+                for r in rows:
+                    queues[track].append((r.index, r.box if r.valid else np.full(4, np.nan)))
+                run_crops(track, final=False)
+            # release frames no queue and no pending look-ahead needs any more
+            if frames:
+                pending = [q[0][0] for q in queues.values() if q]
+                horizon = min(pending) if pending else None
+                if live_faces:
+                    faces_state = states["faces"]
+                    waiting = [st.pending[0] for st in faces_state.resolver.states.values() if st.pending]
+                    if waiting:
+                        horizon = min(waiting + ([horizon] if horizon is not None else []))
+                for i in [i for i in frames if horizon is None or i < horizon]:
+                    del frames[i]
+
+        wait = time.perf_counter()
+        with Prefetcher(video.path, opts.batch_size, opts.prefetch, opts.decode_threads) as chunks:
+            for chunk in chunks:
+                self.timer.seconds["_decode_wait"] += time.perf_counter() - wait
+                height, width = chunk.frames.shape[1:3]
+                idx = chunk.indices
+                batch = FrameBatch(chunk.frames, idx, np.stack([idx / fps, (idx + 1) / fps], axis=1))
+                for name in frame_exts:
+                    with self.timer(name), model_context(self.device, exts[name].autocast):
+                        exts[name].process_frames(states[name], batch)
+                if crop_exts:
+                    for k, i in enumerate(idx):
+                        frames[int(i)] = chunk.frames[k]
+                    ready = exts["faces"].pop_ready(states["faces"]) if live_faces else stored.take(idx)
+                    feed_boxes(ready)
+                n += len(idx)
+                on_frames(len(idx))
+                wait = time.perf_counter()
+        if n == 0:
+            raise MediaError(f"{video.path}: no decodable frames")
+        if crop_exts:
+            if live_faces:
+                feed_boxes(exts["faces"].pop_ready(states["faces"], final=True))
+            for track in queues:
+                run_crops(track, final=True)
+        frames.clear()
+        for name in frame_exts + crop_exts:
+            with self.timer(name):
+                results[name] = exts[name].end(states[name])
+        if stored is not None:
+            expected = {t: len(stored._rows[t][0]) for t in video.tracks}
+            if any(v != n for v in expected.values()):
+                raise RuntimeError(f"stored faces have {expected} rows but {n} frames were decoded")
+        return n
+
+
+def iter_videos(manifest: Manifest, split: str, only: list[str] | None = None) -> list[tuple[str, Path, list[str]]]:
+    grouped = manifest.videos(split)
+    out = []
+    for stem in sorted(grouped):
+        if only is not None and stem not in only:
+            continue
+        tracks = sorted(t.name for t in grouped[stem])
+        out.append((stem, grouped[stem][0].video, tracks))
+    return out
+
+
+def run_extraction(
+    options: RunOptions,
+    manifest: Manifest | None = None,
+    audio_decoder: Callable[[Path, int], Any] | None = None,
+) -> RunSummary:
+    """Extract the requested features for every video of a split; returns the summary (see RunSummary)."""
+    from extract.progress import split_progress
+
+    t_start = time.perf_counter()
+    if manifest is None:
+        splits = (options.split,)
+        manifest = load_manifest(options.data_root, options.videos_dir, options.labels_dir, splits=splits)
+    videos = iter_videos(manifest, options.split, options.only_videos)
+    summary = RunSummary()
+    if not videos:
+        log.warning("no tracks in split %s", options.split)
+    runner = Runner(options, audio_decoder)
+    try:
+        plan: list[tuple[VideoContext, list[str]]] = []
+        for index, (stem, path, tracks) in enumerate(videos):
+            try:
+                info = probe_video(path)
+                source = SourceStat.of(path)
+            except (MediaError, OSError) as err:
+                summary.failed.append(f"{path}: {_reason(err)}")
+                log.error("%s", summary.failed[-1])
+                continue
+            ctx = VideoContext(stem, path, info, tracks, index)
+            todo = runner.todo(ctx, source)
+            if not todo:
+                summary.skipped.append(stem)
+                continue
+            plan.append((ctx, todo))
+        total = sum(max(c.info.n_frames, 0) for c, _ in plan)
+        with split_progress(options.split, total, enabled=options.progress) as advance:
+            for ctx, todo in plan:
+                before = summary.frames
+
+                def on_frames(k: int) -> None:
+                    summary.frames += k
+                    advance(k)
+
+                try:
+                    runner.process_video(ctx, todo, on_frames)
+                    summary.done.append(f"{ctx.stem}: {', '.join(todo)}")
+                    advance(max(ctx.info.n_frames - (summary.frames - before), 0))  # probed count may differ
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as err:
+                    line = f"{ctx.path}: {_reason(err)}"
+                    summary.failed.append(line)
+                    log.error("%s", line)
+                    log.debug("traceback", exc_info=True)
+                    advance(max(ctx.info.n_frames - (summary.frames - before), 0))
+    finally:
+        runner.close()
+    summary.seconds = time.perf_counter() - t_start
+    summary.decode_wait = runner.timer.seconds.pop("_decode_wait", 0.0)
+    summary.hook_seconds = dict(runner.timer.seconds)
+    return summary
