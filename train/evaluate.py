@@ -64,17 +64,28 @@ def accumulate_windows(n_frames: int, windows: Sequence[tuple[int, np.ndarray]])
     return out.astype(np.float32)
 
 
+def input_features(model: torch.nn.Module, names: Sequence[str]) -> list[str]:
+    """Features the model reads as input streams: a head's visual + audio lists (a mask-only feature
+    such as `audio_reliability` is not one of them); every name for a model without such lists."""
+    streams = [*(getattr(model, "visual", None) or []), *(getattr(model, "audio", None) or [])]
+    used = [n for n in names if n in streams]
+    return used or list(names)
+
+
 @torch.no_grad()
 def predict_split(
     model: torch.nn.Module, dataset: TrackDataset, device: torch.device, batch_size: int = 8, prefetch: int = 4
 ) -> SplitPredictions:
-    """Run the model over every window of the dataset (in track order) and average per frame."""
+    """Run the model over every window of the dataset (in track order) and average per frame.
+    `has_feature` marks frames where any of the model's input features is present (mask-only
+    features such as audio reliability do not count)."""
     was_training = model.training
     model.eval()
     n_tracks = len(dataset.tracks)
     total = [np.zeros((int(n), 2), dtype=np.float64) for n in dataset.n_frames]
     count = [np.zeros(int(n), dtype=np.float64) for n in dataset.n_frames]
     has_feature = [np.zeros(int(n), dtype=bool) for n in dataset.n_frames]
+    inputs = input_features(model, list(dataset.sources))
     loader = Prefetcher(dataset.batches(dataset.sequential_order(), batch_size), depth=prefetch)
     try:
         for batch in loader:
@@ -83,8 +94,8 @@ def predict_split(
                 out = model(tb.features, tb.masks, tb.pad)
             va = out.va.float().cpu().numpy()
             any_feature = np.zeros_like(batch.pad)
-            for m in batch.masks.values():
-                any_feature |= m
+            for name in inputs:
+                any_feature |= batch.masks[name]
             for b in range(len(batch.track)):
                 ti, s, n = int(batch.track[b]), int(batch.start[b]), int(batch.length[b])
                 total[ti][s : s + n] += va[b, :n]

@@ -1,0 +1,234 @@
+"""Export a trained head's per-frame representation as a feature store (stacking, REFERENCE method 2:
+"inputs to fusion were the unimodal models' embeddings concatenated with their 2-d predictions").
+
+    export_run("face_gru-run", "face_gru", splits=("train", "val", "test"))
+    # -> <cache_dir>/face_gru.zarr, usable as `--features face_gru,wavlm,...` by any head
+
+Store layout: unit `track`, kind `frame`, one group per track of every exported split;
+`values` (T, H + 2) float16 = [HeadOutput.hidden (H), VA prediction (2)] with T the track's label
+frames (test: the sample submission's frame count); windows are averaged per frame exactly as
+evaluation does (`predict_split`), the VA columns are that raw window average (tanh output, before
+featureless-frame filling and smoothing); `times` = label frame times [k/fps, (k+1)/fps);
+`valid` = frames where any of the run's input features was present. Group attributes: fps, frames,
+split, run.
+
+Metadata: model_ref `run:<run name>`, weights_digest = sha256 of the checkpoint's model weights,
+config = the run's config (less locations and device), the checkpoint used and the fingerprints
+of the run's input stores. So the store's fingerprint follows the run and its inputs: retraining,
+another checkpoint or re-extracted inputs give another fingerprint (refused, or with
+`on_mismatch="new"` the old store is moved aside), while exporting the same run again skips the
+complete groups (`force=True` rewrites them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache.media import frame_times
+from cache.store import FeatureMeta, FeatureStore, store_path
+from train.checkpoint import load_checkpoint
+from train.dataset import TrackDataset
+from train.evaluate import input_features
+from train.prefetch import Prefetcher
+from train.tensors import autocast, to_tensors
+
+log = logging.getLogger(__name__)
+
+EXPORT_VERSION = "1"
+SPLITS = ("train", "val", "test")
+# run config keys that say where things are, not what the model is (left out of the fingerprint)
+LOCATION_KEYS = ("runs_dir", "device")
+DATA_LOCATION_KEYS = ("data_root", "videos", "labels", "cache_dir", "cache_mb", "prefetch_batches", "align_workers")
+
+
+@dataclass
+class ExportReport:
+    name: str
+    path: Path
+    fingerprint: str
+    dim: int
+    written: dict[str, int] = field(default_factory=dict)  # split -> groups written
+    skipped: dict[str, int] = field(default_factory=dict)  # split -> complete groups left as they were
+    empty_splits: list[str] = field(default_factory=list)  # asked for, but no tracks found
+
+    def summary(self) -> str:
+        parts = [f"{s}: {self.written.get(s, 0)} written, {self.skipped.get(s, 0)} skipped" for s in self.written]
+        parts += [f"{s}: no tracks" for s in self.empty_splits]
+        return f"{self.path} (dim {self.dim}, fingerprint {self.fingerprint}): " + "; ".join(parts)
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict (names, dtypes and raw bytes, in name order)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous().reshape(-1)
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    return state_digest(model.state_dict())
+
+
+def checkpoint_digest(path: Path) -> str:
+    """weights_digest of the model stored in a checkpoint file (to compare an export with a run)."""
+    return state_digest(load_checkpoint(path, torch.device("cpu"))["model"])
+
+
+def _model_config(raw: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in raw.items() if k not in LOCATION_KEYS}
+    out["data"] = {k: v for k, v in raw.get("data", {}).items() if k not in DATA_LOCATION_KEYS}
+    return out
+
+
+def hidden_dim(model: torch.nn.Module) -> int | None:
+    cfg = getattr(model, "cfg", None)
+    return getattr(cfg, "hidden", None)
+
+
+def export_meta(name: str, run_name: str, run_config: dict[str, Any], inputs: dict[str, str], digest: str,
+                checkpoint: str, hidden: int | None) -> FeatureMeta:
+    """The exported store's metadata (its fingerprint follows the run, its weights and its inputs)."""
+    return FeatureMeta(
+        name=name, kind="frame", unit="track", model_ref=f"run:{run_name}", weights_digest=digest,
+        config={
+            "run": run_name,
+            "checkpoint": checkpoint,
+            "run_config": _model_config(run_config),
+            "input_fingerprints": dict(sorted(inputs.items())),
+            "columns": {"hidden": hidden, "va": "last 2 columns: window-averaged raw prediction (valence, arousal)"},
+        },
+        version=f"export-{EXPORT_VERSION}",
+    )
+
+
+@torch.no_grad()
+def track_embeddings(
+    model: torch.nn.Module,
+    dataset: TrackDataset,
+    device: torch.device,
+    track_ids: Sequence[int],
+    batch_size: int = 8,
+    prefetch: int = 4,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(track index, (T, H + 2) float32 [hidden, va] averaged over overlapping windows, (T,) any input
+    feature present) for each of `track_ids`, in order, yielded as soon as a track's windows are done
+    (so only the tracks in flight are held in memory)."""
+    was_training = model.training
+    model.eval()
+    inputs = input_features(model, list(dataset.sources))
+    order = [w for ti in track_ids for w in dataset.track_windows[ti]]
+    pending: dict[int, list[Any]] = {}  # ti -> [total, count, has_feature, windows left]
+    loader = Prefetcher(dataset.batches(order, batch_size), depth=prefetch)
+    try:
+        for batch in loader:
+            tb = to_tensors(batch, device)
+            with autocast(device):
+                out = model(tb.features, tb.masks, tb.pad)
+            rows = torch.cat([out.hidden.float(), out.va.float()], dim=-1).cpu().numpy().astype(np.float64)
+            any_feature = np.zeros_like(batch.pad)
+            for name in inputs:
+                any_feature |= batch.masks[name]
+            for b in range(len(batch.track)):
+                ti, s, n = int(batch.track[b]), int(batch.start[b]), int(batch.length[b])
+                if ti not in pending:
+                    T = int(dataset.n_frames[ti])
+                    pending[ti] = [np.zeros((T, rows.shape[-1])), np.zeros(T), np.zeros(T, dtype=bool),
+                                   len(dataset.track_windows[ti])]
+                acc = pending[ti]
+                acc[0][s : s + n] += rows[b, :n]
+                acc[1][s : s + n] += 1
+                acc[2][s : s + n] |= any_feature[b, :n]
+                acc[3] -= 1
+                if acc[3] == 0:
+                    total, count, has, _ = pending.pop(ti)
+                    yield ti, (total / np.maximum(count, 1)[:, None]).astype(np.float32), has
+    finally:
+        loader.close()
+        model.train(was_training)
+    if pending:  # cannot happen with whole tracks in `order`; guards against a silent partial export
+        raise RuntimeError(f"export: tracks {sorted(pending)} did not receive all their windows")
+
+
+def export_run(
+    run: str | Path,
+    name: str,
+    splits: Sequence[str] = SPLITS,
+    runs_dir: Path = Path("artifacts/runs"),
+    cache_dir: Path | None = None,
+    data_root: Path | None = None,
+    videos: Path | None = None,
+    labels: Path | None = None,
+    device: str = "auto",
+    force: bool = False,
+    on_mismatch: str = "refuse",
+    checkpoint: str = "best",
+    batch_size: int | None = None,
+) -> ExportReport:
+    """Write run's per-frame [hidden, VA] for every track of `splits` into <cache_dir>/<name>.zarr
+    (cache_dir defaults to the run's own, where its input stores are). Complete groups of a store with
+    the same fingerprint are skipped unless `force`; a store with another fingerprint is refused
+    (FingerprintMismatch) unless on_mismatch='new' (moved aside)."""
+    from train.restore import load_run
+
+    loaded = load_run(run, Path(runs_dir), device, data_root=data_root, cache_dir=cache_dir, videos=videos,
+                      labels=labels, checkpoint=checkpoint)
+    features = loaded.cfg.data.features
+    if name in features:
+        raise ValueError(f"export name '{name}' is one of the run's own input features {features}: choose another")
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; known: {list(SPLITS)}")
+    run_config = load_json(loaded.run.config)
+    ckpt_used = "best" if checkpoint == "best" and loaded.run.best.is_file() else "last"
+    meta = export_meta(
+        name, loaded.run.path.name, run_config, {n: s.fingerprint for n, s in loaded.sources.items()},
+        weights_digest(loaded.model), ckpt_used, hidden_dim(loaded.model),
+    )
+    out_path = store_path(Path(loaded.cfg.data.cache_dir), name)
+    store = FeatureStore.create_or_open(out_path, meta, on_mismatch=on_mismatch)
+    hidden = hidden_dim(loaded.model)
+    report = ExportReport(name=name, path=out_path, fingerprint=meta.fingerprint, dim=(hidden or 0) + 2)
+    bs = batch_size or loaded.cfg.batch_size
+    for split in splits:
+        try:
+            dataset = loaded.dataset(split)
+        except ValueError as err:
+            if "has no tracks" not in str(err):
+                raise
+            log.warning("export %s: %s, skipped", name, err)
+            report.empty_splits.append(split)
+            continue
+        try:
+            todo = [ti for ti, t in enumerate(dataset.tracks) if force or not store.is_complete(t.name)]
+            report.skipped[split] = len(dataset.tracks) - len(todo)
+            report.written[split] = 0
+            for ti, values, valid in track_embeddings(loaded.model, dataset, loaded.device, todo, bs,
+                                                      loaded.cfg.data.prefetch_batches):
+                track = dataset.tracks[ti]
+                fps = float(dataset.fps[ti])
+                report.dim = values.shape[1]
+                store.write(
+                    track.name, values, frame_times(len(values), fps), valid,
+                    attrs={"fps": fps, "frames": len(values), "split": split, "run": loaded.run.path.name},
+                )
+                report.written[split] += 1
+        finally:
+            dataset.close()
+        log.info("export %s, %s: %d written, %d skipped", name, split, report.written[split], report.skipped[split])
+    return report
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
