@@ -37,6 +37,20 @@ EXTRACT_FEATURES := faces,mouth,landmarks,clip
 extract: $(STAMP)
 	$(PY) pipeline.py extract --split $(SPLIT) --features $(or $(FEATURES),$(EXTRACT_FEATURES)) --data-root $(DATA) --cache-dir $(CACHE) --profile $(PROFILE) --device $(DEVICE) $(if $(FACE_WEIGHTS),--face-weights $(FACE_WEIGHTS)) $(EXTRACT_ARGS)
 
+# The main job on the built-in sample: data, every feature (tiny models), a unimodal and a fusion head,
+# evaluation and the test submission. Re-running skips what is already done.
+demo: $(STAMP)
+	$(PY) pipeline.py demo --data-root $(DATA) --cache-dir $(CACHE) --runs-dir $(RUNS) --profile $(PROFILE) --device $(DEVICE)
+
+# scale out: one Ray task per video (RAY_ADDRESS=auto joins a running cluster), or a shard of the split
+# per scheduler task, e.g. in a Slurm array: make extract EXTRACT_ARGS="--shard $$SLURM_ARRAY_TASK_ID/$$SLURM_ARRAY_TASK_COUNT"
+.PHONY: extract-ray bench-scale
+extract-ray: $(STAMP)
+	$(PY) pipeline.py extract --split $(SPLIT) --features $(or $(FEATURES),$(EXTRACT_FEATURES)) --data-root $(DATA) --cache-dir $(CACHE) --profile $(PROFILE) --device $(DEVICE) --backend ray $(if $(RAY_ADDRESS),--address $(RAY_ADDRESS)) $(if $(FACE_WEIGHTS),--face-weights $(FACE_WEIGHTS)) $(EXTRACT_ARGS)
+
+bench-scale: $(STAMP)
+	$(PY) bench/scale.py
+
 sample: $(STAMP)
 	$(PY) pipeline.py sample-data --out $(DATA)
 

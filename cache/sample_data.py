@@ -24,10 +24,10 @@ import av
 import cv2
 import numpy as np
 
+from cache.manifest import CHALLENGE_DIR, LABEL_HEADER, SPLIT_DIRS, SUBMISSION_HEADER
+
 TRAIN, VAL, TEST = "train", "val", "test"
-SPLIT_DIRS = {TRAIN: "Train_Set", VAL: "Validation_Set"}
-LABEL_HEADER = "valence,arousal"
-SUBMISSION_HEADER = "image_location,valence,arousal"
+GROUND_TRUTH_INDEX = "ground_truth/tracks.json"  # written last: its presence means the dataset is complete
 SUBMISSION_NAME = "CVPR_10th_ABAW_VA_test_set_sample.txt"
 TEST_NAMES_NAME = "test_set_names.txt"
 INVALID = -5
@@ -733,7 +733,7 @@ def _ground_truth(
 def write_sample_dataset(out: Path = Path("artifacts/sample"), config: SampleConfig = SampleConfig()) -> SampleSummary:
     """Writes the dataset under out/ and returns a summary (tracks per split, frame counts, paths)."""
     out = Path(out)
-    label_dir = out / "annotations" / "VA_Estimation_Challenge"
+    label_dir = out / "annotations" / CHALLENGE_DIR
     truth_dir = out / "ground_truth"
     for directory in [label_dir / d for d in SPLIT_DIRS.values()] + [truth_dir]:
         directory.mkdir(parents=True, exist_ok=True)
@@ -744,9 +744,9 @@ def write_sample_dataset(out: Path = Path("artifacts/sample"), config: SampleCon
         for spec in config.videos
         for face, track in enumerate(spec.tracks())
     }
-    (truth_dir / "tracks.json").write_text(json.dumps(track_map, indent=1, sort_keys=True) + "\n")
     splits = {s: [t for v in videos.values() if v.split == s for t in v.tracks] for s in (TRAIN, VAL, TEST)}
     test_names, submission = _write_test_lists(out / "annotations", splits[TEST], videos)
+    (out / GROUND_TRUTH_INDEX).write_text(json.dumps(track_map, indent=1, sort_keys=True) + "\n")
     return SampleSummary(out, splits, videos, label_dir, truth_dir, test_names, submission)
 
 
@@ -774,7 +774,7 @@ def _write_video(out: Path, spec: VideoSpec, index: int, config: SampleConfig) -
     for face, track in enumerate(spec.tracks()):
         rows = n + 1 if spec.extra_label_line else n
         if spec.split in SPLIT_DIRS:
-            label = out / "annotations" / "VA_Estimation_Challenge" / SPLIT_DIRS[spec.split] / f"{track}.txt"
+            label = out / "annotations" / CHALLENGE_DIR / SPLIT_DIRS[spec.split] / f"{track}.txt"
             label.write_text(_label_text(truth.valence[face, :rows], truth.arousal[face, :rows], valid[face, :rows]))
             label_lines[track] = rows
         else:
