@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
+from zarr.errors import ContainsGroupError
 
 from cache.media import SourceStat
 
@@ -166,8 +167,20 @@ class FeatureStore:
             aside = path.with_name(f"{path.stem}.{found}.zarr")
             log.warning("moving store with fingerprint %s aside to %s", found, aside)
             shutil.move(str(path), str(aside))
-        root = zarr.open_group(str(path), mode="a")
-        root.attrs.update(meta.to_attrs())
+        # root metadata and fingerprint in one (atomic) write: a process opening the store concurrently
+        # (another shard, a Ray worker) never sees a root without its fingerprint
+        try:
+            root = zarr.open_group(str(path), mode="a", attributes=meta.to_attrs())
+        except ContainsGroupError:  # another process created it between our check and our write
+            root = zarr.open_group(str(path), mode="a")
+        found = root.attrs.get("fingerprint")
+        if found is None:
+            root.attrs.update(meta.to_attrs())
+        elif found != meta.fingerprint:  # created meanwhile by a process with another config
+            raise FingerprintMismatch(
+                f"{path}: store fingerprint {found} differs from the requested {meta.fingerprint} "
+                "(created concurrently with another model or config)"
+            )
         return cls(path, root, meta)
 
     @classmethod

@@ -67,6 +67,12 @@ class RunOptions:
     on_mismatch: str = "refuse"  # refuse | new (move the old store aside)
     only_videos: list[str] | None = None  # restrict to these video stems
     progress: bool = True
+    # scaling out (extract/ray_backend.py): local | ray; a shard (i, n) of the split's sorted video stems
+    backend: str = "local"
+    address: str | None = None  # Ray cluster address (None: start a local one; "auto": join a running one)
+    shard: tuple[int, int] | None = None
+    cpus_per_task: float = 1.0  # Ray resources per video task
+    gpus_per_task: float | None = None  # None: from the profile and device (see ray_backend.task_resources)
 
 
 @dataclass
@@ -130,10 +136,19 @@ class _Timer:
 
 
 class Runner:
-    """Builds the extractors and stores once, then processes videos one by one."""
+    """Builds the extractors and stores once, then processes videos one by one.
 
-    def __init__(self, options: RunOptions, audio_decoder: Callable[[Path, int], Any] | None = None):
+    `write_extras=False` leaves the stores' extras (e.g. CLIP's region prototypes) alone: the Ray backend
+    writes them once, before any video task, so that concurrent workers never rewrite the same array."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        audio_decoder: Callable[[Path, int], Any] | None = None,
+        write_extras: bool = True,
+    ):
         self.opts = options
+        self.write_extras = write_extras
         self.device = resolve_device(options.device)
         self.names = with_dependencies(list(dict.fromkeys(options.features)))
         added = [n for n in self.names if n not in options.features]
@@ -168,9 +183,10 @@ class Runner:
             ext.load(self.device)
             self._loaded.add(name)
             log.debug("%s: model loaded in %.1f s (%s)", name, time.perf_counter() - t0, ext.public_model_ref() or "-")
-            store = self.stores[name]
-            with model_context(self.device, ext.autocast):
-                ext.write_extras(store)
+            if self.write_extras:
+                store = self.stores[name]
+                with model_context(self.device, ext.autocast):
+                    ext.write_extras(store)
         return ext
 
     def _decode_audio(self, path: Path, sample_rate: int) -> Any:
@@ -341,39 +357,86 @@ def iter_videos(manifest: Manifest, split: str, only: list[str] | None = None) -
     return out
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'i/n' (0 <= i < n) -> (i, n); None or '' -> None."""
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ExtractionError(f"--shard must be i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ExtractionError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def shard_videos(videos: list[tuple[str, Path, list[str]]], shard: tuple[int, int] | None) -> list[tuple[str, Path, list[str]]]:
+    """Shard i of n: every n-th video of the split sorted by stem, from the i-th (deterministic, disjoint,
+    together complete). `videos` come from `iter_videos` (already sorted by stem)."""
+    if shard is None:
+        return videos
+    i, n = shard
+    return sorted(videos, key=lambda v: v[0])[i::n]
+
+
+def split_videos(options: RunOptions, manifest: Manifest | None = None) -> list[tuple[str, Path, list[str]]]:
+    """The videos this run covers: the split's (or `only_videos`), less those of other shards."""
+    if manifest is None:
+        splits = (options.split,)
+        manifest = load_manifest(options.data_root, options.videos_dir, options.labels_dir, splits=splits)
+    videos = shard_videos(iter_videos(manifest, options.split), options.shard)
+    if options.only_videos is not None:
+        videos = [v for v in videos if v[0] in options.only_videos]
+    if not videos:
+        log.warning("no tracks in split %s%s", options.split, f" (shard {options.shard[0]}/{options.shard[1]})" if options.shard else "")
+    return videos
+
+
+def plan_videos(
+    runner: Runner, videos: list[tuple[str, Path, list[str]]], summary: RunSummary
+) -> list[tuple[VideoContext, list[str]]]:
+    """Probe each video and list the features it still needs; unreadable videos go to `summary.failed`,
+    videos with everything complete to `summary.skipped`."""
+    plan: list[tuple[VideoContext, list[str]]] = []
+    for index, (stem, path, tracks) in enumerate(videos):
+        try:
+            info = probe_video(path)
+            source = SourceStat.of(path)
+        except (MediaError, OSError) as err:
+            summary.failed.append(f"{path}: {_reason(err)}")
+            log.error("%s", summary.failed[-1])
+            continue
+        ctx = VideoContext(stem, path, info, tracks, index)
+        todo = runner.todo(ctx, source)
+        if not todo:
+            summary.skipped.append(stem)
+            continue
+        plan.append((ctx, todo))
+    return plan
+
+
 def run_extraction(
     options: RunOptions,
     manifest: Manifest | None = None,
     audio_decoder: Callable[[Path, int], Any] | None = None,
 ) -> RunSummary:
-    """Extract the requested features for every video of a split; returns the summary (see RunSummary)."""
+    """Extract the requested features for every video of a split; returns the summary (see RunSummary).
+
+    `options.backend == "ray"` hands the run to `extract.ray_backend` (same summary, same stores)."""
     from extract.progress import split_progress
 
+    if options.backend == "ray":
+        from extract.ray_backend import run_extraction_ray
+
+        return run_extraction_ray(options, manifest, audio_decoder)
+    if options.backend != "local":
+        raise ExtractionError(f"--backend must be local or ray, got {options.backend!r}")
     t_start = time.perf_counter()
-    if manifest is None:
-        splits = (options.split,)
-        manifest = load_manifest(options.data_root, options.videos_dir, options.labels_dir, splits=splits)
-    videos = iter_videos(manifest, options.split, options.only_videos)
+    videos = split_videos(options, manifest)
     summary = RunSummary()
-    if not videos:
-        log.warning("no tracks in split %s", options.split)
     runner = Runner(options, audio_decoder)
     try:
-        plan: list[tuple[VideoContext, list[str]]] = []
-        for index, (stem, path, tracks) in enumerate(videos):
-            try:
-                info = probe_video(path)
-                source = SourceStat.of(path)
-            except (MediaError, OSError) as err:
-                summary.failed.append(f"{path}: {_reason(err)}")
-                log.error("%s", summary.failed[-1])
-                continue
-            ctx = VideoContext(stem, path, info, tracks, index)
-            todo = runner.todo(ctx, source)
-            if not todo:
-                summary.skipped.append(stem)
-                continue
-            plan.append((ctx, todo))
+        plan = plan_videos(runner, videos, summary)
         total = sum(max(c.info.n_frames, 0) for c, _ in plan)
         with split_progress(options.split, total, enabled=options.progress) as advance:
             for ctx, todo in plan:

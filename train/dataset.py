@@ -118,6 +118,7 @@ class Batch:
 @dataclass
 class DatasetStats:
     nonfinite: dict[str, int] = field(default_factory=dict)  # aligned frames masked for NaN/inf
+    nonfinite_rows: dict[str, int] = field(default_factory=dict)  # stored rows marked valid but NaN/inf (masked)
     missing_groups: dict[str, int] = field(default_factory=dict)  # tracks with no group in a store
     aligned_tracks: int = 0  # alignments done (cache misses)
 
@@ -140,7 +141,8 @@ class TrackDataset:
         self.window, self.stride = window, stride
         self.cache_bytes = int(cache_mb * 2**20)
         self.stats = DatasetStats(
-            nonfinite={n: 0 for n in self.sources}, missing_groups={n: 0 for n in self.sources}
+            nonfinite={n: 0 for n in self.sources}, missing_groups={n: 0 for n in self.sources},
+            nonfinite_rows={n: 0 for n in self.sources},
         )
         self._fps_override = dict(fps or {})
         self._probe_cache: dict[Path, object] = {}
@@ -215,6 +217,11 @@ class TrackDataset:
             raw = source.store.read(group)
             flat = raw.values.reshape(len(raw.values), -1)
             valid = np.asarray(raw.valid, dtype=bool) & np.isfinite(flat).all(axis=1)
+            bad_rows = int(np.asarray(raw.valid, dtype=bool).sum() - valid.sum())
+            if bad_rows:  # the store writer never leaves these; a store written some other way may
+                with self._lock:
+                    self.stats.nonfinite_rows[name] += bad_rows
+                log.warning("feature %s, group %s: %d rows with NaN/inf masked", name, group, bad_rows)
             aligned, mask = _align_in_column_blocks(flat, raw.times, targets, valid, source.fill)
             finite = np.isfinite(aligned).all(axis=1)
             bad = mask & ~finite
