@@ -18,7 +18,7 @@ export YOLO_CONFIG_DIR := $(CURDIR)/artifacts/ultralytics
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install test demo sample extract train bench status clean
+.PHONY: install test demo sample extract train bench status clean docs
 
 install: $(STAMP)
 
@@ -48,6 +48,13 @@ demo: $(STAMP)
 extract-ray: $(STAMP)
 	$(PY) pipeline.py extract --split $(SPLIT) --features $(or $(FEATURES),$(EXTRACT_FEATURES)) --data-root $(DATA) --cache-dir $(CACHE) --profile $(PROFILE) --device $(DEVICE) --backend ray $(if $(RAY_ADDRESS),--address $(RAY_ADDRESS)) $(if $(FACE_WEIGHTS),--face-weights $(FACE_WEIGHTS)) $(EXTRACT_ARGS)
 
+# figures for the record (not tests): extraction speed and memory, training data path, scaling out
+bench: $(STAMP)
+	$(PY) bench/extract.py
+	$(PY) bench/extract.py --audio
+	$(PY) bench/train.py --scale 0.02 --steps 100
+	$(PY) bench/scale.py
+
 bench-scale: $(STAMP)
 	$(PY) bench/scale.py
 
@@ -63,6 +70,10 @@ train: $(STAMP)
 SPLITS ?= train,val,test
 export: $(STAMP)
 	$(PY) pipeline.py export $(RUN) --name $(NAME) --splits $(SPLITS) --runs-dir $(RUNS) --cache-dir $(CACHE) --device $(DEVICE) $(EXPORT_ARGS)
+
+# docs/CLI.md is generated from the Typer app (tests/test_cli_docs.py checks it is current)
+docs: $(STAMP)
+	$(VENV)/bin/typer pipeline.py utils docs --name "python pipeline.py" --title "affcache command reference" --output docs/CLI.md
 
 status: $(STAMP)
 	$(PY) pipeline.py status --data-root $(DATA) --cache-dir $(CACHE)
