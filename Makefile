@@ -13,10 +13,14 @@ CACHE ?= artifacts/features
 RUNS ?= artifacts/runs
 DEVICE ?= auto
 
+# ultralytics: no update checks or font downloads; a writable settings folder
 export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR := $(CURDIR)/artifacts/ultralytics
+# the tiny profile never needs the hub; PROFILE=full may download real weights on first use
+ifeq ($(PROFILE),tiny)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+endif
 
 .PHONY: install test demo sample extract train bench status clean docs
 
