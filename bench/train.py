@@ -105,7 +105,7 @@ def train_phase(out: Path, steps: int, batch_size: int, window: int, stride: int
     from train.dataset import TrackDataset, open_features
     from train.heads import build_head
     from train.losses import VALossConfig, va_loss
-    from train.prefetch import Prefetcher
+    from cache.prefetch import Prefetcher
     from train.tensors import to_tensors
 
     base_rss = rss_mb()

@@ -2,14 +2,12 @@
 
 decord first; when decord cannot open or read the file, PyAV packet by packet (bad packets are
 skipped), logged. A file neither can read raises `cache.media.MediaError` with a one-line reason.
-`Prefetcher` runs a decoder on a background thread ahead of the models through a bounded queue.
+`prefetch_chunks` runs a decoder on a background thread ahead of the models through a bounded queue.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.media import MediaError
+from cache.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
@@ -134,61 +133,7 @@ def iter_chunks(path: Path, chunk: int = 32, threads: int = 1) -> Iterator[Chunk
         raise MediaError(f"{path}: no decodable frames")
 
 
-class Prefetcher:
-    """Runs `iter_chunks` on a background thread, `depth` chunks ahead (bounded memory).
-
-    Iterate it; errors raised by the decoder are re-raised in the consumer. `close()` stops the thread.
-    """
-
-    _END = object()
-
-    def __init__(self, path: Path, chunk: int = 32, depth: int = 2, threads: int = 1):
-        self.path = Path(path)
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(chunk, threads), name=f"decode-{self.path.stem}", daemon=True
-        )
-        self._thread.start()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, chunk: int, threads: int) -> None:
-        try:
-            for item in iter_chunks(self.path, chunk, threads):
-                if not self._put(item):
-                    return
-            self._put(self._END)
-        except BaseException as err:  # handed to the consumer
-            self._put(err)
-
-    def __iter__(self) -> Iterator[Chunk]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> "Prefetcher":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def prefetch_chunks(path: Path, chunk: int = 32, depth: int = 2, threads: int = 1) -> Prefetcher:
+    """Decode `path` on a background thread, `depth` chunks ahead of the consumer (a context manager;
+    decoder errors are raised in the consumer, `close()` stops the thread)."""
+    return Prefetcher(iter_chunks(path, chunk, threads), depth=depth, name=f"decode-{Path(path).stem}")

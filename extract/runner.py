@@ -38,7 +38,7 @@ from extract.base import (
     get_extractor,
     with_dependencies,
 )
-from extract.decode import Prefetcher
+from extract.decode import prefetch_chunks
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ class Runner:
                     del frames[i]
 
         wait = time.perf_counter()
-        with Prefetcher(video.path, opts.batch_size, opts.prefetch, opts.decode_threads) as chunks:
+        with prefetch_chunks(video.path, opts.batch_size, opts.prefetch, opts.decode_threads) as chunks:
             for chunk in chunks:
                 self.timer.seconds["_decode_wait"] += time.perf_counter() - wait
                 height, width = chunk.frames.shape[1:3]

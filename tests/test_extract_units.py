@@ -75,7 +75,7 @@ def test_decode_errors_are_one_line(tmp_path: Path) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(os.urandom(3000))
     with pytest.raises(MediaError) as info:
-        with decode.Prefetcher(junk, 8) as chunks:
+        with decode.prefetch_chunks(junk, 8) as chunks:
             list(chunks)
     assert "junk.mp4" in str(info.value) and "\n" not in str(info.value)
 

@@ -17,7 +17,7 @@ import torch
 
 from train.dataset import TrackDataset
 from train.metrics import ccc, va_scores
-from train.prefetch import Prefetcher
+from cache.prefetch import Prefetcher
 from train.tensors import autocast, to_tensors
 
 log = logging.getLogger(__name__)

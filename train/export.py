@@ -38,7 +38,7 @@ from cache.store import FeatureMeta, FeatureStore, store_path
 from train.checkpoint import load_checkpoint
 from train.dataset import TrackDataset
 from train.evaluate import input_features
-from train.prefetch import Prefetcher
+from cache.prefetch import Prefetcher
 from train.tensors import autocast, to_tensors
 
 log = logging.getLogger(__name__)

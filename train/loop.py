@@ -24,7 +24,7 @@ from train.config import TrainConfig
 from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
 from train.evaluate import EvalResult, evaluate_predictions, predict_split, score, postprocess
 from train.model import build_model
-from train.prefetch import Prefetcher
+from cache.prefetch import Prefetcher
 from train.run import RunDir
 from train.tensors import autocast, resolve_device, to_tensors
 

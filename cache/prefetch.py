@@ -16,12 +16,12 @@ class Prefetcher(Generic[T]):
     """Iterate `source` on a daemon thread, `depth` items ahead. Errors in the source are raised in the
     consumer. `wait_s` accumulates the time the consumer spent blocked on the queue."""
 
-    def __init__(self, source: Iterable[T], depth: int = 4):
+    def __init__(self, source: Iterable[T], depth: int = 4, name: str = "prefetch"):
         self._source = source
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self.wait_s = 0.0
-        self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _put(self, item: object) -> bool:
