@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from extract.audio import Audio
-from extract.base import AudioExtractor, UnitResult, VideoContext, register
+from extract.audio_extractor import ModelAudioExtractor
+from extract.base import register
 from extract.models import ModelFamily, register_family
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ register_family(ModelFamily("ast", AST_HUB_ID, lambda folder: str(build_tiny_ast
 
 
 @register
-class AstExtractor(AudioExtractor):
+class AstExtractor(ModelAudioExtractor):
     """`ast`: one AST embedding per audio window (see the module docstring)."""
 
     name = "ast"
@@ -169,28 +170,9 @@ class AstExtractor(AudioExtractor):
     version = "1"
     family = "ast"
 
-    def load(self, device: str = "cpu") -> None:
-        super().load(device)
-        self.bundle = load_ast(self.model_ref, device=device)
+    def load_bundle(self, ref: str, device: str):
+        return load_ast(ref, device=device)
 
-    def units_for(self, video: VideoContext) -> list[str]:
-        from extract.audio import audio_units
-
-        return audio_units(video, self.name, self.__dict__.setdefault("_no_audio", set()))
-
-    def process_audio(self, video: VideoContext, audio) -> dict[str, UnitResult]:
-        from extract.audio import as_audio
-
-        if audio is None:
-            log.info("%s: no audio, no ast group", video.stem)
-            return {}
-        sound = as_audio(audio, self.sample_rate)
-        values, times, valid = compute_ast(self.bundle, sound, self.config)
-        attrs = {
-            "audio_start": sound.start, "audio_seconds": sound.duration, "audio_backend": sound.backend,
-            "context_s": self.config.window_s,
-        }
-        return {video.stem: UnitResult(values, times, valid, attrs)}
-
-    def close(self) -> None:
-        self.bundle = None
+    def compute(self, audio: Audio):
+        values, times, valid = compute_ast(self.bundle, audio, self.config)
+        return values, times, valid, {"context_s": self.config.window_s}

@@ -17,17 +17,16 @@ averaged (`combine="mean"`) or concatenated (`"concat"`).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from extract.audio import Audio
-from extract.base import AudioExtractor, UnitResult, VideoContext, register
+from extract.audio_extractor import ModelAudioExtractor
+from extract.base import register
 from extract.models import ModelFamily, register_family
 
-log = logging.getLogger(__name__)
 
 WAVLM_HUB_ID = "microsoft/wavlm-large"
 STRIDE = 320  # samples per frame at 16 kHz (20 ms)
@@ -198,7 +197,7 @@ register_family(ModelFamily("wavlm", WAVLM_HUB_ID, lambda folder: str(build_tiny
 
 
 @register
-class WavlmExtractor(AudioExtractor):
+class WavlmExtractor(ModelAudioExtractor):
     """`wavlm`: WavLM hidden states per 20 ms frame, stitched from overlapping windows."""
 
     name = "wavlm"
@@ -208,28 +207,9 @@ class WavlmExtractor(AudioExtractor):
     version = "1"
     family = "wavlm"
 
-    def load(self, device: str = "cpu") -> None:
-        super().load(device)
-        self.bundle = load_wavlm(self.model_ref, device=device)
+    def load_bundle(self, ref: str, device: str):
+        return load_wavlm(ref, device=device)
 
-    def units_for(self, video: VideoContext) -> list[str]:
-        from extract.audio import audio_units
-
-        return audio_units(video, self.name, self.__dict__.setdefault("_no_audio", set()))
-
-    def process_audio(self, video: VideoContext, audio) -> dict[str, UnitResult]:
-        from extract.audio import as_audio
-
-        if audio is None:
-            log.info("%s: no audio, no wavlm group", video.stem)
-            return {}
-        sound = as_audio(audio, self.sample_rate)
-        values, times, valid = compute_wavlm(self.bundle, sound, self.config)
-        attrs = {
-            "audio_start": sound.start, "audio_seconds": sound.duration, "audio_backend": sound.backend,
-            "rate_hz": sound.sample_rate / STRIDE,
-        }
-        return {video.stem: UnitResult(values, times, valid, attrs)}
-
-    def close(self) -> None:
-        self.bundle = None
+    def compute(self, audio: Audio):
+        values, times, valid = compute_wavlm(self.bundle, audio, self.config)
+        return values, times, valid, {"rate_hz": audio.sample_rate / STRIDE}
