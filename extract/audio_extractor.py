@@ -4,6 +4,7 @@ without an audio stream (no group, one logged line), and turn the decoded audio 
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -19,11 +20,13 @@ class ModelAudioExtractor(AudioExtractor):
 
     bundle: Any = None
 
+    @abstractmethod
     def load_bundle(self, ref: str, device: str) -> Any:
-        raise NotImplementedError
+        """The model (and its processor) for a reference, on `device`."""
 
+    @abstractmethod
     def compute(self, audio: Audio) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        raise NotImplementedError
+        """Values, times, valid and extra group attributes from the decoded audio."""
 
     def load(self, device: str = "cpu") -> None:
         super().load(device)

@@ -20,6 +20,7 @@ Results are `UnitResult`s keyed by unit name (track name for unit=track, video s
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -146,7 +147,7 @@ def config_dict(config: Any) -> dict[str, Any]:
     return asdict(config) if is_dataclass(config) else dict(config or {})
 
 
-class Extractor:
+class Extractor(ABC):
     """Base of all extractors. Subclass one of the input styles below and `@register` it."""
 
     name: ClassVar[str] = ""
@@ -248,11 +249,13 @@ class FrameExtractor(Extractor):
         """Per-video state (returned and passed back)."""
         return {}
 
+    @abstractmethod
     def process_frames(self, state: Any, batch: FrameBatch) -> None:
-        raise NotImplementedError
+        """Consume one batch of consecutive frames."""
 
+    @abstractmethod
     def end(self, state: Any) -> dict[str, UnitResult]:
-        raise NotImplementedError
+        """The results per unit once every batch of the video was seen."""
 
 
 class CropExtractor(Extractor):
@@ -264,11 +267,13 @@ class CropExtractor(Extractor):
     def begin(self, video: VideoContext) -> Any:
         return {}
 
+    @abstractmethod
     def process_crops(self, state: Any, batch: CropBatch) -> None:
-        raise NotImplementedError
+        """Consume one batch of one track's frames with their face boxes."""
 
+    @abstractmethod
     def end(self, state: Any) -> dict[str, UnitResult]:
-        raise NotImplementedError
+        """The results per unit once every batch of the video was seen."""
 
 
 class AudioExtractor(Extractor):
@@ -279,8 +284,9 @@ class AudioExtractor(Extractor):
     unit = "video"
     sample_rate: ClassVar[int] = AUDIO_SAMPLE_RATE
 
+    @abstractmethod
     def process_audio(self, video: VideoContext, audio: Any) -> dict[str, UnitResult]:
-        raise NotImplementedError
+        """The video's results from its decoded audio (None when it has no audio stream)."""
 
 
 class StoreExtractor(Extractor):
@@ -288,8 +294,9 @@ class StoreExtractor(Extractor):
 
     input = "stores"
 
+    @abstractmethod
     def process_stores(self, video: VideoContext, stores: Mapping[str, FeatureStore]) -> dict[str, UnitResult]:
-        raise NotImplementedError
+        """The video's results from the complete groups of the required stores."""
 
 
 # ---- registry ------------------------------------------------------------------------------------

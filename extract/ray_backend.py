@@ -111,12 +111,9 @@ def _worker_runner(data: dict[str, Any], audio_decoder: Any) -> Runner:
 
 def _set_threads() -> None:
     """Torch threads = the CPUs Ray gave this task (Ray sets OMP_NUM_THREADS from num_cpus)."""
-    try:
-        import torch
+    import torch
 
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
-    except ImportError:  # pragma: no cover
-        pass
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
 
 
 def extract_video(data: dict[str, Any], stem: str, path: str, tracks: list[str], index: int, todo: list[str],

@@ -4,6 +4,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from cache.manifest import load_manifest
@@ -41,12 +42,10 @@ def test_sample_data_then_status_counts(tmp_path):
     store = FeatureStore.create_or_open(store_path(cache, "toy"), FeatureMeta("toy"))
     for track in manifest.split("train")[:2]:
         store.write(track.name, np.zeros((3, 2)), [[0, 1], [1, 2], [2, 3]])
-    try:
+    with pytest.raises(RuntimeError):
         with store.writer(manifest.split("train")[2].name, (2,)) as w:
             w.append(np.zeros((1, 2)), [[0, 1]])
             raise RuntimeError("crash mid-write")
-    except RuntimeError:
-        pass
 
     out = runner.invoke(app, ["status", "--data-root", str(data), "--cache-dir", str(cache)])
     assert out.exit_code == 0, out.output
