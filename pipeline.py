@@ -69,16 +69,23 @@ def status(
 
     manifest = load_manifest(data_root, videos, labels)
     rows = dataset_status(manifest, cache_dir)
-    features = sorted({f for r in rows for f in r.complete})
-    table = Table(title=f"{data_root}")
-    for col in ("split", "tracks", "labelled frames", "valid frames", *features):
-        table.add_column(col, justify="right")
+    splits = Table(title=f"tracks and frames in {data_root}")
+    for col in ("split", "tracks", "labelled frames", "valid frames"):
+        splits.add_column(col, justify="left" if col == "split" else "right")
     for r in rows:
-        table.add_row(
-            r.split, str(r.tracks), str(r.labelled_frames), str(r.valid_frames),
-            *(f"{r.complete[f]}/{r.tracks}" for f in features),
-        )
-    console.print(table)
+        splits.add_row(r.split, str(r.tracks), str(r.labelled_frames), str(r.valid_frames))
+    console.print(splits)
+    features = sorted({f for r in rows for f in r.complete})
+    if features:
+        stores = Table(title=f"complete tracks per feature store in {cache_dir}")
+        stores.add_column("feature")
+        for r in rows:
+            stores.add_column(r.split, justify="right")
+        for f in features:
+            stores.add_row(f, *(f"{r.complete[f]}/{r.tracks}" for r in rows))
+        console.print(stores)
+    else:
+        console.print(f"no feature stores in {cache_dir}")
     if manifest.errors:
         console.print(f"[red]{len(manifest.errors)} problem(s):[/red]")
         for err in manifest.errors:

@@ -49,8 +49,10 @@ def test_sample_data_then_status_counts(tmp_path):
 
     out = runner.invoke(app, ["status", "--data-root", str(data), "--cache-dir", str(cache)])
     assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
     for split, (tracks, frames, valid) in expected.items():
-        line = next(l for l in out.output.splitlines() if re.search(rf"\b{split}\b", l))
-        numbers = [int(n) for n in re.findall(r"(?<![\w/])\d+(?![\w/])", line)]
-        assert numbers[:3] == [tracks, frames, valid if split != "test" else 0], line
-        assert f"{2 if split == 'train' else 0}/{tracks}" in line
+        line = next(l for l in lines if re.search(rf"^\W*{split}\b", l))
+        numbers = [int(n) for n in re.findall(r"\d+", line)]
+        assert numbers == [tracks, frames, valid if split != "test" else 0], line
+    toy = next(l for l in lines if re.search(r"^\W*toy\b", l))
+    assert re.findall(r"\d+/\d+", toy) == [f"2/{expected['train'][0]}", f"0/{expected['val'][0]}", f"0/{expected['test'][0]}"]
