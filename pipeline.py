@@ -6,12 +6,15 @@ Thin by design: each command parses options and calls the packages.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -30,6 +33,22 @@ Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
 DEFAULT_DATA = Path("artifacts/sample")
 DEFAULT_CACHE = Path("artifacts/features")
 DEFAULT_RUNS = Path("artifacts/runs")
+
+
+@contextmanager
+def one_line_errors(command: str) -> Iterator[None]:
+    """A user's mistake (missing store or run, unknown name, changed fingerprint, bad input) ends the command
+    with one line and exit status 1 instead of a traceback; bugs still show theirs."""
+    from cache.store import FingerprintMismatch
+
+    try:
+        yield
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, FingerprintMismatch, RuntimeError) as err:
+        if type(err) is RuntimeError:  # plain RuntimeErrors are not user errors
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        console.print(f"[red]{command} failed:[/red] {escape(str(message))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 @app.callback()
@@ -112,8 +131,6 @@ def import_features_cmd(
     cache_dir: CacheDir = DEFAULT_CACHE,
 ) -> None:
     """Import per-frame features made elsewhere (npz, npy, OpenFace csv, HDF5) into a feature store."""
-    from rich.markup import escape
-
     from cache.importers import ImportConfig, SourceError, import_features, infer_format
     from cache.manifest import load_manifest
     from cache.store import FingerprintMismatch
@@ -146,8 +163,6 @@ def export_features_cmd(
     cache_dir: CacheDir = DEFAULT_CACHE,
 ) -> None:
     """Export a feature store to one HDF5 file: a group per unit with values, times, valid and attributes."""
-    from rich.markup import escape
-
     from cache.exporters import export_store
     from cache.store import FingerprintMismatch, store_path
 
@@ -256,7 +271,8 @@ def train(
         device=device, max_steps_per_epoch=max_steps,
         loss_weights=tuple(float(w) for w in loss_weights.split(",")),
     )
-    result = run_training(cfg, resume=resume, console=console)
+    with one_line_errors("train"):
+        result = run_training(cfg, resume=resume, console=console)
     console.print(ccc_table({"val": result.eval}), markup=False)
     console.print(f"run folder: {result.run.path}")
 
@@ -274,7 +290,8 @@ def evaluate(
     from train.evaluate import evaluate_run
     from train.report import ccc_table
 
-    result = evaluate_run(run, split, str(runs_dir), device, data_root=data_root, cache_dir=cache_dir)
+    with one_line_errors("evaluate"):
+        result = evaluate_run(run, split, str(runs_dir), device, data_root=data_root, cache_dir=cache_dir)
     console.print(ccc_table({split: result}), markup=False)
 
 
@@ -291,9 +308,9 @@ def predict(
     """Write the challenge submission CSV for a split (checked against the sample file)."""
     from train.predict import predict_run
 
-    path = predict_run(run, split, str(runs_dir), device, out=out, data_root=data_root, cache_dir=cache_dir)
+    with one_line_errors("predict"):
+        path = predict_run(run, split, str(runs_dir), device, out=out, data_root=data_root, cache_dir=cache_dir)
     console.print(f"submission written and checked: {path}")
-
 
 
 @app.command("export")
@@ -310,8 +327,6 @@ def export_cmd(
     device: Device = "auto",
 ) -> None:
     """Export a run's per-frame representation + VA prediction as a feature store (stacking for fusion)."""
-    from rich.markup import escape
-
     from cache.store import FingerprintMismatch
     from train.export import export_run
 
