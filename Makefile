@@ -77,7 +77,7 @@ export: $(STAMP)
 
 # docs/CLI.md is generated from the Typer app (tests/test_cli_docs.py checks it is current)
 docs: $(STAMP)
-	$(VENV)/bin/typer pipeline.py utils docs --name "python pipeline.py" --title "affcache command reference" --output docs/CLI.md
+	$(PY) -m typer pipeline.py utils docs --name "python pipeline.py" --title "affcache command reference" --output docs/CLI.md
 
 status: $(STAMP)
 	$(PY) pipeline.py status --data-root $(DATA) --cache-dir $(CACHE)

@@ -17,13 +17,15 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from cache.location import as_location
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 
 DataRoot = Annotated[Path, typer.Option("--data-root", help="Dataset root: videos/ and annotations/ below it.")]
 Videos = Annotated[Path | None, typer.Option("--videos", help="Video root (default DATA_ROOT/videos).")]
 Labels = Annotated[Path | None, typer.Option("--labels", help="Annotation root (default DATA_ROOT/annotations).")]
-CacheDir = Annotated[Path, typer.Option("--cache-dir", help="Where feature stores live.")]
+CacheDir = Annotated[str, typer.Option("--cache-dir", help="Where feature stores live: a folder or an fsspec URL (s3://…).")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where training runs live.")]
 Split = Annotated[str, typer.Option("--split", help="train | val | test")]
 Features = Annotated[str, typer.Option("--features", help="Comma-separated feature names.")]
@@ -31,7 +33,7 @@ Profile = Annotated[str, typer.Option("--profile", help="full (real weights) | t
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
 
 DEFAULT_DATA = Path("artifacts/sample")
-DEFAULT_CACHE = Path("artifacts/features")
+DEFAULT_CACHE = "artifacts/features"
 DEFAULT_RUNS = Path("artifacts/runs")
 
 
@@ -211,7 +213,7 @@ def extract(
         refs["faces"] = str(face_weights)
     opts = RunOptions(
         split=split, features=[f.strip() for f in features.split(",") if f.strip()], data_root=data_root,
-        videos_dir=videos, labels_dir=labels, cache_dir=cache_dir, profile=profile, device=device, force=force,
+        videos_dir=videos, labels_dir=labels, cache_dir=as_location(cache_dir), profile=profile, device=device, force=force,
         model_refs=refs, batch_size=batch_size, on_mismatch="new" if new_store else "refuse", models_dir=models_dir,
     )
     opts.backend, opts.address, opts.cpus_per_task, opts.gpus_per_task = backend, address, cpus_per_task, gpus_per_task
@@ -283,7 +285,7 @@ def evaluate(
     split: Split = "val",
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the run's own.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Default: the run's own.")] = None,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Default: the run's own.")] = None,
     device: Device = "auto",
 ) -> None:
     """Recompute a run's CCC table (raw and smoothed) from its best checkpoint."""
@@ -302,7 +304,7 @@ def predict(
     out: Annotated[Path | None, typer.Option("--out", help="CSV path (default RUN/predictions/SPLIT.csv).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the run's own.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Default: the run's own.")] = None,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Default: the run's own.")] = None,
     device: Device = "auto",
 ) -> None:
     """Write the challenge submission CSV for a split (checked against the sample file)."""
@@ -319,7 +321,7 @@ def export_cmd(
     name: Annotated[str, typer.Option("--name", help="Feature name of the export: the store is CACHE_DIR/NAME.zarr.")],
     splits: Annotated[str, typer.Option("--splits", help="Comma-separated splits to export.")] = "train,val,test",
     runs_dir: RunsDir = DEFAULT_RUNS,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where the run's inputs are read and the export is written (default: the run's own).")] = None,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Where the run's inputs are read and the export is written (default: the run's own).")] = None,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the run's own.")] = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last")] = "best",
     force: Annotated[bool, typer.Option("--force", help="Rewrite groups that are already complete.")] = False,

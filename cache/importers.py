@@ -56,7 +56,7 @@ import zarr
 from cache.exporters import FORMAT_ATTR, is_affcache_export, read_attrs
 from cache.manifest import Manifest
 from cache.media import MediaError, SourceStat, VideoInfo, probe_video
-from cache.store import EXTRAS_GROUP, FeatureMeta, FeatureStore, store_path
+from cache.store import EXTRAS_GROUP, FeatureMeta, FeatureStore, store_exists, store_path
 
 log = logging.getLogger(__name__)
 
@@ -795,7 +795,7 @@ def import_features(
     report = ImportReport(store=path, fingerprint=meta.fingerprint)
     manifest = manifest() if callable(manifest) else manifest
     run = _Run(path=path, meta=meta, index=TargetIndex(manifest, cfg.unit), cfg=cfg, digests=digests, report=report)
-    if (path / "zarr.json").exists():
+    if store_exists(path):
         run.store()  # refuse a store of another fingerprint before any work; nothing is created otherwise
     for path in files:
         try:

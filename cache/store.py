@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 from zarr.errors import ContainsGroupError
 
+from cache.location import Location, as_location, children, exists, join, move, name_of, open_group, parent
 from cache.media import SourceStat
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,13 @@ def _compressor() -> BloscCodec:
     return BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle)
 
 
-def store_path(cache_dir: Path, name: str) -> Path:
-    return Path(cache_dir) / f"{name}.zarr"
+def store_path(cache_dir: Location, name: str) -> Location:
+    return join(as_location(cache_dir), f"{name}.zarr")
+
+
+def store_exists(path: Location) -> bool:
+    """A Zarr group is at `path` (a folder or an fsspec URL)."""
+    return exists(join(as_location(path), "zarr.json"))
 
 
 class GroupWriter:
@@ -140,8 +145,8 @@ class GroupWriter:
 class FeatureStore:
     """One feature's store. Open with the metadata you expect; a mismatch is refused."""
 
-    def __init__(self, path: Path, root: zarr.Group, meta: FeatureMeta):
-        self.path = Path(path)
+    def __init__(self, path: Location, root: zarr.Group, meta: FeatureMeta):
+        self.path = as_location(path)
         self._root = root
         self.meta = meta
 
@@ -150,12 +155,12 @@ class FeatureStore:
         return self.meta.fingerprint
 
     @classmethod
-    def create_or_open(cls, path: Path, meta: FeatureMeta, on_mismatch: str = "refuse") -> "FeatureStore":
+    def create_or_open(cls, path: Location, meta: FeatureMeta, on_mismatch: str = "refuse") -> "FeatureStore":
         """Open for writing. on_mismatch='refuse' raises FingerprintMismatch; 'new' moves the old
         store aside (to `<name>.<old fingerprint>.zarr`, nothing is deleted) and starts a new one."""
-        path = Path(path)
-        if (path / "zarr.json").exists():
-            root = zarr.open_group(str(path), mode="a")
+        path = as_location(path)
+        if store_exists(path):
+            root = open_group(path, mode="a")
             found = root.attrs.get("fingerprint")
             if found == meta.fingerprint:
                 return cls(path, root, meta)
@@ -164,15 +169,15 @@ class FeatureStore:
                     f"{path}: store fingerprint {found} differs from the requested {meta.fingerprint} "
                     "(another model or config); use a new cache dir or ask for a new store"
                 )
-            aside = path.with_name(f"{path.stem}.{found}.zarr")
+            aside = store_path(parent(path), f"{name_of(path).removesuffix('.zarr')}.{found}")
             log.warning("moving store with fingerprint %s aside to %s", found, aside)
-            shutil.move(str(path), str(aside))
+            move(path, aside)
         # root metadata and fingerprint in one (atomic) write: a process opening the store concurrently
         # (another shard, a Ray worker) never sees a root without its fingerprint
         try:
-            root = zarr.open_group(str(path), mode="a", attributes=meta.to_attrs())
+            root = open_group(path, mode="a", attributes=meta.to_attrs())
         except ContainsGroupError:  # another process created it between our check and our write
-            root = zarr.open_group(str(path), mode="a")
+            root = open_group(path, mode="a")
         found = root.attrs.get("fingerprint")
         if found is None:
             root.attrs.update(meta.to_attrs())
@@ -184,12 +189,12 @@ class FeatureStore:
         return cls(path, root, meta)
 
     @classmethod
-    def open(cls, path: Path, expect_fingerprint: str | None = None) -> "FeatureStore":
+    def open(cls, path: Location, expect_fingerprint: str | None = None) -> "FeatureStore":
         """Open an existing store for reading."""
-        path = Path(path)
-        if not (path / "zarr.json").exists():
+        path = as_location(path)
+        if not store_exists(path):
             raise FileNotFoundError(f"{path}: no feature store here")
-        root = zarr.open_group(str(path), mode="r")
+        root = open_group(path, mode="r")
         attrs = dict(root.attrs)
         if "fingerprint" not in attrs:
             raise FingerprintMismatch(f"{path}: not a feature store (no fingerprint)")
@@ -273,11 +278,11 @@ class FeatureStore:
         return arr[...], dict(arr.attrs)
 
 
-def list_stores(cache_dir: Path) -> dict[str, Path]:
-    """Feature name → store path for every current store in cache_dir (moved-aside ones excluded)."""
-    cache_dir = Path(cache_dir)
-    if not cache_dir.is_dir():
-        return {}
-    return {
-        p.stem: p for p in sorted(cache_dir.glob("*.zarr")) if "." not in p.stem and (p / "zarr.json").exists()
-    }
+def list_stores(cache_dir: Location) -> dict[str, Location]:
+    """Feature name → store location for every current store in cache_dir (moved-aside ones excluded)."""
+    stores = {}
+    for path in children(as_location(cache_dir), ".zarr"):
+        name = name_of(path).removesuffix(".zarr")
+        if "." not in name and store_exists(path):
+            stores[name] = path
+    return stores

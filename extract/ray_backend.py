@@ -16,9 +16,8 @@ The summary and exit status are the local backend's. Each worker keeps one `Runn
 `FeatureStore` (complete-last), so what readers see is always consistent, whatever the interleaving.
 
 Locations travel to the workers as absolute path strings: every worker must see the same files (one
-machine, or a shared file system with the project importable at the same path on every node). The store
-code (`cache/store.py`) opens stores by local path; fsspec URLs (s3://, gs://) would need `FeatureStore` to
-open them through zarr's fsspec store: untested and not supported yet.
+machine, or a shared file system with the project importable at the same path on every node); a cache at
+an fsspec URL (s3://, gs://) is passed as is and opened by each worker through zarr's fsspec store.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from cache.location import as_location, is_url
 from cache.manifest import Manifest
 from cache.media import probe_video
 from extract.base import Extractor, VideoContext
@@ -78,7 +78,7 @@ def _portable(options: RunOptions) -> dict[str, Any]:
     `refuse` on mismatch (the driver already moved a mismatching store aside)."""
     out = asdict(options)
     for key in ("data_root", "videos_dir", "labels_dir", "cache_dir", "models_dir"):
-        if out[key] is not None:
+        if out[key] is not None and not is_url(out[key]):
             out[key] = str(Path(out[key]).resolve())
     out.update(backend="local", on_mismatch="refuse", progress=False, address=None, shard=None, only_videos=None)
     return out
@@ -89,7 +89,7 @@ def _options_from(data: dict[str, Any]) -> RunOptions:
     for key in ("data_root", "videos_dir", "labels_dir", "cache_dir", "models_dir"):
         value = getattr(opts, key)
         if value is not None:
-            setattr(opts, key, Path(value))
+            setattr(opts, key, as_location(value))
     return opts
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cache.location import Location
 from cache.manifest import Manifest, load_manifest
 from cache.media import MediaError, SourceStat, probe_video
 from cache.store import FeatureStore, FingerprintMismatch, store_path
@@ -54,7 +55,7 @@ class RunOptions:
     data_root: Path = Path("artifacts/sample")
     videos_dir: Path | None = None
     labels_dir: Path | None = None
-    cache_dir: Path = Path("artifacts/features")
+    cache_dir: Location = Path("artifacts/features")  # a folder or an fsspec URL
     models_dir: Path = DEFAULT_MODELS_DIR
     profile: str = "full"
     device: str = "auto"

@@ -25,7 +25,7 @@ import numpy as np
 from cache.align import align_to_frames
 from cache.manifest import Track
 from cache.media import frame_times, probe_video
-from cache.store import FeatureStore, store_path
+from cache.store import FeatureStore, store_exists, store_path
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def open_features(
     sources: dict[str, FeatureSource] = {}
     for name in names:
         path = store_path(cache_dir, name)
-        if not (path / "zarr.json").exists():
+        if not store_exists(path):
             raise MissingFeatureStore(f"feature '{name}': no store at {path}")
         store = FeatureStore.open(path)
         units = store.units()

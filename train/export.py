@@ -196,7 +196,7 @@ def export_run(
         name, loaded.run.path.name, run_config, {n: s.fingerprint for n, s in loaded.sources.items()},
         weights_digest(loaded.model), ckpt_used, hidden_dim(loaded.model),
     )
-    out_path = store_path(Path(loaded.cfg.data.cache_dir), name)
+    out_path = store_path(loaded.cfg.data.cache_dir, name)
     store = FeatureStore.create_or_open(out_path, meta, on_mismatch=on_mismatch)
     hidden = hidden_dim(loaded.model)
     report = ExportReport(name=name, path=out_path, fingerprint=meta.fingerprint, dim=(hidden or 0) + 2)

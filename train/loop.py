@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cache.location import as_location
 from cache.manifest import load_manifest
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.config import TrainConfig
@@ -92,7 +93,7 @@ def train(
     called after each epoch's checkpoint is written (an exception there interrupts the run)."""
     console = console or Console(stderr=True)
     cfg, run, state = _resolve_run(cfg, resume)
-    sources = open_features(Path(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
+    sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
     if state is not None:
         run.check_fingerprints(sources)
     run.make()

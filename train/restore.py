@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from cache.location import as_location
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
 from train.dataset import FeatureSource, TrackDataset, open_features
@@ -55,7 +56,7 @@ def load_run(
         cfg.data.videos = str(videos)
     if labels is not None:
         cfg.data.labels = str(labels)
-    sources = open_features(Path(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
+    sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
     rd.check_fingerprints(sources)
     dev = resolve_device(device)
     path = rd.best if checkpoint == "best" and rd.best.is_file() else rd.last
