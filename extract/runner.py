@@ -181,7 +181,11 @@ class Runner:
         ext = self.extractors[name]
         if name not in self._loaded:
             t0 = time.perf_counter()
-            ext.load(self.device)
+            try:
+                ext.load(self.device)
+            except Exception as err:  # a model that cannot load fails the run once, not every video
+                ref = ext.public_model_ref() or "-"
+                raise ExtractionError(f"{name}: cannot load model '{ref}' on {self.device}: {_reason(err)}") from err
             self._loaded.add(name)
             log.debug("%s: model loaded in %.1f s (%s)", name, time.perf_counter() - t0, ext.public_model_ref() or "-")
             if self.write_extras:
@@ -451,7 +455,7 @@ def run_extraction(
                     runner.process_video(ctx, todo, on_frames)
                     summary.done.append(f"{ctx.stem}: {', '.join(todo)}")
                     advance(max(ctx.info.n_frames - (summary.frames - before), 0))  # probed count may differ
-                except (KeyboardInterrupt, SystemExit):
+                except (KeyboardInterrupt, SystemExit, ExtractionError):
                     raise
                 except Exception as err:
                     line = f"{ctx.path}: {_reason(err)}"

@@ -154,3 +154,39 @@ def test_tiny_yolo_face_model_round_trips(tmp_path: Path, monkeypatch) -> None:
     assert ext._detector._model.names == {0: "face"}
     ext.close()
     assert FacesExtractor(profile="full").detector_kind == "mediapipe"  # no face weights: MediaPipe
+
+
+def test_a_model_that_cannot_load_fails_the_run_once(tmp_path: Path) -> None:
+    """Missing weights (e.g. no network for PROFILE=full) end the run with one line, not one failure per video."""
+    from extract.base import FrameExtractor, register, unregister
+    from extract.runner import ExtractionError, RunOptions, run_extraction
+
+    loads = []
+
+    @register
+    class Unloadable(FrameExtractor):
+        name = "unloadable"
+
+        def load(self, device: str = "cpu") -> None:
+            loads.append(device)
+            raise OSError("weights not found: no network\nsecond line")
+
+        def process_frames(self, state, batch) -> None:  # never reached
+            raise AssertionError
+
+        def end(self, state):
+            raise AssertionError
+
+    try:
+        labels = tmp_path / "data/annotations/VA_Estimation_Challenge/Train_Set"
+        labels.mkdir(parents=True)
+        for stem in ("a", "b"):
+            write_av_file(tmp_path / f"data/videos/{stem}.mp4", np.zeros((4, 32, 32, 3), np.uint8), 10)
+            (labels / f"{stem}.txt").write_text("valence,arousal\n" + "0,0\n" * 4)
+        opts = RunOptions(split="train", features=["unloadable"], data_root=tmp_path / "data",
+                          cache_dir=tmp_path / "cache", profile="tiny", device="cpu", progress=False)
+        with pytest.raises(ExtractionError, match=r"unloadable: cannot load model .*OSError: weights not found: no network$"):
+            run_extraction(opts)
+        assert loads == ["cpu"]
+    finally:
+        unregister("unloadable")
