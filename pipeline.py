@@ -326,6 +326,7 @@ def export_cmd(
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last")] = "best",
     force: Annotated[bool, typer.Option("--force", help="Rewrite groups that are already complete.")] = False,
     new_store: Annotated[bool, typer.Option("--new-store", help="If NAME exists with another fingerprint, move it aside.")] = False,
+    folds: Annotated[int, typer.Option("--folds", help="Export the train split out of fold: K runs, each trained without one K-th of the train videos (1 = in-sample).")] = 1,
     device: Device = "auto",
 ) -> None:
     """Export a run's per-frame representation + VA prediction as a feature store (stacking for fusion)."""
@@ -336,7 +337,7 @@ def export_cmd(
         report = export_run(
             run, name, [s.strip() for s in splits.split(",") if s.strip()], runs_dir=runs_dir, cache_dir=cache_dir,
             data_root=data_root, device=device, force=force, on_mismatch="new" if new_store else "refuse",
-            checkpoint=checkpoint,
+            checkpoint=checkpoint, folds=folds,
         )
     except (FingerprintMismatch, ValueError, FileNotFoundError) as err:
         hint = " (--new-store moves it aside)" if isinstance(err, FingerprintMismatch) else ""
@@ -386,9 +387,10 @@ def demo(
         console.print(Rule(f"{3 + i}/5 train {model} on {features}"))
         resume = (runs_dir / name / "checkpoints" / "last.pt").is_file()
         train(model=model, features=features, name=name, resume=resume, head=["hidden=64"], **common)
-        if i == 0:  # stacking: the unimodal run's per-frame output becomes a feature of the fusion run
+        if i == 0:  # stacking: the unimodal run's per-frame output becomes a feature of the fusion run,
+            # out of fold on the train split so the fusion head does not learn to trust an over-fitted input
             export_cmd(run=name, name="face_gru", runs_dir=runs_dir, cache_dir=cache_dir, data_root=data_root,
-                       device=device)
+                       folds=3, new_store=True, device=device)
 
     console.print(Rule("5/5 evaluate and write the test submission"))
     from train.evaluate import evaluate_run

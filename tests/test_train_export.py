@@ -146,3 +146,28 @@ def test_export_refuses_its_own_input_name_and_unknown_splits(base):
         export_run("face", "clip", runs_dir=base / "runs", device="cpu")
     with pytest.raises(ValueError, match="unknown split"):
         export_run("face", "face_x", splits=("dev",), runs_dir=base / "runs", device="cpu")
+
+
+def test_out_of_fold_export_of_the_train_split(base, exported):
+    _, plain = exported
+    report = export_run("face", "face_oof", runs_dir=base / "runs", device="cpu", folds=2)
+    oof = FeatureStore.open(store_path(base / "cache", "face_oof"))
+    folds_dir = base / "runs" / "face" / "folds"
+    held = [TrainConfig.load(folds_dir / f"fold{f}" / "config.json").data.holdout for f in range(2)]
+    train_tracks = sorted(u for u in plain.units() if plain.unit_attrs(u)["split"] == "train")
+    assert sorted(held[0] + held[1]) == train_tracks and held[0] and held[1]
+    for f in range(2):  # each fold run trained without its held-out tracks
+        fold = load_run(folds_dir / f"fold{f}", folds_dir, "cpu")
+        seen = fold.dataset("train")
+        assert not {t.name for t in seen.tracks} & set(held[f])
+        seen.close()
+    for unit in oof.units():
+        same = np.array_equal(oof.read(unit).values, plain.read(unit).values)
+        # train tracks come from the fold that did not see them; val and test from the run itself
+        assert same == (unit not in train_tracks), unit
+    assert oof.meta.config["train_folds"] == 2 and oof.fingerprint != plain.fingerprint
+    assert report.written["train"] == len(train_tracks)
+    stamps = {f: (folds_dir / f"fold{f}" / "checkpoints" / "last.pt").stat().st_mtime for f in range(2)}
+    again = export_run("face", "face_oof", runs_dir=base / "runs", device="cpu", folds=2)
+    assert sum(again.written.values()) == 0 and again.fingerprint == report.fingerprint
+    assert stamps == {f: (folds_dir / f"fold{f}" / "checkpoints" / "last.pt").stat().st_mtime for f in range(2)}

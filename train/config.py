@@ -26,6 +26,8 @@ class DataConfig:
     block_tracks: int = 8  # training windows are shuffled within blocks of this many tracks
     prefetch_batches: int = 4
     align_workers: int = 2
+    # train-split tracks left out of training (out-of-fold stacking exports train one run per fold)
+    holdout: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.features:

@@ -38,6 +38,7 @@ from cache.store import FeatureMeta, FeatureStore, store_path
 from train.checkpoint import load_checkpoint
 from train.dataset import TrackDataset
 from train.evaluate import input_features
+from train.run import RunDir
 from cache.prefetch import Prefetcher
 from train.tensors import autocast, to_tensors
 
@@ -97,8 +98,48 @@ def hidden_dim(model: torch.nn.Module) -> int | None:
     return getattr(cfg, "hidden", None)
 
 
+def video_folds(track_names: Sequence[str], folds: int) -> list[list[str]]:
+    """Tracks split into `folds` groups by video (both people of a video in the same fold), deterministic."""
+    from cache.manifest import video_stem
+
+    stems = sorted({video_stem(t) for t in track_names})
+    fold_of = {stem: i % folds for i, stem in enumerate(stems)}
+    return [sorted(t for t in track_names if fold_of[video_stem(t)] == f) for f in range(folds)]
+
+
+def train_fold_runs(run: RunDir, folds: int, overrides: dict[str, Any], device: str) -> list[tuple[list[str], Path]]:
+    """For out-of-fold stacking: one run per fold of the train split, each trained with the run's config on
+    the other folds (kept under RUN/folds/, resumed or skipped when already trained). Returns
+    (held-out tracks, fold run folder) per fold."""
+    from train.config import TrainConfig
+    from train.loop import open_split, train
+    from train.dataset import open_features
+
+    base = TrainConfig.load(run.config)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(base.data, key, str(value))
+    sources = open_features(base.data.cache_dir, base.data.features, base.data.nearest_fill)
+    dataset = open_split(base, "train", sources)
+    names = [t.name for t in dataset.tracks]
+    dataset.close()
+    split = video_folds(names, folds)
+    if not all(split):
+        raise ValueError(f"{folds} folds need at least {folds} train videos; the train split has fewer")
+    out = []
+    for f, held in enumerate(split):
+        cfg = TrainConfig.from_dict(base.to_dict())
+        cfg.data.holdout = held
+        cfg.name, cfg.runs_dir, cfg.device = f"fold{f}", str(run.path / "folds"), device
+        folder = Path(cfg.runs_dir) / cfg.name
+        log.info("out-of-fold export: training fold %d/%d without %d track(s)", f + 1, folds, len(held))
+        train(cfg, resume=(folder / "checkpoints" / "last.pt").is_file())
+        out.append((held, folder))
+    return out
+
+
 def export_meta(name: str, run_name: str, run_config: dict[str, Any], inputs: dict[str, str], digest: str,
-                checkpoint: str, hidden: int | None) -> FeatureMeta:
+                checkpoint: str, hidden: int | None, folds: int = 1) -> FeatureMeta:
     """The exported store's metadata (its fingerprint follows the run, its weights and its inputs)."""
     return FeatureMeta(
         name=name, kind="frame", unit="track", model_ref=f"run:{run_name}", weights_digest=digest,
@@ -108,6 +149,7 @@ def export_meta(name: str, run_name: str, run_config: dict[str, Any], inputs: di
             "run_config": _model_config(run_config),
             "input_fingerprints": dict(sorted(inputs.items())),
             "columns": {"hidden": hidden, "va": "last 2 columns: window-averaged raw prediction (valence, arousal)"},
+            **({"train_folds": folds} if folds > 1 else {}),
         },
         version=f"export-{EXPORT_VERSION}",
     )
@@ -175,11 +217,16 @@ def export_run(
     on_mismatch: str = "refuse",
     checkpoint: str = "best",
     batch_size: int | None = None,
+    folds: int = 1,
 ) -> ExportReport:
     """Write run's per-frame [hidden, VA] for every track of `splits` into <cache_dir>/<name>.zarr
     (cache_dir defaults to the run's own, where its input stores are). Complete groups of a store with
     the same fingerprint are skipped unless `force`; a store with another fingerprint is refused
-    (FingerprintMismatch) unless on_mismatch='new' (moved aside)."""
+    (FingerprintMismatch) unless on_mismatch='new' (moved aside).
+
+    With `folds` > 1 the train split is exported out of fold: each train track's values come from a run
+    trained (with the same config) on the other folds, so a fusion head trained on the export sees train
+    inputs as good as the val/test ones, not the unimodal run's fit to its own training data."""
     from train.restore import load_run
 
     loaded = load_run(run, Path(runs_dir), device, data_root=data_root, cache_dir=cache_dir, videos=videos,
@@ -192,9 +239,17 @@ def export_run(
         raise ValueError(f"unknown split(s) {unknown}; known: {list(SPLITS)}")
     run_config = load_json(loaded.run.config)
     ckpt_used = "best" if checkpoint == "best" and loaded.run.best.is_file() else "last"
+    fold_runs: list[tuple[list[str], Path]] = []
+    if folds > 1 and "train" in splits:
+        overrides = {"data_root": data_root, "cache_dir": cache_dir, "videos": videos, "labels": labels}
+        fold_runs = train_fold_runs(loaded.run, folds, overrides, device)
+    digest = weights_digest(loaded.model)
+    for _, folder in fold_runs:
+        fold = RunDir(folder)
+        digest = hashlib.sha256((digest + checkpoint_digest(fold.best if fold.best.is_file() else fold.last)).encode()).hexdigest()
     meta = export_meta(
         name, loaded.run.path.name, run_config, {n: s.fingerprint for n, s in loaded.sources.items()},
-        weights_digest(loaded.model), ckpt_used, hidden_dim(loaded.model),
+        digest, ckpt_used, hidden_dim(loaded.model), folds if fold_runs else 1,
     )
     out_path = store_path(loaded.cfg.data.cache_dir, name)
     store = FeatureStore.create_or_open(out_path, meta, on_mismatch=on_mismatch)
@@ -214,20 +269,39 @@ def export_run(
             todo = [ti for ti, t in enumerate(dataset.tracks) if force or not store.is_complete(t.name)]
             report.skipped[split] = len(dataset.tracks) - len(todo)
             report.written[split] = 0
-            for ti, values, valid in track_embeddings(loaded.model, dataset, loaded.device, todo, bs,
-                                                      loaded.cfg.data.prefetch_batches):
-                track = dataset.tracks[ti]
-                fps = float(dataset.fps[ti])
-                report.dim = values.shape[1]
-                store.write(
-                    track.name, values, frame_times(len(values), fps), valid,
-                    attrs={"fps": fps, "frames": len(values), "split": split, "run": loaded.run.path.name},
-                )
-                report.written[split] += 1
+            for model, ids in _models_for(split, loaded, fold_runs, dataset, todo, device):
+                for ti, values, valid in track_embeddings(model, dataset, loaded.device, ids, bs,
+                                                          loaded.cfg.data.prefetch_batches):
+                    track = dataset.tracks[ti]
+                    fps = float(dataset.fps[ti])
+                    report.dim = values.shape[1]
+                    store.write(
+                        track.name, values, frame_times(len(values), fps), valid,
+                        attrs={"fps": fps, "frames": len(values), "split": split, "run": loaded.run.path.name},
+                    )
+                    report.written[split] += 1
         finally:
             dataset.close()
         log.info("export %s, %s: %d written, %d skipped", name, split, report.written[split], report.skipped[split])
     return report
+
+
+def _models_for(split: str, loaded: Any, fold_runs: list[tuple[list[str], Path]], dataset: TrackDataset,
+                todo: list[int], device: str) -> Iterator[tuple[torch.nn.Module, list[int]]]:
+    """Which model exports which tracks: the run's own, or on the train split out of fold the fold run
+    that did not see them (loaded one at a time)."""
+    if split != "train" or not fold_runs:
+        yield loaded.model, todo
+        return
+    from train.restore import load_run
+
+    for held, folder in fold_runs:
+        ids = [ti for ti in todo if dataset.tracks[ti].name in set(held)]
+        if ids:
+            fold = load_run(folder, folder.parent, device, data_root=loaded.cfg.data.data_root,
+                            cache_dir=loaded.cfg.data.cache_dir, videos=loaded.cfg.data.videos,
+                            labels=loaded.cfg.data.labels)
+            yield fold.model, ids
 
 
 def load_json(path: Path) -> dict[str, Any]:

@@ -59,6 +59,9 @@ def open_split(
     splits = (split,)
     manifest = load_manifest(Path(data.data_root), data.videos and Path(data.videos), data.labels and Path(data.labels), splits)
     tracks = manifest.split(split)
+    if split == "train" and data.holdout:
+        held = set(data.holdout)
+        tracks = [t for t in tracks if t.name not in held]
     if not tracks:
         raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
     return build_dataset(
