@@ -162,10 +162,13 @@ def test_out_of_fold_export_of_the_train_split(base, exported):
         assert not {t.name for t in seen.tracks} & set(held[f])
         seen.close()
     for unit in oof.units():
-        same = np.array_equal(oof.read(unit).values, plain.read(unit).values)
+        values = oof.read(unit).values
+        assert values.shape[1] == 2  # predictions only: the fold runs' hidden spaces differ from the run's
+        same = np.array_equal(values, plain.read(unit).values[:, -2:])
         # train tracks come from the fold that did not see them; val and test from the run itself
         assert same == (unit not in train_tracks), unit
     assert oof.meta.config["train_folds"] == 2 and oof.fingerprint != plain.fingerprint
+    assert report.dim == 2
     assert report.written["train"] == len(train_tracks)
     stamps = {f: (folds_dir / f"fold{f}" / "checkpoints" / "last.pt").stat().st_mtime for f in range(2)}
     again = export_run("face", "face_oof", runs_dir=base / "runs", device="cpu", folds=2)

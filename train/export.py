@@ -226,7 +226,8 @@ def export_run(
 
     With `folds` > 1 the train split is exported out of fold: each train track's values come from a run
     trained (with the same config) on the other folds, so a fusion head trained on the export sees train
-    inputs as good as the val/test ones, not the unimodal run's fit to its own training data."""
+    inputs as good as the val/test ones, not the unimodal run's fit to its own training data. Such an
+    export holds the (V, A) predictions only: the hidden spaces of the fold runs and of the run differ."""
     from train.restore import load_run
 
     loaded = load_run(run, Path(runs_dir), device, data_root=data_root, cache_dir=cache_dir, videos=videos,
@@ -240,7 +241,7 @@ def export_run(
     run_config = load_json(loaded.run.config)
     ckpt_used = "best" if checkpoint == "best" and loaded.run.best.is_file() else "last"
     fold_runs: list[tuple[list[str], Path]] = []
-    if folds > 1 and "train" in splits:
+    if folds > 1:
         overrides = {"data_root": data_root, "cache_dir": cache_dir, "videos": videos, "labels": labels}
         fold_runs = train_fold_runs(loaded.run, folds, overrides, device)
     digest = weights_digest(loaded.model)
@@ -249,11 +250,13 @@ def export_run(
         digest = hashlib.sha256((digest + checkpoint_digest(fold.best if fold.best.is_file() else fold.last)).encode()).hexdigest()
     meta = export_meta(
         name, loaded.run.path.name, run_config, {n: s.fingerprint for n, s in loaded.sources.items()},
-        digest, ckpt_used, hidden_dim(loaded.model), folds if fold_runs else 1,
+        digest, ckpt_used, None if fold_runs else hidden_dim(loaded.model), folds if fold_runs else 1,
     )
     out_path = store_path(loaded.cfg.data.cache_dir, name)
     store = FeatureStore.create_or_open(out_path, meta, on_mismatch=on_mismatch)
-    hidden = hidden_dim(loaded.model)
+    # hidden representations of different models live in different bases: out of fold, only the
+    # predictions (same meaning whichever model made them) are exported
+    hidden = None if fold_runs else hidden_dim(loaded.model)
     report = ExportReport(name=name, path=out_path, fingerprint=meta.fingerprint, dim=(hidden or 0) + 2)
     bs = batch_size or loaded.cfg.batch_size
     for split in splits:
@@ -272,6 +275,8 @@ def export_run(
             for model, ids in _models_for(split, loaded, fold_runs, dataset, todo, device):
                 for ti, values, valid in track_embeddings(model, dataset, loaded.device, ids, bs,
                                                           loaded.cfg.data.prefetch_batches):
+                    if fold_runs:
+                        values = values[:, -2:]
                     track = dataset.tracks[ti]
                     fps = float(dataset.fps[ti])
                     report.dim = values.shape[1]
