@@ -387,10 +387,9 @@ def demo(
         console.print(Rule(f"{3 + i}/5 train {model} on {features}"))
         resume = (runs_dir / name / "checkpoints" / "last.pt").is_file()
         train(model=model, features=features, name=name, resume=resume, head=["hidden=64"], **common)
-        if i == 0:  # stacking: the unimodal run's per-frame output becomes a feature of the fusion run,
-            # out of fold on the train split so the fusion head does not learn to trust an over-fitted input
+        if i == 0:  # stacking: the unimodal run's per-frame [hidden, VA] becomes a feature of the fusion run
             export_cmd(run=name, name="face_gru", runs_dir=runs_dir, cache_dir=cache_dir, data_root=data_root,
-                       folds=3, new_store=True, device=device)
+                       new_store=True, device=device)
 
     console.print(Rule("5/5 evaluate and write the test submission"))
     from train.evaluate import evaluate_run
