@@ -597,6 +597,15 @@ class SampleConfig:
     videos: tuple[VideoSpec, ...] = SAMPLE_VIDEOS
     workers: int = 2  # videos written in parallel (spawned processes); 1 writes in this process
 
+    @classmethod
+    def short(cls, stems: tuple[str, ...], seconds: float, workers: int = 1) -> "SampleConfig":
+        """A few of the sample's videos, each `seconds` long (for tests and benchmarks)."""
+        videos = tuple(v for v in SAMPLE_VIDEOS if v.stem in stems)
+        missing = set(stems) - {v.stem for v in videos}
+        if missing:
+            raise ValueError(f"not sample videos: {sorted(missing)}")
+        return cls(min_seconds=seconds, max_seconds=seconds, videos=videos, workers=workers)
+
 
 @dataclass
 class VideoSummary:

@@ -28,7 +28,7 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 from cache.manifest import load_manifest  # noqa: E402
-from cache.sample_data import SAMPLE_VIDEOS, SampleConfig, write_sample_dataset  # noqa: E402
+from cache.sample_data import SampleConfig, write_sample_dataset  # noqa: E402
 from cache.store import FeatureMeta, FeatureStore, IncompleteGroup, store_path  # noqa: E402
 from extract.runner import RunOptions, run_extraction  # noqa: E402
 
@@ -47,8 +47,7 @@ def _env(root: Path) -> dict[str, str]:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("faults")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(root / "ultralytics"))
-    videos = tuple(v for v in SAMPLE_VIDEOS if v.stem in ("video20", "video48"))
-    write_sample_dataset(root / "data", SampleConfig(seed=0, min_seconds=2.0, max_seconds=2.0, videos=videos, workers=1))
+    write_sample_dataset(root / "data", SampleConfig.short(("video20", "video48"), 2.0))
     # a truncated video: a valid mp4 cut to half its bytes (its moov atom, at the end, is gone)
     good = (root / "data" / "videos" / "video20.mp4").read_bytes()
     (root / "data" / "videos" / "truncated.mp4").write_bytes(good[: len(good) // 2])

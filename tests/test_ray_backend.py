@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 ray = pytest.importorskip("ray")
 torch.set_num_threads(1)
 
-from cache.sample_data import SAMPLE_VIDEOS, SampleConfig, write_sample_dataset  # noqa: E402
+from cache.sample_data import SampleConfig, write_sample_dataset  # noqa: E402
 from cache.store import FeatureStore, store_path  # noqa: E402
 from extract.ray_backend import _portable, extract_video, task_resources  # noqa: E402
 from extract.runner import ExtractionError, RunOptions, iter_videos, parse_shard, run_extraction, shard_videos  # noqa: E402
@@ -39,8 +39,7 @@ def cluster(workspace: Path):  # after workspace: the workers inherit its enviro
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ray")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(root / "ultralytics"))
-    videos = tuple(v for v in SAMPLE_VIDEOS if v.stem in ("video20", "video48"))
-    write_sample_dataset(root / "data", SampleConfig(seed=0, min_seconds=2.0, max_seconds=2.0, videos=videos, workers=1))
+    write_sample_dataset(root / "data", SampleConfig.short(("video20", "video48"), 2.0))
     (root / "data" / "videos" / "empty.mp4").write_bytes(b"")  # fails in the driver's probe, one line
     train = root / "data" / "annotations" / "VA_Estimation_Challenge" / "Train_Set"
     (train / "empty.txt").write_text("valence,arousal\n" + "0.1,0.2\n" * 10)

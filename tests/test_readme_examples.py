@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache.sample_data import SAMPLE_VIDEOS, SampleConfig, write_sample_dataset
+from cache.sample_data import SampleConfig, write_sample_dataset
 from cache.store import FeatureStore, store_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +36,7 @@ def test_extractor_example_runs_through_the_runner(tmp_path):
     os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics"))
     load_readme_example("extractor")
     try:
-        videos = tuple(v for v in SAMPLE_VIDEOS if v.stem == "video20")
-        write_sample_dataset(tmp_path / "data", SampleConfig(min_seconds=2, max_seconds=2, videos=videos, workers=1))
+        write_sample_dataset(tmp_path / "data", SampleConfig.short(("video20",), 2.0))
         summary = run_extraction(RunOptions(
             split="train", features=["brightness"], data_root=tmp_path / "data", cache_dir=tmp_path / "cache",
             models_dir=tmp_path / "models", profile="tiny", device="cpu", progress=False,

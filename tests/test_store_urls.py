@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cache.sample_data import SAMPLE_VIDEOS, SampleConfig, write_sample_dataset
+from cache.sample_data import SampleConfig, write_sample_dataset
 from cache.store import FeatureMeta, FeatureStore, FingerprintMismatch, list_stores, store_path
 
 torch.set_num_threads(1)
@@ -42,9 +42,8 @@ def test_cli_extracts_into_and_trains_from_a_url(tmp_path):
     import pipeline
 
     os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics"))
-    videos = tuple(v for v in SAMPLE_VIDEOS if v.stem in ("video20", "12-30-640x360"))
     data = tmp_path / "data"
-    write_sample_dataset(data, SampleConfig(min_seconds=3, max_seconds=3, videos=videos, workers=1))
+    write_sample_dataset(data, SampleConfig.short(("video20", "12-30-640x360"), 3.0))
     cache = f"file://{tmp_path}/remote-cache"
     runner = CliRunner()
     common = ["--data-root", str(data), "--cache-dir", cache]
