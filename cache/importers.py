@@ -419,14 +419,17 @@ def _parse_columns(path: Path, names: list[str], cells: np.ndarray) -> np.ndarra
     try:
         return cells.astype(np.float64).reshape(cells.shape)
     except ValueError:
-        pass
+        raise _first_bad_cell(path, names, cells) from None
+
+
+def _first_bad_cell(path: Path, names: list[str], cells: np.ndarray) -> SourceError:
     for col, name in enumerate(names):
         for row, cell in enumerate(cells[:, col]):
             try:
                 float(cell)
             except ValueError:
-                raise SourceError(path, f"line {row + 2}, column '{name}': non-numeric value '{cell[:20]}'") from None
-    raise SourceError(path, "non-numeric values")  # not reached
+                return SourceError(path, f"line {row + 2}, column '{name}': non-numeric value '{cell[:20]}'")
+    return SourceError(path, "non-numeric values")
 
 
 def _csv_column(header: list[str], candidates: tuple[str, ...]) -> int | None:
@@ -461,12 +464,12 @@ def _csv_numbers(path: Path, header: list[str]) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
             data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, comments=None, encoding="utf-8")
-        if data.size == 0:
-            return np.zeros((0, len(header)))
-        if data.shape[1] == len(header):
-            return data
     except (ValueError, UnicodeDecodeError):
-        pass
+        data = None  # the slow path names the problem
+    if data is not None and data.size == 0:
+        return np.zeros((0, len(header)))
+    if data is not None and data.shape[1] == len(header):
+        return data
     header, table = _csv_table(path)
     return _parse_columns(path, header, table)
 

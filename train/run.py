@@ -27,7 +27,7 @@ class FingerprintChanged(RuntimeError):
 
 
 class RunNotFound(FileNotFoundError):
-    pass
+    """No run folder of that name or path."""
 
 
 class RunDir:
