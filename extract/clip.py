@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from cache.regions import region_grid
 from cache.store import FeatureStore
 from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, crop_faces, register
 
 log = logging.getLogger(__name__)
 
-REGION_CENTRES = (-0.66, 0.0, 0.66)
 # (valence index, arousal index) -> the state words of that region
 REGION_STATES = {
     (0, 0): "sad and depressed",
@@ -43,10 +43,9 @@ PROMPT_TEMPLATES = (
 def region_prompts() -> tuple[list[list[str]], list[list[float]]]:
     """Prompts per region (9 x 3) and region centres [[v, a], ...], valence-major order."""
     prompts, centres = [], []
-    for iv, v in enumerate(REGION_CENTRES):
-        for ia, a in enumerate(REGION_CENTRES):
-            prompts.append([t.format(REGION_STATES[(iv, ia)]) for t in PROMPT_TEMPLATES])
-            centres.append([v, a])
+    for iv, ia, v, a in region_grid():
+        prompts.append([t.format(REGION_STATES[(iv, ia)]) for t in PROMPT_TEMPLATES])
+        centres.append([v, a])
     return prompts, centres
 
 

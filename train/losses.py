@@ -11,9 +11,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from cache.regions import REGION_LEVELS
 from train.heads.common import HeadOutput
 
-REGION_LEVELS = (-0.66, 0.0, 0.66)
 
 
 def region_centres(device: torch.device | None = None) -> Tensor:
