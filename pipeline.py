@@ -241,6 +241,7 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     window: Annotated[int, typer.Option("--window")] = 400,
     stride: Annotated[int, typer.Option("--stride")] = 150,
+    level: Annotated[str, typer.Option("--level", help="Window positions: frame, or segment (the first feature's segments).")] = "frame",
     lambda_region: Annotated[float, typer.Option("--lambda-region", help="Weight of the region KL term.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     name: Annotated[str, typer.Option("--name", help="Run name (default MODEL-FEATURES-sSEED).")] = "",
@@ -265,7 +266,7 @@ def train(
     data = DataConfig(
         features=[f.strip() for f in features.split(",") if f.strip()], data_root=str(data_root),
         videos=str(videos) if videos else None, labels=str(labels) if labels else None, cache_dir=str(cache_dir),
-        window=window, stride=stride, nearest_fill=parse_fill(fill), cache_mb=cache_mb,
+        window=window, stride=stride, nearest_fill=parse_fill(fill), cache_mb=cache_mb, level=level,
     )
     cfg = TrainConfig(
         model=model, data=data, name=name, runs_dir=str(runs_dir), head=parse_head_options(head), epochs=epochs,

@@ -28,12 +28,18 @@ class DataConfig:
     align_workers: int = 2
     # train-split tracks left out of training (out-of-fold stacking exports train one run per fold)
     holdout: list[str] = field(default_factory=list)
+    # what a window's positions are: label frames, or the segments of the first feature (a segment
+    # store such as qwen3vl): windows of `window` segments every `stride`, segment targets, predictions
+    # expanded onto frames by overlap averaging (train/segments.py; RAS: 16 / 8 segments)
+    level: str = "frame"
 
     def __post_init__(self) -> None:
         if not self.features:
             raise ValueError("at least one feature is needed")
         if self.window < 1 or self.stride < 1:
             raise ValueError(f"window and stride must be positive, got {self.window}/{self.stride}")
+        if self.level not in ("frame", "segment"):
+            raise ValueError(f"level must be 'frame' or 'segment', got {self.level!r}")
 
 
 @dataclass

@@ -25,7 +25,8 @@ import numpy as np
 from cache.align import align_to_frames
 from cache.manifest import Track
 from cache.media import frame_times, probe_video
-from cache.store import FeatureStore, store_exists, store_path
+from cache.store import FeatureGroup, FeatureStore, store_exists, store_path
+from train.rows import select_row, split_feature
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class FeatureSource:
     store: FeatureStore
     dim: int
     fill: float | None = None  # nearest-fill distance in seconds, None = no fill
+    row: str | None = None  # `store:row` reads values[:, row] of a multi-row store (train/rows.py)
 
     @property
     def unit(self) -> str:
@@ -56,24 +58,34 @@ class FeatureSource:
     def group_for(self, track: Track) -> str:
         return track.video_stem if self.unit == "video" else track.name
 
+    def read(self, group: str, rows: slice | None = None) -> FeatureGroup:
+        """The group as stored, with the selected row only (when the feature names one)."""
+        raw = self.store.read(group, rows=rows)
+        if self.row is not None:
+            raw.values = select_row(raw.values, self.row, raw.attrs, self.store.meta.config, f"feature '{self.name}', group {group}")
+        return raw
+
 
 def open_features(
     cache_dir: Path, names: Sequence[str], nearest_fill: Mapping[str, float] | None = None
 ) -> dict[str, FeatureSource]:
-    """Open each named feature's store and read its flattened dimension from its first group."""
+    """Open each named feature's store and read its flattened dimension from its first group
+    (`store:row` names one row of a multi-row store, train/rows.py)."""
     sources: dict[str, FeatureSource] = {}
     for name in names:
-        path = store_path(cache_dir, name)
+        store_name, row = split_feature(name)
+        path = store_path(cache_dir, store_name)
         if not store_exists(path):
             raise MissingFeatureStore(f"feature '{name}': no store at {path}")
         store = FeatureStore.open(path)
         units = store.units()
         if not units:
             raise MissingFeatureStore(f"feature '{name}': store {path} has no complete group")
-        sample = store.read(units[0], rows=slice(0, 1)).values
-        dim = int(np.prod(sample.shape[1:])) if sample.ndim > 1 else 1
         fill = (nearest_fill or {}).get(name)
-        sources[name] = FeatureSource(name=name, store=store, dim=dim, fill=fill)
+        source = FeatureSource(name=name, store=store, dim=0, fill=fill, row=row)
+        sample = source.read(units[0], rows=slice(0, 1)).values
+        dim = int(np.prod(sample.shape[1:])) if sample.ndim > 1 else 1
+        sources[name] = FeatureSource(name=name, store=store, dim=dim, fill=fill, row=row)
     return sources
 
 
@@ -157,11 +169,13 @@ class TrackDataset:
                     "feature %s: %d of %d tracks have no complete group (masked), e.g. %s",
                     name, len(missing), len(self.tracks), ", ".join(missing[:3]),
                 )
+        # positions a window runs over: label frames here, segments in train.segments.SegmentDataset
+        self.n_positions = self._positions()
         self.windows: list[tuple[int, int]] = []
         self.track_windows: list[list[int]] = []
-        for ti, n in enumerate(self.n_frames):
+        for ti, n in enumerate(self.n_positions):
             ids = []
-            for start in window_starts(int(n), window, stride):
+            for start in window_starts(int(n), window, stride) if n > 0 else []:
                 ids.append(len(self.windows))
                 self.windows.append((ti, start))
             self.track_windows.append(ids)
@@ -189,6 +203,14 @@ class TrackDataset:
             return int(track.n_frames)
         return int(self._probe(track).n_frames)
 
+    def _positions(self) -> np.ndarray:
+        """(tracks,) sequence length per track in the unit windows are cut in (label frames)."""
+        return self.n_frames
+
+    def to_frames(self, ti: int, values: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-position values (and where any input is present) as per-label-frame ones (identity here)."""
+        return values, present
+
     @property
     def feature_dims(self) -> dict[str, int]:
         return {n: s.dim for n, s in self.sources.items()}
@@ -214,7 +236,7 @@ class TrackDataset:
                 values[name] = np.zeros((n, source.dim), dtype=np.float16)
                 masks[name] = np.zeros(n, dtype=bool)
                 continue
-            raw = source.store.read(group)
+            raw = source.read(group)
             flat = raw.values.reshape(len(raw.values), -1)
             valid = np.asarray(raw.valid, dtype=bool) & np.isfinite(flat).all(axis=1)
             bad_rows = int(np.asarray(raw.valid, dtype=bool).sum() - valid.sum())
@@ -308,7 +330,7 @@ class TrackDataset:
 
     def collate(self, window_ids: Sequence[int]) -> Batch:
         items = [self.windows[w] for w in window_ids]
-        lengths = [min(self.window, int(self.n_frames[ti]) - start) for ti, start in items]
+        lengths = [min(self.window, int(self.n_positions[ti]) - start) for ti, start in items]
         B, L = len(items), max(lengths)
         features = {n: np.zeros((B, L, s.dim), dtype=np.float16) for n, s in self.sources.items()}
         masks = {n: np.zeros((B, L), dtype=bool) for n in self.sources}
@@ -396,6 +418,12 @@ def build_dataset(
     fps: Mapping[str, float] | None = None,
     cache_mb: float = 1024.0,
     align_workers: int = 2,
+    level: str = "frame",
 ) -> TrackDataset:
-    """A `TrackDataset` (kept as a function so the loop, evaluation and bench build it one way)."""
+    """A `TrackDataset` (kept as a function so the loop, evaluation and bench build it one way);
+    level `segment`: windows over the first feature's segments (train/segments.py)."""
+    if level == "segment":
+        from train.segments import SegmentDataset
+
+        return SegmentDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers)
     return TrackDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers)

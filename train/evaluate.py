@@ -82,9 +82,9 @@ def predict_split(
     was_training = model.training
     model.eval()
     n_tracks = len(dataset.tracks)
-    total = [np.zeros((int(n), 2), dtype=np.float64) for n in dataset.n_frames]
-    count = [np.zeros(int(n), dtype=np.float64) for n in dataset.n_frames]
-    has_feature = [np.zeros(int(n), dtype=bool) for n in dataset.n_frames]
+    total = [np.zeros((int(n), 2), dtype=np.float64) for n in dataset.n_positions]
+    count = [np.zeros(int(n), dtype=np.float64) for n in dataset.n_positions]
+    has_feature = [np.zeros(int(n), dtype=bool) for n in dataset.n_positions]
     inputs = input_features(model, list(dataset.sources))
     loader = Prefetcher(dataset.batches(dataset.sequential_order(), batch_size), depth=prefetch)
     try:
@@ -104,11 +104,13 @@ def predict_split(
     finally:
         loader.close()
         model.train(was_training)
-    va_out = []
+    va_out, present = [], []
     for ti in range(n_tracks):
         c = np.maximum(count[ti], 1)[:, None]
-        va_out.append((total[ti] / c).astype(np.float32))
-    return SplitPredictions(va=va_out, has_feature=has_feature)
+        va, has = dataset.to_frames(ti, (total[ti] / c).astype(np.float32), has_feature[ti])  # segments -> frames
+        va_out.append(va)
+        present.append(has)
+    return SplitPredictions(va=va_out, has_feature=present)
 
 
 def fill_missing(pred: np.ndarray, present: np.ndarray) -> np.ndarray:

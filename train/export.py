@@ -185,7 +185,7 @@ def track_embeddings(
             for b in range(len(batch.track)):
                 ti, s, n = int(batch.track[b]), int(batch.start[b]), int(batch.length[b])
                 if ti not in pending:
-                    T = int(dataset.n_frames[ti])
+                    T = int(dataset.n_positions[ti])
                     pending[ti] = [np.zeros((T, rows.shape[-1])), np.zeros(T), np.zeros(T, dtype=bool),
                                    len(dataset.track_windows[ti])]
                 acc = pending[ti]
@@ -195,7 +195,7 @@ def track_embeddings(
                 acc[3] -= 1
                 if acc[3] == 0:
                     total, count, has, _ = pending.pop(ti)
-                    yield ti, (total / np.maximum(count, 1)[:, None]).astype(np.float32), has
+                    yield ti, *dataset.to_frames(ti, (total / np.maximum(count, 1)[:, None]).astype(np.float32), has)
     finally:
         loader.close()
         model.train(was_training)

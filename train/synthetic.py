@@ -202,3 +202,28 @@ def write_reliability_store(
         open_frac = np.where(reliable > 0, rng.uniform(0.25, 1.0, len(win)), rng.uniform(0.0, 0.25, len(win)))
         values = np.stack([open_frac, np.ones(len(win)), reliable], axis=1).astype(np.float32)
         store.write(track.name, values, win, attrs={"fps": track.fps})
+
+
+def write_multirow_segment_store(
+    cache_dir: Path, name: str, tracks: list[SynthTrack], truth: dict[str, np.ndarray], dim: int = 12,
+    rows: dict[str, float] | None = None, segment_s: float = 4.0, hop_s: float = 2.0, seed: int = 3,
+) -> None:
+    """A per-track segment store laid out like `qwen3vl`: values (N, R, dim) with rows named by the group
+    attribute `row_names`; row r is signal_r x (linear map of the segment's mean VA) + noise, so rows can
+    be told apart by how well they predict (default: mm_last informative, vis_mean almost noise)."""
+    rows = rows or {"mm_mean": 0.5, "mm_last": 1.0, "vis_mean": 0.05, "vis_last": 0.05}
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(2, dim)).astype(np.float32)
+    store = FeatureStore.create_or_open(
+        store_path(cache_dir, name), FeatureMeta(name=name, kind="segment", unit="track", model_ref="synthetic")
+    )
+    for track in tracks:
+        va = truth[track.name]
+        win = _track_windows(track.n_frames / track.fps, segment_s, hop_s)
+        means = np.stack([
+            va[int(s * track.fps) : max(int(np.ceil(e * track.fps)), int(s * track.fps) + 1)].mean(0) for s, e in win
+        ])
+        values = np.stack(
+            [signal * (means @ w) + 0.3 * rng.normal(size=(len(win), dim)) for signal in rows.values()], axis=1
+        ).astype(np.float32)
+        store.write(track.name, values, win, attrs={"fps": track.fps, "row_names": list(rows)})
