@@ -22,7 +22,7 @@ attribute `descriptions` (a list of strings, one per row).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,20 @@ DEFAULT_PROMPT = (
     "head movement, gestures and body posture, and the scene around them. How pleasant or unpleasant "
     "(valence) and how calm or excited (arousal) do they seem?"
 )
+# Team RAS's prompt (SMIL-SPCRAS/CVPRW-26, src_behavior_description/QwenVL-3-4B_train_embeddings.py,
+# PROMPT_TEMPLATE), kept verbatim: it is a model input of the method we reproduce. `prompt="ras"` selects it.
+RAS_PROMPT = (
+    "You are an expert in multimodal affect analysis. Carefully analyze the provided video clip containing a "
+    "person\u2019s facial expressions, body posture, gestures, head movements, and the surrounding scene. "
+    "Describe the person\u2019s affect in terms of valence (pleasant \u2194 unpleasant) and arousal (low \u2194 high). "
+    "You may mention uncertainty or mixed/ambiguous affect when appropriate. "
+    "Explain which visible cues support your valence and arousal estimates and how they evolve over time. "
+    "Avoid assumptions beyond what is visually present. "
+    "Write a single coherent paragraph with no line breaks, no bullets, no special formatting, no longer than 100 tokens, "
+    "and always end with a period."
+)
+PROMPTS = {"affcache": DEFAULT_PROMPT, "ras": RAS_PROMPT}  # named prompts; any other string is the prompt itself
+INPUTS = ("crops", "frames")
 SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
 )
@@ -62,7 +76,11 @@ class Qwen3vlConfig:
     n_frames: int = 16  # per segment (4 fps over 4 s); even: the model merges frame pairs
     crop_size: int = 224  # face crop side in pixels (a multiple of 32: patch 16 x merge 2)
     crop_margin: float = 0.25
-    prompt: str = DEFAULT_PROMPT
+    prompt: str = DEFAULT_PROMPT  # the text, or a name in PROMPTS ("ras": RAS's prompt), resolved to its text
+    # what the model sees: "crops" (face crops, affcache's default) or "frames" (the whole frame: posture,
+    # gestures, scene, as RAS feeds Qwen), resized so its longer side is `frame_size` (sides multiples of 32)
+    input: str = "crops"
+    frame_size: int = 448
     describe: bool = False
     max_new_tokens: int = 48
     batch_size: int = 4
@@ -74,6 +92,21 @@ class Qwen3vlConfig:
             raise ValueError("crop_size must be a multiple of 32")
         if self.segment_s <= 0 or self.hop_s <= 0 or self.batch_size < 1:
             raise ValueError("segment_s, hop_s and batch_size must be positive")
+        if self.input not in INPUTS:
+            raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
+        if self.frame_size % 32 or self.frame_size < 32:
+            raise ValueError("frame_size must be a positive multiple of 32")
+        if self.prompt in PROMPTS:  # the fingerprint carries the text itself
+            object.__setattr__(self, "prompt", PROMPTS[self.prompt])
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The config as fingerprinted: the input fields appear only when they differ from face crops, so
+        stores extracted before the `frames` option keep their fingerprint."""
+        out = asdict(self)
+        if self.input == "crops":
+            out.pop("input")
+            out.pop("frame_size")
+        return out
 
 
 @dataclass
@@ -187,6 +220,29 @@ def letterbox(frame: np.ndarray, size: int) -> np.ndarray:
     y0, x0 = (size - nh) // 2, (size - nw) // 2
     out[y0 : y0 + nh, x0 : x0 + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
     return out
+
+
+def frame_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(h, w) of a frame scaled so that its longer side is `size`, each side a multiple of 32 (>= 32)."""
+    scale = size / max(height, width)
+    return max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32)
+
+
+def whole_frames(frames: list[np.ndarray], size: int) -> np.ndarray:
+    """(len(frames), h, w, 3) whole frames resized by `frame_shape` (RAS's input: posture, gestures, scene)."""
+    import cv2
+
+    if not frames:
+        return np.zeros((0, size, size, 3), np.uint8)
+    h, w = frame_shape(*frames[0].shape[:2], size)
+    return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def segment_images(frames: list[np.ndarray], boxes: np.ndarray, config: Qwen3vlConfig) -> np.ndarray:
+    """What the model sees of these frames: face crops or whole frames, per `config.input`."""
+    if config.input == "frames":
+        return whole_frames(frames, config.frame_size)
+    return crop_frames(frames, boxes, config)
 
 
 def crop_frames(frames: list[np.ndarray], boxes: np.ndarray, config: Qwen3vlConfig) -> np.ndarray:
@@ -317,13 +373,14 @@ class Qwen3vlExtractor(CropExtractor):
         if needed:
             pos = np.searchsorted(batch.indices, needed)
             pos = [p for p, i in zip(pos, needed) if p < len(batch.indices) and batch.indices[p] == i]
-            crops = crop_frames([batch.frames[p] for p in pos], batch.boxes[pos], self.config)
+            crops = segment_images([batch.frames[p] for p in pos], batch.boxes[pos], self.config)
             by_index = {int(batch.indices[p]): crops[j] for j, p in enumerate(pos)}
             for k in touched:
                 k = int(k)
                 if k not in seg.clips:
-                    size = self.config.crop_size
-                    seg.clips[k] = np.zeros((self.config.n_frames, size, size, 3), np.uint8)
+                    if not len(crops):
+                        continue
+                    seg.clips[k] = np.zeros((self.config.n_frames, *crops.shape[1:]), np.uint8)
                     seg.filled[k] = np.zeros(self.config.n_frames, bool)
                 for slot, i in enumerate(seg.index[k]):
                     if int(i) in by_index:
