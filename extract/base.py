@@ -322,7 +322,9 @@ def unregister(name: str) -> None:
 
 
 # modules that register extractors when imported (an import that fails is logged, not fatal)
-EXTRACTOR_MODULES = ("extract.faces", "extract.mouth", "extract.clip", "extract.audio_features", "extract.qwen3vl")
+EXTRACTOR_MODULES = (
+    "extract.faces", "extract.mouth", "extract.clip", "extract.audio_features", "extract.qwen3vl", "extract.face_encoder",
+)
 
 
 def _import_builtin() -> None:
@@ -338,7 +340,10 @@ def _import_builtin() -> None:
 
 
 # where a feature is defined, to import only what a run needs (others: every module above is tried)
-FEATURE_MODULES = {"faces": "extract.faces", "mouth": "extract.mouth", "landmarks": "extract.mouth", "clip": "extract.clip"}
+FEATURE_MODULES = {
+    "faces": "extract.faces", "mouth": "extract.mouth", "landmarks": "extract.mouth", "clip": "extract.clip",
+    "grada": "extract.face_encoder",
+}
 
 
 def get_extractor(name: str) -> type[Extractor]:
