@@ -19,6 +19,19 @@ from .common import (
 )
 
 
+RELIABILITY_RULES = ("threshold", "all", "any")
+RULE_EPS = 1e-3  # aligned flags are float16 means of 0/1: "all" is r >= 1 - eps, "any" is r > eps
+
+
+def frame_reliable(aligned: Tensor, rule: str, threshold: float = 0.5) -> Tensor:
+    """(B, T) bool from the aligned window flags r (B, T) by the rule (see RAAVConfig.reliability_rule)."""
+    if rule == "all":
+        return aligned >= 1.0 - RULE_EPS
+    if rule == "any":
+        return aligned > RULE_EPS
+    return aligned > threshold
+
+
 @dataclass
 class RAAVConfig(HeadConfig):
     priors: dict[str, float] | None = None  # e.g. {"face": 0.85, "qwen": 0.15}; unnamed streams get 1/S
@@ -27,12 +40,22 @@ class RAAVConfig(HeadConfig):
     layers: int = 2  # Transformer encoder after the audio bottleneck
     ffn_mult: int = 4
     audio_fallback: str = "frame"  # "frame": frames without reliable audio keep the visual sequence; "row": only rows without any
-    reliability_threshold: float = 0.5  # on the last column of the reliability feature
+    # Frame-level audio reliability from the per-window flags (last column of the reliability feature),
+    # which the dataset aligns onto frames as the overlap-weighted mean r of the windows over the frame:
+    #   "threshold" r > reliability_threshold (0.5: with 4 s / 2 s windows about "both windows reliable";
+    #               the rule of runs made before this option)
+    #   "all"       every window over the frame is reliable (r = 1)
+    #   "any"       some window over the frame is reliable (r > 0): RAS's rule, their fusion datasets keep a
+    #               frame's audio when any window holding it passed the mouth filter (src_audio_and_fusion)
+    reliability_rule: str = "threshold"
+    reliability_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if self.reliability_rule not in RELIABILITY_RULES:
+            raise ValueError(f"reliability_rule must be one of {RELIABILITY_RULES}, got {self.reliability_rule!r}")
         if self.audio_fallback not in ("frame", "row"):
             raise ValueError(f"audio_fallback must be 'frame' or 'row', got {self.audio_fallback!r}")
         if self.latents < 1:
@@ -82,7 +105,7 @@ class RAAVHead(BaseHead):
             ok = ok & masks["audio_reliability"].bool()
         rel = self.cfg.reliability_feature
         if rel in features:
-            flag = features[rel][..., -1] > self.cfg.reliability_threshold
+            flag = frame_reliable(features[rel][..., -1], self.cfg.reliability_rule, self.cfg.reliability_threshold)
             ok = ok & flag & frame_valid(rel, masks, pad)
         return ok
 
