@@ -241,7 +241,7 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     window: Annotated[int, typer.Option("--window")] = 400,
     stride: Annotated[int, typer.Option("--stride")] = 150,
-    level: Annotated[str, typer.Option("--level", help="Window positions: frame, or segment (the first feature's segments).")] = "frame",
+    level: Annotated[str, typer.Option("--level", help="Window positions: frame (label frames), segment (the first feature's segments) or audio_window (the first feature's audio rows; training windows filtered by mouth and labels).")] = "frame",
     lambda_region: Annotated[float, typer.Option("--lambda-region", help="Weight of the region KL term.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     name: Annotated[str, typer.Option("--name", help="Run name (default MODEL-FEATURES-sSEED).")] = "",
@@ -328,6 +328,7 @@ def export_cmd(
     force: Annotated[bool, typer.Option("--force", help="Rewrite groups that are already complete.")] = False,
     new_store: Annotated[bool, typer.Option("--new-store", help="If NAME exists with another fingerprint, move it aside.")] = False,
     folds: Annotated[int, typer.Option("--folds", help="Export the train split out of fold: K runs, each trained without one K-th of the train videos (1 = in-sample).")] = 1,
+    windows: Annotated[bool, typer.Option("--windows", help="One row per audio window (--level audio_window runs): a window-kind store, read by raav --head audio_tokens=windows.")] = False,
     device: Device = "auto",
 ) -> None:
     """Export a run's per-frame representation + VA prediction as a feature store (stacking for fusion)."""
@@ -335,6 +336,16 @@ def export_cmd(
     from train.export import export_run
 
     try:
+        if windows:
+            from train.window_audio import export_windows
+
+            written = export_windows(
+                run, name, [s.strip() for s in splits.split(",") if s.strip()], runs_dir=runs_dir, cache_dir=cache_dir,
+                data_root=data_root, device=device, force=force, on_mismatch="new" if new_store else "refuse",
+                checkpoint=checkpoint,
+            )
+            console.print(f"{name}: window rows written for {written} tracks per split", markup=False, highlight=False)
+            return
         report = export_run(
             run, name, [s.strip() for s in splits.split(",") if s.strip()], runs_dir=runs_dir, cache_dir=cache_dir,
             data_root=data_root, device=device, force=force, on_mismatch="new" if new_store else "refuse",

@@ -263,6 +263,12 @@ class FeatureStore:
             attrs=dict(group.attrs),
         )
 
+    def read_times(self, unit: str) -> np.ndarray:
+        """(N, 2) row times of a complete group, without reading its values."""
+        if not self.is_complete(unit):
+            raise IncompleteGroup(f"{self.path}: group '{unit}' is missing or incomplete")
+        return np.asarray(self._root[unit]["times"][:], dtype=np.float64).reshape(-1, 2)
+
     def put_extra(self, name: str, array: np.ndarray, attrs: dict[str, Any] | None = None) -> None:
         """Store data that goes with the feature but is not per unit (e.g. region prompt embeddings)."""
         extras = self._root.require_group(EXTRAS_GROUP)

@@ -31,15 +31,18 @@ class DataConfig:
     # what a window's positions are: label frames, or the segments of the first feature (a segment
     # store such as qwen3vl): windows of `window` segments every `stride`, segment targets, predictions
     # expanded onto frames by overlap averaging (train/segments.py; RAS: 16 / 8 segments)
-    level: str = "frame"
+    level: str = "frame"  # or "audio_window": windows of an audio store's rows (train/window_audio.py)
+    # audio_window training filter: min_open (mouth-open share of the window), min_coverage (valid-label
+    # share); unnamed keys take RAS's 0.25 / 0.8; {"min_open": 0, "min_coverage": 0} keeps every window
+    window_filter: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.features:
             raise ValueError("at least one feature is needed")
         if self.window < 1 or self.stride < 1:
             raise ValueError(f"window and stride must be positive, got {self.window}/{self.stride}")
-        if self.level not in ("frame", "segment"):
-            raise ValueError(f"level must be 'frame' or 'segment', got {self.level!r}")
+        if self.level not in ("frame", "segment", "audio_window"):
+            raise ValueError(f"level must be 'frame', 'segment' or 'audio_window', got {self.level!r}")
 
 
 @dataclass

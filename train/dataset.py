@@ -419,11 +419,18 @@ def build_dataset(
     cache_mb: float = 1024.0,
     align_workers: int = 2,
     level: str = "frame",
+    window_filter: Mapping[str, float] | None = None,
 ) -> TrackDataset:
     """A `TrackDataset` (kept as a function so the loop, evaluation and bench build it one way);
-    level `segment`: windows over the first feature's segments (train/segments.py)."""
+    level `segment`: windows over the first feature's segments (train/segments.py); `audio_window`:
+    windows over an audio store's rows, training windows filtered (train/window_audio.py)."""
     if level == "segment":
         from train.segments import SegmentDataset
 
         return SegmentDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers)
+    if level == "audio_window":
+        from train.window_audio import WindowAudioDataset
+
+        return WindowAudioDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb,
+                                  align_workers=align_workers, window_filter=window_filter)
     return TrackDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers)

@@ -66,7 +66,7 @@ def open_split(
         raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
     return build_dataset(
         tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers,
-        level=data.level,
+        level=data.level, window_filter=data.window_filter,
     )
 
 

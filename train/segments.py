@@ -59,7 +59,7 @@ class SegmentDataset(TrackDataset):
         for track in self.tracks:
             group = source.group_for(track)
             if group in self._units[self.grid_feature]:
-                times = np.asarray(source.store.read(group).times, dtype=np.float64).reshape(-1, 2)
+                times = source.store.read_times(group)
             else:
                 times = np.zeros((0, 2))
             self.segment_times.append(times)

@@ -36,6 +36,6 @@ def build_head(name: str, feature_dims: dict[str, int], config: dict[str, Any] |
     return cls(dict(feature_dims), cfg)
 
 
-from . import crossattn, dcmmoe, gru, mamba, raav, transformer  # noqa: E402,F401  (fill the registry)
+from . import blockpool, crossattn, dcmmoe, gru, mamba, raav, transformer  # noqa: E402,F401  (fill the registry)
 
 __all__ = ["HEADS", "BaseHead", "HeadConfig", "HeadOutput", "build_head", "is_audio_feature", "register_head"]

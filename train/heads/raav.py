@@ -48,6 +48,11 @@ class RAAVConfig(HeadConfig):
     #   "any"       some window over the frame is reliable (r > 0): RAS's rule, their fusion datasets keep a
     #               frame's audio when any window holding it passed the mouth filter (src_audio_and_fusion)
     reliability_rule: str = "threshold"
+    # audio keys the latents attend to: "frames" (every frame's aligned audio) or "windows" (one token per
+    # audio window: a frame starts a token where its audio row differs from the previous frame's, which
+    # gives one per window for a window store exported by train/window_audio.py; RAS's fusion reads the
+    # audio as window tokens)
+    audio_tokens: str = "frames"
     reliability_threshold: float = 0.5
 
     def __post_init__(self) -> None:
@@ -56,6 +61,8 @@ class RAAVConfig(HeadConfig):
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         if self.reliability_rule not in RELIABILITY_RULES:
             raise ValueError(f"reliability_rule must be one of {RELIABILITY_RULES}, got {self.reliability_rule!r}")
+        if self.audio_tokens not in ("frames", "windows"):
+            raise ValueError(f"audio_tokens must be 'frames' or 'windows', got {self.audio_tokens!r}")
         if self.audio_fallback not in ("frame", "row"):
             raise ValueError(f"audio_fallback must be 'frame' or 'row', got {self.audio_fallback!r}")
         if self.latents < 1:
@@ -109,6 +116,16 @@ class RAAVHead(BaseHead):
             ok = ok & flag & frame_valid(rel, masks, pad)
         return ok
 
+    def audio_keys(self, features: dict[str, Tensor], reliable: Tensor) -> Tensor:
+        """(B, T) frames whose audio is a key: every reliable frame, or with audio_tokens="windows" the
+        reliable frames that start a new audio row (one token per window)."""
+        if self.cfg.audio_tokens == "frames":
+            return reliable
+        raw = torch.cat([get_feature(features, n) for n in self.audio], dim=-1)
+        starts = torch.ones_like(reliable)
+        starts[:, 1:] = (raw[:, 1:] != raw[:, :-1]).any(-1)
+        return reliable & starts
+
     def fuse_visual(self, features: dict[str, Tensor], masks: dict[str, Tensor], pad: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T, H) fused visual sequence and (B, T, S) stream weights (zero rows where no stream is valid)."""
         hs, scores, valids = [], [], []
@@ -134,7 +151,7 @@ class RAAVHead(BaseHead):
         if self.audio:
             a, a_valid = self.aud_in(features, masks, pad)
             reliable = self.audio_reliable(features, masks, pad, a_valid)
-            kpm, row_ok = safe_key_padding(reliable)
+            kpm, row_ok = safe_key_padding(self.audio_keys(features, reliable))
             lat = self.latent.unsqueeze(0).expand(a.shape[0], -1, -1).to(a.dtype)
             la, _ = self.lat_attn(lat, a, a, key_padding_mask=kpm, need_weights=False)
             lat = self.lat_norm(lat + la)

@@ -1,0 +1,187 @@
+"""RAS's window-level audio model on cached 50 Hz states: block cutting and attentive statistics pooling
+against a direct formula, the training-window filter against a hand-made mouth trace, and the run end to
+end (CLI train, per-window export as a window store, RAAV reading one audio token per window)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cache.media import frame_times
+from cache.store import FeatureMeta, FeatureStore, store_path
+from extract.reliability import ReliabilityConfig, reliability_windows
+from train.dataset import build_dataset, open_features
+from train.heads import build_head
+from train.heads.blockpool import AttentiveStatsPool, block_index
+from train.synthetic import SynthConfig, SynthTrack, default_tracks, make_synthetic
+from train.window_audio import central_spans, keep_windows, label_coverage, open_share
+
+torch.set_num_threads(1)
+
+
+def test_block_index_cuts_each_window_on_its_real_length():
+    idx = block_index(torch.tensor([10, 4]), 10, 4)
+    assert idx[0].tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    assert idx[1, :4].tolist() == [0, 1, 2, 3]
+
+
+def test_attentive_statistics_pooling_against_the_formula():
+    torch.manual_seed(0)
+    pool = AttentiveStatsPool(3, attn_dim=5).eval()
+    x = torch.randn(1, 10, 3)
+    valid = torch.ones(1, 10, dtype=torch.bool)
+    valid[0, 4] = False  # a masked position takes no weight
+    block = block_index(torch.tensor([10]), 10, 2)  # blocks [0..4], [5..9]
+    with torch.no_grad():
+        got, has = pool(x, valid, block, 2)
+    assert has.all()
+    with torch.no_grad():
+        scores = pool.score(x)[0, :, 0].numpy().astype(np.float64)
+    xs = x[0].numpy().astype(np.float64)
+    for b, rows in enumerate(([0, 1, 2, 3], [5, 6, 7, 8, 9])):
+        w = np.exp(scores[rows] - scores[rows].max())
+        w /= w.sum()
+        mean = (w[:, None] * xs[rows]).sum(0)
+        std = np.sqrt((w[:, None] * (xs[rows] - mean) ** 2).sum(0) + 1e-6)
+        np.testing.assert_allclose(got[0, b, :3].numpy(), mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[0, b, 3:].numpy(), std, rtol=1e-5, atol=1e-6)
+
+
+def test_a_block_with_no_valid_position_is_finite_and_flagged():
+    pool = AttentiveStatsPool(3)
+    valid = torch.tensor([[True, True, False, False]])
+    out, has = pool(torch.randn(1, 4, 3), valid, block_index(torch.tensor([4]), 4, 2), 2)
+    assert has.tolist() == [[True, False]] and torch.isfinite(out).all()
+
+
+# a hand-made mouth trace at 10 fps over 8 s: open [0.5, 1.6), [2.0, 2.4), [5.0, 5.8)
+FPS, SECONDS = 10.0, 8.0
+WINDOWS = np.array([[0.0, 4.0], [2.0, 6.0], [4.0, 8.0]])
+
+
+def _mouth_trace() -> tuple[np.ndarray, np.ndarray]:
+    t = frame_times(int(FPS * SECONDS), FPS)
+    start = t[:, 0] + 1e-9
+    flag = ((start >= 0.5) & (start < 1.6)) | ((start >= 2.0) & (start < 2.4)) | ((start >= 5.0) & (start < 5.8))
+    return flag, t
+
+
+def _label_valid() -> np.ndarray:
+    valid = np.ones(int(FPS * SECONDS), bool)
+    valid[:10] = False  # no label in [0, 1): window [0, 4) is covered 0.75 < 0.8
+    return valid
+
+
+def test_window_filter_against_a_hand_made_mouth_trace():
+    flag, t = _mouth_trace()
+    values, windows, valid = reliability_windows(flag, t, np.ones(len(t), bool), SECONDS, ReliabilityConfig())
+    np.testing.assert_allclose(windows, WINDOWS)
+    opened = open_share(values[:, 0], windows, valid, WINDOWS)
+    # open time: [0,4): 1.1 + 0.4 = 1.5 s; [2,6): 0.4 + 0.8 = 1.2 s; [4,8): 0.8 s
+    np.testing.assert_allclose(opened, [1.5 / 4, 1.2 / 4, 0.8 / 4], atol=1e-6)
+    coverage = label_coverage(_label_valid(), FPS, WINDOWS)
+    np.testing.assert_allclose(coverage, [0.75, 1.0, 1.0])
+    assert keep_windows(opened, coverage).tolist() == [False, True, False]
+    assert keep_windows(None, coverage).tolist() == [False, True, True]  # without mouth data: coverage only
+
+
+@pytest.fixture(scope="module")
+def audio_cache(tmp_path_factory):
+    """Synthetic tracks with a 50 Hz `wavlm` store, and `audio_reliability` windows from mouth traces."""
+    base = tmp_path_factory.mktemp("window_audio")
+    tracks = default_tracks(n_train=4, n_val=2, n_test=1, frames=(500, 800), seed=5)
+    tracks.append(SynthTrack("hand", "train", FPS, int(FPS * SECONDS)))
+    make_synthetic(base / "data", base / "cache", SynthConfig(tracks=tracks, noise=0.2, invalid_share=0.0, audio_dim=16))
+    labels = base / "data" / "annotations" / "VA_Estimation_Challenge" / "Train_Set" / "hand.txt"
+    lines = labels.read_text().splitlines()
+    lines[1:11] = ["-5,-5"] * 10
+    labels.write_text("\n".join(lines) + "\n")
+    rel = FeatureStore.create_or_open(
+        store_path(base / "cache", "audio_reliability"),
+        FeatureMeta(name="audio_reliability", kind="window", unit="track", model_ref="synthetic"),
+    )
+    rng = np.random.default_rng(0)
+    for track in tracks:
+        t = frame_times(track.n_frames, track.fps)
+        flag = _mouth_trace()[0] if track.name == "hand" else rng.random(len(t)) < 0.6
+        values, windows, valid = reliability_windows(flag, t, np.ones(len(t), bool), track.n_frames / track.fps, ReliabilityConfig())
+        rel.write(track.name, values, windows, valid, attrs={"columns": ["open_frac", "coverage", "reliable"]})
+    return base, tracks
+
+
+def test_dataset_filters_training_windows_only(audio_cache):
+    from cache.manifest import load_manifest
+
+    base, _ = audio_cache
+    sources = open_features(base / "cache", ["wavlm", "audio_reliability"])
+    tracks = load_manifest(base / "data", splits=("train",)).split("train")
+    ds = build_dataset(tracks, sources, 200, 100, level="audio_window")
+    try:
+        ti = [t.name for t in ds.tracks].index("hand")
+        np.testing.assert_allclose(ds.window_spans(ti), WINDOWS)
+        assert ds.keep[ds.track_windows[ti]].tolist() == [False, True, False]
+        order = ds.epoch_order(np.random.default_rng(0))
+        assert set(order) == set(np.flatnonzero(ds.keep)) and len(order) < len(ds)
+        assert ds.sequential_order() == list(range(len(ds)))  # evaluation: every window
+        batch = ds.collate(ds.track_windows[ti][:1])
+        assert batch.features["wavlm"].shape == (1, 200, 16)
+    finally:
+        ds.close()
+
+
+def test_window_audio_run_export_and_raav_window_tokens(audio_cache):
+    from pipeline import app
+    from train.window_audio import export_windows
+
+    base, tracks = audio_cache
+    common = ["--data-root", str(base / "data"), "--cache-dir", str(base / "cache"), "--runs-dir", str(base / "runs"),
+              "--device", "cpu"]
+    res = CliRunner().invoke(app, [
+        "train", "--model", "blockpool", "--features", "wavlm,audio_reliability", "--level", "audio_window",
+        "--window", "200", "--stride", "100", "--name", "audio", "--epochs", "4", "--lr", "3e-3", "--batch-size", "4",
+        "--head", "hidden=32", "--head", "attn_dim=16", *common,
+    ])
+    assert res.exit_code == 0, res.output
+    result = json.loads((base / "runs" / "audio" / "eval_val.json").read_text())
+    assert result["raw"]["ccc_a"] > 0.3, result  # the synthetic audio carries arousal
+
+    written = export_windows("audio", "audio_win", runs_dir=base / "runs", device="cpu")
+    assert sum(written.values()) == len(tracks)
+    store = FeatureStore.open(store_path(base / "cache", "audio_win"))
+    assert store.meta.kind == "window"
+    group = store.read("hand")
+    assert group.values.shape == (3, 32 + 2)
+    np.testing.assert_allclose(group.attrs["window_times"], WINDOWS)
+    np.testing.assert_allclose(group.times, central_spans(WINDOWS))  # [0,3), [3,5), [5,8)
+    np.testing.assert_allclose(group.times, [[0, 3], [3, 5], [5, 8]])
+
+    # one audio token per window in RAAV
+    from cache.manifest import load_manifest
+
+    sources = open_features(base / "cache", ["clip", "audio_win"])
+    val = load_manifest(base / "data", splits=("val",)).split("val")
+    ds = build_dataset(val, sources, 400, 150)
+    try:
+        batch = ds.collate(ds.track_windows[0][:1])
+        head = build_head("raav", ds.feature_dims, {"hidden": 8, "heads": 2, "layers": 1, "audio_tokens": "windows"})
+        feats = {k: torch.from_numpy(v).float() for k, v in batch.features.items()}
+        masks = {k: torch.from_numpy(v) for k, v in batch.masks.items()}
+        pad = torch.from_numpy(batch.pad)
+        keys = head.audio_keys(feats, torch.ones_like(pad))
+        n = int(batch.length[0])
+        seconds = n / float(ds.fps[0])
+        expected = len([s for s in ds.sources["audio_win"].read(ds.tracks[0].name).times if s[0] < seconds])
+        assert int(keys[0, :n].sum()) == expected  # one key per window over these frames
+        assert torch.isfinite(head(feats, masks, pad).va).all()
+    finally:
+        ds.close()
+    res = CliRunner().invoke(app, [
+        "train", "--model", "raav", "--features", "clip,audio_win,audio_reliability", "--name", "raav_win",
+        "--epochs", "1", "--window", "64", "--stride", "32", "--head", "hidden=8", "--head", "heads=2",
+        "--head", "layers=1", "--head", "audio_tokens=windows", "--head", "reliability_rule=any", *common,
+    ])
+    assert res.exit_code == 0, res.output
