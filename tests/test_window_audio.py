@@ -185,3 +185,37 @@ def test_window_audio_run_export_and_raav_window_tokens(audio_cache):
         "--head", "layers=1", "--head", "audio_tokens=windows", "--head", "reliability_rule=any", *common,
     ])
     assert res.exit_code == 0, res.output
+
+
+def test_a_trainable_window_encoder_plugs_in_by_name():
+    """How a trainable backbone top (issue 13: WavLM's top layers over `wavlm_hidden`) joins: register a
+    factory, name it in the head config; its parameters train with the head."""
+    from torch import nn
+
+    from train.heads.blockpool import WINDOW_ENCODERS, register_window_encoder
+
+    class Top(nn.Module):
+        def __init__(self, in_dim: int, width: int = 6) -> None:
+            super().__init__()
+            self.layer, self.out_dim = nn.Linear(in_dim, width), width
+
+        def forward(self, x, valid):
+            return self.layer(x)
+
+    register_window_encoder("toy_top")(Top)
+    try:
+        head = build_head("blockpool", {"wavlm_hidden": 5}, {"hidden": 8, "window_encoder": "toy_top",
+                                                              "window_encoder_options": {"width": 6}})
+        x = torch.randn(2, 40, 5, requires_grad=False)
+        pad = torch.ones(2, 40, dtype=torch.bool)
+        out = head({"wavlm_hidden": x}, {"wavlm_hidden": pad}, pad)
+        assert out.va.shape == (2, 40, 2) and out.extras["block_hidden"].shape == (2, 4, 8)
+        out.va.sum().backward()
+        assert head.encoder.layer.weight.grad is not None
+        # rows of one block share the block's prediction (eval: no dropout)
+        va = head.eval()({"wavlm_hidden": x}, {"wavlm_hidden": pad}, pad).va
+        assert torch.allclose(va[0, :10], va[0, :1].expand(10, 2)) and not torch.allclose(va[0, 9], va[0, 10])
+    finally:
+        WINDOW_ENCODERS.pop("toy_top", None)
+    with pytest.raises(ValueError, match="unknown window_encoder"):
+        build_head("blockpool", {"wavlm": 5}, {"window_encoder": "nope"})
