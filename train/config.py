@@ -28,10 +28,11 @@ class DataConfig:
     align_workers: int = 2
     # train-split tracks left out of training (out-of-fold stacking exports train one run per fold)
     holdout: list[str] = field(default_factory=list)
-    # what a window's positions are: label frames, or the segments of the first feature (a segment
-    # store such as qwen3vl): windows of `window` segments every `stride`, segment targets, predictions
-    # expanded onto frames by overlap averaging (train/segments.py; RAS: 16 / 8 segments)
-    level: str = "frame"  # or "audio_window": windows of an audio store's rows (train/window_audio.py)
+    # what a window's positions are (window/stride count them): "frame" label frames; "segment" the rows of
+    # the first feature, a segment store such as qwen3vl:mm_last (segment targets, predictions expanded onto
+    # frames by overlap averaging: train/segments.py; RAS 16 / 8); "audio_window" the rows of an audio store
+    # (RAS 200 / 100 = 4 s / 2 s at 50 Hz; training windows filtered: train/window_audio.py)
+    level: str = "frame"
     # audio_window training filter: min_open (mouth-open share of the window), min_coverage (valid-label
     # share); unnamed keys take RAS's 0.25 / 0.8; {"min_open": 0, "min_coverage": 0} keeps every window
     window_filter: dict[str, float] = field(default_factory=dict)
