@@ -144,10 +144,6 @@ def crop_faces(
 
 
 def config_dict(config: Any) -> dict[str, Any]:
-    """The config as fingerprinted (a config may leave out fields at their pre-existing default through
-    `fingerprint_fields()`, so adding an option does not orphan stores made before it)."""
-    if hasattr(config, "fingerprint_fields"):
-        return config.fingerprint_fields()
     return asdict(config) if is_dataclass(config) else dict(config or {})
 
 

@@ -22,12 +22,13 @@ attribute `descriptions` (a list of strings, one per row).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cache.store import FeatureMeta
 from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, crop_faces, register
 from extract.models import ModelFamily, register_family
 
@@ -98,15 +99,6 @@ class Qwen3vlConfig:
             raise ValueError("frame_size must be a positive multiple of 32")
         if self.prompt in PROMPTS:  # the fingerprint carries the text itself
             object.__setattr__(self, "prompt", PROMPTS[self.prompt])
-
-    def fingerprint_fields(self) -> dict[str, Any]:
-        """The config as fingerprinted: the input fields appear only when they differ from face crops, so
-        stores extracted before the `frames` option keep their fingerprint."""
-        out = asdict(self)
-        if self.input == "crops":
-            out.pop("input")
-            out.pop("frame_size")
-        return out
 
 
 @dataclass
@@ -349,6 +341,14 @@ class Qwen3vlExtractor(CropExtractor):
     def load(self, device: str = "cpu") -> None:
         super().load(device)
         self.bundle = load_qwen3vl(self.model_ref, device=device)
+
+    def feature_meta(self) -> FeatureMeta:
+        """As every extractor's, but the input fields enter the fingerprint only when the model sees whole
+        frames: stores extracted from face crops before the option existed keep their fingerprint."""
+        meta = super().feature_meta()
+        if self.config.input != "crops":
+            return meta
+        return replace(meta, config={k: v for k, v in meta.config.items() if k not in ("input", "frame_size")})
 
     def begin(self, video: VideoContext) -> dict[str, _TrackSegments]:
         times, index = segment_plan(video.info.n_frames, video.fps, self.config)
