@@ -139,7 +139,8 @@ class WindowAudioDataset(SegmentDataset):
                     opened = np.zeros(len(spans))  # no mouth measurement: not speech we can trust
             keep[ids] = keep_windows(opened, coverage, self.filter_rules["min_open"], self.filter_rules["min_coverage"])
         if len(self.windows) and self.has_labels:
-            log.info("audio windows: %d of %d pass the training filter (%s)", int(keep.sum()), len(keep), self.filter_rules)
+            log.info("audio windows: %d of %d pass the filter %s (it only thins a training order)",
+                     int(keep.sum()), len(keep), self.filter_rules)
         return keep
 
     def epoch_order(self, rng: np.random.Generator, block_tracks: int = 8) -> list[int]:
