@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -138,7 +139,8 @@ class GroupWriter:
     def close(self, attrs: dict[str, Any] | None = None) -> None:
         if self._arrays is None:
             self._arrays = self._create()
-        self._group.attrs.update({**(attrs or {}), "rows": self.rows})
+        # `generation` names this writing of the group: views aligned from an older one are stale
+        self._group.attrs.update({**(attrs or {}), "rows": self.rows, "generation": uuid.uuid4().hex})
         self._group.attrs["complete"] = True  # last, on its own
 
 

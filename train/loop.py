@@ -23,6 +23,7 @@ from cache.manifest import load_manifest
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.config import TrainConfig
 from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
+from train.views import views_dir_for
 from train.evaluate import EvalResult, evaluate_predictions, predict_split, score, postprocess
 from train.model import build_model
 from cache.prefetch import Prefetcher
@@ -65,7 +66,8 @@ def open_split(
     if not tracks:
         raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
     return build_dataset(
-        tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers
+        tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers,
+        views_dir=views_dir_for(data, tracks, sources),
     )
 
 
