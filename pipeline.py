@@ -315,6 +315,30 @@ def predict(
     console.print(f"submission written and checked: {path}")
 
 
+@app.command()
+def align(
+    features: Features,
+    split: Split = "train",
+    fill: Annotated[str, typer.Option("--fill", help="Nearest-fill per feature in seconds, as in train.")] = "",
+    views_dir: Annotated[str | None, typer.Option("--views-dir", help="Default CACHE_DIR/_views (artifacts/views for a URL cache).")] = None,
+    data_root: DataRoot = DEFAULT_DATA,
+    videos: Videos = None,
+    labels: Labels = None,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+) -> None:
+    """Align features onto a split's label frames once and keep them on disk (aligned views) for every later run.
+
+    Training builds missing views on first use; this does it ahead of time (e.g. before a sweep)."""
+    from train.views import build_split_views
+
+    with one_line_errors("align"):
+        report = build_split_views(
+            [f.strip() for f in features.split(",") if f.strip()], split, data_root=data_root, videos=videos,
+            labels=labels, cache_dir=cache_dir, fill=fill, views_dir=views_dir, console=console,
+        )
+    console.print(report, markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("export")
 def export_cmd(
     run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
