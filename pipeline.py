@@ -339,6 +339,65 @@ def align(
     console.print(report, markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Option("--config", help="Sweep file (YAML): base recipe, fixed settings, grid and/or random space.")],
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    backend: Annotated[str, typer.Option("--backend", help="local (one trial after another) | ray (one task per trial).")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (e.g. auto); default: start a local one.")] = None,
+    cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", help="Ray: CPUs per trial.")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", help="Ray: GPUs per trial.")] = 0.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the trials and their state; train nothing.")] = False,
+) -> None:
+    """Run a grid or random search of training configs over one cache; finished trials are skipped."""
+    from train.sweep import SweepError, load_sweep, run_sweep, save_best, summarize, trial_config, trial_state
+
+    try:
+        spec = load_sweep(config, runs_dir=str(runs_dir), base_loader=_recipe_dict)
+    except SweepError as err:
+        console.print(f"[red]sweep failed:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"sweep {spec.name}: {len(spec.trials)} trials under {spec.base['runs_dir']}")
+    if dry_run:
+        for trial in spec.trials:
+            console.print(f"  {trial.name}: {trial_state(trial_config(spec, trial))}", markup=False)
+        return
+
+    def report(result: dict) -> None:
+        extra = f" P {result['best_P']:.4f}" if "best_P" in result else f" {result.get('error', '')}"
+        console.print(f"  trial {result['name']}: {result['state']}{extra}", markup=False, highlight=False)
+
+    with one_line_errors("sweep"):
+        results = run_sweep(spec, backend=backend, address=address, cpus_per_trial=cpus_per_trial,
+                            gpus_per_trial=gpus_per_trial, on_result=report)
+    rows = summarize(spec)
+    table = Table(title=f"sweep {spec.name}: validation CCC (smoothed), best first")
+    keys = [k for k in rows[0] if k not in ("trial", "P", "ccc_v", "ccc_a")] if rows else []
+    for col in ("trial", *keys, "P", "CCC_V", "CCC_A"):
+        table.add_column(col)
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for r in rows:
+        table.add_row(r["trial"], *(str(r[k]) for k in keys), fmt(r["P"]), fmt(r["ccc_v"]), fmt(r["ccc_a"]))
+    console.print(table)
+    best = save_best(spec, rows)
+    if best:
+        console.print(f"best config: {best}")
+    failed = [r for r in results if r["state"] == "failed"]
+    if failed:
+        console.print(f"[red]{len(failed)} trial(s) failed[/red]")
+        raise typer.Exit(1)
+
+
+def _recipe_dict(path: Path) -> dict:
+    """A training recipe file as the dict form of a TrainConfig (JSON as written in a run folder, or YAML)."""
+    import json
+
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+
+
 @app.command("export")
 def export_cmd(
     run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
