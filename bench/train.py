@@ -99,7 +99,7 @@ def epochs_order(ds, n_windows: int, first_epoch: int) -> list[int]:
 
 
 def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, stride: int, hidden: int,
-               cache_mb: float, full_pass: bool) -> dict:
+               cache_mb: float, full_pass: bool, device_name: str = "cpu") -> dict:
     """One data path (`lazy` or `views`) in its own process, so its peak RSS is its own."""
     import numpy as np
     import torch
@@ -161,7 +161,8 @@ def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, s
 
     # 2. training a small head on a fresh dataset, another epoch order
     ds = open_dataset()
-    model = build_head("gru", ds.feature_dims, {"hidden": hidden, "gru_hidden": hidden})
+    device = torch.device(device_name)
+    model = build_head("gru", ds.feature_dims, {"hidden": hidden, "gru_hidden": hidden}).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     order = epochs_order(ds, steps * batch_size, first_epoch=1)
     loader = Prefetcher(ds.batches(order, batch_size), depth=4)
@@ -171,13 +172,16 @@ def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, s
     warm_wait = 0.0
     for i, batch in enumerate(loader):
         s = time.perf_counter()
-        tb = to_tensors(batch, torch.device("cpu"))
-        out_ = model(tb.features, tb.masks, tb.pad)
-        loss, _ = va_loss(out_, tb.labels, tb.label_mask, VALossConfig(region_lambda=0))
+        tb = to_tensors(batch, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out_ = model(tb.features, tb.masks, tb.pad)
+            loss, _ = va_loss(out_, tb.labels, tb.label_mask, VALossConfig(region_lambda=0))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         step_times.append(time.perf_counter() - s)
         if i == 0:
             warm_wait = loader.wait_s  # the first batch waits for the first alignment: reported apart
@@ -203,7 +207,8 @@ def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, s
 def run_phase(args, path: str) -> dict:
     cmd = [sys.executable, __file__, "--phase", path, "--scale", str(args.scale), "--out", str(args.out),
            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--window", str(args.window),
-           "--stride", str(args.stride), "--hidden", str(args.hidden), "--cache-mb", str(args.cache_mb)]
+           "--stride", str(args.stride), "--hidden", str(args.hidden), "--cache-mb", str(args.cache_mb),
+           "--device", args.device]
     if args.full_pass:
         cmd.append("--full-pass")
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -224,12 +229,13 @@ def main() -> None:
     parser.add_argument("--cache-mb", type=float, default=1024.0)
     parser.add_argument("--full-pass", action="store_true", help="also time one whole epoch of the train split (data alone)")
     parser.add_argument("--paths", default="lazy,views", help="data paths to measure (lazy, views)")
+    parser.add_argument("--device", default="cpu", help="where the GRU steps run (cpu | cuda)")
     parser.add_argument("--phase", choices=("all", "lazy", "views"), default="all", help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = args.out / f"scale{args.scale:g}"
     if args.phase != "all":
         print(json.dumps(data_phase(out, args.phase, args.steps, args.batch_size, args.window, args.stride,
-                                    args.hidden, args.cache_mb, args.full_pass)))
+                                    args.hidden, args.cache_mb, args.full_pass, args.device)))
         return
     info = generate(out, args.scale)
     shutil.rmtree(out / "views", ignore_errors=True)  # the view build is part of what is measured
