@@ -41,11 +41,11 @@ DEFAULT_RUNS = Path("artifacts/runs")
 def one_line_errors(command: str) -> Iterator[None]:
     """A user's mistake (missing store or run, unknown name, changed fingerprint, bad input) ends the command
     with one line and exit status 1 instead of a traceback; bugs still show theirs."""
-    from cache.store import FingerprintMismatch
+    from cache.store import DamagedStore, FingerprintMismatch
 
     try:
         yield
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, FingerprintMismatch, RuntimeError) as err:
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, FingerprintMismatch, DamagedStore, RuntimeError) as err:
         if type(err) is RuntimeError:  # plain RuntimeErrors are not user errors
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
@@ -89,7 +89,8 @@ def status(
     from cache.status import dataset_status
 
     manifest = load_manifest(data_root, videos, labels)
-    rows = dataset_status(manifest, cache_dir)
+    damaged: list[str] = []
+    rows = dataset_status(manifest, cache_dir, damaged)
     splits = Table(title=f"tracks and frames in {data_root}")
     for col in ("split", "tracks", "labelled frames", "valid frames"):
         splits.add_column(col, justify="left" if col == "split" else "right")
@@ -107,6 +108,8 @@ def status(
         console.print(stores)
     else:
         console.print(f"no feature stores in {cache_dir}")
+    for line in damaged:
+        console.print(f"[red]damaged:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     if manifest.errors:
         console.print(f"[red]{len(manifest.errors)} problem(s):[/red]")
         for err in manifest.errors:
@@ -135,7 +138,7 @@ def import_features_cmd(
     """Import per-frame features made elsewhere (npz, npy, OpenFace csv, HDF5) into a feature store."""
     from cache.importers import ImportConfig, SourceError, import_features, infer_format
     from cache.manifest import load_manifest
-    from cache.store import FingerprintMismatch
+    from cache.store import DamagedStore, FingerprintMismatch
 
     try:
         cfg = ImportConfig(
@@ -143,7 +146,7 @@ def import_features_cmd(
             frame_index_base=frame_index_base, min_confidence=min_confidence, dtype=dtype, replace=replace,
         )
         report = import_features(source, name, cache_dir, cfg, lambda: load_manifest(data_root, videos, labels))
-    except (SourceError, FingerprintMismatch, ValueError) as err:
+    except (SourceError, FingerprintMismatch, DamagedStore, ValueError) as err:
         hint = " (--replace moves it aside)" if isinstance(err, FingerprintMismatch) else ""
         console.print(f"[red]import failed:[/red] {escape(str(err))}{hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -166,14 +169,48 @@ def export_features_cmd(
 ) -> None:
     """Export a feature store to one HDF5 file: a group per unit with values, times, valid and attributes."""
     from cache.exporters import export_store
-    from cache.store import FingerprintMismatch, store_path
+    from cache.store import DamagedStore, FingerprintMismatch, store_path
 
     try:
         report = export_store(store_path(cache_dir, name), to)
-    except (FileNotFoundError, FingerprintMismatch, OSError) as err:
+    except (FileNotFoundError, FingerprintMismatch, DamagedStore, OSError) as err:
         console.print(f"[red]export failed:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"{name}: {report.summary()}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def verify(
+    features: Annotated[str | None, typer.Argument(help="Comma-separated feature names (default: every store).")] = None,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report; change nothing.")] = False,
+) -> None:
+    """Read every complete group back (checksums, shapes, chunk files) and mark damaged ones incomplete,
+    so the next extract / import-features / export redoes exactly those. Exit status 1 when damage is found."""
+    from cache.verify import verify_cache
+
+    names = [f.strip() for f in (features or "").split(",") if f.strip()] or None
+    with one_line_errors("verify"):
+        report = verify_cache(as_location(cache_dir), names, dry_run=dry_run)
+    if report.damaged:
+        table = Table(title=f"damaged groups in {cache_dir}")
+        for col in ("feature", "group", "problem", "redo with"):
+            table.add_column(col, overflow="fold")
+        for d in report.damaged:
+            table.add_row(*(escape(x) for x in (d.feature, d.unit, d.problem, d.redo)))
+        console.print(table)
+    action = "nothing changed (dry run)" if dry_run else f"{report.marked} marked incomplete"
+    console.print(
+        f"checked {report.groups} complete group(s) in {len(report.stores)} store(s): "
+        f"{len(report.damaged)} damaged, {action}", markup=False, highlight=False, soft_wrap=True,
+    )
+    if report.unchecked:
+        console.print(
+            f"{report.unchecked} group(s) were written before checksums and chunk counts: decoded and shape-checked "
+            "only (extract --force rewrites them with checksums)", markup=False, highlight=False, soft_wrap=True,
+        )
+    if report.damaged:
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- stage 1: extract
@@ -204,6 +241,7 @@ def extract(
     gpus_per_task: Annotated[float | None, typer.Option("--gpus-per-task", help="Ray: GPUs per video task (default from profile and device).")] = None,
 ) -> None:
     """Stage 1: extract features for every video of a split into CACHE_DIR/<feature>.zarr (resumable)."""
+    from cache.store import DamagedStore
     from extract.progress import print_summary
     from extract.runner import ExtractionError, RunOptions, run_extraction
     from extract.runner import parse_shard
@@ -220,8 +258,8 @@ def extract(
     try:
         opts.shard = parse_shard(shard)
         summary = run_extraction(opts)
-    except (ExtractionError, KeyError, ValueError, FileNotFoundError) as err:
-        console.print(f"[red]extract failed:[/red] {err}", markup=True, highlight=False, soft_wrap=True)
+    except (ExtractionError, DamagedStore, KeyError, ValueError, FileNotFoundError) as err:
+        console.print(f"[red]extract failed:[/red] {escape(str(err))}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     print_summary(console, summary)
     if not summary.ok:
@@ -330,7 +368,7 @@ def export_cmd(
     device: Device = "auto",
 ) -> None:
     """Export a run's per-frame representation + VA prediction as a feature store (stacking for fusion)."""
-    from cache.store import FingerprintMismatch
+    from cache.store import DamagedStore, FingerprintMismatch
     from train.export import export_run
 
     try:
@@ -339,7 +377,7 @@ def export_cmd(
             data_root=data_root, device=device, force=force, on_mismatch="new" if new_store else "refuse",
             checkpoint=checkpoint, folds=folds,
         )
-    except (FingerprintMismatch, ValueError, FileNotFoundError) as err:
+    except (FingerprintMismatch, DamagedStore, ValueError, FileNotFoundError) as err:
         hint = " (--new-store moves it aside)" if isinstance(err, FingerprintMismatch) else ""
         console.print(f"[red]export failed:[/red] {escape(str(err))}{hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

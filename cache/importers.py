@@ -169,13 +169,15 @@ class ImportReport:
     failed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    complete: list[str] = field(default_factory=list)  # already complete from the same sources: skipped
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def summary(self) -> str:
-        return f"imported {len(self.imported)}, failed {len(self.failed)} → {self.store}"
+        skipped = f", {len(self.complete)} already complete" if self.complete else ""
+        return f"imported {len(self.imported)}, failed {len(self.failed)}{skipped} → {self.store}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -711,6 +713,13 @@ class _Run:
             self._store = FeatureStore.create_or_open(self.path, self.meta, on_mismatch=on_mismatch)
         return self._store
 
+    def already_complete(self, target: Target) -> bool:
+        """The unit is complete and intact in this (same-fingerprint, so same-sources) store, made for the
+        same video: re-importing skips it, so after `verify` only the damaged units are redone."""
+        if self._store is None:  # no store yet: nothing is complete
+            return False
+        return self._store.is_complete(target.unit, SourceStat.of(target.video), check_chunks=True)
+
     def probe(self, video: Path, where: str) -> VideoInfo:
         if video not in self.probes:
             try:
@@ -746,6 +755,10 @@ def import_unit(run: _Run, unit: SourceUnit) -> None:
         target = run.index.resolve(unit.name, unit.where)
         if target.unit in run.seen:
             raise SourceError(unit.where, f"unit '{target.unit}' was already imported from {run.seen[target.unit]}")
+        if run.already_complete(target):
+            run.seen[target.unit] = unit.where
+            run.report.complete.append(target.unit)
+            return
         rows = unit.load()
         info = run.probe(target.video, unit.where)
         placed = place_rows(unit.where, rows, info, run.cfg)

@@ -78,7 +78,7 @@ def feature_of(path: Location) -> str:
     return name_of(path).removesuffix(".zarr")
 
 
-def _reason(err: BaseException) -> str:
+def short_reason(err: BaseException) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return f"{type(err).__name__}: {text}"[:200]
 
@@ -91,7 +91,7 @@ def _open_root(path: Location, mode: str, **kwargs: Any) -> zarr.Group:
         if isinstance(err, ContainsGroupError):
             raise
         raise DamagedStore(
-            f"{join(path, 'zarr.json')}: unreadable store metadata ({_reason(err)}); move the store aside "
+            f"{join(path, 'zarr.json')}: unreadable store metadata ({short_reason(err)}); move the store aside "
             "(or delete it) and extract or import it again"
         ) from None
 
@@ -307,7 +307,7 @@ class FeatureStore:
         except KeyError:
             return {}
         except (ValueError, TypeError, UnicodeDecodeError) as err:  # garbage zarr.json
-            raise DamagedGroup(self.path, unit, f"unreadable zarr.json: {_reason(err)}") from None
+            raise DamagedGroup(self.path, unit, f"unreadable zarr.json: {short_reason(err)}") from None
         if not isinstance(group, zarr.Group):
             raise DamagedGroup(self.path, unit, "an array where a group should be")
         return dict(group.attrs)
@@ -409,7 +409,7 @@ class FeatureStore:
             except KeyError:
                 raise DamagedGroup(self.path, unit, f"array '{key}' is missing") from None
             except (ValueError, TypeError, UnicodeDecodeError) as err:
-                raise DamagedGroup(self.path, unit, f"unreadable {key}/zarr.json: {_reason(err)}") from None
+                raise DamagedGroup(self.path, unit, f"unreadable {key}/zarr.json: {short_reason(err)}") from None
         lengths = {key: array.shape[0] if array.shape else -1 for key, array in arrays.items()}
         rows = attrs.get("rows", lengths["values"])
         if any(n != rows for n in lengths.values()) or arrays["times"].shape[1:] != (2,) or arrays["valid"].ndim != 1:
@@ -429,7 +429,7 @@ class FeatureStore:
         try:
             data = {key: array[sel] for key, array in arrays.items()}
         except Exception as err:  # checksum mismatch, undecodable chunk: zarr and numcodecs raise many types
-            raise DamagedGroup(self.path, unit, f"a chunk cannot be read ({_reason(err)})") from None
+            raise DamagedGroup(self.path, unit, f"a chunk cannot be read ({short_reason(err)})") from None
         return FeatureGroup(values=data["values"], times=data["times"], valid=data["valid"], attrs=attrs)
 
     def put_extra(self, name: str, array: np.ndarray, attrs: dict[str, Any] | None = None) -> None:
@@ -451,7 +451,7 @@ class FeatureStore:
         except KeyError:
             raise KeyError(f"{self.path}: no extra '{name}'") from None
         except (ValueError, TypeError, UnicodeDecodeError) as err:
-            raise DamagedGroup(self.path, where, f"unreadable zarr.json: {_reason(err)}") from None
+            raise DamagedGroup(self.path, where, f"unreadable zarr.json: {short_reason(err)}") from None
         attrs = dict(arr.attrs)
         if has_checksums(arr) and not attrs.pop("complete", False):
             raise DamagedGroup(self.path, where, "written only in part (its writer was stopped); extract one "
@@ -460,7 +460,7 @@ class FeatureStore:
         try:
             return arr[...], attrs
         except Exception as err:  # see read()
-            raise DamagedGroup(self.path, where, f"a chunk cannot be read ({_reason(err)})") from None
+            raise DamagedGroup(self.path, where, f"a chunk cannot be read ({short_reason(err)})") from None
 
 
 def list_stores(cache_dir: Location) -> dict[str, Location]:

@@ -22,7 +22,7 @@ from cache.store import (
     DamagedStore,
     FeatureStore,
     FingerprintMismatch,
-    _reason,
+    short_reason,
     has_checksums,
     list_stores,
 )
@@ -72,7 +72,7 @@ def _read_every_chunk(store: FeatureStore, unit: str) -> bool:
             try:
                 array[start : start + step]
             except Exception as err:  # checksum mismatch, undecodable chunk: many error types
-                raise DamagedGroup(store.path, unit, f"{key} rows {start}-{start + step - 1}: {_reason(err)}") from None
+                raise DamagedGroup(store.path, unit, f"{key} rows {start}-{start + step - 1}: {short_reason(err)}") from None
     return "chunks" in attrs and all(has_checksums(a) for a in arrays.values())
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from cache.location import Location
 from cache.manifest import Manifest, load_manifest
 from cache.media import MediaError, SourceStat, probe_video
-from cache.store import FeatureStore, FingerprintMismatch, store_path
+from cache.store import DamagedStore, FeatureStore, FingerprintMismatch, store_path
 from extract.base import (
     DEFAULT_MODELS_DIR,
     AudioExtractor,
@@ -209,7 +209,7 @@ class Runner:
         for name in self.names:
             ext, store = self.extractors[name], self.stores[name]
             units = ext.units_for(video)
-            if self.opts.force or not all(store.is_complete(u, source) for u in units):
+            if self.opts.force or not all(store.is_complete(u, source, check_chunks=True) for u in units):
                 out.append(name)
         return out
 
@@ -412,7 +412,12 @@ def plan_videos(
             log.error("%s", summary.failed[-1])
             continue
         ctx = VideoContext(stem, path, info, tracks, index)
-        todo = runner.todo(ctx, source)
+        try:
+            todo = runner.todo(ctx, source)
+        except DamagedStore as err:  # e.g. a group's zarr.json is garbage: this video fails, the run goes on
+            summary.failed.append(f"{path}: {err}")
+            log.error("%s", summary.failed[-1])
+            continue
         if not todo:
             summary.skipped.append(stem)
             continue
