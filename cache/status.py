@@ -45,9 +45,9 @@ def dataset_status(manifest: Manifest, cache_dir: Path, damaged: list[str] | Non
     for name, path in list_stores(cache_dir).items():
         try:
             stores[name] = FeatureStore.open(path)
-        except (FingerprintMismatch, FileNotFoundError):
+        except FileNotFoundError:
             continue
-        except DamagedStore as err:
+        except (DamagedStore, FingerprintMismatch) as err:  # unreadable or inconsistent root metadata
             damaged.append(str(err))
             continue
         units[name] = complete_units(stores[name], damaged)

@@ -300,8 +300,6 @@ class FeatureStore:
 
     def unit_attrs(self, unit: str) -> dict[str, Any]:
         """The group's attributes ({} when there is no such group); unreadable metadata is a DamagedGroup."""
-        if not self._has_key(f"{unit}/zarr.json"):
-            return {}
         try:
             group = self._root[unit]
         except KeyError:
