@@ -56,7 +56,7 @@ import zarr
 from cache.exporters import FORMAT_ATTR, is_affcache_export, read_attrs
 from cache.manifest import Manifest
 from cache.media import MediaError, SourceStat, VideoInfo, probe_video
-from cache.store import EXTRAS_GROUP, FeatureMeta, FeatureStore, store_exists, store_path
+from cache.store import EXTRAS_GROUP, DamagedGroup, FeatureMeta, FeatureStore, store_exists, store_path
 
 log = logging.getLogger(__name__)
 
@@ -764,7 +764,7 @@ def import_unit(run: _Run, unit: SourceUnit) -> None:
         placed = place_rows(unit.where, rows, info, run.cfg)
         run.check_dim(unit.where, placed.values.shape[1:])
         run.store().write(target.unit, placed.values, placed.times, placed.valid, _unit_attrs(run, unit, target, info, placed), run.cfg.dtype)
-    except SourceError as err:
+    except (SourceError, DamagedGroup) as err:  # a damaged existing group: one line (it names `verify`)
         run.report.failed.append(str(err))
         log.debug("%s", err)
         return

@@ -223,21 +223,26 @@ def test_garbage_store_metadata_is_one_line_naming_the_file(ws: Path) -> None:
         FeatureStore.open(store_path(ws / "cache", FEATURE))
 
 
-def test_training_on_a_damaged_store_is_one_line(tmp_path: Path) -> None:
+def test_train_evaluate_export_on_a_damaged_store_are_one_line_each(tmp_path: Path) -> None:
     from train.synthetic import SynthConfig, default_tracks, make_synthetic
 
     tracks = default_tracks(n_train=2, n_val=1, n_test=0, frames=(120, 160), seed=1)
     make_synthetic(tmp_path / "data", tmp_path / "cache", SynthConfig(tracks=tracks, visual_dim=4, audio_dim=4))
-    unit = sorted(FeatureStore.open(store_path(tmp_path / "cache", "clip")).units())[-1]
-    chunk = next(p for p in (tmp_path / "cache" / "clip.zarr" / unit / "values" / "c").rglob("*") if p.is_file())
-    chunk.write_bytes(chunk.read_bytes()[:-1] + b"\x00")
-    args = ["--data-root", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--runs-dir",
-            str(tmp_path / "runs"), "--device", "cpu"]
-    result = _invoke("train", "--model", "gru", "--features", "clip", "--epochs", "1", "--window", "32",
-                     "--stride", "32", "--head", "hidden=4", "--head", "gru_hidden=4", *args)
-    assert result.exit_code == 1, result.output
-    line = _one_line(result.output)
-    assert "train failed" in line and unit in line and "verify clip --cache-dir" in line
+    where = ["--data-root", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    train = ["train", "--model", "gru", "--features", "clip", "--epochs", "1", "--window", "32", "--stride", "32",
+             "--head", "hidden=4", "--head", "gru_hidden=4", *where, *runs]
+    assert _invoke(*train, "--name", "before").exit_code == 0
+    val = next(t.name for t in tracks if t.split == "val")
+    chunk = next(p for p in (tmp_path / "cache" / "clip.zarr" / val / "values" / "c").rglob("*") if p.is_file())
+    chunk.write_bytes(chunk.read_bytes()[:-1] + bytes([chunk.read_bytes()[-1] ^ 0xFF]))  # one flipped byte
+
+    for command, args in (("train", [*train, "--name", "after"]), ("evaluate", ["evaluate", "before", *runs, *where]),
+                          ("export", ["export", "before", "--name", "stacked", *runs, *where])):
+        result = _invoke(*args)
+        assert result.exit_code == 1, (command, result.output)
+        line = _one_line(result.output)
+        assert f"{command} failed" in line and val in line and "verify clip --cache-dir" in line, line
 
 
 # ---- legacy stores -------------------------------------------------------------------------------
@@ -356,3 +361,31 @@ def test_moved_dataset_is_recognised_and_a_changed_file_is_redone(ws: Path) -> N
     after = _store(ws)
     assert after.read("video20").attrs["source"]["path"] == str(video.resolve())  # the path: information only
     assert after.read("video48_left").attrs["source"]["path"] == str((ws / "data" / "videos" / "video48.mp4").resolve())
+
+
+# ---- re-import after damage ----------------------------------------------------------------------
+def test_reimport_redoes_exactly_the_damaged_units(ws: Path) -> None:
+    src = ws / "npz"
+    src.mkdir()
+    for i, track in enumerate(("video20", "video48_left", "video48_right")):
+        np.savez(src / f"{track}.npz", frames=np.arange(20), features=np.random.default_rng(i).normal(size=(20, 3)))
+    args = ["import-features", str(src), "--name", "imp", "--data-root", str(ws / "data"), "--cache-dir", str(ws / "cache")]
+    assert _invoke(*args).exit_code == 0
+    store = FeatureStore.open(store_path(ws / "cache", "imp"))
+    written = {u: store.read(u).values for u in store.units()}
+    assert len(written) == 3
+
+    again = _invoke(*args)  # same sources: every unit already complete
+    assert again.exit_code == 0 and "imported 0, failed 0, 3 already complete" in again.output, again.output
+
+    (ws / "cache" / "imp.zarr" / "video48_left" / "zarr.json").write_text("garbage")
+    bad = _invoke(*args)
+    assert bad.exit_code == 1 and "group 'video48_left' is damaged" in bad.output and "verify imp" in bad.output
+
+    checked = _invoke("verify", "imp", "--cache-dir", str(ws / "cache"))
+    assert checked.exit_code == 1 and "import-features" in checked.output  # the command that redoes it
+    redo = _invoke(*args)
+    assert redo.exit_code == 0 and "imported 1, failed 0, 2 already complete" in redo.output, redo.output
+    store = FeatureStore.open(store_path(ws / "cache", "imp"))
+    for unit, values in written.items():
+        np.testing.assert_array_equal(store.read(unit).values, values)
