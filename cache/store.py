@@ -28,17 +28,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
 from zarr.core.sync import sync
 from zarr.errors import ContainsGroupError
 
-from cache.location import (
-    Location,
-    as_location,
-    children,
-    exists,
-    join,
-    move,
-    name_of,
-    open_group,
-    parent,
-)
+from cache.location import Location, as_location, children, exists, join, move, name_of, open_group, parent
 from cache.media import SourceStat
 
 log = logging.getLogger(__name__)
@@ -333,15 +323,20 @@ class FeatureStore:
         recorded = attrs.get("chunks")
         if not isinstance(recorded, dict):
             return None
-        found: dict[str, int] = {key: 0 for key in recorded}
-        for key in self._list(f"{unit}/", recursive=True):
+        found = self._count_chunk_files(f"{unit}/", set(recorded))
+        wrong = [f"{key} has {found[key]} of {n} chunk files" for key, n in recorded.items() if found[key] != n]
+        return "; ".join(wrong) or None
+
+    def _count_chunk_files(self, prefix: str, arrays: set[str]) -> dict[str, int]:
+        """Chunk files (keys `<array>/c/<index>...`) below `prefix`, per array name, by one listing."""
+        found = {key: 0 for key in arrays}
+        for key in self._list(prefix, recursive=True):
             parts = key.split("/")
-            for i, part in enumerate(parts[:-1]):  # .../<array>/c/<index>...
+            for i, part in enumerate(parts[:-1]):
                 if part == "c" and i > 0 and parts[i - 1] in found:
                     found[parts[i - 1]] += 1
                     break
-        wrong = [f"{key} has {found[key]} of {n} chunk files" for key, n in recorded.items() if found[key] != n]
-        return "; ".join(wrong) or None
+        return found
 
     # ---- writing ---------------------------------------------------------------------------------
     def _retire(self, unit: str) -> None:
@@ -432,11 +427,20 @@ class FeatureStore:
 
     def put_extra(self, name: str, array: np.ndarray, attrs: dict[str, Any] | None = None) -> None:
         """Store data that goes with the feature but is not per unit (e.g. region prompt embeddings).
-        Marked complete after its data, like a group."""
+        Like a group: an old one is marked incomplete before it is removed; complete after its data."""
         extras = self._root.require_group(EXTRAS_GROUP)
+        try:
+            old = extras[name]
+            if old.attrs.get("complete"):
+                old.attrs["complete"] = False
+        except KeyError:
+            pass
+        except (ValueError, TypeError, UnicodeDecodeError):  # unreadable metadata: overwritten below
+            pass
         arr = create_checked_array(extras, name, shape=array.shape, dtype=array.dtype)
         arr[...] = array
-        arr.attrs.update({**(attrs or {}), "complete": True})
+        arr.attrs.update({**(attrs or {}), "chunks": int(arr.nchunks)})
+        arr.attrs["complete"] = True  # last, on its own
 
     def extra_names(self) -> list[str]:
         names = sorted(n.rstrip("/") for n in self._list(f"{EXTRAS_GROUP}/", recursive=False))
@@ -451,10 +455,14 @@ class FeatureStore:
         except (ValueError, TypeError, UnicodeDecodeError) as err:
             raise DamagedGroup(self.path, where, f"unreadable zarr.json: {short_reason(err)}") from None
         attrs = dict(arr.attrs)
-        if has_checksums(arr) and not attrs.pop("complete", False):
-            raise DamagedGroup(self.path, where, "written only in part (its writer was stopped); extract one "
-                               "video of this feature again with --force to rewrite it")
-        attrs.pop("complete", None)
+        complete, chunks = attrs.pop("complete", None), attrs.pop("chunks", None)
+        if has_checksums(arr):  # written with checksums: also marked complete, with its chunk count
+            if not complete:
+                raise DamagedGroup(self.path, where, "written only in part (its writer was stopped); extract "
+                                   "one video of this feature again with --force to rewrite it")
+            found = self._count_chunk_files(f"{EXTRAS_GROUP}/", {name})[name]
+            if chunks is not None and found != chunks:
+                raise DamagedGroup(self.path, where, f"{found} of {chunks} chunk files")
         try:
             return arr[...], attrs
         except Exception as err:  # see read()

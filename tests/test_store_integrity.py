@@ -389,3 +389,21 @@ def test_reimport_redoes_exactly_the_damaged_units(ws: Path) -> None:
     store = FeatureStore.open(store_path(ws / "cache", "imp"))
     for unit, values in written.items():
         np.testing.assert_array_equal(store.read(unit).values, values)
+
+
+def test_damaged_or_half_written_extras_are_refused_not_read_as_zeros(tmp_path: Path) -> None:
+    store = FeatureStore.create_or_open(tmp_path / "c.zarr", FeatureMeta("c"))
+    store.put_extra("protos", np.arange(12, dtype=np.float32).reshape(3, 4), {"centres": [1]})
+    data, attrs = store.get_extra("protos")
+    assert data.sum() == 66 and attrs == {"centres": [1]}
+    chunk = next(p for p in (tmp_path / "c.zarr" / "_extras" / "protos" / "c").rglob("*") if p.is_file())
+    chunk.unlink()  # a deleted chunk would read back as zeros
+    with pytest.raises(DamagedGroup, match="0 of 1 chunk files"):
+        store.get_extra("protos")
+    report = verify_cache(tmp_path)
+    assert [(d.unit, d.redo) for d in report.damaged] == [("_extras/protos", "extract --force (one video)")]
+    store.put_extra("protos", np.ones((3, 4), np.float32))  # rewriting it repairs it
+    assert store.get_extra("protos")[0].sum() == 12 and verify_cache(tmp_path).ok
+    zarr.open_array(str(tmp_path / "c.zarr" / "_extras" / "protos"), mode="a").attrs["complete"] = False
+    with pytest.raises(DamagedGroup, match="written only in part"):  # a writer stopped before the end
+        store.get_extra("protos")
