@@ -844,7 +844,7 @@ def _restore_group(store: FeatureStore, path: Path, key: str, group: h5py.Group)
         values, times, valid = (group[k][...] for k in ("values", "times", "valid"))
     except KeyError as err:
         raise SourceError(f"{path}:{key}", f"not an affcache unit group ({err})") from None
-    attrs = {k: v for k, v in read_attrs(group).items() if k not in ("complete", "rows")}
+    attrs = {k: v for k, v in read_attrs(group).items() if k not in ("complete", "rows", "chunks")}
     store.write(key, values, times, valid, attrs, dtype=str(values.dtype))
 
 
