@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cache.location import Location
+from cache.location import Location, exists
 from cache.store import (
     EXTRAS_GROUP,
     DamagedGroup,
@@ -114,6 +114,8 @@ def verify_store(name: str, path: Location, report: VerifyReport, dry_run: bool)
 
 def verify_cache(cache_dir: Location, features: Sequence[str] | None = None, dry_run: bool = False) -> VerifyReport:
     """Verify the stores of `features` (default: every store) in `cache_dir`; see the module docstring."""
+    if not exists(cache_dir):
+        raise FileNotFoundError(f"{cache_dir}: no such cache folder")
     stores = list_stores(cache_dir)
     if features:
         unknown = [f for f in features if f not in stores]
