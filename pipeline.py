@@ -331,6 +331,7 @@ def train(
     if stride > window:
         raise typer.BadParameter(f"{stride} is larger than --window {window}: frames between windows would never be seen", param_hint="--stride")
     names = options.feature_list(features)
+    usage_check("--model", options.head_name, model)
     head_options = usage_check("--head", options.head_options, model, head)
     data = DataConfig(
         features=names, data_root=str(data_root),

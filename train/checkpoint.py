@@ -3,6 +3,7 @@ scheduler, loop counters and every RNG state."""
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -47,9 +48,15 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
+    buffer = io.BytesIO()  # serialised in memory, written by Python: a full disk raises a plain OSError
+    torch.save(state, buffer)
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"cannot write checkpoint {path}: {err.strerror or err}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -76,13 +76,20 @@ def device(value: str) -> str:
     return value
 
 
+def head_name(model: str) -> str:
+    from train.heads import HEADS
+
+    if model not in HEADS:
+        raise ValueError(f"unknown head {model!r}; registered: {', '.join(sorted(HEADS))}")
+    return model
+
+
 def head_options(model: str, items: list[str] | None) -> dict[str, Any]:
     """`key=value` items checked against the head's config dataclass: known keys, values of the field's
     type, and the head's own checks (e.g. hidden > 0)."""
     from train.heads import HEADS
 
-    if model not in HEADS:
-        raise ValueError(f"unknown head {model!r}; registered: {', '.join(sorted(HEADS))}")
+    head_name(model)
     try:
         options = parse_head_options(items)
     except ValueError as err:
