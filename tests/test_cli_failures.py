@@ -189,6 +189,14 @@ def test_evaluate_refuses_a_track_without_a_needed_feature(synth: Path, trained:
     assert recorded["missing"] == {"clip": ["val0"]}
 
 
+def test_no_audio_group_for_a_video_without_audio_is_not_a_gap(synth: Path, trained: Path, tmp_path: Path) -> None:
+    """The synthetic videos carry no audio stream: extraction could never write their wavlm group."""
+    cache = _without_group(synth, tmp_path, "wavlm", "val0")
+    result = CliRunner().invoke(pipeline.app, ["evaluate", "base", "--runs-dir", str(trained.parent), "--cache-dir",
+                                               str(cache), "--device", "cpu"])
+    assert result.exit_code == 0 and "gaps" not in result.output, result.output
+
+
 # ---- a wrong data root, an empty split, a track in two splits -------------------------------------
 def test_a_data_root_that_does_not_exist(tmp_path: Path) -> None:
     runner = CliRunner()
@@ -213,6 +221,9 @@ def test_an_empty_split_creates_no_store(synth: Path, tmp_path: Path, caplog) ->
         result = CliRunner().invoke(pipeline.app, args)
     one_line(result, "extract", "split 'val' has no tracks")
     assert not cache.exists()
+    train = CliRunner().invoke(pipeline.app, train_args(data, synth / "cache", tmp_path / "runs", "noval"))
+    one_line(train, "train", "split 'val' has no tracks")
+    assert not (tmp_path / "runs" / "noval").exists()  # no run folder left behind
     # the tiny profile anywhere but on the built-in sample is said out loud
     assert any("--profile tiny on" in r.getMessage() and "no real information" in r.getMessage() for r in caplog.records)
 
