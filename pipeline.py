@@ -22,6 +22,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+import train.options as checks  # light: no torch until a value needs it
 from cache.location import as_location
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)  # plain one-line usage errors
@@ -34,13 +35,13 @@ CacheDir = Annotated[str, typer.Option("--cache-dir", help="Where feature stores
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where training runs live.")]
 
 
-def checked(parse, *args):
+def checked(parse):
     """A Typer callback that checks a value with `parse` (ValueError -> a usage error, exit status 2)."""
 
     def callback(value):
         if value is not None:
             try:
-                parse(value, *args)
+                parse(value)
             except ValueError as err:
                 raise typer.BadParameter(str(err)) from None
         return value
@@ -56,19 +57,12 @@ def usage_check(param: str, parse, *args):
         raise typer.BadParameter(str(err), param_hint=param) from None
 
 
-def _options():
-    from train import options
-
-    return options
-
-
 Split = Annotated[Literal["train", "val", "test"], typer.Option("--split", help="Which split.")]
 Features = Annotated[
-    str, typer.Option("--features", help="Comma-separated feature names.", callback=checked(lambda v: _options().feature_list(v)))
+    str, typer.Option("--features", help="Comma-separated feature names.", callback=checked(checks.feature_list))
 ]
 Profile = Annotated[Literal["full", "tiny"], typer.Option("--profile", help="full (real weights) | tiny (small random models, for the built-in sample)")]
-Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N", callback=checked(lambda v: _options().device(v)))]
-Positive = typer.Option(min=1)
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N", callback=checked(checks.device))]
 
 DEFAULT_DATA = Path("artifacts/sample")
 DEFAULT_CACHE = "artifacts/features"
@@ -252,7 +246,7 @@ def extract(
     ] = None,
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", help="Model reference per feature: FEATURE=REF (repeatable).", callback=checked(lambda v: _options().model_refs(v))),
+        typer.Option("--model", help="Model reference per feature: FEATURE=REF (repeatable).", callback=checked(checks.model_refs)),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames per decoded chunk and per model batch.")] = 32,
     new_store: Annotated[bool, typer.Option("--new-store", help="On a fingerprint mismatch move the old store aside.")] = False,
@@ -268,12 +262,11 @@ def extract(
     from extract.runner import ExtractionError, RunOptions, run_extraction
     from extract.runner import parse_shard
 
-    options = _options()
-    refs = options.model_refs(model)
+    refs = checks.model_refs(model)
     if face_weights is not None:
         refs["faces"] = str(face_weights)
     opts = RunOptions(
-        split=split, features=options.feature_list(features), data_root=data_root,
+        split=split, features=checks.feature_list(features), data_root=data_root,
         videos_dir=videos, labels_dir=labels, cache_dir=as_location(cache_dir), profile=profile, device=device, force=force,
         model_refs=refs, batch_size=batch_size, on_mismatch="new" if new_store else "refuse", models_dir=models_dir,
     )
@@ -297,7 +290,7 @@ def train(
     model: Annotated[str, typer.Option("--model", help="Head name (gru, transformer, mamba, crossattn, dcmmoe, raav).")],
     features: Features,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 50,
-    lr: Annotated[float, typer.Option("--lr", callback=checked(lambda v: _options().positive(v)))] = 1e-4,
+    lr: Annotated[float, typer.Option("--lr", callback=checked(checks.positive))] = 1e-4,
     weight_decay: Annotated[float, typer.Option("--weight-decay", min=0)] = 0.01,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     window: Annotated[int, typer.Option("--window", min=1, help="Frames per training window.")] = 400,
@@ -306,14 +299,14 @@ def train(
     seed: Annotated[int, typer.Option("--seed")] = 42,
     name: Annotated[str, typer.Option("--name", help="Run name (default MODEL-FEATURES-sSEED).")] = "",
     fill: Annotated[
-        str, typer.Option("--fill", help="Nearest-fill per feature in seconds, e.g. clip=inf,ast=1.", callback=checked(lambda v: _options().fill(v)))
+        str, typer.Option("--fill", help="Nearest-fill per feature in seconds, e.g. clip=inf,ast=1.", callback=checked(checks.fill))
     ] = "",
     head: Annotated[list[str] | None, typer.Option("--head", help="Head option key=value (repeatable).")] = None,
     loss_weights: Annotated[
-        str, typer.Option("--loss-weights", help="CCC weights V,A.", callback=checked(lambda v: _options().loss_weights(v)))
+        str, typer.Option("--loss-weights", help="CCC weights V,A.", callback=checked(checks.loss_weights))
     ] = "0.5,0.5",
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Cap on steps per epoch.")] = None,
-    cache_mb: Annotated[float, typer.Option("--cache-mb", callback=checked(lambda v: _options().positive(v)), help="RAM budget of aligned tracks (MiB).")] = 1024.0,
+    cache_mb: Annotated[float, typer.Option("--cache-mb", callback=checked(checks.positive), help="RAM budget of aligned tracks (MiB).")] = 1024.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
     data_root: DataRoot = DEFAULT_DATA,
     videos: Videos = None,
@@ -327,21 +320,20 @@ def train(
     from train.loop import train as run_training
     from train.report import ccc_table
 
-    options = _options()
     if stride > window:
         raise typer.BadParameter(f"{stride} is larger than --window {window}: frames between windows would never be seen", param_hint="--stride")
-    names = options.feature_list(features)
-    usage_check("--model", options.head_name, model)
-    head_options = usage_check("--head", options.head_options, model, head)
+    names = checks.feature_list(features)
+    usage_check("--model", checks.head_name, model)
+    head_options = usage_check("--head", checks.head_options, model, head)
     data = DataConfig(
         features=names, data_root=str(data_root),
         videos=str(videos) if videos else None, labels=str(labels) if labels else None, cache_dir=str(cache_dir),
-        window=window, stride=stride, nearest_fill=usage_check("--fill", options.fill, fill, names), cache_mb=cache_mb,
+        window=window, stride=stride, nearest_fill=usage_check("--fill", checks.fill, fill, names), cache_mb=cache_mb,
     )
     cfg = TrainConfig(
         model=model, data=data, name=name, runs_dir=str(runs_dir), head=head_options, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, lambda_region=lambda_region, seed=seed,
-        device=device, max_steps_per_epoch=max_steps, loss_weights=options.loss_weights(loss_weights),
+        device=device, max_steps_per_epoch=max_steps, loss_weights=checks.loss_weights(loss_weights),
     )
     with one_line_errors("train"):
         result = run_training(cfg, resume=resume, console=console)
@@ -418,7 +410,7 @@ def export_cmd(
     run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
     name: Annotated[str, typer.Option("--name", help="Feature name of the export: the store is CACHE_DIR/NAME.zarr.")],
     splits: Annotated[
-        str, typer.Option("--splits", help="Comma-separated splits to export.", callback=checked(lambda v: _options().split_list(v)))
+        str, typer.Option("--splits", help="Comma-separated splits to export.", callback=checked(checks.split_list))
     ] = "train,val,test",
     runs_dir: RunsDir = DEFAULT_RUNS,
     cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Where the run's inputs are read and the export is written (default: the run's own).")] = None,
