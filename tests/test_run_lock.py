@@ -78,3 +78,19 @@ def test_a_second_train_on_a_name_in_use_fails_at_once_and_a_killed_run_frees_it
     assert third.exit_code == 0, third.output
     assert "in use" not in third.output
     assert (run / "eval_val.json").is_file()
+
+
+def test_lock_is_exclusive_and_a_refused_run_leaves_no_folder(tmp_path: Path) -> None:
+    from train.lock import RunLocked, run_lock
+
+    run = tmp_path / "runs" / "r"
+    with run_lock(run):
+        with pytest.raises(RunLocked, match=rf"in use by another training process \(pid {os.getpid()}\)"):
+            with run_lock(run):
+                pass
+        (run / "config.json").write_text("{}")
+    with run_lock(run):  # free again once released; the run's files stay
+        assert (run / "config.json").is_file()
+    with run_lock(tmp_path / "runs" / "failed"):  # a run that wrote nothing (refused data) leaves no folder
+        pass
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r"]

@@ -8,6 +8,7 @@ own. (flock is per host: runs on two machines sharing a network folder are not k
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = ".lock"
+
+log = logging.getLogger(__name__)
 
 
 class RunLocked(FileExistsError):
@@ -39,6 +42,8 @@ def run_lock(folder: Path) -> Iterator[None]:
             f"run folder {folder} is in use by another training process (pid {holder}): "
             "wait for it to end, or choose another --name"
         ) from None
+    except OSError as err:  # a file system without flock (some network mounts): go on, unguarded, and say so
+        log.warning("run folder %s: no lock (%s); do not start a second run on this name", folder, err.strerror or err)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -46,5 +51,4 @@ def run_lock(folder: Path) -> Iterator[None]:
     finally:
         if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
             shutil.rmtree(folder, ignore_errors=True)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        os.close(fd)  # releases the lock
