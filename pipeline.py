@@ -168,13 +168,13 @@ def status(
 def import_features_cmd(
     source: Annotated[Path, typer.Argument(help="A feature file or a folder of them (one file per track or video).")],
     name: Annotated[str, typer.Option("--name", help="Feature name: the store is CACHE_DIR/NAME.zarr.")],
-    fmt: Annotated[str | None, typer.Option("--format", help="npz | npy | csv | hdf5 (default: from the file extension).")] = None,
-    unit: Annotated[str, typer.Option("--unit", help="track | video: one group per track, or per video (sources named by video).")] = "track",
+    fmt: Annotated[Literal["npz", "npy", "csv", "hdf5"] | None, typer.Option("--format", help="npz | npy | csv | hdf5 (default: from the file extension).")] = None,
+    unit: Annotated[Literal["track", "video"], typer.Option("--unit", help="track | video: one group per track, or per video (sources named by video).")] = "track",
     fps_from_video: Annotated[
         bool | None,
         typer.Option("--fps-from-video/--no-fps-from-video", help="Frame indices to times with each video's real fps (default: on when frames are given)."),
     ] = None,
-    frame_index_base: Annotated[int | None, typer.Option("--frame-index-base", help="0 | 1 (default: 1 for csv/OpenFace, 0 otherwise).")] = None,
+    frame_index_base: Annotated[int | None, typer.Option("--frame-index-base", min=0, max=1, help="0 | 1 (default: 1 for csv/OpenFace, 0 otherwise).")] = None,
     min_confidence: Annotated[float, typer.Option("--min-confidence", help="csv: rows with a lower confidence are invalid.")] = 0.5,
     dtype: Annotated[str, typer.Option("--dtype", help="Stored dtype: float16 | float32.")] = "float16",
     replace: Annotated[bool, typer.Option("--replace", help="Move a store of this name made from other sources aside.")] = False,

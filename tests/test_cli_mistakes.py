@@ -40,6 +40,9 @@ MISTAKES = [
     ([*EXPORT, "--checkpoint", "foo"], "--checkpoint", "'foo' is not one of"),
     ([*EXPORT, "--folds", "0"], "--folds", "greater than or equal to 1"),
     ([*EXPORT, "--splits", "train,tst"], "--splits", "among train, val, test"),
+    (["import-features", "feats", "--name", "x", "--format", "xls"], "--format", "'xls' is not one of"),
+    (["import-features", "feats", "--name", "x", "--unit", "frame"], "--unit", "'frame' is not one of"),
+    (["import-features", "feats", "--name", "x", "--frame-index-base", "2"], "--frame-index-base", "less than or equal to 1"),
     (["evaluate", "some-run", "--split", "bogus"], "--split", "'bogus' is not one of"),
     (["predict", "some-run", "--device", "tpu"], "--device", "auto, cpu, cuda or cuda:N"),
 ]
