@@ -15,6 +15,7 @@ class SplitStatus:
     tracks: int
     labelled_frames: int
     valid_frames: int
+    with_video: int = 0  # tracks whose video was found (the counts above include those without)
     complete: dict[str, int] = field(default_factory=dict)  # feature -> tracks with a complete group
 
 
@@ -53,10 +54,11 @@ def dataset_status(manifest: Manifest, cache_dir: Path, damaged: list[str] | Non
         units[name] = complete_units(stores[name], damaged)
     result = []
     for split in ("train", "val", "test"):
-        tracks = manifest.split(split)
+        tracks = manifest.split(split) + [t for t in manifest.no_video if t.split == split]
         status = SplitStatus(
             split=split,
             tracks=len(tracks),
+            with_video=len(manifest.split(split)),
             labelled_frames=sum(t.n_frames or 0 for t in tracks),
             valid_frames=sum(int(t.labels.valid.sum()) for t in tracks if t.labels is not None),
         )

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cache.checks import DatasetError, check_dataset, empty_split_text, warn_tiny_profile
 from cache.location import Location
 from cache.manifest import Manifest, load_manifest
 from cache.media import MediaError, SourceStat, probe_video
@@ -387,9 +388,13 @@ def shard_videos(videos: list[tuple[str, Path, list[str]]], shard: tuple[int, in
 def split_videos(options: RunOptions, manifest: Manifest | None = None) -> list[tuple[str, Path, list[str]]]:
     """The videos this run covers: the split's (or `only_videos`), less those of other shards."""
     if manifest is None:
+        check_dataset(options.data_root, options.videos_dir, options.labels_dir)
         splits = (options.split,)
         manifest = load_manifest(options.data_root, options.videos_dir, options.labels_dir, splits=splits)
-    videos = shard_videos(iter_videos(manifest, options.split), options.shard)
+    in_split = iter_videos(manifest, options.split)
+    if not in_split:  # before any store is created: a wrong --data-root or --split is an error, not a no-op
+        raise DatasetError(empty_split_text(manifest, options.split, options.data_root))
+    videos = shard_videos(in_split, options.shard)
     if options.only_videos is not None:
         videos = [v for v in videos if v[0] in options.only_videos]
     if not videos:
@@ -435,6 +440,7 @@ def run_extraction(
     `options.backend == "ray"` hands the run to `extract.ray_backend` (same summary, same stores)."""
     from extract.progress import split_progress
 
+    warn_tiny_profile(options.profile, options.data_root)
     if options.backend == "ray":
         from extract.ray_backend import run_extraction_ray
 

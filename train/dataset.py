@@ -24,7 +24,7 @@ import numpy as np
 
 from cache.align import align_to_frames
 from cache.manifest import Track
-from cache.media import frame_times, probe_video
+from cache.media import MediaError, frame_times, probe_video
 from cache.store import FeatureStore, store_exists, store_path
 
 log = logging.getLogger(__name__)
@@ -146,11 +146,14 @@ class TrackDataset:
         )
         self._fps_override = dict(fps or {})
         self._probe_cache: dict[Path, object] = {}
+        self.unreadable = self._leave_out_unreadable()  # track -> why its video cannot be read
         self.fps = np.array([self._track_fps(t) for t in self.tracks], dtype=np.float64)
         self.n_frames = np.array([self._track_frames(t) for t in self.tracks], dtype=np.int64)
         self._units = {n: set(s.store.units()) for n, s in self.sources.items()}
+        self.missing_groups: dict[str, list[str]] = {}  # feature -> tracks with no complete group
         for name, source in self.sources.items():
             missing = [t.name for t in self.tracks if source.group_for(t) not in self._units[name]]
+            self.missing_groups[name] = missing
             self.stats.missing_groups[name] = len(missing)
             if missing:
                 log.warning(
@@ -172,6 +175,39 @@ class TrackDataset:
         self._pool = ThreadPoolExecutor(max_workers=max(1, align_workers), thread_name_prefix="align")
 
     # ---------------------------------------------------------------- frames and fps
+    def _leave_out_unreadable(self) -> dict[str, str]:
+        """Drop the tracks whose video cannot be probed (all of them listed in one warning) so that one bad
+        file does not stop a run over hundreds; a split left with no track is an error."""
+        unreadable: dict[str, str] = {}
+        mismatched = 0
+        for track in self.tracks:
+            if track.name in self._fps_override and (track.labels is not None or track.n_frames):
+                continue
+            try:
+                info = self._probe(track)
+            except MediaError as err:
+                unreadable[track.name] = str(err)
+                continue
+            mismatched += track.labels is not None and len(track.labels) != info.n_frames
+        if mismatched:
+            log.info("%d track(s) have a label count that differs from their video's frame count "
+                     "(aligned by time; `status --verbose` lists them)", mismatched)
+        if not unreadable:
+            return unreadable
+        reasons = dict.fromkeys(unreadable.values())
+        log.warning(
+            "%d track(s) left out, their video cannot be read: %s (%s)", len(unreadable), ", ".join(unreadable),
+            "; ".join(reasons),
+        )
+        self.tracks = [t for t in self.tracks if t.name not in unreadable]
+        if not self.tracks:
+            raise MediaError(f"no track left: every video of the split cannot be read ({'; '.join(reasons)})")
+        return unreadable
+
+    def video_info(self, track: Track):
+        """The container facts of a track's video (probed once; MediaError when it cannot be read)."""
+        return self._probe(track)
+
     def _probe(self, track: Track):
         if track.video not in self._probe_cache:
             self._probe_cache[track.video] = probe_video(track.video)

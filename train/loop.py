@@ -18,11 +18,13 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cache.checks import check_no_overlap, dataset_dirs, require_dataset
 from cache.location import as_location
 from cache.manifest import load_manifest
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.config import TrainConfig
 from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
+from train.lock import run_lock
 from train.evaluate import EvalResult, evaluate_predictions, predict_split, score, postprocess
 from train.model import build_model
 from cache.prefetch import Prefetcher
@@ -95,18 +97,29 @@ def train(
     """Train cfg.model on cfg.data.features; write and return the run. `on_epoch_end(epoch, row)` is
     called after each epoch's checkpoint is written (an exception there interrupts the run)."""
     console = console or Console(stderr=True)
+    where = (Path(cfg.data.data_root), cfg.data.videos and Path(cfg.data.videos), cfg.data.labels and Path(cfg.data.labels))
+    require_dataset(*where)
+    check_no_overlap(dataset_dirs(*where)[1])
+    with run_lock(Path(cfg.runs_dir) / run_name(cfg)):  # one process per run folder, released even on SIGKILL
+        return _train(cfg, resume, on_epoch_end, console, fps)
+
+
+def _train(cfg: TrainConfig, resume: bool, on_epoch_end: EpochHook | None, console: Console, fps) -> TrainResult:
     cfg, run, state = _resolve_run(cfg, resume)
     sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
     if state is not None:
         run.check_fingerprints(sources)
-    run.make()
+    device = resolve_device(cfg.device)
+    train_ds = open_split(cfg, "train", sources, fps)
+    try:
+        val_ds = open_split(cfg, "val", sources, fps)
+    except BaseException:
+        train_ds.close()
+        raise
+    run.make()  # only once the data is known to be usable: a refused run leaves no folder behind
     cfg.name = run.path.name
     cfg.save(run.config)
     run.write_features(sources)
-
-    device = resolve_device(cfg.device)
-    train_ds = open_split(cfg, "train", sources, fps)
-    val_ds = open_split(cfg, "val", sources, fps)
     log.info(
         "run %s: %d train tracks (%d windows), %d val tracks, features %s, device %s",
         run.path, len(train_ds.tracks), len(train_ds), len(val_ds.tracks), train_ds.feature_dims, device,

@@ -1,6 +1,7 @@
 """The run folder: where each artefact of a training run lives, and the checks on reopening one.
 
 <runs>/<name>/
+  .lock                  flock held by the training process (train/lock.py): one run per folder
   config.json            resolved TrainConfig
   features.json          per feature: fingerprint, unit, kind, dim, store path
   metrics.jsonl          one JSON object per epoch
@@ -9,7 +10,7 @@
   eval_<split>.json      raw and smoothed CCC table, smoothing half-windows
   report.md              the CCC table and the plots
   plots/*.png            learning curves, predicted vs true V/A for a few validation tracks
-  predictions/<split>.csv
+  predictions/<split>.csv, <split>.csv.json   submission and what it was made from (train/coverage.py)
 """
 
 from __future__ import annotations
