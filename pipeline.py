@@ -125,7 +125,9 @@ def import_features_cmd(
     ] = None,
     frame_index_base: Annotated[int | None, typer.Option("--frame-index-base", help="0 | 1 (default: 1 for csv/OpenFace, 0 otherwise).")] = None,
     min_confidence: Annotated[float, typer.Option("--min-confidence", help="csv: rows with a lower confidence are invalid.")] = 0.5,
-    dtype: Annotated[str, typer.Option("--dtype", help="Stored dtype: float16 | float32.")] = "float16",
+    dtype: Annotated[str, typer.Option("--dtype", help="Stored dtype: auto (float16 unless a column would lose precision, then float32) | float16 | float32.")] = "auto",
+    columns: Annotated[str | None, typer.Option("--columns", help="csv: exactly these feature columns, comma-separated, in order.")] = None,
+    drop_columns: Annotated[str | None, typer.Option("--drop-columns", help="csv: feature columns to leave out, comma-separated.")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Move a store of this name made from other sources aside.")] = False,
     data_root: DataRoot = DEFAULT_DATA,
     videos: Videos = None,
@@ -141,6 +143,7 @@ def import_features_cmd(
         cfg = ImportConfig(
             fmt=fmt or infer_format(source), unit=unit, fps_from_video=fps_from_video,
             frame_index_base=frame_index_base, min_confidence=min_confidence, dtype=dtype, replace=replace,
+            columns=_names(columns) if columns is not None else None, drop_columns=_names(drop_columns),
         )
         report = import_features(source, name, cache_dir, cfg, lambda: load_manifest(data_root, videos, labels))
     except (SourceError, FingerprintMismatch, ValueError) as err:
@@ -156,6 +159,10 @@ def import_features_cmd(
     console.print(f"[{style}]{summary}[/{style}] (fingerprint {report.fingerprint})", highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
 
 
 @app.command("export-features")

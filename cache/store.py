@@ -24,6 +24,7 @@ from zarr.errors import ContainsGroupError
 
 from cache.location import Location, as_location, children, exists, join, move, name_of, open_group, parent
 from cache.media import SourceStat
+from cache.precision import check_float16
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ class GroupWriter:
             log.warning("%d rows with NaN/inf in %s marked invalid", int((~finite).sum()), self._group.path)
             values = np.where(finite.reshape(-1, *([1] * len(self._dim))), values, 0)
             valid = valid & finite
+        if np.dtype(self._dtype) == np.float16:
+            check_float16(str(self._group.store_path).removeprefix("file://"), values, valid=valid)
         if self._arrays is None:
             self._arrays = self._create()
         for key, data in (("values", values.astype(self._dtype)), ("times", times), ("valid", valid)):
