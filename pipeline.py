@@ -83,6 +83,7 @@ def status(
     videos: Videos = None,
     labels: Labels = None,
     cache_dir: CacheDir = DEFAULT_CACHE,
+    show_features: Annotated[bool, typer.Option("--features", help="Also list each store's kind, width, dtype and column names.")] = False,
 ) -> None:
     """Tracks, labelled and valid frames per split, and complete tracks per feature store."""
     from cache.manifest import load_manifest
@@ -107,10 +108,30 @@ def status(
         console.print(stores)
     else:
         console.print(f"no feature stores in {cache_dir}")
+    if show_features and features:
+        _print_store_columns(cache_dir)
     if manifest.errors:
         console.print(f"[red]{len(manifest.errors)} problem(s):[/red]")
         for err in manifest.errors:
             console.print(f"  {err}", markup=False)
+
+
+def _print_store_columns(cache_dir: str) -> None:
+    from cache.describe import describe_store
+    from cache.store import FeatureStore, FingerprintMismatch, list_stores
+
+    table = Table(title=f"feature stores in {cache_dir}")
+    for col in ("feature", "kind", "unit", "dim", "dtype", "columns"):
+        table.add_column(col, justify="right" if col == "dim" else "left")
+    for name, path in sorted(list_stores(cache_dir).items()):
+        try:
+            summary = describe_store(name, FeatureStore.open(path))
+        except (FingerprintMismatch, FileNotFoundError, OSError, ValueError) as err:
+            table.add_row(name, "-", "-", "-", "-", escape(f"unreadable: {err}"))
+            continue
+        table.add_row(name, summary.kind, summary.unit, str(summary.dim or "-"), "/".join(summary.dtypes) or "-",
+                      escape(summary.columns_text()))
+    console.print(table)
 
 
 @app.command("import-features")
@@ -181,6 +202,11 @@ def export_features_cmd(
         console.print(f"[red]export failed:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"{name}: {report.summary()}", markup=False, highlight=False, soft_wrap=True)
+    from cache.describe import store_columns
+
+    names = store_columns(store_path(cache_dir, name))
+    if names:
+        console.print(f"{name}: columns {', '.join(names)}", markup=False, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- stage 1: extract

@@ -27,6 +27,7 @@ from train.evaluate import EvalResult, evaluate_predictions, predict_split, scor
 from train.model import build_model
 from cache.prefetch import Prefetcher
 from train.run import RunDir
+from train.standardize import Standardizer, run_standardizer
 from train.tensors import autocast, resolve_device, to_tensors
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,13 @@ def run_name(cfg: TrainConfig) -> str:
 
 
 def open_split(
-    cfg: TrainConfig, split: str, sources: dict[str, FeatureSource], fps: dict[str, float] | None = None
+    cfg: TrainConfig,
+    split: str,
+    sources: dict[str, FeatureSource],
+    fps: dict[str, float] | None = None,
+    standardizer: Standardizer | None = None,
 ) -> TrackDataset:
-    """The dataset of one split of the manifest, with the run's windowing and cache settings."""
+    """The dataset of one split of the manifest, with the run's windowing, cache and standardization."""
     data = cfg.data
     splits = (split,)
     manifest = load_manifest(Path(data.data_root), data.videos and Path(data.videos), data.labels and Path(data.labels), splits)
@@ -65,7 +70,8 @@ def open_split(
     if not tracks:
         raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
     return build_dataset(
-        tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers
+        tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers,
+        standardizer=standardizer,
     )
 
 
@@ -106,7 +112,8 @@ def train(
 
     device = resolve_device(cfg.device)
     train_ds = open_split(cfg, "train", sources, fps)
-    val_ds = open_split(cfg, "val", sources, fps)
+    train_ds.standardizer = run_standardizer(run, cfg, sources, train_ds.tracks, resumed=state is not None)
+    val_ds = open_split(cfg, "val", sources, fps, train_ds.standardizer)
     log.info(
         "run %s: %d train tracks (%d windows), %d val tracks, features %s, device %s",
         run.path, len(train_ds.tracks), len(train_ds), len(val_ds.tracks), train_ds.feature_dims, device,
@@ -233,7 +240,7 @@ def _train_epoch(
     }
     for k, v in sums.items():
         if k != "total":
-            row[f"train_{k}"] = v / max(steps, 1)
+            row[f"train_loss_{k}"] = v / max(steps, 1)  # a loss (1 - CCC for ccc), not a score
     return row
 
 
