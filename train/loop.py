@@ -23,7 +23,7 @@ from cache.manifest import load_manifest
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.config import TrainConfig
 from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
-from train.evaluate import EvalResult, evaluate_predictions, predict_split, score, postprocess
+from train.evaluate import EvalResult, evaluate_predictions, input_features, predict_split, score, postprocess
 from train.model import build_model
 from cache.prefetch import Prefetcher
 from train.run import RunDir
@@ -112,8 +112,7 @@ def train(
 
     device = resolve_device(cfg.device)
     train_ds = open_split(cfg, "train", sources, fps)
-    train_ds.standardizer = run_standardizer(run, cfg, sources, train_ds.tracks, resumed=state is not None)
-    val_ds = open_split(cfg, "val", sources, fps, train_ds.standardizer)
+    val_ds = open_split(cfg, "val", sources, fps)
     log.info(
         "run %s: %d train tracks (%d windows), %d val tracks, features %s, device %s",
         run.path, len(train_ds.tracks), len(train_ds), len(val_ds.tracks), train_ds.feature_dims, device,
@@ -121,6 +120,10 @@ def train(
     seed_everything(cfg.seed)
     model, has_regions = build_model(cfg, sources)
     model.to(device)
+    # the model's input streams are standardized (a mask-only feature such as audio reliability keeps its
+    # values); set before the first track is aligned
+    inputs = {n: sources[n] for n in input_features(model, list(sources))}
+    train_ds.standardizer = val_ds.standardizer = run_standardizer(run, cfg, inputs, train_ds.tracks, state is not None)
     from train.losses import VALossConfig
 
     loss_cfg = VALossConfig(

@@ -128,8 +128,8 @@ def cached_stats(source: FeatureSource, tracks: Sequence[Track]) -> FeatureStats
         if attrs.get("fingerprint") == source.fingerprint and attrs.get("version") == STATS_VERSION and array.shape == (2, source.dim):
             return FeatureStats(mean=array[0], std=array[1], constant=list(attrs["constant"]), rows=int(attrs["rows"]),
                                 fingerprint=source.fingerprint, tracks=attrs["tracks"])
-    except KeyError:
-        pass
+    except Exception as err:  # noqa: BLE001 - absent (KeyError) or being rewritten by another run: recompute
+        log.debug("feature %s: no usable kept statistics %s (%s)", source.name, key, err)
     stats = compute_stats(source, groups)
     attrs = {k: v for k, v in stats.to_dict().items() if k not in ("mean", "std")}
     try:
