@@ -287,3 +287,15 @@ def test_old_run_folders_open_with_their_raw_inputs_and_old_column_names(scaled_
     again = evaluate_run(str(run.path), "val", str(run.path.parent), "cpu")
     assert abs(again.raw["P"] - scaled_runs[False].eval.raw["P"]) < 1e-4
     plot_learning_curves(run.read_metrics(), run.path / "curves.png")
+
+
+def test_store_writer_auto_keeps_float16_where_it_is_safe(tmp_path):
+    store = FeatureStore.create_or_open(store_path(tmp_path, "auto"), FeatureMeta(name="auto"))
+    times = np.stack([np.arange(100), np.arange(1, 101)], axis=1) / FPS
+    rng = np.random.default_rng(0)
+    store.write("emb", rng.normal(0, 0.03, size=(100, 8)), times, dtype="auto")
+    store.write("offset", 0.5 + rng.normal(0, 1e-3, size=(100, 1)), times, dtype="auto")  # e.g. a brightness
+    with store.writer("empty", (3,), "auto"):
+        pass
+    assert store.read("emb").values.dtype == np.float16 and store.read("offset").values.dtype == np.float32
+    assert store.read("empty").values.dtype == np.float16
