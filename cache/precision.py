@@ -24,6 +24,7 @@ import numpy as np
 FLOAT16_TOLERANCE = 1e-2  # RMS rounding error / std above which a column is refused
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 _FLOAT16_EXACT_INT = 2048
+SAMPLE_ROWS = 4096  # rows the rounding statistics are measured on (evenly spaced)
 
 
 class Float16PrecisionError(ValueError):
@@ -37,35 +38,55 @@ def float16_losses(
     tolerance: float = FLOAT16_TOLERANCE,
 ) -> list[str]:
     """One description per column (of the values flattened to (N, D)) that float16 would harm, e.g.
-    `'area' (rounding error 0.31 of its std)`; empty when the cast is safe."""
+    `'area' (rounding error 0.31 of its std)`; empty when the cast is safe. Overflow is checked on every
+    row; the rounding statistics on at most SAMPLE_ROWS evenly spaced rows, over blocks of columns, so a
+    wide embedding of a long track costs little."""
     values = np.asarray(values)
     if values.dtype == np.float16 or values.size == 0:
         return []
     flat = values.reshape(len(values), -1)
     if valid is not None:
         flat = flat[np.asarray(valid, dtype=bool)]
-    flat = flat.astype(np.float64, copy=False)
-    finite = np.isfinite(flat)
-    if not finite.all():
-        flat = np.where(finite, flat, 0.0)  # measured on finite values only (weights below)
-    count = np.maximum(finite.sum(axis=0), 1)
-    peak = np.abs(flat).max(axis=0) if len(flat) else np.zeros(flat.shape[1])
-    with np.errstate(over="ignore", invalid="ignore"):
-        error = np.where(finite, flat - flat.astype(np.float16).astype(np.float64), 0.0)
-    mean = flat.sum(axis=0) / count
-    std = np.sqrt((np.where(finite, flat - mean, 0.0) ** 2).sum(axis=0) / count)
-    rms = np.sqrt((error**2).sum(axis=0) / count)
-    whole = (np.where(finite, flat == np.round(flat), True)).all(axis=0)
+    if not len(flat):
+        return []
+    magnitude = np.abs(flat)
+    peak = np.where(np.isfinite(magnitude), magnitude, 0).max(axis=0)
+    if len(flat) > SAMPLE_ROWS:
+        flat = flat[np.linspace(0, len(flat) - 1, SAMPLE_ROWS).astype(np.int64)]
     problems = []
-    for col in range(flat.shape[1]):
-        label = f"'{names[col]}'" if names is not None and col < len(names) else f"column {col}"
-        if peak[col] > FLOAT16_MAX:
-            problems.append(f"{label} (values up to {peak[col]:.6g} overflow float16)")
-        elif whole[col] and peak[col] > _FLOAT16_EXACT_INT and np.any(error[:, col] != 0):
-            problems.append(f"{label} (whole numbers up to {peak[col]:.0f}: float16 is exact only up to 2048)")
-        elif std[col] > 0 and rms[col] > tolerance * std[col]:
-            problems.append(f"{label} (rounding error {rms[col] / std[col]:.2g} of its std)")
+    step = max(1, (4 << 20) // (8 * len(flat)))  # ~4 MB of float64 per block
+    for first in range(0, flat.shape[1], step):
+        found = _block_losses(flat[:, first : first + step].astype(np.float64), peak[first : first + step], tolerance)
+        for offset, problem in enumerate(found):
+            if problem:
+                col = first + offset
+                label = f"'{names[col]}'" if names is not None and col < len(names) else f"column {col}"
+                problems.append(f"{label} ({problem})")
     return problems
+
+
+def _block_losses(x: np.ndarray, peak: np.ndarray, tolerance: float) -> list[str]:
+    finite = np.isfinite(x)
+    count = np.maximum(finite.sum(axis=0), 1)
+    x = np.where(finite, x, 0.0)  # non-finite values are not measured
+    with np.errstate(over="ignore", invalid="ignore"):
+        error = x - x.astype(np.float16).astype(np.float64)
+    error[~finite | ~np.isfinite(error)] = 0.0
+    mean = x.sum(axis=0) / count
+    std = np.sqrt((np.where(finite, x - mean, 0.0) ** 2).sum(axis=0) / count)
+    rms = np.sqrt((error**2).sum(axis=0) / count)
+    whole = (x == np.round(x)).all(axis=0)
+    out = []
+    for col in range(x.shape[1]):
+        if peak[col] > FLOAT16_MAX:
+            out.append(f"values up to {peak[col]:.6g} overflow float16")
+        elif whole[col] and peak[col] > _FLOAT16_EXACT_INT and np.any(error[:, col] != 0):
+            out.append(f"whole numbers up to {peak[col]:.0f}: float16 is exact only up to 2048")
+        elif std[col] > 0 and rms[col] > tolerance * std[col]:
+            out.append(f"rounding error {rms[col] / std[col]:.2g} of its std")
+        else:
+            out.append("")
+    return out
 
 
 def check_float16(
