@@ -39,8 +39,9 @@ A failure (unreadable file, non-numeric values, a dimension that differs from th
 a duplicate frame, a name that matches no track, values float16 cannot hold) is one line naming the file
 and the reason; the other units still import. `--dtype auto` (the default) stores a unit as float16 when
 that keeps every column (`cache/precision.py`: rounding error within 1 % of the column's std, whole numbers
-exact, no overflow) and as float32 otherwise, with a note; `--dtype float16` refuses such a unit. The store's `FeatureMeta.config` records the importer's options
-and every source file's path, size and sha256, so the fingerprint changes whenever a source changes.
+exact, no overflow) and as float32 otherwise, with a note; `--dtype float16` refuses such a unit.
+The store's `FeatureMeta.config` records the importer's options and every source file's path, size and
+sha256, so the fingerprint changes whenever a source changes.
 """
 
 from __future__ import annotations

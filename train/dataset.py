@@ -1,11 +1,12 @@
 """Windows over cached features aligned onto label frames.
 
 Label frame k of a track covers [k/fps, (k+1)/fps) with the container fps of the track's video. Each
-feature is aligned onto those frames by `cache.align.align_to_frames` when a track is first needed (in the
-store's precision), standardized when the dataset has a `standardizer` (train/standardize.py, a separate
-step on the aligned array), and the float16 (T, D) arrays are kept in an LRU bounded in bytes (`cache_mb`). Training order
-shuffles tracks, then windows within blocks of a few tracks, so each track is aligned about once per
-epoch and the LRU holds a block (plus what the prefetcher aligns ahead), never the split.
+feature is aligned onto those frames by `cache.align.align_to_frames` when a track is first needed (in
+the store's precision), standardized when the dataset has a `standardizer` (train/standardize.py: a
+separate step on the aligned array), and the float16 (T, D) arrays are kept in an LRU bounded in bytes
+(`cache_mb`). Training order shuffles tracks, then windows within blocks of a few tracks, so each track
+is aligned about once per epoch and the LRU holds a block (plus what the prefetcher aligns ahead), never
+the split.
 
 RAM: at most `cache_mb` (default 1 GiB) of aligned tracks, plus the batches in the prefetch queue
 (8 × 400 × D × 2 bytes each, e.g. 10 MB for D = 1536) and one raw group being aligned.

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cache.manifest import Track
+from cache.store import FeatureStore
 from train.dataset import FeatureSource
 
 if TYPE_CHECKING:
@@ -133,8 +134,6 @@ def cached_stats(source: FeatureSource, tracks: Sequence[Track]) -> FeatureStats
     stats = compute_stats(source, groups)
     attrs = {k: v for k, v in stats.to_dict().items() if k not in ("mean", "std")}
     try:
-        from cache.store import FeatureStore
-
         FeatureStore.create_or_open(source.store.path, source.store.meta).put_extra(
             key, np.stack([stats.mean, stats.std]), attrs
         )
