@@ -120,6 +120,7 @@ def status(
     labels: Labels = None,
     cache_dir: CacheDir = DEFAULT_CACHE,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every problem, not one line per kind.")] = False,
+    show_features: Annotated[bool, typer.Option("--features", help="Also list each store's kind, width, dtype and column names.")] = False,
 ) -> None:
     """Tracks, labelled and valid frames per split (videos found or not), complete tracks per feature
     store, and one line per kind of problem (exit status 1 when extract or train would refuse the data)."""
@@ -155,6 +156,8 @@ def status(
         console.print(stores)
     else:
         console.print(f"no feature stores in {cache_dir}")
+    if show_features and features:
+        _print_store_columns(cache_dir)
     for line in damaged:
         console.print(f"[red]damaged:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     for kind in problems:
@@ -165,6 +168,24 @@ def status(
             console.print(f"  {item}", markup=False, highlight=False, soft_wrap=True)
     if any(kind.error for kind in problems):
         raise typer.Exit(1)
+
+
+def _print_store_columns(cache_dir: str) -> None:
+    from cache.describe import describe_store
+    from cache.store import FeatureStore, FingerprintMismatch, list_stores
+
+    table = Table(title=f"feature stores in {cache_dir}")
+    for col in ("feature", "kind", "unit", "dim", "dtype", "columns"):
+        table.add_column(col, justify="right" if col == "dim" else "left")
+    for name, path in sorted(list_stores(cache_dir).items()):
+        try:
+            summary = describe_store(name, FeatureStore.open(path))
+        except (FingerprintMismatch, FileNotFoundError, OSError, ValueError) as err:
+            table.add_row(name, "-", "-", "-", "-", escape(f"unreadable: {err}"))
+            continue
+        table.add_row(name, summary.kind, summary.unit, str(summary.dim or "-"), "/".join(summary.dtypes) or "-",
+                      escape(summary.columns_text()))
+    console.print(table)
 
 
 @app.command("import-features")
@@ -179,7 +200,9 @@ def import_features_cmd(
     ] = None,
     frame_index_base: Annotated[int | None, typer.Option("--frame-index-base", min=0, max=1, help="0 | 1 (default: 1 for csv/OpenFace, 0 otherwise).")] = None,
     min_confidence: Annotated[float, typer.Option("--min-confidence", help="csv: rows with a lower confidence are invalid.")] = 0.5,
-    dtype: Annotated[str, typer.Option("--dtype", help="Stored dtype: float16 | float32.")] = "float16",
+    dtype: Annotated[str, typer.Option("--dtype", help="Stored dtype: auto (float16 unless a column would lose precision, then float32) | float16 | float32.")] = "auto",
+    columns: Annotated[str | None, typer.Option("--columns", help="csv: exactly these feature columns, comma-separated, in order.")] = None,
+    drop_columns: Annotated[str | None, typer.Option("--drop-columns", help="csv: feature columns to leave out, comma-separated.")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Move a store of this name made from other sources aside.")] = False,
     data_root: DataRoot = DEFAULT_DATA,
     videos: Videos = None,
@@ -195,6 +218,7 @@ def import_features_cmd(
         cfg = ImportConfig(
             fmt=fmt or infer_format(source), unit=unit, fps_from_video=fps_from_video,
             frame_index_base=frame_index_base, min_confidence=min_confidence, dtype=dtype, replace=replace,
+            columns=_names(columns) if columns is not None else None, drop_columns=_names(drop_columns),
         )
         report = import_features(source, name, cache_dir, cfg, lambda: load_manifest(data_root, videos, labels))
     except (SourceError, FingerprintMismatch, DamagedStore, ValueError, OSError) as err:
@@ -210,6 +234,10 @@ def import_features_cmd(
     console.print(f"[{style}]{summary}[/{style}] (fingerprint {report.fingerprint})", highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
 
 
 @app.command("export-features")
@@ -228,6 +256,11 @@ def export_features_cmd(
         console.print(f"[red]export failed:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"{name}: {report.summary()}", markup=False, highlight=False, soft_wrap=True)
+    from cache.describe import store_columns
+
+    names = store_columns(store_path(cache_dir, name))
+    if names:
+        console.print(f"{name}: columns {', '.join(names)}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

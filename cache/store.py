@@ -30,6 +30,7 @@ from zarr.errors import ContainsGroupError
 
 from cache.location import Location, as_location, children, exists, join, move, name_of, open_group, parent
 from cache.media import SourceStat
+from cache.precision import check_float16, choose_dtype
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class GroupWriter:
 
     def _create(self) -> dict[str, zarr.Array]:
         specs = {
-            "values": ((0, *self._dim), (CHUNK_ROWS, *self._dim), self._dtype),
+            "values": ((0, *self._dim), (CHUNK_ROWS, *self._dim), "float16" if self._dtype == "auto" else self._dtype),
             "times": ((0, 2), (CHUNK_ROWS, 2), "float64"),
             "valid": ((0,), (CHUNK_ROWS,), "bool"),
         }
@@ -187,6 +188,12 @@ class GroupWriter:
             log.warning("%d rows with NaN/inf in %s marked invalid", int((~finite).sum()), self._group.path)
             values = np.where(finite.reshape(-1, *([1] * len(self._dim))), values, 0)
             valid = valid & finite
+        if self._dtype == "auto":  # float16 unless a column would lose precision (cache/precision.py)
+            self._dtype, lost = choose_dtype("auto", values, valid=valid)
+            if lost:
+                log.info("%s: stored as float32, float16 would lose %s", self._group.path, ", ".join(lost[:3]))
+        elif np.dtype(self._dtype) == np.float16:
+            check_float16(str(self._group.store_path).removeprefix("file://"), values, valid=valid)
         if self._arrays is None:
             self._arrays = self._create()
         for key, data in (("values", values.astype(self._dtype)), ("times", times), ("valid", valid)):

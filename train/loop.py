@@ -25,10 +25,11 @@ from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_e
 from train.config import TrainConfig
 from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
 from train.lock import run_lock
-from train.evaluate import EvalResult, evaluate_predictions, predict_split, score, postprocess
+from train.evaluate import EvalResult, evaluate_predictions, input_features, predict_split, score, postprocess
 from train.model import build_model
 from cache.prefetch import Prefetcher
 from train.run import RunDir
+from train.standardize import Standardizer, run_standardizer
 from train.tensors import autocast, resolve_device, to_tensors
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,13 @@ def run_name(cfg: TrainConfig) -> str:
 
 
 def open_split(
-    cfg: TrainConfig, split: str, sources: dict[str, FeatureSource], fps: dict[str, float] | None = None
+    cfg: TrainConfig,
+    split: str,
+    sources: dict[str, FeatureSource],
+    fps: dict[str, float] | None = None,
+    standardizer: Standardizer | None = None,
 ) -> TrackDataset:
-    """The dataset of one split of the manifest, with the run's windowing and cache settings."""
+    """The dataset of one split of the manifest, with the run's windowing, cache and standardization."""
     data = cfg.data
     splits = (split,)
     manifest = load_manifest(Path(data.data_root), data.videos and Path(data.videos), data.labels and Path(data.labels), splits)
@@ -67,7 +72,8 @@ def open_split(
     if not tracks:
         raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
     return build_dataset(
-        tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers
+        tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers,
+        standardizer=standardizer,
     )
 
 
@@ -127,6 +133,10 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch_end: EpochHook | None, conso
     seed_everything(cfg.seed)
     model, has_regions = build_model(cfg, sources)
     model.to(device)
+    # the model's input streams are standardized (a mask-only feature such as audio reliability keeps its
+    # values); set before the first track is aligned
+    inputs = {n: sources[n] for n in input_features(model, list(sources))}
+    train_ds.standardizer = val_ds.standardizer = run_standardizer(run, cfg, inputs, train_ds.tracks, state is not None)
     from train.losses import VALossConfig
 
     loss_cfg = VALossConfig(
@@ -246,7 +256,7 @@ def _train_epoch(
     }
     for k, v in sums.items():
         if k != "total":
-            row[f"train_{k}"] = v / max(steps, 1)
+            row[f"train_loss_{k}"] = v / max(steps, 1)  # a loss (1 - CCC for ccc), not a score
     return row
 
 
