@@ -87,6 +87,21 @@ def test_views_give_the_lazy_batches_and_are_reused(synth):
     filled.close()
 
 
+def test_standardized_batches_are_the_same_from_views(synth):
+    from train.standardize import fit_standardizer
+
+    lazy = _dataset(synth, None)
+    lazy.standardizer = fit_standardizer(lazy.sources, lazy.tracks)
+    expected = _all_batches(lazy)
+    lazy.close()
+    for _ in range(2):  # first use (aligned, written) then from the views
+        ds = _dataset(synth, synth / "views")
+        ds.standardizer = fit_standardizer(ds.sources, ds.tracks)
+        _assert_same(_all_batches(ds), expected)
+        ds.close()
+    assert abs(float(np.concatenate([b.features["clip"][b.masks["clip"]] for b in expected]).astype(np.float32).mean())) < 0.2
+
+
 def test_a_reextracted_store_makes_its_views_stale(synth):
     views_dir = synth / "views"
     ds = _dataset(synth, views_dir)

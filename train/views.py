@@ -87,7 +87,7 @@ class FeatureViews:
     def __init__(self, views_dir: Path, feature: str, fingerprint: str, fill: float | None, dim: int):
         self.folder = Path(views_dir) / feature / f"{fingerprint}-{_fill_tag(fill)}"
         self.feature, self.dim = feature, dim
-        self._fds: OrderedDict[Path, tuple[int, int, int]] = OrderedDict()  # values path -> (fd, data offset, rows)
+        self._fds: OrderedDict[Path, tuple[int, int, int, np.dtype]] = OrderedDict()  # path -> (fd, offset, rows, dtype)
         self._lock = threading.Lock()
         self._cleaned = False
 
@@ -104,7 +104,8 @@ class FeatureViews:
         tag = f".tmp-{os.getpid()}-{threading.get_ident()}"
         tmp_values = target.values.with_name(target.values.name + tag)
         tmp_mask = target.mask.with_name(target.mask.name + tag)
-        values = np.ascontiguousarray(values, dtype=np.float16).reshape(len(values), self.dim)
+        dtype = np.float32 if values.dtype == np.float32 else np.float16  # the store's precision
+        values = np.ascontiguousarray(values, dtype=dtype).reshape(len(values), self.dim)
         for path, array in ((tmp_mask, np.ascontiguousarray(mask, dtype=bool)), (tmp_values, values)):
             with open(path, "wb") as handle:
                 np.save(handle, array, allow_pickle=False)
@@ -133,17 +134,17 @@ class FeatureViews:
 
     def read(self, view: ViewFile, start: int = 0, n: int | None = None) -> np.ndarray:
         """Rows [start, start + n) of the values (the whole track when n is None) by one pread."""
-        row_bytes = 2 * self.dim
         with self._lock:  # an fd evicted by another thread is never read after its close
-            fd, offset, rows = self._open(view.values)
+            fd, offset, rows, dtype = self._open(view.values)
+            row_bytes = dtype.itemsize * self.dim
             n = rows - start if n is None else n
             buf = os.pread(fd, n * row_bytes, offset + start * row_bytes)
         if len(buf) != n * row_bytes:
             raise OSError(f"{view.values}: short read ({len(buf)} of {n * row_bytes} bytes); delete it to rebuild")
-        return np.frombuffer(buf, dtype=np.float16).reshape(n, self.dim)
+        return np.frombuffer(buf, dtype=dtype).reshape(n, self.dim)
 
-    def _open(self, path: Path) -> tuple[int, int, int]:
-        """(fd, offset of the data, rows) of a values file; the caller holds the lock."""
+    def _open(self, path: Path) -> tuple[int, int, int, np.dtype]:
+        """(fd, offset of the data, rows, dtype) of a values file; the caller holds the lock."""
         if path in self._fds:
             self._fds.move_to_end(path)
             return self._fds[path]
@@ -152,17 +153,17 @@ class FeatureViews:
             reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = reader(f)
             offset = f.tell()
-        if dtype != np.float16 or fortran or len(shape) != 2 or shape[1] != self.dim:
-            raise OSError(f"{path}: not a float16 (T, {self.dim}) view; delete it to rebuild")
-        self._fds[path] = (os.open(path, os.O_RDONLY), offset, int(shape[0]))
+        if dtype not in (np.float16, np.float32) or fortran or len(shape) != 2 or shape[1] != self.dim:
+            raise OSError(f"{path}: not a float (T, {self.dim}) view; delete it to rebuild")
+        self._fds[path] = (os.open(path, os.O_RDONLY), offset, int(shape[0]), np.dtype(dtype))
         while len(self._fds) > 256:  # a bounded number of open files
-            _, (old_fd, _, _) = self._fds.popitem(last=False)
+            _, (old_fd, *_) = self._fds.popitem(last=False)
             os.close(old_fd)
         return self._fds[path]
 
     def close(self) -> None:
         with self._lock:
-            for fd, _, _ in self._fds.values():
+            for fd, *_ in self._fds.values():
                 os.close(fd)
             self._fds.clear()
 
