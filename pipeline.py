@@ -54,7 +54,13 @@ def one_line_errors(command: str) -> Iterator[None]:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs, and the C++ logs of MediaPipe/absl/TF Lite.")] = False,
+) -> None:
+    if not verbose:
+        from cache.native_logs import silence_native_logs
+
+        silence_native_logs()  # before anything imports mediapipe
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -250,6 +256,8 @@ def train(
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch.")] = None,
     cache_mb: Annotated[float, typer.Option("--cache-mb", help="RAM budget of aligned tracks (MiB).")] = 1024.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
+    log_every: Annotated[int, typer.Option("--log-every", help="Stdout not a terminal: a progress line every N steps ...")] = 50,
+    log_seconds: Annotated[float, typer.Option("--log-seconds", help="... or every M seconds, whichever comes first.")] = 60.0,
     data_root: DataRoot = DEFAULT_DATA,
     videos: Videos = None,
     labels: Labels = None,
@@ -260,6 +268,7 @@ def train(
     """Train a head on cached features; writes the run folder under RUNS_DIR/NAME."""
     from train.config import DataConfig, TrainConfig, parse_fill, parse_head_options
     from train.loop import train as run_training
+    from train.progress import ProgressSettings
     from train.report import ccc_table
 
     data = DataConfig(
@@ -274,7 +283,8 @@ def train(
         loss_weights=tuple(float(w) for w in loss_weights.split(",")),
     )
     with one_line_errors("train"):
-        result = run_training(cfg, resume=resume, console=console)
+        progress = ProgressSettings(every_steps=log_every, every_seconds=log_seconds)
+        result = run_training(cfg, resume=resume, console=console, progress=progress)
     console.print(ccc_table({"val": result.eval}), markup=False)
     console.print(f"run folder: {result.run.path}")
 

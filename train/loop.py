@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cache.location import as_location
 from cache.manifest import load_manifest
@@ -25,6 +24,7 @@ from train.config import TrainConfig
 from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
 from train.evaluate import EvalResult, evaluate_predictions, predict_split, score, postprocess
 from train.model import build_model
+from train.progress import EpochProgress, ProgressSettings
 from cache.prefetch import Prefetcher
 from train.run import RunDir
 from train.tensors import autocast, resolve_device, to_tensors
@@ -91,9 +91,11 @@ def train(
     on_epoch_end: EpochHook | None = None,
     console: Console | None = None,
     fps: dict[str, float] | None = None,
+    progress: ProgressSettings | None = None,
 ) -> TrainResult:
     """Train cfg.model on cfg.data.features; write and return the run. `on_epoch_end(epoch, row)` is
-    called after each epoch's checkpoint is written (an exception there interrupts the run)."""
+    called after each epoch's checkpoint is written (an exception there interrupts the run). `progress`:
+    a bar on a terminal console, plain lines every N steps / M seconds otherwise."""
     console = console or Console(stderr=True)
     cfg, run, state = _resolve_run(cfg, resume)
     sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
@@ -139,7 +141,7 @@ def train(
     try:
         while loop["epoch"] < cfg.epochs and loop["since_best"] < cfg.early_stop:
             epoch = loop["epoch"]
-            row = _train_epoch(cfg, model, optimizer, loss_cfg, train_ds, device, epoch, console)
+            row = _train_epoch(cfg, model, optimizer, loss_cfg, train_ds, device, epoch, console, progress)
             preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
             val = score(val_ds, [postprocess(p, m) for p, m in zip(preds.va, preds.has_feature)])
             scheduler.step(val["P"])
@@ -180,6 +182,7 @@ def _train_epoch(
     device: torch.device,
     epoch: int,
     console: Console,
+    settings: ProgressSettings | None = None,
 ) -> dict[str, Any]:
     from train.losses import va_loss
 
@@ -192,17 +195,12 @@ def _train_epoch(
     steps = 0
     start = time.perf_counter()
     loader = Prefetcher(dataset.batches(order, cfg.batch_size), depth=cfg.data.prefetch_batches)
-    progress = Progress(
-        TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("loss {task.fields[loss]}"), console=console, transient=True,
-    )
     try:
-        with progress:
-            task = progress.add_task("train", total=n_steps, epoch=f"{epoch + 1}/{cfg.epochs}", loss="-")
+        with EpochProgress(console, epoch, cfg.epochs, n_steps, settings) as progress:
             for batch in loader:
                 tb = to_tensors(batch, device)
                 if not bool(batch.label_mask.any()):
-                    progress.advance(task)
+                    progress.step(sums["total"] / steps if steps else None)
                     continue
                 with autocast(device):
                     out = model(tb.features, tb.masks, tb.pad)
@@ -219,7 +217,7 @@ def _train_epoch(
                 steps += 1
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
-                progress.update(task, advance=1, loss=f"{sums['total'] / steps:.4f}")
+                progress.step(sums["total"] / steps)
     finally:
         loader.close()
     elapsed = time.perf_counter() - start
