@@ -325,6 +325,43 @@ def predict(
     console.print(f"submission written and checked: {path}")
 
 
+@app.command("runs")
+def runs_cmd(
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    sort: Annotated[str, typer.Option("--sort", help="date | name | head | epochs | P | ccc_v | ccc_a (numbers: best first).")] = "date",
+    diff: Annotated[tuple[str, str] | None, typer.Option("--diff", help="Two runs (names or folders): the config keys that differ.")] = None,
+) -> None:
+    """A table of every run in RUNS_DIR (head, features, epochs, best validation P, CCC, smoothing, date)."""
+    import json
+    import math
+
+    from train.runs_table import config_diff, list_runs
+
+    with one_line_errors("runs"):
+        if diff:
+            changed = config_diff(Path(diff[0]), Path(diff[1]), runs_dir)
+            table = Table(title=f"config keys that differ: {diff[0]} vs {diff[1]}")
+            for col in ("key", diff[0], diff[1]):
+                table.add_column(col)
+            for key, a, b in changed:
+                table.add_row(key, json.dumps(a), json.dumps(b))
+            console.print(table if changed else f"{diff[0]} and {diff[1]} have the same config (names aside)")
+            return
+        rows = list_runs(runs_dir, sort)
+    if not rows:
+        console.print(f"no runs in {runs_dir}")
+        return
+    fmt = lambda x: "-" if math.isnan(x) else f"{x:.4f}"  # noqa: E731
+    table = Table(title=f"{len(rows)} run(s) in {runs_dir}, by {sort}")
+    for col in ("name", "head", "features", "epochs", "best val P", "CCC_V", "CCC_A", "smoothing", "date"):
+        table.add_column(col, justify="right" if col in ("epochs", "best val P", "CCC_V", "CCC_A") else "left")
+    for r in rows:
+        smoothing = f"V {r.smoothing[0]}, A {r.smoothing[1]}" if r.smoothing else "-"
+        table.add_row(r.name, r.head, ",".join(r.features), str(r.epochs), fmt(r.P), fmt(r.ccc_v), fmt(r.ccc_a),
+                      smoothing, r.date.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
 @app.command("export")
 def export_cmd(
     run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],

@@ -27,6 +27,7 @@ from train.model import build_model
 from train.progress import EpochProgress, ProgressSettings
 from cache.prefetch import Prefetcher
 from train.run import RunDir
+from train.tracking import MetricsWriter
 from train.tensors import autocast, resolve_device, to_tensors
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ def train(
     elif run.metrics.exists():
         run.metrics.unlink()
 
+    tracker = MetricsWriter(run.path, purge_step=loop["epoch"] + 1 if state is not None else None)
     try:
         while loop["epoch"] < cfg.epochs and loop["since_best"] < cfg.early_stop:
             epoch = loop["epoch"]
@@ -153,6 +155,7 @@ def train(
                 loop["since_best"] += 1
             row.update({f"val_{k}": v for k, v in val.items()}, best=improved)
             run.append_metrics(row)
+            tracker.log(row, step=epoch + 1)
             ckpt = _checkpoint(cfg, model, optimizer, scheduler, loop, train_ds.feature_dims)
             if improved:
                 save_checkpoint(run.best, ckpt)
@@ -169,6 +172,7 @@ def train(
         train_ds.close()
         return _final_evaluation(cfg, run, model, val_ds, device, loop)
     finally:
+        tracker.close()
         train_ds.close()
         val_ds.close()
 
