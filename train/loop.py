@@ -28,6 +28,7 @@ from train.progress import EpochProgress, ProgressSettings
 from cache.prefetch import Prefetcher
 from train.run import RunDir
 from train.tracking import MetricsWriter
+from train.weights import load_weights, save_weights, weights_file
 from train.tensors import autocast, resolve_device, to_tensors
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,9 @@ def train(
             ckpt = _checkpoint(cfg, model, optimizer, scheduler, loop, train_ds.feature_dims)
             if improved:
                 save_checkpoint(run.best, ckpt)
+                save_weights(weights_file(run.path, "best"), model, _weights_metadata(run, epoch))
             save_checkpoint(run.last, ckpt)
+            save_weights(weights_file(run.path, "last"), model, _weights_metadata(run, epoch))
             console.print(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  val CCC_V {val['ccc_v']:.4f}  "
                 f"CCC_A {val['ccc_a']:.4f}  P {val['P']:.4f}{'  *' if improved else ''}  lr {row['lr']:.1e}  "
@@ -251,13 +254,17 @@ def _checkpoint(cfg, model, optimizer, scheduler, loop, feature_dims) -> dict[st
     }
 
 
+def _weights_metadata(run: RunDir, epoch: int) -> dict[str, str]:
+    return {"run": run.path.name, "epoch": str(epoch), "config": "config.json"}
+
+
 def _final_evaluation(
     cfg: TrainConfig, run: RunDir, model: torch.nn.Module, val_ds: TrackDataset, device: torch.device, loop: dict
 ) -> TrainResult:
     from train.report import write_report
 
-    if run.best.is_file():
-        model.load_state_dict(load_checkpoint(run.best, device)["model"])
+    if weights_file(run.path, "best").is_file():
+        load_weights(model, weights_file(run.path, "best"), device)
     preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
     result = evaluate_predictions(val_ds, preds, grid=cfg.smooth_grid)
     run.write_json(run.eval_file("val"), {**result.to_dict(), "best_epoch": loop["best_epoch"]})

@@ -18,6 +18,7 @@ from train.loop import open_split
 from train.model import build_model
 from train.run import RunDir
 from train.tensors import resolve_device
+from train.weights import load_weights, weights_file
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,26 @@ def load_run(
     sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
     rd.check_fingerprints(sources)
     dev = resolve_device(device)
-    path = rd.best if checkpoint == "best" and rd.best.is_file() else rd.last
-    if not path.is_file():
-        raise FileNotFoundError(f"run {rd.path} has no checkpoint yet")
     model, _ = build_model(cfg, sources)
-    model.load_state_dict(load_checkpoint(path, dev)["model"])
+    load_run_weights(rd, model, dev, checkpoint)
     model.to(dev).eval()
     half = (0, 0)
     if rd.eval_file("val").is_file():
         half = tuple(json.loads(rd.eval_file("val").read_text(encoding="utf-8"))["half_windows"])
     return LoadedRun(run=rd, cfg=cfg, sources=sources, model=model, device=dev, half_windows=half)
+
+
+def load_run_weights(rd: RunDir, model: torch.nn.Module, device: torch.device, checkpoint: str = "best") -> str:
+    """The run's best (or last) weights into `model`, from model[_last].safetensors (no pickle); a run folder
+    written before those files existed loads from its checkpoints/*.pt with torch.load(weights_only=True).
+    Best falls back to last when no epoch was best yet. Returns which was loaded."""
+    which = "best" if checkpoint == "best" and (weights_file(rd.path, "best").is_file() or rd.best.is_file()) else "last"
+    path = weights_file(rd.path, which)
+    if path.is_file():
+        load_weights(model, path, device)
+        return which
+    legacy = rd.best if which == "best" else rd.last
+    if not legacy.is_file():
+        raise FileNotFoundError(f"run {rd.path} has no checkpoint yet")
+    model.load_state_dict(load_checkpoint(legacy, device)["model"])
+    return which
