@@ -311,18 +311,60 @@ def evaluate(
 def predict(
     run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
     split: Split = "test",
-    out: Annotated[Path | None, typer.Option("--out", help="CSV path (default RUN/predictions/SPLIT.csv).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="CSV path (default RUN/predictions/SPLIT.csv); with --videos a folder (default RUN/predictions/videos).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the run's own.")] = None,
-    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Default: the run's own.")] = None,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Default: the run's own; with --videos where their features go (default: video-features beside RUNS_DIR).")] = None,
+    videos: Annotated[Path | None, typer.Option("--videos", help="A folder of videos (or one video) without annotations: extract what the run needs, one CSV + plot per video.")] = None,
+    models_dir: Annotated[Path, typer.Option("--models-dir", help="With --videos: where tiny models are built.")] = Path("artifacts/models"),
     device: Device = "auto",
 ) -> None:
-    """Write the challenge submission CSV for a split (checked against the sample file)."""
+    """Write the challenge submission CSV for a split (checked against the sample file), or with --videos
+    per-frame predictions for bare videos."""
+    if videos is not None:
+        with one_line_errors("predict"):
+            predict_bare_videos(run, videos, runs_dir, out, cache_dir, models_dir, device)
+        return
     from train.predict import predict_run
 
     with one_line_errors("predict"):
         path = predict_run(run, split, str(runs_dir), device, out=out, data_root=data_root, cache_dir=cache_dir)
     console.print(f"submission written and checked: {path}")
+
+
+def predict_bare_videos(
+    run: str, videos: Path, runs_dir: Path, out: Path | None, cache_dir: str | None, models_dir: Path, device: str
+) -> None:
+    """`predict RUN --videos DIR`: extract the run's features for each video with the settings of the run's
+    own stores (same fingerprints), then predict every frame."""
+    from extract.bare import extract_videos, extractable
+    from extract.progress import print_summary
+    from train.config import TrainConfig
+    from train.predict_videos import predict_videos
+    from train.restore import load_run
+    from train.run import RunDir
+
+    rd = RunDir.resolve(run, runs_dir)
+    cfg = TrainConfig.load(rd.config)
+    target = as_location(cache_dir) if cache_dir else rd.path.resolve().parent.parent / "video-features"
+    made, other = extractable(cfg.data.features)
+    console.print(f"features of {rd.path.name} for {videos}: extracting {', '.join(made) or 'none'} into {target}", highlight=False)
+    manifest, summary = extract_videos(videos, made, target, reference_cache=cfg.data.cache_dir, models_dir=models_dir,
+                                       device=device)
+    print_summary(console, summary)
+    if other:
+        console.print(f"not made by an extractor, read from {target}: {', '.join(other)}", highlight=False)
+    loaded = load_run(rd.path, runs_dir, device, cache_dir=target)
+    out_dir = out or rd.predictions / "videos"
+    result = predict_videos(loaded, manifest.tracks, out_dir)
+    for line in result.notes:
+        console.print(f"  note: {line}", markup=False, highlight=False, soft_wrap=True)
+    for line in result.skipped:
+        console.print(f"  [red]not predicted:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    console.print(f"{len(result.written)} video(s) predicted: one CSV (frame,time,valence,arousal) and one plot each in {out_dir}",
+                  highlight=False)
+    if result.skipped or not summary.ok:
+        raise typer.Exit(1)
 
 
 @app.command("runs")

@@ -8,12 +8,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cache.location import as_location
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
-from train.dataset import FeatureSource, TrackDataset, open_features
+from cache.manifest import Track
+from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
 from train.loop import open_split
 from train.model import build_model
 from train.run import RunDir
@@ -83,3 +85,18 @@ def load_run_weights(rd: RunDir, model: torch.nn.Module, device: torch.device, c
         raise FileNotFoundError(f"run {rd.path} has no checkpoint yet")
     model.load_state_dict(load_checkpoint(legacy, device)["model"])
     return which
+
+
+def predict_tracks(loaded: LoadedRun, tracks: list[Track]) -> dict[str, np.ndarray]:
+    """Per-frame (T, 2) valence/arousal of each track, as the submission has them: windows averaged,
+    featureless frames interpolated, smoothed as chosen on validation, clipped to [-1, 1]."""
+    from train.evaluate import postprocess, predict_split
+
+    data = loaded.cfg.data
+    dataset = build_dataset(tracks, loaded.sources, data.window, data.stride, cache_mb=data.cache_mb,
+                            align_workers=data.align_workers)
+    try:
+        raw = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
+    finally:
+        dataset.close()
+    return {t.name: postprocess(p, m, loaded.half_windows) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)}
