@@ -66,6 +66,8 @@ def silence_native_logs() -> bool:
 
 
 def _pump(read_end: int, out: int) -> None:
+    """Read until every writer has closed fd 2's pipe. Never stops early: a writer blocked on a full pipe
+    would hang the process, so output that cannot be written (a closed stderr) is dropped."""
     with os.fdopen(read_end, "rb", buffering=0) as source:
         pending = b""
         while True:
@@ -74,8 +76,14 @@ def _pump(read_end: int, out: int) -> None:
                 break
             pending += chunk
             *lines, pending = pending.split(b"\n")
-            kept = b"".join(line + b"\n" for line in lines if not is_noise(line))
-            if kept:
-                os.write(out, kept)
-        if pending and not is_noise(pending):
-            os.write(out, pending)
+            _write(out, b"".join(line + b"\n" for line in lines if not is_noise(line)))
+        if not is_noise(pending):
+            _write(out, pending)
+
+
+def _write(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
