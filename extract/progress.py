@@ -27,7 +27,8 @@ class SplitProgress:
     def __call__(self, n_frames: int) -> None:
         self._advance(n_frames)
 
-    def video(self, stem: str, status: str, frames: int = 0, seconds: float = 0.0, features: list[str] | None = None) -> None:
+    def video(self, stem: str, status: str, frames: int = 0, seconds: float = 0.0, features: list[str] | None = None,
+              fps: float | None = None) -> None:
         """status: done | skipped | failed (then `features` holds the reason)."""
         self._count += 1
         if self._lines is None:
@@ -35,7 +36,8 @@ class SplitProgress:
         head = f"extract {self.split} [{self._count}/{self.n_videos}] {stem}: {status}"
         if status == "done":
             rate = frames / seconds if seconds > 0 else 0.0
-            text = f"{head}, {frames} frames in {seconds:.1f} s ({rate:.1f} frames/s); {', '.join(features or [])}"
+            at = f" at {fps:g} fps" if fps else ""
+            text = f"{head}, {frames} frames{at} in {seconds:.1f} s ({rate:.1f} frames/s); {', '.join(features or [])}"
         elif status == "skipped":
             text = f"{head} (every feature already complete)"
         else:

@@ -228,7 +228,7 @@ def run_extraction_ray(
                 advance(max(ctx.info.n_frames, result["frames"]))
                 detail = [result["line"].partition(": ")[2]] if result["status"] == "done" else [result["line"]]
                 busy = sum(result["hook_seconds"].values()) + result["decode_wait"]  # the worker's time on this video
-                advance.video(ctx.stem, result["status"], result["frames"], busy, detail)
+                advance.video(ctx.stem, result["status"], result["frames"], busy, detail, ctx.info.fps)
         for ctx, _ in plan:  # summary in the split's order, as the local backend
             result = results[ctx.stem]
             (summary.done if result["status"] == "done" else summary.failed).append(result["line"])

@@ -461,7 +461,7 @@ def run_extraction(
                     runner.process_video(ctx, todo, on_frames)
                     summary.done.append(f"{ctx.stem}: {', '.join(todo)}")
                     advance(max(ctx.info.n_frames - (summary.frames - before), 0))  # probed count may differ
-                    advance.video(ctx.stem, "done", summary.frames - before, time.perf_counter() - t_video, todo)
+                    advance.video(ctx.stem, "done", summary.frames - before, time.perf_counter() - t_video, todo, ctx.info.fps)
                 except (KeyboardInterrupt, SystemExit, ExtractionError):
                     raise
                 except Exception as err:

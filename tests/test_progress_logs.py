@@ -75,9 +75,9 @@ def test_extract_to_a_file_prints_a_line_per_video_and_no_cxx_logs(tmp_path):
     per_video = [l for l in out.splitlines() if l.startswith("extract train [")]
     assert len(per_video) == 3, out
     assert per_video[0].startswith("extract train [1/3] 118-30-640x480: failed: ")
-    assert per_video[1].startswith("extract train [2/3] video2: done, 25 frames in ")
+    assert per_video[1].startswith("extract train [2/3] video2: done, 25 frames at 25 fps in ")
     assert "frames/s); faces, mouth" in per_video[1]
-    assert per_video[2].startswith("extract train [3/3] video20: done, 30 frames")
+    assert per_video[2].startswith("extract train [3/3] video20: done, 30 frames at 30 fps")
     assert "━" not in out
     assert not [l for l in err.splitlines() if is_noise(l.encode())], err
     assert "W0000" not in err and "TensorFlow Lite" not in err
@@ -97,3 +97,25 @@ def test_noise_filter_keeps_errors_and_python_lines():
     assert not is_noise(b"E0000 00:00:1796002839.1 7288 calculator_graph.cc:1] graph failed")
     assert not is_noise(b"ERROR    video20: no decodable frames")
     assert not is_noise(b"Traceback (most recent call last):")
+
+
+def test_train_lines_also_come_every_m_seconds(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import train.progress as progress
+
+    clock = iter([0.0, 1.0, 2.0, 70.0, 71.0, 140.0, 141.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    assert not console.is_terminal
+    settings = progress.ProgressSettings(every_steps=1000, every_seconds=60)
+    with progress.EpochProgress(console, 0, 3, 10, settings) as bar:
+        for step in range(6):
+            bar.step(0.5 - step / 100)
+    lines = out.getvalue().splitlines()
+    # steps at t=1, 2, 70, 71, 140, 141: lines when 60 s have passed since the last one
+    assert [l.split()[3] for l in lines] == ["3/10", "5/10"]
+    assert lines[0] == "epoch 1/3  step 3/10  loss 0.4800  0.04 steps/s  ETA 2:43"
