@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.checkpoint import load_checkpoint
+from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import DataConfig, TrainConfig
 from train.evaluate import evaluate_run
 from train.loop import train
@@ -97,7 +97,7 @@ class _Payload:
 def test_a_checkpoint_that_runs_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": {}, "payload": _Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match="evil.pt cannot be read"):
         load_checkpoint(path)
     assert RAN == []
 

@@ -39,10 +39,10 @@ def write_video_csv(path: Path, va: np.ndarray, fps: float) -> Path:
     return path
 
 
-def predict_videos(loaded: LoadedRun, tracks: list[Track], out_dir: Path) -> VideoPredictions:
-    """Predict every frame of every track (one per video) that has at least one of the model's input
-    features; the others are listed in `skipped`. A missing feature (e.g. no audio) is masked, as in
-    training, and noted."""
+def predict_videos(loaded: LoadedRun, tracks: list[Track], out_dir: Path, allow_missing: bool = False) -> VideoPredictions:
+    """Predict every frame of every track (one per video) that has every feature the run needs; the others
+    are listed in `skipped`. With allow_missing, a track that lacks some (e.g. no audio) is predicted with
+    them masked, as in training, and noted; one with none of the model's inputs never is."""
     from train.evaluate import input_features
 
     out = VideoPredictions()
@@ -53,6 +53,9 @@ def predict_videos(loaded: LoadedRun, tracks: list[Track], out_dir: Path) -> Vid
         if all(n in missing for n in inputs):
             out.skipped.append(f"{track.video}: no features {', '.join(missing)}")
             continue
+        if missing and not allow_missing:
+            out.skipped.append(f"{track.video}: no {', '.join(missing)} (--allow-missing masks it)")
+            continue
         if missing:
             out.notes.append(f"{track.video}: no {', '.join(missing)} (masked)")
         ready.append(track)
@@ -60,6 +63,9 @@ def predict_videos(loaded: LoadedRun, tracks: list[Track], out_dir: Path) -> Vid
         return out
     preds = predict_tracks(loaded, ready)
     for track in ready:
+        if track.name not in preds:  # the dataset left it out: its video cannot be probed
+            out.skipped.append(f"{track.video}: the video cannot be read")
+            continue
         fps = float(probe_video(track.video).fps)
         va = preds[track.name]
         out.written.append(write_video_csv(Path(out_dir) / f"{track.name}.csv", va, fps))

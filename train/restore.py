@@ -19,6 +19,7 @@ from train.dataset import FeatureSource, TrackDataset, build_dataset, open_featu
 from train.loop import open_split
 from train.model import build_model
 from train.run import RunDir
+from train.standardize import Standardizer
 from train.tensors import resolve_device
 from train.weights import load_weights, weights_file
 
@@ -33,9 +34,10 @@ class LoadedRun:
     model: torch.nn.Module
     device: torch.device
     half_windows: tuple[int, int]  # smoothing chosen on validation ((0, 0) when not yet chosen)
+    standardizer: Standardizer | None = None  # the statistics the run was trained with (None: raw values)
 
     def dataset(self, split: str, fps: dict[str, float] | None = None) -> TrackDataset:
-        return open_split(self.cfg, split, self.sources, fps)
+        return open_split(self.cfg, split, self.sources, fps, self.standardizer)
 
 
 def load_run(
@@ -61,6 +63,9 @@ def load_run(
         cfg.data.labels = str(labels)
     sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
     rd.check_fingerprints(sources)
+    standardizer = Standardizer.load(rd.standardization)
+    if standardizer is not None:
+        standardizer.check(sources)
     dev = resolve_device(device)
     model, _ = build_model(cfg, sources)
     load_run_weights(rd, model, dev, checkpoint)
@@ -68,7 +73,7 @@ def load_run(
     half = (0, 0)
     if rd.eval_file("val").is_file():
         half = tuple(json.loads(rd.eval_file("val").read_text(encoding="utf-8"))["half_windows"])
-    return LoadedRun(run=rd, cfg=cfg, sources=sources, model=model, device=dev, half_windows=half)
+    return LoadedRun(run=rd, cfg=cfg, sources=sources, model=model, device=dev, half_windows=half, standardizer=standardizer)
 
 
 def load_run_weights(rd: RunDir, model: torch.nn.Module, device: torch.device, checkpoint: str = "best") -> str:
@@ -94,7 +99,7 @@ def predict_tracks(loaded: LoadedRun, tracks: list[Track]) -> dict[str, np.ndarr
 
     data = loaded.cfg.data
     dataset = build_dataset(tracks, loaded.sources, data.window, data.stride, cache_mb=data.cache_mb,
-                            align_workers=data.align_workers)
+                            align_workers=data.align_workers, standardizer=loaded.standardizer)
     try:
         raw = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
     finally:

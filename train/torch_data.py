@@ -41,6 +41,7 @@ class DatasetRecipe:
     fps: dict[str, float]
     cache_mb: float
     align_workers: int
+    standardizer: Any = None  # the run's train-split statistics, applied as in training
 
     @classmethod
     def of(cls, ds: TrackDataset) -> "DatasetRecipe":
@@ -48,13 +49,13 @@ class DatasetRecipe:
         stores = tuple((n, s.store.path, s.dim, s.fill) for n, s in ds.sources.items())
         return cls(tracks=tracks, stores=stores, window=ds.window, stride=ds.stride,
                    fps={t.name: float(f) for t, f in zip(ds.tracks, ds.fps)}, cache_mb=ds.cache_bytes / 2**20,
-                   align_workers=1)
+                   align_workers=1, standardizer=ds.standardizer)
 
     def build(self, cache_mb: float) -> TrackDataset:
         sources = {name: FeatureSource(name=name, store=FeatureStore.open(path), dim=dim, fill=fill)
                    for name, path, dim, fill in self.stores}
         return TrackDataset(self.tracks, sources, self.window, self.stride, fps=self.fps, cache_mb=cache_mb,
-                            align_workers=self.align_workers)
+                            align_workers=self.align_workers, standardizer=self.standardizer)
 
 
 def batch_to_tensors(batch: Batch, worker: int = -1) -> dict[str, Any]:

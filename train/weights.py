@@ -30,9 +30,18 @@ def save_weights(path: Path, model: nn.Module, metadata: dict[str, str] | None =
 
 
 def load_weights(model: nn.Module, path: Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Load into `model`; a damaged file or weights of another shape is a CheckpointError naming the file."""
     from safetensors.torch import load_model
 
-    missing, unexpected = load_model(model, str(path), strict=True, device=str(device))
+    from train.checkpoint import CheckpointError
+
+    try:
+        load_model(model, str(path), strict=True, device=str(device))
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors and torch raise several types for a bad file or a shape mismatch
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"weights {path} cannot be read ({reason}): damaged or not this run's model") from None
     return model
 
 
