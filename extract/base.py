@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -159,7 +159,7 @@ class Extractor(ABC):
     requires: ClassVar[tuple[str, ...]] = ()  # features that must exist first (run in the same pass or read)
     input: ClassVar[str] = ""  # frames | crops | audio | stores (set by the input-style subclasses)
     autocast: ClassVar[bool] = True  # bf16 autocast on CUDA is allowed for this extractor's hooks
-    store_dtype: ClassVar[str] = "float16"  # dtype of the stored values
+    store_dtype: ClassVar[str] = "auto"  # stored dtype: auto = float16 unless a column would lose precision
 
     def __init__(
         self,
@@ -379,12 +379,21 @@ def with_dependencies(names: list[str]) -> list[str]:
 
 
 def build_config(cls: type[Extractor], overrides: Mapping[str, Any] | None = None) -> Any:
-    """The extractor's default config with some fields replaced (unknown fields are an error)."""
+    """The extractor's default config with some fields replaced (unknown fields are an error). A nested
+    config may be given as a dict (as read back from a store's metadata)."""
     cfg = cls.Config()
     if overrides:
         known = {f.name for f in fields(cfg)}
         bad = set(overrides) - known
         if bad:
             raise ValueError(f"{cls.name}: unknown config field(s) {sorted(bad)}; known {sorted(known)}")
-        cfg = type(cfg)(**{**asdict(cfg), **overrides})
+        cfg = _with_values(cfg, overrides)
     return cfg
+
+
+def _with_values(cfg: Any, values: Mapping[str, Any]) -> Any:
+    changes = {}
+    for key, value in values.items():
+        current = getattr(cfg, key)
+        changes[key] = _with_values(current, value) if is_dataclass(current) and isinstance(value, Mapping) else value
+    return replace(cfg, **changes)

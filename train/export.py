@@ -48,7 +48,9 @@ EXPORT_VERSION = "1"
 SPLITS = ("train", "val", "test")
 # run config keys that say where things are, not what the model is (left out of the fingerprint)
 LOCATION_KEYS = ("runs_dir", "device")
-DATA_LOCATION_KEYS = ("data_root", "videos", "labels", "cache_dir", "cache_mb", "prefetch_batches", "align_workers")
+DATA_LOCATION_KEYS = (
+    "data_root", "videos", "labels", "cache_dir", "cache_mb", "prefetch_batches", "align_workers", "views", "views_dir",
+)
 
 
 @dataclass
@@ -269,7 +271,7 @@ def export_run(
             report.empty_splits.append(split)
             continue
         try:
-            todo = [ti for ti, t in enumerate(dataset.tracks) if force or not store.is_complete(t.name)]
+            todo = [ti for ti, t in enumerate(dataset.tracks) if force or not store.is_complete(t.name, check_chunks=True)]
             report.skipped[split] = len(dataset.tracks) - len(todo)
             report.written[split] = 0
             for model, ids in _models_for(split, loaded, fold_runs, dataset, todo, device):
@@ -283,7 +285,8 @@ def export_run(
                     store.write(
                         track.name, values, frame_times(len(values), fps), valid,
                         attrs={"fps": fps, "frames": len(values), "split": split, "run": loaded.run.path.name},
-                    )
+                        dtype="auto",  # float16 unless a column would lose precision (e.g. a segment run's
+                    )                  # piecewise-constant rows on a short track: small spreads)
                     report.written[split] += 1
         finally:
             dataset.close()

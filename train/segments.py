@@ -49,6 +49,8 @@ def expand_to_frames(
 class SegmentDataset(TrackDataset):
     """A `TrackDataset` whose positions are the segments of the first feature (the grid)."""
 
+    level = "segment"
+
     @property
     def grid_feature(self) -> str:
         return next(iter(self.sources))
@@ -63,7 +65,7 @@ class SegmentDataset(TrackDataset):
             else:
                 times = np.zeros((0, 2))
             self.segment_times.append(times)
-        if source.store.meta.kind == "frame":
+        if self.level == "segment" and source.store.meta.kind == "frame":
             log.warning("segment level over '%s', a frame feature: one position per stored frame", self.grid_feature)
         return np.array([len(t) for t in self.segment_times], dtype=np.int64)
 
@@ -83,19 +85,13 @@ class SegmentDataset(TrackDataset):
             flat = raw.values.reshape(len(raw.values), -1)
             valid = np.asarray(raw.valid, dtype=bool) & np.isfinite(flat).all(axis=1)
             if name == self.grid_feature:
-                out = np.zeros((n, source.dim), dtype=np.float16)
-                with np.errstate(over="ignore"):
-                    out[valid] = flat[valid]
+                out = np.zeros((n, source.dim), dtype=np.float32)
+                out[valid] = flat[valid]
                 mask = valid
             else:
                 out, mask = _align_in_column_blocks(flat, raw.times, segments, valid, source.fill)
-            finite = np.isfinite(out).all(axis=1)
-            if not finite.all():
-                with self._lock:
-                    self.stats.nonfinite[name] += int((mask & ~finite).sum())
-                out[~finite] = 0
-            values[name] = out
-            masks[name] = mask & finite
+            # standardized (when the run is) and float16, non-finite rows masked: as frame-level features
+            values[name], masks[name] = self._finish(name, track.name, out, mask)
         if track.labels is not None:
             labels, label_valid = segment_targets(
                 np.asarray(track.labels.values, np.float32), np.asarray(track.labels.valid, bool), float(self.fps[ti]), segments

@@ -97,6 +97,8 @@ def central_spans(spans: np.ndarray) -> np.ndarray:
 class WindowAudioDataset(SegmentDataset):
     """Windows over the rows of an audio store; training windows filtered (see the module doc)."""
 
+    level = "audio_window"
+
     def __init__(self, *args, window_filter: Mapping[str, float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         rules = {"min_open": MIN_OPEN, "min_coverage": MIN_COVERAGE, **dict(window_filter or {})}
@@ -206,7 +208,7 @@ def export_windows(
                 store.write(track.name, rows, central_spans(spans), np.ones(len(rows), bool), attrs={
                     "fps": float(dataset.fps[ti]), "split": split, "run": loaded.run.path.name,
                     "window_times": spans.tolist(),
-                })
+                }, dtype="auto")  # float16 unless a column would lose precision (few windows: small spreads)
                 written[split] += 1
         finally:
             dataset.close()
