@@ -126,3 +126,18 @@ def test_segment_run_evaluates_and_exports_per_frame(qwen_cache):
         assert len(group.values) == track.n_frames  # one row per label frame, expanded from segments
         assert group.values.shape[1] == report.dim == 16 + 2
         assert group.valid.mean() > 0.95
+
+
+def test_each_row_gets_its_own_standardization(qwen_cache):
+    from cache.manifest import load_manifest
+    from train.standardize import fit_standardizer
+
+    sources = open_features(qwen_cache / "cache", ["qwen3vl:mm_last", "qwen3vl:vis_mean"])
+    tracks = load_manifest(qwen_cache / "data", splits=("train",)).split("train")
+    first = fit_standardizer(sources, tracks)
+    again = fit_standardizer(sources, tracks)  # read back from the store's kept statistics
+    for std in (first, again):
+        a, b = std.stats["qwen3vl:mm_last"], std.stats["qwen3vl:vis_mean"]
+        assert len(a.mean) == len(b.mean) == 12
+        assert not np.allclose(a.std, b.std)  # the informative row spreads wider than the noisy one
+    np.testing.assert_allclose(first.stats["qwen3vl:vis_mean"].mean, again.stats["qwen3vl:vis_mean"].mean)
