@@ -81,8 +81,22 @@ class FeatureGroup:
     attrs: dict[str, Any]
 
 
-def _compressor() -> BloscCodec:
-    return BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle)
+@dataclass(frozen=True)
+class StoreLayout:
+    """How a group's `values` are chunked and compressed (times and valid always use the default).
+    Large rows (face crops: 150 KB each) need fewer rows per chunk than embeddings."""
+
+    chunk_rows: int = CHUNK_ROWS
+    cname: str = "lz4"  # blosc compressor: lz4 | zstd | ...
+    clevel: int = 5
+    shuffle: str = "shuffle"  # shuffle | bitshuffle | noshuffle
+
+
+DEFAULT_LAYOUT = StoreLayout()
+
+
+def _compressor(layout: StoreLayout = DEFAULT_LAYOUT) -> BloscCodec:
+    return BloscCodec(cname=layout.cname, clevel=layout.clevel, shuffle=BloscShuffle(layout.shuffle))
 
 
 def store_path(cache_dir: Location, name: str) -> Location:
@@ -97,23 +111,24 @@ def store_exists(path: Location) -> bool:
 class GroupWriter:
     """Appends rows to one unit's arrays; the group becomes complete only on `close()`."""
 
-    def __init__(self, group: zarr.Group, dim: tuple[int, ...], dtype: str):
+    def __init__(self, group: zarr.Group, dim: tuple[int, ...], dtype: str, layout: StoreLayout = DEFAULT_LAYOUT):
         self._group = group
         self._dim, self._dtype = dim, dtype
+        self._layout = layout
         self._arrays: dict[str, zarr.Array] | None = None
         self.rows = 0
 
     def _create(self) -> dict[str, zarr.Array]:
         specs = {
-            "values": ((0, *self._dim), (CHUNK_ROWS, *self._dim), self._dtype),
-            "times": ((0, 2), (CHUNK_ROWS, 2), "float64"),
-            "valid": ((0,), (CHUNK_ROWS,), "bool"),
+            "values": ((0, *self._dim), (self._layout.chunk_rows, *self._dim), self._dtype, self._layout),
+            "times": ((0, 2), (CHUNK_ROWS, 2), "float64", DEFAULT_LAYOUT),
+            "valid": ((0,), (CHUNK_ROWS,), "bool", DEFAULT_LAYOUT),
         }
         return {
             key: self._group.create_array(
-                key, shape=shape, chunks=chunks, dtype=dtype, compressors=_compressor(), overwrite=True
+                key, shape=shape, chunks=chunks, dtype=dtype, compressors=_compressor(layout), overwrite=True
             )
-            for key, (shape, chunks, dtype) in specs.items()
+            for key, (shape, chunks, dtype, layout) in specs.items()
         }
 
     def append(self, values: np.ndarray, times: np.ndarray, valid: np.ndarray | None = None) -> None:
@@ -228,13 +243,14 @@ class FeatureStore:
 
     @contextmanager
     def writer(
-        self, unit: str, dim: tuple[int, ...], dtype: str = "float16", attrs: dict[str, Any] | None = None
+        self, unit: str, dim: tuple[int, ...], dtype: str = "float16", attrs: dict[str, Any] | None = None,
+        layout: StoreLayout | None = None,
     ) -> Iterator[GroupWriter]:
         """Write one unit from scratch; it is marked complete only if the block ends without error."""
         if unit == EXTRAS_GROUP or "/" in unit:
             raise ValueError(f"invalid unit name {unit!r}")
         group = self._root.create_group(unit, overwrite=True)
-        writer = GroupWriter(group, tuple(dim), dtype)
+        writer = GroupWriter(group, tuple(dim), dtype, layout or DEFAULT_LAYOUT)
         yield writer
         writer.close(attrs)
 
@@ -246,10 +262,17 @@ class FeatureStore:
         valid: np.ndarray | None = None,
         attrs: dict[str, Any] | None = None,
         dtype: str = "float16",
+        layout: StoreLayout | None = None,
     ) -> None:
-        values = np.asarray(values)
-        with self.writer(unit, values.shape[1:], dtype, attrs) as w:
-            w.append(values, times, valid)
+        """Write a whole unit; rows go in chunk-sized blocks, so `values` may be a memory map larger
+        than RAM (face crops of a long video)."""
+        values = values if isinstance(values, np.ndarray) else np.asarray(values)
+        times = np.asarray(times)
+        valid = np.ones(len(values), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+        step = (layout or DEFAULT_LAYOUT).chunk_rows
+        with self.writer(unit, values.shape[1:], dtype, attrs, layout) as w:
+            for a in range(0, max(len(values), 1), step):
+                w.append(values[a : a + step], times[a : a + step], valid[a : a + step])
 
     def read(self, unit: str, rows: slice | None = None) -> FeatureGroup:
         if not self.is_complete(unit):

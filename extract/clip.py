@@ -17,7 +17,7 @@ import numpy as np
 
 from cache.regions import region_grid
 from cache.store import FeatureStore
-from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, crop_faces, register
+from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, box_crops, register
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,7 @@ class ClipExtractor(CropExtractor):
         dim = int(self.model.visual.output_dim)
         values = np.zeros((len(ok), dim), dtype=np.float32)
         if ok.any():
-            frames = [f for f, k in zip(batch.frames, ok) if k]
-            crops = crop_faces(frames, batch.boxes[ok], self.config.crop_size, self.config.crop_margin)
+            crops, _ = box_crops(batch, self.config.crop_size, self.config.crop_margin)  # shared with face_crops
             values[ok] = self.embed(crops)
         state["rows"][batch.track].append((batch.times.copy(), values, ok.copy()))
 

@@ -260,7 +260,8 @@ class Runner:
             if unit not in result:
                 raise RuntimeError(f"{name} returned no result for {unit}")
             r = result[unit]
-            store.write(unit, r.values, r.times, r.valid, attrs={**base_attrs, **r.attrs}, dtype=ext.store_dtype)
+            store.write(unit, r.values, r.times, r.valid, attrs={**base_attrs, **r.attrs}, dtype=ext.store_dtype,
+                        layout=ext.store_layout)
 
     def _frame_pass(
         self,
