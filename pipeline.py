@@ -236,7 +236,7 @@ def train(
     model: Annotated[str, typer.Option("--model", help="Head name (gru, transformer, mamba, crossattn, dcmmoe, raav).")],
     features: Features,
     epochs: Annotated[int, typer.Option("--epochs")] = 50,
-    lr: Annotated[float, typer.Option("--lr")] = 1e-4,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate of the head (default 1e-4; 2e-4 with --finetune).")] = None,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.01,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     window: Annotated[int, typer.Option("--window")] = 400,
@@ -250,6 +250,10 @@ def train(
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch.")] = None,
     cache_mb: Annotated[float, typer.Option("--cache-mb", help="RAM budget of aligned tracks (MiB).")] = 1024.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
+    finetune: Annotated[str | None, typer.Option("--finetune", help="Train a backbone top from the cache: clip:K | clip:all (on face_crops) | wavlm:K (on wavlm_hidden).")] = None,
+    backbone_lr: Annotated[float, typer.Option("--backbone-lr", help="With --finetune: learning rate of the backbone.")] = 5e-6,
+    profile: Annotated[str, typer.Option("--profile", help="With --finetune: full (real weights) | tiny (small local models).")] = "full",
+    finetune_opt: Annotated[list[str] | None, typer.Option("--finetune-opt", help="With --finetune: key=value (ref, models_dir, grad_checkpointing, frames_per_window); repeatable.")] = None,
     data_root: DataRoot = DEFAULT_DATA,
     videos: Videos = None,
     labels: Labels = None,
@@ -257,7 +261,7 @@ def train(
     runs_dir: RunsDir = DEFAULT_RUNS,
     device: Device = "auto",
 ) -> None:
-    """Train a head on cached features; writes the run folder under RUNS_DIR/NAME."""
+    """Train a head on cached features (or, with --finetune, a head and a backbone top); writes RUNS_DIR/NAME."""
     from train.config import DataConfig, TrainConfig, parse_fill, parse_head_options
     from train.loop import train as run_training
     from train.report import ccc_table
@@ -267,11 +271,18 @@ def train(
         videos=str(videos) if videos else None, labels=str(labels) if labels else None, cache_dir=str(cache_dir),
         window=window, stride=stride, nearest_fill=parse_fill(fill), cache_mb=cache_mb,
     )
+    ft = None
+    with one_line_errors("train"):
+        if finetune:
+            from train.finetune import FinetuneConfig
+
+            ft = FinetuneConfig.from_dict({"spec": finetune, "backbone_lr": backbone_lr, "profile": profile,
+                                           **parse_head_options(finetune_opt)}).to_dict()
     cfg = TrainConfig(
         model=model, data=data, name=name, runs_dir=str(runs_dir), head=parse_head_options(head), epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, lambda_region=lambda_region, seed=seed,
-        device=device, max_steps_per_epoch=max_steps,
-        loss_weights=tuple(float(w) for w in loss_weights.split(",")),
+        batch_size=batch_size, lr=lr if lr is not None else (2e-4 if ft else 1e-4), weight_decay=weight_decay,
+        lambda_region=lambda_region, seed=seed, device=device, max_steps_per_epoch=max_steps,
+        loss_weights=tuple(float(w) for w in loss_weights.split(",")), finetune=ft or {},
     )
     with one_line_errors("train"):
         result = run_training(cfg, resume=resume, console=console)

@@ -286,6 +286,13 @@ class FeatureStore:
             attrs=dict(group.attrs),
         )
 
+    def read_index(self, unit: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """A unit's times, valid and attributes without its values (face crops are 150 KB a row)."""
+        if not self.is_complete(unit):
+            raise IncompleteGroup(f"{self.path}: group '{unit}' is missing or incomplete")
+        group = self._root[unit]
+        return group["times"][:], np.asarray(group["valid"][:], dtype=bool), dict(group.attrs)
+
     def put_extra(self, name: str, array: np.ndarray, attrs: dict[str, Any] | None = None) -> None:
         """Store data that goes with the feature but is not per unit (e.g. region prompt embeddings)."""
         extras = self._root.require_group(EXTRAS_GROUP)

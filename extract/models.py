@@ -138,6 +138,22 @@ def load_open_clip(ref: str, device: str = "cpu") -> tuple[Any, Any, Any]:
     return model, preprocess, tokenizer
 
 
+def region_text_prototypes(model: Any, tokenizer: Any, device: str = "cpu") -> "np.ndarray":
+    """(9, D) text prototypes of the VA regions (`cache.regions`): each region's prompts encoded by the
+    CLIP text tower, L2-normalised, averaged, normalised again; float32, valence-major."""
+    import numpy as np
+    import torch
+
+    from cache.regions import region_prompts
+
+    prompts, _ = region_prompts()
+    flat = [p for group in prompts for p in group]
+    with torch.inference_mode():
+        text = model.encode_text(tokenizer(flat).to(device)).float()
+        text = torch.nn.functional.normalize(text, dim=-1).reshape(len(prompts), len(prompts[0]), -1)
+        return torch.nn.functional.normalize(text.mean(1), dim=-1).cpu().numpy().astype(np.float32)
+
+
 def clip_model_name(ref: str) -> str:
     """The architecture a reference names (`ViT-B-16`; a local-dir folder says it in its config)."""
     name, _ = split_clip_ref(ref)

@@ -24,6 +24,7 @@ from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_e
 from train.config import TrainConfig
 from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
 from train.evaluate import EvalResult, evaluate_predictions, predict_split, score, postprocess
+from train.finetune import parameter_groups, save_backbone
 from train.model import build_model
 from cache.prefetch import Prefetcher
 from train.run import RunDir
@@ -52,9 +53,11 @@ def run_name(cfg: TrainConfig) -> str:
 
 
 def open_split(
-    cfg: TrainConfig, split: str, sources: dict[str, FeatureSource], fps: dict[str, float] | None = None
+    cfg: TrainConfig, split: str, sources: dict[str, FeatureSource], fps: dict[str, float] | None = None,
+    training: bool = False,
 ) -> TrackDataset:
-    """The dataset of one split of the manifest, with the run's windowing and cache settings."""
+    """The dataset of one split of the manifest, with the run's windowing and cache settings (`training`:
+    the batches the loop trains on, which a fine-tuned backbone may subsample)."""
     data = cfg.data
     splits = (split,)
     manifest = load_manifest(Path(data.data_root), data.videos and Path(data.videos), data.labels and Path(data.labels), splits)
@@ -64,6 +67,10 @@ def open_split(
         tracks = [t for t in tracks if t.name not in held]
     if not tracks:
         raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
+    if cfg.finetune:  # the backbone's feature is read as its input, not aligned (train/finetune.py)
+        from train.finetune import build_finetune_dataset
+
+        return build_finetune_dataset(cfg, tracks, sources, fps, training)
     return build_dataset(
         tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers
     )
@@ -105,7 +112,7 @@ def train(
     run.write_features(sources)
 
     device = resolve_device(cfg.device)
-    train_ds = open_split(cfg, "train", sources, fps)
+    train_ds = open_split(cfg, "train", sources, fps, training=True)
     val_ds = open_split(cfg, "val", sources, fps)
     log.info(
         "run %s: %d train tracks (%d windows), %d val tracks, features %s, device %s",
@@ -120,7 +127,7 @@ def train(
         ccc_weights=tuple(cfg.loss_weights), regression=cfg.regression, regression_weight=cfg.regression_weight,
         region_lambda=cfg.lambda_region if has_regions else 0.0,
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", patience=cfg.plateau_patience, factor=cfg.plateau_factor
     )
@@ -256,6 +263,7 @@ def _final_evaluation(
 
     if run.best.is_file():
         model.load_state_dict(load_checkpoint(run.best, device)["model"])
+    save_backbone(model, run.path)  # fine-tuned runs: RUN/backbone, loadable by extraction
     preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
     result = evaluate_predictions(val_ds, preds, grid=cfg.smooth_grid)
     run.write_json(run.eval_file("val"), {**result.to_dict(), "best_epoch": loop["best_epoch"]})
