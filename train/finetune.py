@@ -300,10 +300,11 @@ class BackboneDataset(TrackDataset):
 
 
 def build_finetune_dataset(cfg: Any, tracks: Sequence[Track], sources: Mapping[str, FeatureSource],
-                           fps: Mapping[str, float] | None, training: bool) -> BackboneDataset:
+                           fps: Mapping[str, float] | None, training: bool, standardizer: Any = None) -> BackboneDataset:
     data = cfg.data
     return BackboneDataset(tracks, sources, finetune_config(cfg), training=training, window=data.window,
-                           stride=data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers)
+                           stride=data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers,
+                           standardizer=standardizer)
 
 
 # ---- model --------------------------------------------------------------------------------------------
@@ -431,6 +432,12 @@ def parameter_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]] | Any:
     return [g for g in groups if g["params"]]
 
 
+def backbone_feature(model: nn.Module) -> str | None:
+    """The feature a fine-tuned model computes itself (never standardized: its store holds the backbone's
+    input, and the backbone's output is what the head sees); None for other models."""
+    return model.name if isinstance(model, FinetuneModel) else None
+
+
 def save_backbone(model: nn.Module, run_path: Path) -> str | None:
     """Write a fine-tuned run's backbone to RUN/backbone (nothing for other runs)."""
     if not isinstance(model, FinetuneModel):
@@ -442,5 +449,5 @@ def save_backbone(model: nn.Module, run_path: Path) -> str | None:
     return ref
 
 
-__all__ = ["BackboneDataset", "FinetuneConfig", "FinetuneModel", "build_finetune_dataset", "build_finetune_model",
-           "parameter_groups", "parse_spec", "save_backbone"]
+__all__ = ["BackboneDataset", "FinetuneConfig", "FinetuneModel", "backbone_feature", "build_finetune_dataset",
+           "build_finetune_model", "parameter_groups", "parse_spec", "save_backbone"]
