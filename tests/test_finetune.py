@@ -253,3 +253,51 @@ def test_crops_made_for_another_model_are_refused(ws):
     assert res.exit_code == 1, res.output
     line = " ".join(res.stdout.split())  # one line on stdout (logs go to stderr)
     assert "ViT-L-14-336 at 336 px" in line and "affcache-tiny-clip at 224 px" in line, res.output
+
+
+def test_wavlm_top_is_windowed_and_stitched_as_extraction(ws):
+    """Over audio longer than a window, each row's output comes from the extraction window that owns it
+    (top layers run on that window's rows), then is aligned onto label frames by overlap."""
+    from cache.align import align_to_frames
+    from cache.media import frame_times
+    from extract.wavlm_model import n_frames, ownership, window_plan
+    from train.config import DataConfig, TrainConfig
+    from train.dataset import open_features
+    from train.loop import open_split
+    from train.model import build_model
+    from train.tensors import to_tensors
+
+    summary = run_extraction(RunOptions(
+        split="train", features=["wavlm_hidden"], data_root=ws / "data", cache_dir=ws / "cache-w1",
+        models_dir=ws / "models", profile="tiny", device="cpu", progress=False, only_videos=["video20"],
+        configs={"wavlm_hidden": {**HIDDEN, "window_s": 1.0, "hop_s": 0.5}},
+    ))
+    assert summary.ok
+    data = DataConfig(features=["wavlm_hidden"], data_root=str(ws / "data"), cache_dir=str(ws / "cache-w1"),
+                      window=40, stride=40)
+    cfg = TrainConfig(model="gru", data=data, head={"hidden": 8, "gru_hidden": 8}, lambda_region=0.0,
+                      finetune={"spec": "wavlm:1", "profile": "tiny", "models_dir": str(ws / "models")})
+    sources = open_features(ws / "cache-w1", ["wavlm_hidden"])
+    dataset = open_split(cfg, "train", sources)
+    model, _ = build_model(cfg, sources)
+    model.eval()
+    ti = [t.name for t in dataset.tracks].index("video20")
+    windows = dataset.track_windows[ti][1:3]  # two label windows in the middle of the track
+    batch = dataset.collate(windows)
+    tb = to_tensors(batch, torch.device("cpu"))
+    assert len(tb.features["wavlm_hidden@windows"]) > 2  # several 1 s extraction windows per label window
+    with torch.no_grad():
+        emb = model._wavlm(tb.features).numpy()
+        group = sources["wavlm_hidden"].store.read("video20")
+        rows = torch.from_numpy(group.values)
+        plans = window_plan(group.attrs["n_samples"], 16000, 8000)
+        owner, local = ownership(plans, len(rows))
+        outs = [model.backbone(rows[s0 // 320 : s0 // 320 + n_frames(s1 - s0)][None])[0] for s0, s1 in plans]
+        stitched = torch.stack([outs[w][i] for w, i in zip(owner, local)]).numpy()
+    targets = frame_times(int(dataset.n_frames[ti]), float(dataset.fps[ti]))
+    expected, mask = align_to_frames(stitched, group.times, targets)
+    for b, w in enumerate(windows):
+        start, n = dataset.windows[w][1], int(batch.length[b])
+        np.testing.assert_allclose(emb[b, :n], expected[start : start + n], atol=1e-5)
+        assert batch.masks["wavlm_hidden"][b, :n].all() and mask[start : start + n].all()
+    dataset.close()
