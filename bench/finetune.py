@@ -79,7 +79,7 @@ def phase_setup(work: Path, args: argparse.Namespace) -> dict:
     return {"ok": summary.ok, "refs": refs}
 
 
-def _config(work: Path, spec: str, refs: dict[str, str], steps: int, window: int):
+def _config(work: Path, spec: str, refs: dict[str, str], steps: int, window: int, frames: int = 0):
     from train.config import DataConfig, TrainConfig
 
     feature = "wavlm_hidden" if spec.startswith("wavlm") else "face_crops"
@@ -90,10 +90,11 @@ def _config(work: Path, spec: str, refs: dict[str, str], steps: int, window: int
                        head={"hidden": 32, "gru_hidden": 32}, batch_size=2, lr=2e-4, device="cpu",
                        lambda_region=0.0, max_steps_per_epoch=steps,
                        finetune={"spec": spec, "profile": "tiny", "models_dir": str(work / "models"),
+                                 "frames_per_window": frames if spec.startswith("clip") else 0,
                                  **({"ref": ref} if ref else {})})
 
 
-def phase_cached(work: Path, spec: str, refs: dict[str, str], steps: int, window: int) -> dict:
+def phase_cached(work: Path, spec: str, refs: dict[str, str], steps: int, window: int, frames: int = 0) -> dict:
     """Train the top from the cache: label frames per second and data wait share."""
     import numpy as np
     import torch
@@ -108,7 +109,7 @@ def phase_cached(work: Path, spec: str, refs: dict[str, str], steps: int, window
     from train.tensors import to_tensors
 
     torch.set_num_threads(1)
-    cfg = _config(work, spec, refs, steps, window)
+    cfg = _config(work, spec, refs, steps, window, frames)
     sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features)
     dataset = open_split(cfg, "train", sources, training=True)
     model, _ = build_model(cfg, sources)
@@ -176,10 +177,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "artifacts" / "bench-finetune")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each sample video")
-    parser.add_argument("--steps", type=int, default=12, help="training steps timed per cached phase")
-    parser.add_argument("--window", type=int, default=64, help="label frames per window (= stride)")
+    parser.add_argument("--steps", type=int, default=6, help="training steps timed per cached phase")
+    parser.add_argument("--window", type=int, default=400, help="label frames per window (= stride; 400 as in training)")
     parser.add_argument("--clip", default="tiny", help="tiny | an open_clip name (e.g. ViT-B-16, random weights)")
     parser.add_argument("--wavlm", default="small", choices=("small", "large"))
+    parser.add_argument("--frames-per-window", type=int, default=0,
+                        help="clip: frames per window through the tower in training (0 = all)")
+    parser.add_argument("--specs", default=",".join(SPECS), help="which of wavlm:4, clip:2 to run")
     parser.add_argument("--phase", default="", help=argparse.SUPPRESS)
     parser.add_argument("--spec", default="", help=argparse.SUPPRESS)
     parser.add_argument("--refs", default="{}", help=argparse.SUPPRESS)
@@ -190,7 +194,7 @@ def main() -> None:
         if args.phase == "setup":
             result = phase_setup(work, args)
         elif args.phase == "cached":
-            result = phase_cached(work, args.spec, refs, args.steps, args.window)
+            result = phase_cached(work, args.spec, refs, args.steps, args.window, args.frames_per_window)
         else:
             result = phase_raw(work, args.spec, refs)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -201,9 +205,10 @@ def main() -> None:
     refs = json.dumps(setup["refs"])
     print(f"cache at {work} (2 sample videos of {args.seconds:g} s; clip={args.clip}, wavlm=24 layers {args.wavlm}; "
           f"CPU threads {os.environ.get('OMP_NUM_THREADS', '1')})")
-    for spec in SPECS:
+    for spec in [s for s in args.specs.split(",") if s]:
         cached = run_phase([*common, "--phase", "cached", "--spec", spec, "--refs", refs,
-                            "--steps", str(args.steps), "--window", str(args.window)])
+                            "--steps", str(args.steps), "--window", str(args.window),
+                            "--frames-per-window", str(args.frames_per_window)])
         raw = run_phase([*common, "--phase", "raw", "--spec", spec, "--refs", refs])
         raw_spf = raw["seconds"] / raw["frames"] + 1 / cached["fps"]
         ratio = cached["fps"] * raw_spf
