@@ -145,7 +145,7 @@ class BackboneDataset(TrackDataset):
         # listed as a source (so predict/export count its frames as present) but aligned to nothing
         self.sources[name] = FeatureSource(name=name, store=self.backbone_source.store, dim=0)
         self._units[name] = set()
-        self.stats.nonfinite[name] = self.stats.missing_groups[name] = self.stats.nonfinite_rows[name] = 0
+        self.stats.nonfinite[name] = self.stats.nonfinite_rows[name] = 0
         self.stats.missing_groups[name] = len(missing)
         self._index: dict[int, Any] = {}
         self._store_cfg = dict(self.backbone_source.store.meta.config)
@@ -182,7 +182,7 @@ class BackboneDataset(TrackDataset):
         for b in range(B):
             ti, start, n = int(batch.track[b]), int(batch.start[b]), int(batch.length[b])
             rows = self._rows(ti)
-            if rows is None:
+            if rows is None or not len(rows[0]):
                 continue
             times, valid, _ = rows
             centres = frame_times(int(self.n_frames[ti]), float(self.fps[ti]))[start : start + n].mean(axis=1)
