@@ -39,7 +39,8 @@ from extract.base import (
     get_extractor,
     with_dependencies,
 )
-from extract.decode import prefetch_chunks
+from extract.decode import DecodeReport, prefetch_chunks
+from extract.frames import invalidate_undecoded, labelled_frames, partial_line, record_frames
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class RunSummary:
     done: list[str] = field(default_factory=list)  # "video: feature, feature"
     skipped: list[str] = field(default_factory=list)  # videos with every feature already complete
     failed: list[str] = field(default_factory=list)  # one line each: file and reason
+    partial: list[str] = field(default_factory=list)  # stored, but fewer frames decoded than declared/labelled
     frames: int = 0
     seconds: float = 0.0
     hook_seconds: dict[str, float] = field(default_factory=dict)  # time inside each extractor's hooks
@@ -88,7 +90,7 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.partial
 
 
 def resolve_device(device: str) -> str:
@@ -218,7 +220,8 @@ class Runner:
             ext.close()
 
     # ---- one video ----------------------------------------------------------------------------
-    def process_video(self, video: VideoContext, todo: list[str], on_frames: Callable[[int], None]) -> None:
+    def process_video(self, video: VideoContext, todo: list[str], on_frames: Callable[[int], None]) -> DecodeReport | None:
+        """Extract `todo` for one video; returns what its decode saw (None when no frame was decoded)."""
         source = SourceStat.of(video.path)
         exts = {n: self._ensure_loaded(n) for n in todo}
         audio_cache: dict[int, Any] = {}
@@ -232,15 +235,15 @@ class Runner:
         results: dict[str, dict[str, UnitResult]] = {}
         frame_exts = [n for n in todo if isinstance(exts[n], FrameExtractor)]
         crop_exts = [n for n in todo if isinstance(exts[n], CropExtractor)]
-        n_decoded = 0
+        report = None
         if frame_exts or crop_exts:
-            n_decoded = self._frame_pass(video, exts, frame_exts, crop_exts, results, on_frames)
+            report = self._frame_pass(video, exts, frame_exts, crop_exts, results, on_frames)
         else:
             on_frames(video.info.n_frames)
         base_attrs = {
             "source": asdict(source),
             "fps": video.info.fps,
-            "n_frames": n_decoded or video.info.n_frames,
+            "n_frames": report.presented if report else video.info.n_frames,
             "video": video.stem,
         }
         for name in todo:  # dependency order: what a store extractor reads is written before it runs
@@ -253,6 +256,7 @@ class Runner:
                 with self.timer(name), model_context(self.device, ext.autocast):
                     results[name] = ext.process_stores(video, deps)
             self._write(name, video, results.get(name, {}), base_attrs)
+        return report
 
     def _write(self, name: str, video: VideoContext, result: dict[str, UnitResult], base_attrs: dict[str, Any]) -> None:
         ext, store = self.extractors[name], self.stores[name]
@@ -270,9 +274,11 @@ class Runner:
         crop_exts: list[str],
         results: dict[str, dict[str, UnitResult]],
         on_frames: Callable[[int], None],
-    ) -> int:
+    ) -> DecodeReport:
         opts = self.opts
-        fps = video.info.fps
+        report = DecodeReport()
+        times_parts: list[np.ndarray] = []  # every presented frame's [start, end) and whether it decoded
+        decoded_parts: list[np.ndarray] = []
         states = {n: exts[n].begin(video) for n in frame_exts + crop_exts}
         live_faces = "faces" in frame_exts
         stored = None
@@ -282,6 +288,7 @@ class Runner:
             faces_store = FeatureStore.open(self.stores["faces"].path)
             stored = StoredBoxes({t: faces_store.read(t) for t in video.tracks})
         frames: dict[int, np.ndarray] = {}  # frames still needed by some track's crop queue
+        frame_times: dict[int, np.ndarray] = {}  # their [start, end) seconds
         queues: dict[str, deque] = {t: deque() for t in video.tracks}  # (index, box_norm) ready to crop
         width = height = None
         n = 0
@@ -292,7 +299,7 @@ class Runner:
                 items = [q.popleft() for _ in range(min(opts.batch_size, len(q)))]
                 idx = np.array([i for i, _ in items])
                 boxes = np.stack([b for _, b in items]) * np.array([width, height, width, height])
-                times = np.stack([idx / fps, (idx + 1) / fps], axis=1)
+                times = np.stack([frame_times[i] for i in idx])
                 batch = CropBatch(track, [frames[i] for i in idx], idx, times, boxes)
                 for name in crop_exts:
                     with self.timer(name), model_context(self.device, exts[name].autocast):
@@ -313,21 +320,24 @@ class Runner:
                     if waiting:
                         horizon = min(waiting + ([horizon] if horizon is not None else []))
                 for i in [i for i in frames if horizon is None or i < horizon]:
-                    del frames[i]
+                    del frames[i], frame_times[i]
 
         wait = time.perf_counter()
-        with prefetch_chunks(video.path, opts.batch_size, opts.prefetch, opts.decode_threads) as chunks:
+        with prefetch_chunks(video.path, opts.batch_size, opts.prefetch, opts.decode_threads, report) as chunks:
             for chunk in chunks:
                 self.timer.seconds["_decode_wait"] += time.perf_counter() - wait
                 height, width = chunk.frames.shape[1:3]
                 idx = chunk.indices
-                batch = FrameBatch(chunk.frames, idx, np.stack([idx / fps, (idx + 1) / fps], axis=1))
+                times_parts.append(chunk.times)
+                decoded_parts.append(chunk.decoded)
+                batch = FrameBatch(chunk.frames, idx, chunk.times)
                 for name in frame_exts:
                     with self.timer(name), model_context(self.device, exts[name].autocast):
                         exts[name].process_frames(states[name], batch)
                 if crop_exts:
                     for k, i in enumerate(idx):
                         frames[int(i)] = chunk.frames[k]
+                        frame_times[int(i)] = chunk.times[k]
                     ready = exts["faces"].pop_ready(states["faces"]) if live_faces else stored.take(idx)
                     feed_boxes(ready)
                 n += len(idx)
@@ -341,14 +351,18 @@ class Runner:
             for track in queues:
                 run_crops(track, final=True)
         frames.clear()
+        frame_times.clear()
+        all_times, decoded = np.concatenate(times_parts), np.concatenate(decoded_parts)
         for name in frame_exts + crop_exts:
             with self.timer(name):
                 results[name] = exts[name].end(states[name])
+            invalidate_undecoded(results[name], all_times, decoded)
         if stored is not None:
             expected = {t: len(stored._rows[t][0]) for t in video.tracks}
             if any(v != n for v in expected.values()):
                 raise RuntimeError(f"stored faces have {expected} rows but {n} frames were decoded")
-        return n
+        record_frames(opts.cache_dir, video, all_times, decoded, report)
+        return report
 
 
 def iter_videos(manifest: Manifest, split: str, only: list[str] | None = None) -> list[tuple[str, Path, list[str]]]:
@@ -437,7 +451,10 @@ def run_extraction(
     if options.backend != "local":
         raise ExtractionError(f"--backend must be local or ray, got {options.backend!r}")
     t_start = time.perf_counter()
+    if manifest is None:
+        manifest = load_manifest(options.data_root, options.videos_dir, options.labels_dir, splits=(options.split,))
     videos = split_videos(options, manifest)
+    labelled = labelled_frames(manifest, options.split)
     summary = RunSummary()
     runner = Runner(options, audio_decoder)
     try:
@@ -452,8 +469,13 @@ def run_extraction(
                     advance(k)
 
                 try:
-                    runner.process_video(ctx, todo, on_frames)
+                    report = runner.process_video(ctx, todo, on_frames)
                     summary.done.append(f"{ctx.stem}: {', '.join(todo)}")
+                    if report is not None:
+                        line = partial_line(ctx, report.decoded, report.declared, labelled.get(ctx.stem))
+                        if line:
+                            summary.partial.append(line)
+                            log.warning("%s", line)
                     advance(max(ctx.info.n_frames - (summary.frames - before), 0))  # probed count may differ
                 except (KeyboardInterrupt, SystemExit, ExtractionError):
                     raise

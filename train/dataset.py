@@ -1,6 +1,7 @@
 """Windows over cached features aligned onto label frames.
 
-Label frame k of a track covers [k/fps, (k+1)/fps) with the container fps of the track's video. Each
+Label frame k of a track is the k-th frame its video presents: [k/fps, (k+1)/fps) with the container fps,
+or, for a variable-rate video, the presentation times recorded at extraction (`cache.frametimes`). Each
 feature is aligned onto those frames by `cache.align.align_to_frames` when a track is first needed, and
 the aligned float16 (T, D) arrays are kept in an LRU bounded in bytes (`cache_mb`). Training order
 shuffles tracks, then windows within blocks of a few tracks, so each track is aligned about once per
@@ -24,7 +25,9 @@ import numpy as np
 
 from cache.align import align_to_frames
 from cache.manifest import Track
-from cache.media import frame_times, probe_video
+from cache.frametimes import FrameClock
+from cache.location import parent
+from cache.media import probe_video
 from cache.store import FeatureStore, store_exists, store_path
 
 log = logging.getLogger(__name__)
@@ -135,9 +138,14 @@ class TrackDataset:
         fps: Mapping[str, float] | None = None,
         cache_mb: float = 1024.0,
         align_workers: int = 2,
+        clock: FrameClock | None = None,
     ):
         self.tracks = list(tracks)
         self.sources = dict(sources)
+        if clock is None:  # the frame-time record of the cache the features come from
+            first = next(iter(self.sources.values()), None)
+            clock = FrameClock.open(parent(first.store.path) if first is not None else None)
+        self.clock = clock
         self.window, self.stride = window, stride
         self.cache_bytes = int(cache_mb * 2**20)
         self.stats = DatasetStats(
@@ -200,12 +208,17 @@ class TrackDataset:
     def __len__(self) -> int:
         return len(self.windows)
 
+    def label_times(self, ti: int) -> np.ndarray:
+        """(T, 2) [start, end) seconds of track `ti`'s label frames."""
+        track = self.tracks[ti]
+        return self.clock.label_times(track.video_stem, int(self.n_frames[ti]), float(self.fps[ti]))
+
     # ---------------------------------------------------------------- alignment
     def align_track(self, ti: int) -> AlignedTrack:
         """Align every feature of track `ti` onto its label frames (no caching)."""
         track = self.tracks[ti]
         n = int(self.n_frames[ti])
-        targets = frame_times(n, float(self.fps[ti]))
+        targets = self.label_times(ti)
         values: dict[str, np.ndarray] = {}
         masks: dict[str, np.ndarray] = {}
         for name, source in self.sources.items():

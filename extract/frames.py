@@ -1,0 +1,77 @@
+"""What the runner does with a video's presented frames after decoding: rows at undecodable frames made
+invalid, the frame-time record kept in the cache, and the "partial" verdict for the summary."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+
+from cache.frametimes import is_constant_rate, write_frame_record
+from cache.location import Location
+from cache.manifest import Manifest
+from cache.media import SourceStat
+from extract.base import UnitResult, VideoContext
+from extract.decode import DecodeReport
+
+log = logging.getLogger(__name__)
+
+LABEL_SLACK = 1  # frames: Aff-Wild2 label files are often one line longer than their video
+
+
+def invalidate_undecoded(results: Mapping[str, UnitResult], times: np.ndarray, decoded: np.ndarray) -> int:
+    """Mark invalid every row whose [start, end) overlaps a frame that did not decode (a frame row is
+    exactly its frame; a window or segment row any frame of its span). Returns the rows changed."""
+    lost = times[~np.asarray(decoded, dtype=bool)]
+    if not len(lost):
+        return 0
+    order = np.argsort(lost[:, 0], kind="stable")
+    starts, ends = lost[order, 0], np.maximum.accumulate(lost[order, 1])
+    changed = 0
+    for result in results.values():
+        if not len(result.times):
+            continue
+        # the last lost frame starting before a row's end reaches into the row if it ends after its start
+        j = np.searchsorted(starts, result.times[:, 1], side="left") - 1
+        hit = (j >= 0) & (ends[np.clip(j, 0, None)] > result.times[:, 0])
+        changed += int((hit & result.valid).sum())
+        result.valid = result.valid & ~hit
+    return changed
+
+
+def record_frames(cache_dir: Location, video: VideoContext, times: np.ndarray, decoded: np.ndarray, report: DecodeReport) -> None:
+    """Keep the video's presented frame times in the cache's `frame_times` record (see cache.frametimes)."""
+    attrs = {
+        "declared": report.declared,
+        "presented": report.presented,
+        "decoded": report.decoded,
+        "constant_rate": is_constant_rate(times[:, 0], video.info.fps),
+        "fps": video.info.fps,
+        "rotation": report.rotation,
+        "decoders": list(report.decoders),
+    }
+    write_frame_record(cache_dir, video.stem, times, decoded, SourceStat.of(video.path), attrs)
+
+
+def labelled_frames(manifest: Manifest, split: str) -> dict[str, int]:
+    """Video stem → the most label rows of any of its tracks in `split` (test: the submission's rows)."""
+    out: dict[str, int] = {}
+    for stem, tracks in manifest.videos(split).items():
+        counts = [int(t.n_frames) for t in tracks if t.n_frames]
+        if counts:
+            out[stem] = max(counts)
+    return out
+
+
+def partial_line(video: VideoContext, decoded: int, declared: int | None, labelled: int | None) -> str | None:
+    """One summary line when fewer frames decoded than the container declares or the labels need
+    (beyond LABEL_SLACK); None when the video is whole."""
+    short_declared = declared is not None and decoded < declared
+    short_labels = labelled is not None and decoded < labelled - LABEL_SLACK
+    if not (short_declared or short_labels):
+        return None
+    return (
+        f"{video.path}: partial: {decoded} frames decoded of {declared if declared is not None else '?'} declared, "
+        f"{labelled if labelled is not None else '?'} labelled (stored; the missing frames are invalid or absent rows)"
+    )
