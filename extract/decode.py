@@ -67,7 +67,7 @@ class DecodeReport:
     presented: int = 0  # frames delivered (decoded or not)
     decoded: int = 0
     rotation: int = 0  # degrees counter-clockwise applied to every frame
-    decoders: list[str] = field(default_factory=list)
+    decoders: list[str] = field(default_factory=list)  # those that delivered frames, in order
     fps: float = 0.0  # the container's average rate (as `probe_video`)
 
     @property
@@ -178,12 +178,15 @@ def _demux_pts(path: Path) -> tuple[np.ndarray, float, int]:
     return np.unique(np.asarray(pts, dtype=np.int64)), tb, untimed
 
 
-def pyav_chunks(path: Path, chunk: int = 32, facts: _Stream | None = None, resume_at: float | None = None) -> Iterator[Chunk]:
+def pyav_chunks(
+    path: Path, chunk: int = 32, facts: _Stream | None = None, resume_at: float | None = None, resume_index: int = 0
+) -> Iterator[Chunk]:
     """Frames with PyAV, packet by packet, on the container's presentation timestamps.
 
     A packet that fails to decode is counted; its frame (and those that depend on it up to the next
     key frame, and any frame the decoder flags corrupt) comes out black with `decoded` False at its own
-    time. `resume_at` (seconds): start at the first frame at or after that time."""
+    time. `resume_at` (seconds): start at the first frame at or after that time (`resume_index`: after
+    that many frames, when the packets carry no timestamps)."""
     import av
 
     facts = facts or _stream_facts(path)
@@ -195,13 +198,13 @@ def pyav_chunks(path: Path, chunk: int = 32, facts: _Stream | None = None, resum
     else:  # no usable timestamps: frames in decode order at k / fps (the old behaviour)
         log.warning("%s: packets without timestamps; frame times from the frame count", path)
         times, slot = None, {}
-    first = 0
+    first = resume_index if times is None else 0
     if resume_at is not None and times is not None:
         first = int(np.searchsorted(times[:, 0], resume_at - RESUME_SLACK))
     black = np.zeros((facts.height, facts.width, 3), dtype=np.uint8)
     frames: list[np.ndarray] = []
     flags: list[bool] = []
-    emitted = first  # next presented index to emit (frames before `first` count as delivered)
+    emitted = 0  # next presented index (frames before `first` were delivered by decord: not yielded again)
     chunk_start = first
     bad = 0
     damaged = False  # a frame was lost: the following ones are suspect until a key frame
@@ -214,9 +217,11 @@ def pyav_chunks(path: Path, chunk: int = 32, facts: _Stream | None = None, resum
 
     def push(image: np.ndarray, ok: bool) -> Iterator[Chunk]:
         nonlocal emitted, chunk_start, frames, flags
+        emitted += 1
+        if emitted <= first:
+            return
         frames.append(image)
         flags.append(ok)
-        emitted += 1
         if len(frames) == chunk:
             yield Chunk(np.stack(frames), chunk_start - first, rows_of(chunk_start, emitted), np.array(flags))
             chunk_start, frames, flags = emitted, [], []
@@ -253,7 +258,7 @@ def pyav_chunks(path: Path, chunk: int = 32, facts: _Stream | None = None, resum
                     damaged = False
                 elif frame.is_corrupt:
                     damaged = True
-                if damaged:
+                if damaged or emitted < first:  # lost, or already delivered by decord (not converted)
                     yield from push(black, False)
                 else:
                     yield from push(_upright(frame.to_ndarray(format="rgb24"), facts.rotation), True)
@@ -291,8 +296,9 @@ def iter_chunks(path: Path, chunk: int = 32, threads: int = 1, report: DecodeRep
         log.info("%s: rotated %d° by its container; decoding with PyAV and turning the frames upright", path, facts.rotation)
     else:
         try:
-            report.decoders.append("decord")
             for c in decord_chunks(path, chunk, threads, facts.fps):
+                if not delivered:
+                    report.decoders.append("decord")
                 yield account(Chunk(c.frames, delivered, c.times, c.decoded))
                 delivered += len(c.frames)
                 resume_at = float(c.times[-1, 1])
@@ -304,7 +310,7 @@ def iter_chunks(path: Path, chunk: int = 32, threads: int = 1, report: DecodeRep
             reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
             log.warning("%s: decord failed after %d frames (%s); falling back to PyAV", path, delivered, reason)
     report.decoders.append("pyav")
-    for c in pyav_chunks(path, chunk, facts, resume_at):
+    for c in pyav_chunks(path, chunk, facts, resume_at, delivered):
         yield account(Chunk(c.frames, delivered + c.start, c.times, c.decoded))
     if report.decoded == 0:
         raise MediaError(f"{path}: no decodable frames")

@@ -1,5 +1,13 @@
-"""What the runner does with a video's presented frames after decoding: rows at undecodable frames made
-invalid, the frame-time record kept in the cache, and the "partial" verdict for the summary."""
+"""What the runner does with a video's presented frames after decoding: rows put on the container's
+clock, rows at undecodable frames made invalid, the frame-time record kept in the cache, and the
+"partial" verdict for the summary.
+
+Frame and crop extractors work on frame indices: they see frame k at [k/fps, (k+1)/fps) (the frame-index
+clock, with the container's average fps) and plan windows and segments on it. `to_container_clock` maps
+their rows onto the presented frames' real times afterwards (frame k's [k/fps, (k+1)/fps) becomes
+[pts_k, pts_k+1) exactly; a window spanning frames a..b spans their real times). For a constant-rate
+video both clocks are the same and nothing changes.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +19,33 @@ import numpy as np
 from cache.frametimes import is_constant_rate, write_frame_record
 from cache.location import Location
 from cache.manifest import Manifest
-from cache.media import SourceStat
+from cache.media import SourceStat, frame_times
 from extract.base import UnitResult, VideoContext
 from extract.decode import DecodeReport
 
 log = logging.getLogger(__name__)
 
 LABEL_SLACK = 1  # frames: Aff-Wild2 label files are often one line longer than their video
+
+
+def to_container_clock(results: Mapping[str, UnitResult], times: np.ndarray, fps: float) -> None:
+    """Move rows from the frame-index clock (k / fps) onto the presented frames' `times` (N, 2)."""
+    n = len(times)
+    if not n or np.array_equal(times, frame_times(n, fps)):
+        return
+    nominal = np.arange(n + 1, dtype=np.float64) / fps
+    real = np.append(times[:, 0], times[-1, 1])
+    first_pace = (real[1] - real[0]) * fps  # real seconds per nominal second before frame 0 / after the end
+    last_pace = (real[-1] - real[-2]) * fps
+
+    def convert(x: np.ndarray) -> np.ndarray:
+        y = np.interp(x, nominal, real)
+        y = np.where(x < 0, real[0] + x * first_pace, y)
+        return np.where(x > nominal[-1], real[-1] + (x - nominal[-1]) * last_pace, y)
+
+    for result in results.values():
+        if len(result.times):
+            result.times = convert(result.times)
 
 
 def invalidate_undecoded(results: Mapping[str, UnitResult], times: np.ndarray, decoded: np.ndarray) -> int:

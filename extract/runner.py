@@ -40,7 +40,7 @@ from extract.base import (
     with_dependencies,
 )
 from extract.decode import DecodeReport, prefetch_chunks
-from extract.frames import invalidate_undecoded, labelled_frames, partial_line, record_frames
+from extract.frames import invalidate_undecoded, labelled_frames, partial_line, record_frames, to_container_clock
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +276,7 @@ class Runner:
         on_frames: Callable[[int], None],
     ) -> DecodeReport:
         opts = self.opts
+        fps = video.info.fps  # extractors see frame k at [k/fps, (k+1)/fps); rows are put on the container clock below
         report = DecodeReport()
         times_parts: list[np.ndarray] = []  # every presented frame's [start, end) and whether it decoded
         decoded_parts: list[np.ndarray] = []
@@ -288,7 +289,6 @@ class Runner:
             faces_store = FeatureStore.open(self.stores["faces"].path)
             stored = StoredBoxes({t: faces_store.read(t) for t in video.tracks})
         frames: dict[int, np.ndarray] = {}  # frames still needed by some track's crop queue
-        frame_times: dict[int, np.ndarray] = {}  # their [start, end) seconds
         queues: dict[str, deque] = {t: deque() for t in video.tracks}  # (index, box_norm) ready to crop
         width = height = None
         n = 0
@@ -299,7 +299,7 @@ class Runner:
                 items = [q.popleft() for _ in range(min(opts.batch_size, len(q)))]
                 idx = np.array([i for i, _ in items])
                 boxes = np.stack([b for _, b in items]) * np.array([width, height, width, height])
-                times = np.stack([frame_times[i] for i in idx])
+                times = np.stack([idx / fps, (idx + 1) / fps], axis=1)
                 batch = CropBatch(track, [frames[i] for i in idx], idx, times, boxes)
                 for name in crop_exts:
                     with self.timer(name), model_context(self.device, exts[name].autocast):
@@ -320,7 +320,7 @@ class Runner:
                     if waiting:
                         horizon = min(waiting + ([horizon] if horizon is not None else []))
                 for i in [i for i in frames if horizon is None or i < horizon]:
-                    del frames[i], frame_times[i]
+                    del frames[i]
 
         wait = time.perf_counter()
         with prefetch_chunks(video.path, opts.batch_size, opts.prefetch, opts.decode_threads, report) as chunks:
@@ -330,14 +330,13 @@ class Runner:
                 idx = chunk.indices
                 times_parts.append(chunk.times)
                 decoded_parts.append(chunk.decoded)
-                batch = FrameBatch(chunk.frames, idx, chunk.times)
+                batch = FrameBatch(chunk.frames, idx, np.stack([idx / fps, (idx + 1) / fps], axis=1))
                 for name in frame_exts:
                     with self.timer(name), model_context(self.device, exts[name].autocast):
                         exts[name].process_frames(states[name], batch)
                 if crop_exts:
                     for k, i in enumerate(idx):
                         frames[int(i)] = chunk.frames[k]
-                        frame_times[int(i)] = chunk.times[k]
                     ready = exts["faces"].pop_ready(states["faces"]) if live_faces else stored.take(idx)
                     feed_boxes(ready)
                 n += len(idx)
@@ -351,11 +350,11 @@ class Runner:
             for track in queues:
                 run_crops(track, final=True)
         frames.clear()
-        frame_times.clear()
         all_times, decoded = np.concatenate(times_parts), np.concatenate(decoded_parts)
         for name in frame_exts + crop_exts:
             with self.timer(name):
                 results[name] = exts[name].end(states[name])
+            to_container_clock(results[name], all_times, fps)
             invalidate_undecoded(results[name], all_times, decoded)
         if stored is not None:
             expected = {t: len(stored._rows[t][0]) for t in video.tracks}

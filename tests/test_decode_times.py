@@ -100,6 +100,27 @@ def test_constant_rate_timestamps_give_exactly_k_over_fps() -> None:
 VFR_TIMES = np.r_[np.arange(30) / 10, 3.0 + np.arange(60) / 30]  # 3 s at 10 fps, then 2 s at 30 fps
 
 
+def test_rows_move_from_frame_index_clock_to_container_clock() -> None:
+    from extract.frames import invalidate_undecoded, to_container_clock
+
+    fps = 18.0
+    real = presented_times(VFR_TIMES, fps)
+    frame_rows = UnitResult(np.zeros((90, 1)), frame_times(90, fps), np.ones(90, bool))
+    window = UnitResult(np.zeros((2, 1)), np.array([[20, 40], [80, 100]]) / fps, np.ones(2, bool))
+    results = {"frames": frame_rows, "window": window}
+    to_container_clock(results, real, fps)
+    np.testing.assert_allclose(frame_rows.times, real)  # frame k's row is frame k's real interval
+    np.testing.assert_allclose(window.times[0], [2.0, 3.0 + 10 / 30])  # frames 20..39 at their real times
+    assert window.times[1, 1] == pytest.approx(5.0 + 10 / 30)  # past the end: the last frame's pace
+    decoded = np.ones(90, bool)
+    decoded[35] = False
+    assert invalidate_undecoded(results, real, decoded) == 2
+    assert np.flatnonzero(~frame_rows.valid).tolist() == [35] and window.valid.tolist() == [False, True]
+    cfr = UnitResult(np.zeros((3, 1)), frame_times(3, 30.0), np.ones(3, bool))
+    to_container_clock({"x": cfr}, frame_times(3, 30.0), 30.0)
+    np.testing.assert_array_equal(cfr.times, frame_times(3, 30.0))
+
+
 def test_vfr_rows_and_labels_are_on_real_time(tmp_path: Path, patch_feature) -> None:
     from train.dataset import TrackDataset, open_features
 
@@ -132,6 +153,25 @@ def test_vfr_rows_and_labels_are_on_real_time(tmp_path: Path, patch_feature) -> 
     assert aligned.masks[FEATURE].all()
     assert [int(round((v - 16) / 4)) % CYCLE for v in levels] == [k % CYCLE for k in range(90)]  # label k = frame k
     ds.close()
+
+
+def test_decord_failing_midway_on_a_vfr_video_resumes_at_its_time(tmp_path: Path, monkeypatch, caplog) -> None:
+    path = write_mp4(tmp_path / "vfr.mp4", VFR_TIMES)
+    real = decode.decord_chunks
+
+    def two_chunks_then_fail(*a, **k):
+        for i, c in enumerate(real(*a, **k)):
+            if i == 2:
+                raise RuntimeError("DECORDError: simulated failure")
+            yield c
+
+    monkeypatch.setattr(decode, "decord_chunks", two_chunks_then_fail)
+    with caplog.at_level(logging.WARNING):
+        frames, times, decoded, report = _decode_all(path)
+    assert "decord failed after 32 frames" in caplog.text and report.decoders == ["decord", "pyav"]
+    assert decoded.all() and len(frames) == 90  # no frame twice, none skipped
+    np.testing.assert_allclose(times[:, 0], VFR_TIMES, atol=1e-3)
+    assert [frame_number(f) for f in frames] == [k % CYCLE for k in range(90)]
 
 
 def test_constant_rate_video_keeps_k_over_fps(tmp_path: Path, patch_feature) -> None:
@@ -193,6 +233,7 @@ def test_zeroed_packets_become_invalid_rows_at_their_own_times(tmp_path: Path, m
     with caplog.at_level(logging.WARNING):
         frames, times, decoded, report = _decode_all(path)
     assert "falling back to PyAV" in caplog.text
+    assert report.decoders[-1] == "pyav"  # decord fails on the damage (when depends on its read-ahead)
     assert len(frames) == 90 and report.presented == 90 and report.decoded == 80
     assert np.flatnonzero(~decoded).tolist() == list(range(30, 40))
     np.testing.assert_array_equal(times, frame_times(90, 30.0))  # nothing shifted
