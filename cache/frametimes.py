@@ -82,6 +82,19 @@ def write_frame_record(
     store.write(stem, index, times, decoded, attrs={"source": asdict(source), **attrs}, dtype="float32")
 
 
+def read_frame_record_attrs(cache_dir: Location, stem: str, source: SourceStat) -> dict[str, Any] | None:
+    """The record's attributes for this video made from this same source file; None if there is none."""
+    path = store_path(cache_dir, FRAME_TIMES_STORE)
+    try:
+        if not store_exists(path):
+            return None
+        store = FeatureStore.open(path)
+        return store.unit_attrs(stem) if store.is_complete(stem, source) else None
+    except Exception as err:  # a damaged record only loses this check
+        log.warning("%s: frame-time record unreadable (%s)", path, err)
+        return None
+
+
 class FrameClock:
     """Label-frame times per video: the recorded presentation times where the cache has a record of a
     variable-rate video, k / fps otherwise."""

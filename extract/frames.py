@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from cache.frametimes import is_constant_rate, write_frame_record
+from cache.frametimes import is_constant_rate, read_frame_record_attrs, write_frame_record
 from cache.location import Location
 from cache.manifest import Manifest
 from cache.media import SourceStat, frame_times
@@ -90,6 +90,14 @@ def labelled_frames(manifest: Manifest, split: str) -> dict[str, int]:
         if counts:
             out[stem] = max(counts)
     return out
+
+
+def recorded_partial_line(cache_dir: Location, video: VideoContext, labelled: int | None) -> str | None:
+    """`partial_line` from the frame-time record of an earlier run (for a video skipped as complete)."""
+    attrs = read_frame_record_attrs(cache_dir, video.stem, SourceStat.of(video.path))
+    if not attrs or "decoded" not in attrs:
+        return None
+    return partial_line(video, int(attrs["decoded"]), attrs.get("declared"), labelled)
 
 
 def partial_line(video: VideoContext, decoded: int, declared: int | None, labelled: int | None) -> str | None:

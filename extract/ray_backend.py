@@ -33,7 +33,7 @@ from cache.location import as_location, is_url
 from cache.manifest import Manifest, load_manifest
 from cache.media import probe_video
 from extract.base import Extractor, VideoContext
-from extract.frames import labelled_frames, partial_line
+from extract.frames import labelled_frames, partial_line, recorded_partial_line
 from extract.runner import (
     ExtractionError,
     RunOptions,
@@ -41,6 +41,7 @@ from extract.runner import (
     RunSummary,
     _reason,
     model_context,
+    note_partial,
     plan_videos,
     split_videos,
 )
@@ -201,7 +202,7 @@ def run_extraction_ray(
     # the driver never loads a model: build its runner for the CPU so a GPU-less head node works
     driver_opts = replace(options, device="cpu")
     runner = Runner(driver_opts, audio_decoder)  # stores created / validated (and moved aside) here
-    plan = plan_videos(runner, videos, summary)
+    plan = plan_videos(runner, videos, summary, labelled)
     if not plan:
         summary.seconds = time.perf_counter() - t_start
         return summary
@@ -236,11 +237,11 @@ def run_extraction_ray(
         for ctx, _ in plan:  # summary in the split's order, as the local backend
             result = results[ctx.stem]
             (summary.done if result["status"] == "done" else summary.failed).append(result["line"])
-            if result.get("counts"):
-                line = partial_line(ctx, result["counts"]["decoded"], result["counts"]["declared"], labelled.get(ctx.stem))
-                if line:
-                    summary.partial.append(line)
-                    log.warning("%s", line)
+            if result["status"] == "done" and result.get("counts"):
+                counts = result["counts"]
+                note_partial(summary, partial_line(ctx, counts["decoded"], counts["declared"], labelled.get(ctx.stem)))
+            elif result["status"] == "done":
+                note_partial(summary, recorded_partial_line(options.cache_dir, ctx, labelled.get(ctx.stem)))
             summary.frames += result["frames"]
             summary.decode_wait += result["decode_wait"]
             for key, value in result["hook_seconds"].items():

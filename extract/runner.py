@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +40,14 @@ from extract.base import (
     with_dependencies,
 )
 from extract.decode import DecodeReport, prefetch_chunks
-from extract.frames import invalidate_undecoded, labelled_frames, partial_line, record_frames, to_container_clock
+from extract.frames import (
+    invalidate_undecoded,
+    labelled_frames,
+    partial_line,
+    record_frames,
+    recorded_partial_line,
+    to_container_clock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -410,11 +417,19 @@ def split_videos(options: RunOptions, manifest: Manifest | None = None) -> list[
     return videos
 
 
+def note_partial(summary: RunSummary, line: str | None) -> None:
+    if line:
+        summary.partial.append(line)
+        log.warning("%s", line)
+
+
 def plan_videos(
-    runner: Runner, videos: list[tuple[str, Path, list[str]]], summary: RunSummary
+    runner: Runner, videos: list[tuple[str, Path, list[str]]], summary: RunSummary,
+    labelled: Mapping[str, int] | None = None,
 ) -> list[tuple[VideoContext, list[str]]]:
     """Probe each video and list the features it still needs; unreadable videos go to `summary.failed`,
-    videos with everything complete to `summary.skipped`."""
+    videos with everything complete to `summary.skipped` (and to `summary.partial` again when their
+    frame-time record says they were partial: stored, but short of frames)."""
     plan: list[tuple[VideoContext, list[str]]] = []
     for index, (stem, path, tracks) in enumerate(videos):
         try:
@@ -428,6 +443,7 @@ def plan_videos(
         todo = runner.todo(ctx, source)
         if not todo:
             summary.skipped.append(stem)
+            note_partial(summary, recorded_partial_line(runner.opts.cache_dir, ctx, (labelled or {}).get(stem)))
             continue
         plan.append((ctx, todo))
     return plan
@@ -457,7 +473,7 @@ def run_extraction(
     summary = RunSummary()
     runner = Runner(options, audio_decoder)
     try:
-        plan = plan_videos(runner, videos, summary)
+        plan = plan_videos(runner, videos, summary, labelled)
         total = sum(max(c.info.n_frames, 0) for c, _ in plan)
         with split_progress(options.split, total, enabled=options.progress) as advance:
             for ctx, todo in plan:
@@ -471,10 +487,9 @@ def run_extraction(
                     report = runner.process_video(ctx, todo, on_frames)
                     summary.done.append(f"{ctx.stem}: {', '.join(todo)}")
                     if report is not None:
-                        line = partial_line(ctx, report.decoded, report.declared, labelled.get(ctx.stem))
-                        if line:
-                            summary.partial.append(line)
-                            log.warning("%s", line)
+                        note_partial(summary, partial_line(ctx, report.decoded, report.declared, labelled.get(ctx.stem)))
+                    else:
+                        note_partial(summary, recorded_partial_line(options.cache_dir, ctx, labelled.get(ctx.stem)))
                     advance(max(ctx.info.n_frames - (summary.frames - before), 0))  # probed count may differ
                 except (KeyboardInterrupt, SystemExit, ExtractionError):
                     raise

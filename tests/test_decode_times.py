@@ -198,9 +198,8 @@ def test_truncated_faststart_mp4_is_partial_exit_1_rows_stored(tmp_path: Path, p
     assert probe_video(path).n_frames == 90  # the container still declares every frame
 
     cache = tmp_path / "cache"
-    result = CliRunner().invoke(pipeline.app, [
-        "extract", "--split", "train", "--features", FEATURE, "--data-root", str(root), "--cache-dir", str(cache),
-    ])
+    args = ["extract", "--split", "train", "--features", FEATURE, "--data-root", str(root), "--cache-dir", str(cache)]
+    result = CliRunner().invoke(pipeline.app, args)
     out = " ".join(result.output.split())
     assert result.exit_code == 1, result.output
     assert "1 partial" in out and "cut.mp4: partial:" in out and "of 90 declared, 90 labelled" in out
@@ -213,6 +212,9 @@ def test_truncated_faststart_mp4_is_partial_exit_1_rows_stored(tmp_path: Path, p
     k = np.flatnonzero(group.valid)
     np.testing.assert_allclose(group.times[k, 0], k / 30, atol=1e-9)
     assert [int(round((v - 16) / 4)) % CYCLE for v in group.values[k, 0]] == list(k % CYCLE)
+    again = CliRunner().invoke(pipeline.app, args)  # nothing to redo, and still not taken as whole
+    out = " ".join(again.output.split())
+    assert again.exit_code == 1 and "1 skipped as already complete" in out and f"cut.mp4: partial: {decoded} " in out
 
 
 # ---- 3. zeroed bytes in the middle -----------------------------------------------------------------------
