@@ -154,6 +154,15 @@ def test_vfr_rows_and_labels_are_on_real_time(tmp_path: Path, patch_feature) -> 
     assert [int(round((v - 16) / 4)) % CYCLE for v in levels] == [k % CYCLE for k in range(90)]  # label k = frame k
     ds.close()
 
+    from cache.importers import ImportConfig, import_features  # frame-indexed features made elsewhere: same clock
+
+    src = tmp_path / "npz"
+    src.mkdir()
+    np.savez(src / "vfr.npz", frames=np.arange(90), features=np.arange(90, dtype=np.float32)[:, None])
+    report = import_features(src, "openface", cache, ImportConfig(fmt="npz"), load_manifest(root))
+    assert report.imported == ["vfr"]
+    np.testing.assert_allclose(FeatureStore.open(store_path(cache, "openface")).read("vfr").times, label_times)
+
 
 def test_decord_failing_midway_on_a_vfr_video_resumes_at_its_time(tmp_path: Path, monkeypatch, caplog) -> None:
     path = write_mp4(tmp_path / "vfr.mp4", VFR_TIMES)
