@@ -35,7 +35,7 @@ from cache.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
-RESUME_SLACK = 1e-3  # seconds: PyAV resumes at the first frame at or after decord's next frame time
+RESUME_SLACK = 1e-3  # seconds: resuming by time, PyAV starts at the first frame at or after decord's next one
 
 
 @dataclass
@@ -109,7 +109,9 @@ def _stream_facts(path: Path) -> _Stream:
     with _open_pyav(path) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = float(rate) if rate else 0.0
+        if not rate:
+            raise MediaError(f"{path}: container gives no frame rate")
+        fps = float(rate)
         declared = int(stream.frames) if stream.frames else None
         rotation = 0
         try:
@@ -198,9 +200,13 @@ def pyav_chunks(
     else:  # no usable timestamps: frames in decode order at k / fps (the old behaviour)
         log.warning("%s: packets without timestamps; frame times from the frame count", path)
         times, slot = None, {}
-    first = resume_index if times is None else 0
-    if resume_at is not None and times is not None:
-        first = int(np.searchsorted(times[:, 0], resume_at - RESUME_SLACK))
+    first = resume_index
+    if times is not None and resume_at is not None and resume_index > 0:
+        # decord and PyAV read the same packets, so frame `resume_index` is normally the one at `resume_at`;
+        # when their frame lists differ, resume by time instead
+        length = times[min(resume_index, len(times)) - 1, 1] - times[min(resume_index, len(times)) - 1, 0]
+        if resume_index >= len(times) or abs(times[resume_index, 0] - resume_at) > length / 2:
+            first = int(np.searchsorted(times[:, 0], resume_at - RESUME_SLACK))
     black = np.zeros((facts.height, facts.width, 3), dtype=np.uint8)
     frames: list[np.ndarray] = []
     flags: list[bool] = []
