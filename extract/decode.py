@@ -35,6 +35,7 @@ from cache.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
+MAX_BAD_PACKETS = 1000  # unreadable packets tolerated before PyAV gives up on a file
 RESUME_SLACK = 1e-3  # seconds: resuming by time, PyAV starts at the first frame at or after decord's next one
 
 
@@ -150,27 +151,35 @@ def decord_chunks(path: Path, chunk: int = 32, threads: int = 1, fps: float = 0.
     del reader
 
 
+def _video_packets(container, errors: list[int]) -> Iterator:
+    """The first video stream's packets; one the demuxer cannot read is skipped and counted in errors[0]
+    (after MAX_BAD_PACKETS of them the demuxer's error is raised)."""
+    import av
+
+    packets = container.demux(container.streams.video[0])
+    while True:
+        try:
+            packet = next(packets)
+        except (StopIteration, av.error.EOFError):
+            return
+        except Exception:
+            errors[0] += 1
+            if errors[0] > MAX_BAD_PACKETS:
+                raise
+            continue
+        yield packet
+
+
 def _demux_pts(path: Path) -> tuple[np.ndarray, float, int]:
     """Sorted presentation timestamps (stream units) of the video packets the container holds, the
     time base, and how many packets had no timestamp. Reads the file without decoding."""
-    import av
 
     pts: list[int] = []
-    untimed = errors = 0
+    untimed = 0
     with _open_pyav(path) as container:
         stream = container.streams.video[0]
         tb = float(stream.time_base) if stream.time_base else 0.0
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-            except (StopIteration, av.error.EOFError):
-                break
-            except Exception:
-                errors += 1
-                if errors > 1000:
-                    break
-                continue
+        for packet in _video_packets(container, [0]):
             if packet.size == 0:  # the flush packet at the end
                 continue
             if packet.pts is None:
@@ -187,10 +196,8 @@ def pyav_chunks(
 
     A packet that fails to decode is counted; its frame (and those that depend on it up to the next
     key frame, and any frame the decoder flags corrupt) comes out black with `decoded` False at its own
-    time. `resume_at` (seconds): start at the first frame at or after that time (`resume_index`: after
-    that many frames, when the packets carry no timestamps)."""
-    import av
-
+    time. Resuming after decord: skip the `resume_index` frames it delivered, or, when PyAV's frame list
+    differs from decord's, the frames before `resume_at` seconds."""
     facts = facts or _stream_facts(path)
     pts, tb, untimed = _demux_pts(path)
     timed = bool(tb) and len(pts) > 0 and untimed == 0
@@ -232,20 +239,10 @@ def pyav_chunks(
             yield Chunk(np.stack(frames), chunk_start - first, rows_of(chunk_start, emitted), np.array(flags))
             chunk_start, frames, flags = emitted, [], []
 
+    unreadable = [0]
     with _open_pyav(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-            except (StopIteration, av.error.EOFError):
-                break
-            except Exception:
-                bad += 1
-                if bad > 1000:
-                    raise
-                continue
+        container.streams.video[0].thread_type = "AUTO"
+        for packet in _video_packets(container, unreadable):
             try:
                 decoded = packet.decode()
             except Exception:
@@ -271,8 +268,9 @@ def pyav_chunks(
         if timed:
             while emitted < len(pts):  # trailing frames whose packets did not decode
                 yield from push(black, False)
+    bad += unreadable[0]
     if bad:
-        log.warning("%s: PyAV could not decode %d packet(s); their frames are kept as invalid rows", path, bad)
+        log.warning("%s: PyAV could not read or decode %d packet(s); their frames are kept as invalid rows", path, bad)
     if frames:
         yield Chunk(np.stack(frames), chunk_start - first, rows_of(chunk_start, emitted), np.array(flags))
 
