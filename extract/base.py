@@ -159,7 +159,7 @@ class Extractor(ABC):
     requires: ClassVar[tuple[str, ...]] = ()  # features that must exist first (run in the same pass or read)
     input: ClassVar[str] = ""  # frames | crops | audio | stores (set by the input-style subclasses)
     autocast: ClassVar[bool] = True  # bf16 autocast on CUDA is allowed for this extractor's hooks
-    store_dtype: ClassVar[str] = "float16"  # dtype of the stored values
+    store_dtype: ClassVar[str] = "auto"  # stored dtype: auto = float16 unless a column would lose precision
 
     def __init__(
         self,

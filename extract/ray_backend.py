@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cache.location import as_location, is_url
-from cache.manifest import Manifest, load_manifest
+from cache.manifest import Manifest
 from cache.media import probe_video
 from extract.base import Extractor, VideoContext
 from extract.frames import labelled_frames, partial_line, recorded_partial_line
@@ -43,6 +43,7 @@ from extract.runner import (
     model_context,
     note_partial,
     plan_videos,
+    split_manifest,
     split_videos,
 )
 
@@ -195,7 +196,7 @@ def run_extraction_ray(
     if options.device not in ("auto", "cpu", "cuda") and not options.device.startswith("cuda:"):
         raise ExtractionError(f"device must be auto, cpu or cuda, got {options.device!r}")
     if manifest is None:
-        manifest = load_manifest(options.data_root, options.videos_dir, options.labels_dir, splits=(options.split,))
+        manifest = split_manifest(options)
     videos = split_videos(options, manifest)
     labelled = labelled_frames(manifest, options.split)
     summary = RunSummary()

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from cache.checks import DatasetError, check_dataset, empty_split_text, warn_tiny_profile
 from cache.location import Location
 from cache.manifest import Manifest, load_manifest
 from cache.media import MediaError, SourceStat, probe_video
-from cache.store import FeatureStore, FingerprintMismatch, store_path
+from cache.store import DamagedStore, FeatureStore, FingerprintMismatch, store_path
 from extract.base import (
     DEFAULT_MODELS_DIR,
     AudioExtractor,
@@ -218,7 +219,7 @@ class Runner:
         for name in self.names:
             ext, store = self.extractors[name], self.stores[name]
             units = ext.units_for(video)
-            if self.opts.force or not all(store.is_complete(u, source) for u in units):
+            if self.opts.force or not all(store.is_complete(u, source, check_chunks=True) for u in units):
                 out.append(name)
         return out
 
@@ -404,12 +405,20 @@ def shard_videos(videos: list[tuple[str, Path, list[str]]], shard: tuple[int, in
     return sorted(videos, key=lambda v: v[0])[i::n]
 
 
+def split_manifest(options: RunOptions) -> Manifest:
+    """The manifest of the run's split (a missing or empty data root is a DatasetError)."""
+    check_dataset(options.data_root, options.videos_dir, options.labels_dir)
+    return load_manifest(options.data_root, options.videos_dir, options.labels_dir, splits=(options.split,))
+
+
 def split_videos(options: RunOptions, manifest: Manifest | None = None) -> list[tuple[str, Path, list[str]]]:
     """The videos this run covers: the split's (or `only_videos`), less those of other shards."""
     if manifest is None:
-        splits = (options.split,)
-        manifest = load_manifest(options.data_root, options.videos_dir, options.labels_dir, splits=splits)
-    videos = shard_videos(iter_videos(manifest, options.split), options.shard)
+        manifest = split_manifest(options)
+    in_split = iter_videos(manifest, options.split)
+    if not in_split:  # before any store is created: a wrong --data-root or --split is an error, not a no-op
+        raise DatasetError(empty_split_text(manifest, options.split, options.data_root))
+    videos = shard_videos(in_split, options.shard)
     if options.only_videos is not None:
         videos = [v for v in videos if v[0] in options.only_videos]
     if not videos:
@@ -440,7 +449,12 @@ def plan_videos(
             log.error("%s", summary.failed[-1])
             continue
         ctx = VideoContext(stem, path, info, tracks, index)
-        todo = runner.todo(ctx, source)
+        try:
+            todo = runner.todo(ctx, source)
+        except DamagedStore as err:  # e.g. a group's zarr.json is garbage: this video fails, the run goes on
+            summary.failed.append(f"{path}: {err}")
+            log.error("%s", summary.failed[-1])
+            continue
         if not todo:
             summary.skipped.append(stem)
             note_partial(summary, recorded_partial_line(runner.opts.cache_dir, ctx, (labelled or {}).get(stem)))
@@ -459,6 +473,7 @@ def run_extraction(
     `options.backend == "ray"` hands the run to `extract.ray_backend` (same summary, same stores)."""
     from extract.progress import split_progress
 
+    warn_tiny_profile(options.profile, options.data_root)
     if options.backend == "ray":
         from extract.ray_backend import run_extraction_ray
 
@@ -467,7 +482,7 @@ def run_extraction(
         raise ExtractionError(f"--backend must be local or ray, got {options.backend!r}")
     t_start = time.perf_counter()
     if manifest is None:
-        manifest = load_manifest(options.data_root, options.videos_dir, options.labels_dir, splits=(options.split,))
+        manifest = split_manifest(options)
     videos = split_videos(options, manifest)
     labelled = labelled_frames(manifest, options.split)
     summary = RunSummary()

@@ -3,6 +3,7 @@ scheduler, loop counters and every RNG state."""
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -37,14 +38,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (truncated, overwritten, not a checkpoint); names the file."""
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically (a crash never leaves half a checkpoint under the final name)."""
+    """Write atomically: a crash, or a full disk, never leaves half a checkpoint under the final name
+    (the previous one stays) nor a partial temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()  # serialised in memory, written by Python: a full disk raises a plain OSError
+    torch.save(state, buffer)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"cannot write checkpoint {path}: {err.strerror or err}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=False)
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch/pickle/zip raise many types for a damaged file
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read ({reason}): damaged or not a checkpoint") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"checkpoint {path} holds no model state: not an affcache checkpoint")
+    return state

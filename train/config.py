@@ -28,6 +28,8 @@ class DataConfig:
     align_workers: int = 2
     # train-split tracks left out of training (out-of-fold stacking exports train one run per fold)
     holdout: list[str] = field(default_factory=list)
+    # standardize each feature dimension with mean/std of the train split (train/standardize.py)
+    normalize: bool = True
 
     def __post_init__(self) -> None:
         if not self.features:

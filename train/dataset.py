@@ -2,10 +2,12 @@
 
 Label frame k of a track is the k-th frame its video presents: [k/fps, (k+1)/fps) with the container fps,
 or, for a variable-rate video, the presentation times recorded at extraction (`cache.frametimes`). Each
-feature is aligned onto those frames by `cache.align.align_to_frames` when a track is first needed, and
-the aligned float16 (T, D) arrays are kept in an LRU bounded in bytes (`cache_mb`). Training order
-shuffles tracks, then windows within blocks of a few tracks, so each track is aligned about once per
-epoch and the LRU holds a block (plus what the prefetcher aligns ahead), never the split.
+feature is aligned onto those frames by `cache.align.align_to_frames` when a track is first needed (in
+the store's precision), standardized when the dataset has a `standardizer` (train/standardize.py: a
+separate step on the aligned array), and the float16 (T, D) arrays are kept in an LRU bounded in bytes
+(`cache_mb`). Training order shuffles tracks, then windows within blocks of a few tracks, so each track
+is aligned about once per epoch and the LRU holds a block (plus what the prefetcher aligns ahead), never
+the split.
 
 RAM: at most `cache_mb` (default 1 GiB) of aligned tracks, plus the batches in the prefetch queue
 (8 × 400 × D × 2 bytes each, e.g. 10 MB for D = 1536) and one raw group being aligned.
@@ -20,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,8 +30,11 @@ from cache.align import align_to_frames
 from cache.manifest import Track
 from cache.frametimes import FrameClock
 from cache.location import parent
-from cache.media import probe_video
+from cache.media import MediaError, probe_video
 from cache.store import FeatureStore, store_exists, store_path
+
+if TYPE_CHECKING:
+    from train.standardize import Standardizer
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +145,10 @@ class TrackDataset:
         cache_mb: float = 1024.0,
         align_workers: int = 2,
         clock: FrameClock | None = None,
+        standardizer: "Standardizer | None" = None,
     ):
         self.tracks = list(tracks)
+        self.standardizer = standardizer
         self.sources = dict(sources)
         if clock is None:  # the frame-time record of the cache the features come from
             first = next(iter(self.sources.values()), None)
@@ -154,11 +162,14 @@ class TrackDataset:
         )
         self._fps_override = dict(fps or {})
         self._probe_cache: dict[Path, object] = {}
+        self.unreadable = self._leave_out_unreadable()  # track -> why its video cannot be read
         self.fps = np.array([self._track_fps(t) for t in self.tracks], dtype=np.float64)
         self.n_frames = np.array([self._track_frames(t) for t in self.tracks], dtype=np.int64)
         self._units = {n: set(s.store.units()) for n, s in self.sources.items()}
+        self.missing_groups: dict[str, list[str]] = {}  # feature -> tracks with no complete group
         for name, source in self.sources.items():
             missing = [t.name for t in self.tracks if source.group_for(t) not in self._units[name]]
+            self.missing_groups[name] = missing
             self.stats.missing_groups[name] = len(missing)
             if missing:
                 log.warning(
@@ -180,6 +191,39 @@ class TrackDataset:
         self._pool = ThreadPoolExecutor(max_workers=max(1, align_workers), thread_name_prefix="align")
 
     # ---------------------------------------------------------------- frames and fps
+    def _leave_out_unreadable(self) -> dict[str, str]:
+        """Drop the tracks whose video cannot be probed (all of them listed in one warning) so that one bad
+        file does not stop a run over hundreds; a split left with no track is an error."""
+        unreadable: dict[str, str] = {}
+        mismatched = 0
+        for track in self.tracks:
+            if track.name in self._fps_override and (track.labels is not None or track.n_frames):
+                continue
+            try:
+                info = self._probe(track)
+            except MediaError as err:
+                unreadable[track.name] = str(err)
+                continue
+            mismatched += track.labels is not None and len(track.labels) != info.n_frames
+        if mismatched:
+            log.info("%d track(s) have a label count that differs from their video's frame count "
+                     "(aligned by time; `status --verbose` lists them)", mismatched)
+        if not unreadable:
+            return unreadable
+        reasons = dict.fromkeys(unreadable.values())
+        log.warning(
+            "%d track(s) left out, their video cannot be read: %s (%s)", len(unreadable), ", ".join(unreadable),
+            "; ".join(reasons),
+        )
+        self.tracks = [t for t in self.tracks if t.name not in unreadable]
+        if not self.tracks:
+            raise MediaError(f"no track left: every video of the split cannot be read ({'; '.join(reasons)})")
+        return unreadable
+
+    def video_info(self, track: Track):
+        """The container facts of a track's video (probed once; MediaError when it cannot be read)."""
+        return self._probe(track)
+
     def _probe(self, track: Track):
         if track.video not in self._probe_cache:
             self._probe_cache[track.video] = probe_video(track.video)
@@ -236,6 +280,10 @@ class TrackDataset:
                     self.stats.nonfinite_rows[name] += bad_rows
                 log.warning("feature %s, group %s: %d rows with NaN/inf masked", name, group, bad_rows)
             aligned, mask = _align_in_column_blocks(flat, raw.times, targets, valid, source.fill)
+            if self.standardizer is not None:
+                aligned = self.standardizer.apply(name, aligned, mask)
+            with np.errstate(over="ignore"):
+                aligned = aligned.astype(np.float16, copy=False)  # may overflow to inf: masked below
             finite = np.isfinite(aligned).all(axis=1)
             bad = mask & ~finite
             if bad.any():
@@ -364,20 +412,26 @@ class TrackDataset:
 def _align_in_column_blocks(
     flat: np.ndarray, times: np.ndarray, targets: np.ndarray, valid: np.ndarray, fill: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """align_to_frames over blocks of columns, into one float16 (T, D) array: the same result with
-    temporaries (float64 inside the alignment) bounded to about ALIGN_BLOCK_BYTES, whatever the length."""
+    """align_to_frames over blocks of columns, into one (T, D) array of the store's precision (float16, or
+    float32 for wider stores): the same result with temporaries (float64 inside the alignment) bounded to
+    about ALIGN_BLOCK_BYTES, whatever the length."""
     n_rows, dim = flat.shape
     fast = _same_frames(flat, times, targets, valid, fill)
     if fast is not None:
         return fast
     block = max(1, min(dim, ALIGN_BLOCK_BYTES // (8 * max(n_rows, len(targets), 1))))
-    out = np.empty((len(targets), dim), dtype=np.float16)
+    out = np.empty((len(targets), dim), dtype=_aligned_dtype(flat))
     mask = np.zeros(len(targets), dtype=bool)
     for c in range(0, dim, block):
         part, mask = align_to_frames(flat[:, c : c + block], times, targets, valid=valid, nearest_fill=fill)
         with np.errstate(over="ignore"):
             out[:, c : c + block] = part  # float16: may overflow to inf, checked by the caller
     return out, mask
+
+
+def _aligned_dtype(flat: np.ndarray) -> type:
+    """float16 stores align to float16; a store kept wider (precision) keeps float32 until standardized."""
+    return np.float16 if flat.dtype == np.float16 else np.float32
 
 
 def _same_frames(
@@ -394,7 +448,7 @@ def _same_frames(
     mask[:m] = valid[:m]
     if fill is not None and not mask.all():
         return None
-    out = np.zeros((len(targets), flat.shape[1]), dtype=np.float16)
+    out = np.zeros((len(targets), flat.shape[1]), dtype=_aligned_dtype(flat))
     with np.errstate(over="ignore"):
         out[:m] = flat[:m]
     out[~mask] = 0
@@ -409,6 +463,10 @@ def build_dataset(
     fps: Mapping[str, float] | None = None,
     cache_mb: float = 1024.0,
     align_workers: int = 2,
+    standardizer: "Standardizer | None" = None,
 ) -> TrackDataset:
     """A `TrackDataset` (kept as a function so the loop, evaluation and bench build it one way)."""
-    return TrackDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers)
+    return TrackDataset(
+        tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers,
+        standardizer=standardizer,
+    )

@@ -268,7 +268,7 @@ def export_run(
             report.empty_splits.append(split)
             continue
         try:
-            todo = [ti for ti, t in enumerate(dataset.tracks) if force or not store.is_complete(t.name)]
+            todo = [ti for ti, t in enumerate(dataset.tracks) if force or not store.is_complete(t.name, check_chunks=True)]
             report.skipped[split] = len(dataset.tracks) - len(todo)
             report.written[split] = 0
             for model, ids in _models_for(split, loaded, fold_runs, dataset, todo, device):

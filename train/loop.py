@@ -18,15 +18,18 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cache.checks import check_no_overlap, dataset_dirs, require_dataset
 from cache.location import as_location
 from cache.manifest import load_manifest
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.config import TrainConfig
 from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
-from train.evaluate import EvalResult, evaluate_predictions, predict_split, score, postprocess
+from train.lock import run_lock
+from train.evaluate import EvalResult, evaluate_predictions, input_features, predict_split, score, postprocess
 from train.model import build_model
 from cache.prefetch import Prefetcher
 from train.run import RunDir
+from train.standardize import Standardizer, run_standardizer
 from train.tensors import autocast, resolve_device, to_tensors
 
 log = logging.getLogger(__name__)
@@ -52,9 +55,13 @@ def run_name(cfg: TrainConfig) -> str:
 
 
 def open_split(
-    cfg: TrainConfig, split: str, sources: dict[str, FeatureSource], fps: dict[str, float] | None = None
+    cfg: TrainConfig,
+    split: str,
+    sources: dict[str, FeatureSource],
+    fps: dict[str, float] | None = None,
+    standardizer: Standardizer | None = None,
 ) -> TrackDataset:
-    """The dataset of one split of the manifest, with the run's windowing and cache settings."""
+    """The dataset of one split of the manifest, with the run's windowing, cache and standardization."""
     data = cfg.data
     splits = (split,)
     manifest = load_manifest(Path(data.data_root), data.videos and Path(data.videos), data.labels and Path(data.labels), splits)
@@ -65,7 +72,8 @@ def open_split(
     if not tracks:
         raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
     return build_dataset(
-        tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers
+        tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers,
+        standardizer=standardizer,
     )
 
 
@@ -95,18 +103,29 @@ def train(
     """Train cfg.model on cfg.data.features; write and return the run. `on_epoch_end(epoch, row)` is
     called after each epoch's checkpoint is written (an exception there interrupts the run)."""
     console = console or Console(stderr=True)
+    where = (Path(cfg.data.data_root), cfg.data.videos and Path(cfg.data.videos), cfg.data.labels and Path(cfg.data.labels))
+    require_dataset(*where)
+    check_no_overlap(dataset_dirs(*where)[1])
+    with run_lock(Path(cfg.runs_dir) / run_name(cfg)):  # one process per run folder, released even on SIGKILL
+        return _train(cfg, resume, on_epoch_end, console, fps)
+
+
+def _train(cfg: TrainConfig, resume: bool, on_epoch_end: EpochHook | None, console: Console, fps) -> TrainResult:
     cfg, run, state = _resolve_run(cfg, resume)
     sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
     if state is not None:
         run.check_fingerprints(sources)
-    run.make()
+    device = resolve_device(cfg.device)
+    train_ds = open_split(cfg, "train", sources, fps)
+    try:
+        val_ds = open_split(cfg, "val", sources, fps)
+    except BaseException:
+        train_ds.close()
+        raise
+    run.make()  # only once the data is known to be usable: a refused run leaves no folder behind
     cfg.name = run.path.name
     cfg.save(run.config)
     run.write_features(sources)
-
-    device = resolve_device(cfg.device)
-    train_ds = open_split(cfg, "train", sources, fps)
-    val_ds = open_split(cfg, "val", sources, fps)
     log.info(
         "run %s: %d train tracks (%d windows), %d val tracks, features %s, device %s",
         run.path, len(train_ds.tracks), len(train_ds), len(val_ds.tracks), train_ds.feature_dims, device,
@@ -114,6 +133,10 @@ def train(
     seed_everything(cfg.seed)
     model, has_regions = build_model(cfg, sources)
     model.to(device)
+    # the model's input streams are standardized (a mask-only feature such as audio reliability keeps its
+    # values); set before the first track is aligned
+    inputs = {n: sources[n] for n in input_features(model, list(sources))}
+    train_ds.standardizer = val_ds.standardizer = run_standardizer(run, cfg, inputs, train_ds.tracks, state is not None)
     from train.losses import VALossConfig
 
     loss_cfg = VALossConfig(
@@ -233,7 +256,7 @@ def _train_epoch(
     }
     for k, v in sums.items():
         if k != "total":
-            row[f"train_{k}"] = v / max(steps, 1)
+            row[f"train_loss_{k}"] = v / max(steps, 1)  # a loss (1 - CCC for ccc), not a score
     return row
 
 

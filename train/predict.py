@@ -107,16 +107,21 @@ def predict_run(
     runs_dir: str = "artifacts/runs",
     device: str = "auto",
     out: Path | None = None,
+    allow_missing: bool = False,
     **locations,
 ) -> Path:
     """Predict every frame of a split with the run's best checkpoint (smoothing chosen on validation,
-    frames without features interpolated, clipped) and write the checked submission CSV."""
+    frames without features interpolated, clipped) and write the checked submission CSV, with a sidecar
+    CSV.json saying what it was made from. Tracks lacking a feature the run needs are refused unless
+    `allow_missing` (then the sidecar lists them)."""
+    from train.coverage import check_coverage, write_sidecar
     from train.evaluate import postprocess, predict_split
     from train.restore import load_run
 
     loaded = load_run(run, Path(runs_dir), device, **locations)
     dataset = loaded.dataset(split)
     try:
+        coverage = check_coverage(dataset, split, allow_missing)
         raw = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
     finally:
         dataset.close()
@@ -139,5 +144,6 @@ def predict_run(
     path = Path(out) if out is not None else loaded.run.predictions / f"{split}.csv"
     write_submission(path, expected, preds)
     rows = validate_submission(path, expected)
+    write_sidecar(path, coverage, run=str(loaded.run.path), rows=rows, checked_against=str(sample) if sample else None)
     log.info("wrote %s: %d rows for %d tracks%s", path, rows, len(order), f", checked against {sample}" if sample else "")
     return path

@@ -12,6 +12,7 @@ from train.config import TrainConfig
 from train.dataset import TrackDataset
 from train.evaluate import EvalResult, SplitPredictions, postprocess
 from train.run import RunDir
+from train.standardize import Standardizer
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,13 @@ def plot_track(name: str, fps: float, pred: np.ndarray, true: np.ndarray, valid:
     plt.close(fig)
 
 
+def _standardized(standardizer: Standardizer | None, name: str) -> str:
+    stats = standardizer.stats.get(name) if standardizer is not None else None
+    if stats is None:
+        return "no"
+    return f"yes ({stats.rows} train rows" + (f", {len(stats.constant)} constant dims unscaled)" if stats.constant else ")")
+
+
 def write_report(
     run: RunDir, cfg: TrainConfig, result: EvalResult, val_ds: TrackDataset, preds: SplitPredictions
 ) -> None:
@@ -87,6 +95,7 @@ def write_report(
         plot_track(track.name, float(val_ds.fps[ti]), pred, track.labels.values, track.labels.valid, run.path / rel)
         plots.append((f"validation track {track.name} (smoothed predictions)", rel))
     features = run.read_features()
+    stats = Standardizer.load(run.standardization)
     best = max(rows, key=lambda r: r.get("val_P", -np.inf)) if rows else {}
     lines = [
         f"# Run {run.path.name}",
@@ -105,9 +114,10 @@ def write_report(
         "",
         "## Features",
         "",
-        "| feature | fingerprint | unit | dim | store |",
-        "|---|---|---|---:|---|",
-        *(f"| {n} | `{f['fingerprint']}` | {f['unit']} | {f['dim']} | {f['store']} |" for n, f in features.items()),
+        "| feature | fingerprint | unit | dim | standardized | store |",
+        "|---|---|---|---:|---|---|",
+        *(f"| {n} | `{f['fingerprint']}` | {f['unit']} | {f['dim']} | {_standardized(stats, n)} | {f['store']} |"
+          for n, f in features.items()),
         "",
         "## Plots",
         "",

@@ -17,6 +17,7 @@ from train.dataset import FeatureSource, TrackDataset, open_features
 from train.loop import open_split
 from train.model import build_model
 from train.run import RunDir
+from train.standardize import Standardizer
 from train.tensors import resolve_device
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,10 @@ class LoadedRun:
     model: torch.nn.Module
     device: torch.device
     half_windows: tuple[int, int]  # smoothing chosen on validation ((0, 0) when not yet chosen)
+    standardizer: Standardizer | None = None  # the statistics the run was trained with (None: raw values)
 
     def dataset(self, split: str, fps: dict[str, float] | None = None) -> TrackDataset:
-        return open_split(self.cfg, split, self.sources, fps)
+        return open_split(self.cfg, split, self.sources, fps, self.standardizer)
 
 
 def load_run(
@@ -58,6 +60,9 @@ def load_run(
         cfg.data.labels = str(labels)
     sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
     rd.check_fingerprints(sources)
+    standardizer = Standardizer.load(rd.standardization)
+    if standardizer is not None:
+        standardizer.check(sources)
     dev = resolve_device(device)
     path = rd.best if checkpoint == "best" and rd.best.is_file() else rd.last
     if not path.is_file():
@@ -68,4 +73,4 @@ def load_run(
     half = (0, 0)
     if rd.eval_file("val").is_file():
         half = tuple(json.loads(rd.eval_file("val").read_text(encoding="utf-8"))["half_windows"])
-    return LoadedRun(run=rd, cfg=cfg, sources=sources, model=model, device=dev, half_windows=half)
+    return LoadedRun(run=rd, cfg=cfg, sources=sources, model=model, device=dev, half_windows=half, standardizer=standardizer)
