@@ -243,9 +243,9 @@ class Runner:
         results: dict[str, dict[str, UnitResult]] = {}
         frame_exts = [n for n in todo if isinstance(exts[n], FrameExtractor)]
         crop_exts = [n for n in todo if isinstance(exts[n], CropExtractor)]
-        report = None
+        report = frames = None
         if frame_exts or crop_exts:
-            report = self._frame_pass(video, exts, frame_exts, crop_exts, results, on_frames)
+            report, frames = self._frame_pass(video, exts, frame_exts, crop_exts, results, on_frames)
         else:
             on_frames(video.info.n_frames)
         base_attrs = {
@@ -264,6 +264,8 @@ class Runner:
                 with self.timer(name), model_context(self.device, ext.autocast):
                     results[name] = ext.process_stores(video, deps)
             self._write(name, video, results.get(name, {}), base_attrs)
+        if frames is not None:  # after the groups: the record describes the decode they came from
+            record_frames(self.opts.cache_dir, video, *frames, report)
         return report
 
     def _write(self, name: str, video: VideoContext, result: dict[str, UnitResult], base_attrs: dict[str, Any]) -> None:
@@ -282,7 +284,9 @@ class Runner:
         crop_exts: list[str],
         results: dict[str, dict[str, UnitResult]],
         on_frames: Callable[[int], None],
-    ) -> DecodeReport:
+    ) -> tuple[DecodeReport, tuple[np.ndarray, np.ndarray]]:
+        """Decode once and feed the frame and crop extractors; returns the decode report and every
+        presented frame's (times (N, 2), decoded (N,))."""
         opts = self.opts
         fps = video.info.fps  # extractors see frame k at [k/fps, (k+1)/fps); rows are put on the container clock below
         report = DecodeReport()
@@ -368,8 +372,7 @@ class Runner:
             expected = {t: len(stored._rows[t][0]) for t in video.tracks}
             if any(v != n for v in expected.values()):
                 raise RuntimeError(f"stored faces have {expected} rows but {n} frames were decoded")
-        record_frames(opts.cache_dir, video, all_times, decoded, report)
-        return report
+        return report, (all_times, decoded)
 
 
 def iter_videos(manifest: Manifest, split: str, only: list[str] | None = None) -> list[tuple[str, Path, list[str]]]:
