@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -204,7 +205,8 @@ class GroupWriter:
         if self._arrays is None:
             self._arrays = self._create()
         chunks = {key: int(array.nchunks) for key, array in self._arrays.items()}
-        self._group.attrs.update({**(attrs or {}), "rows": self.rows, "chunks": chunks})
+        # `generation` names this writing of the group: views aligned from an older one are stale
+        self._group.attrs.update({**(attrs or {}), "rows": self.rows, "chunks": chunks, "generation": uuid.uuid4().hex})
         self._group.attrs["complete"] = True  # last, on its own
 
 

@@ -222,7 +222,7 @@ def run_extraction_ray(
         log.info("submitted %d video task(s) to Ray (%s per task)", len(pending), resources)
         results: dict[str, dict[str, Any]] = {}
         total = sum(max(c.info.n_frames, 0) for c, _ in plan)
-        with split_progress(options.split, total, enabled=options.progress) as advance:
+        with split_progress(options.split, total, enabled=options.progress, n_videos=len(plan)) as advance:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 ctx = pending.pop(ready[0])
@@ -235,6 +235,9 @@ def run_extraction_ray(
                     log.error("%s", result["line"])
                 results[ctx.stem] = result
                 advance(max(ctx.info.n_frames, result["frames"]))
+                detail = [result["line"].partition(": ")[2]] if result["status"] == "done" else [result["line"]]
+                busy = sum(result["hook_seconds"].values()) + result["decode_wait"]  # the worker's time on this video
+                advance.video(ctx.stem, result["status"], result["frames"], busy, detail, ctx.info.fps)
         for ctx, _ in plan:  # summary in the split's order, as the local backend
             result = results[ctx.stem]
             (summary.done if result["status"] == "done" else summary.failed).append(result["line"])

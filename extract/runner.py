@@ -493,9 +493,15 @@ def run_extraction(
     try:
         plan = plan_videos(runner, videos, summary, labelled)
         total = sum(max(c.info.n_frames, 0) for c, _ in plan)
-        with split_progress(options.split, total, enabled=options.progress) as advance:
+        with split_progress(options.split, total, enabled=options.progress, n_videos=len(videos)) as advance:
+            for stem in summary.skipped:
+                advance.video(stem, "skipped")
+            for line in summary.failed:
+                path, _, reason = line.partition(": ")
+                advance.video(Path(path).stem, "failed", features=[reason])
             for ctx, todo in plan:
                 before = summary.frames
+                t_video = time.perf_counter()
 
                 def on_frames(k: int) -> None:
                     summary.frames += k
@@ -509,6 +515,7 @@ def run_extraction(
                     else:
                         note_partial(summary, recorded_partial_line(options.cache_dir, ctx, labelled.get(ctx.stem)))
                     advance(max(ctx.info.n_frames - (summary.frames - before), 0))  # probed count may differ
+                    advance.video(ctx.stem, "done", summary.frames - before, time.perf_counter() - t_video, todo, ctx.info.fps)
                 except (KeyboardInterrupt, SystemExit, ExtractionError):
                     raise
                 except Exception as err:
@@ -517,6 +524,7 @@ def run_extraction(
                     log.error("%s", line)
                     log.debug("traceback", exc_info=True)
                     advance(max(ctx.info.n_frames - (summary.frames - before), 0))
+                    advance.video(ctx.stem, "failed", features=[_reason(err)])
     finally:
         runner.close()
     summary.seconds = time.perf_counter() - t_start

@@ -47,7 +47,9 @@ EXPORT_VERSION = "1"
 SPLITS = ("train", "val", "test")
 # run config keys that say where things are, not what the model is (left out of the fingerprint)
 LOCATION_KEYS = ("runs_dir", "device")
-DATA_LOCATION_KEYS = ("data_root", "videos", "labels", "cache_dir", "cache_mb", "prefetch_batches", "align_workers")
+DATA_LOCATION_KEYS = (
+    "data_root", "videos", "labels", "cache_dir", "cache_mb", "prefetch_batches", "align_workers", "views", "views_dir",
+)
 
 
 @dataclass
