@@ -3,9 +3,9 @@
 Thin by design: each command parses options and calls the packages.
 
 Exit status, the same for every command: 0 when the work is done; 1 when the command line was fine but
-the work failed or the data is wrong (a missing or damaged file, a failed video, a run in use, a full
-disk), said in one line that names the file; 2 when the command line itself is wrong (an unknown option,
-a value out of range or of the wrong form), with Click's usage message.
+the work failed or the data is wrong (a missing or damaged file, a failed or partial video, a run in
+use, a full disk), said in one line that names the file; 2 when the command line itself is wrong (an
+unknown option, a value out of range or of the wrong form), with Click's usage message.
 """
 
 from __future__ import annotations
@@ -90,7 +90,13 @@ def one_line_errors(command: str, hint: str = "") -> Iterator[None]:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs, and the C++ logs of MediaPipe/absl/TF Lite.")] = False,
+) -> None:
+    if not verbose:
+        from cache.native_logs import silence_native_logs
+
+        silence_native_logs()  # before anything imports mediapipe
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -327,7 +333,10 @@ def extract(
     cpus_per_task: Annotated[float, typer.Option("--cpus-per-task", min=0, help="Ray: CPUs per video task.")] = 1.0,
     gpus_per_task: Annotated[float | None, typer.Option("--gpus-per-task", min=0, help="Ray: GPUs per video task (default from profile and device).")] = None,
 ) -> None:
-    """Stage 1: extract features for every video of a split into CACHE_DIR/<feature>.zarr (resumable)."""
+    """Stage 1: extract features for every video of a split into CACHE_DIR/<feature>.zarr (resumable).
+
+    Exit status 1 also when a video is partial: stored, but fewer frames decoded than its container
+    declares or its labels need (listed with the counts)."""
     from extract.progress import print_summary
     from extract.runner import ExtractionError, RunOptions, run_extraction
     from extract.runner import parse_shard
@@ -382,6 +391,8 @@ def train(
     backbone_lr: Annotated[float, typer.Option("--backbone-lr", help="With --finetune: learning rate of the backbone.")] = 5e-6,
     profile: Profile = "full",
     finetune_opt: Annotated[list[str] | None, typer.Option("--finetune-opt", help="With --finetune: key=value (ref, models_dir, grad_checkpointing, frames_per_window); repeatable.")] = None,
+    log_every: Annotated[int, typer.Option("--log-every", help="Stdout not a terminal: a progress line every N steps ...")] = 50,
+    log_seconds: Annotated[float, typer.Option("--log-seconds", help="... or every M seconds, whichever comes first.")] = 60.0,
     data_root: DataRoot = DEFAULT_DATA,
     videos: Videos = None,
     labels: Labels = None,
@@ -392,6 +403,7 @@ def train(
     """Train a head on cached features (or, with --finetune, a head and a backbone top); writes RUNS_DIR/NAME."""
     from train.config import DataConfig, TrainConfig, parse_head_options
     from train.loop import train as run_training
+    from train.progress import ProgressSettings
     from train.report import ccc_table
 
     if stride > window:
@@ -417,7 +429,8 @@ def train(
         loss_weights=checks.loss_weights(loss_weights), finetune=ft or {},
     )
     with one_line_errors("train"):
-        result = run_training(cfg, resume=resume, console=console)
+        progress = ProgressSettings(every_steps=log_every, every_seconds=log_seconds)
+        result = run_training(cfg, resume=resume, console=console, progress=progress)
     console.print(ccc_table({"val": result.eval}), markup=False)
     console.print(f"run folder: {result.run.path}")
 
@@ -452,17 +465,24 @@ def evaluate(
 def predict(
     run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
     split: Split = "test",
-    out: Annotated[Path | None, typer.Option("--out", help="CSV path (default RUN/predictions/SPLIT.csv).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="CSV path (default RUN/predictions/SPLIT.csv); with --videos a folder (default RUN/predictions/videos).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the run's own.")] = None,
-    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Default: the run's own.")] = None,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Default: the run's own; with --videos where their features go (default: video-features beside RUNS_DIR).")] = None,
+    videos: Annotated[Path | None, typer.Option("--videos", help="A folder of videos (or one video) without annotations: extract what the run needs, one CSV + plot per video.")] = None,
+    models_dir: Annotated[Path, typer.Option("--models-dir", help="With --videos: where tiny models are built.")] = Path("artifacts/models"),
     device: Device = "auto",
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="Go on when tracks lack a feature the run needs (recorded with the result).")
     ] = False,
 ) -> None:
     """Write the challenge submission CSV for a split (checked against the sample file) and CSV.json
-    beside it. Refused when a track of the split lacks a feature the run needs, unless --allow-missing."""
+    beside it. Refused when a track of the split lacks a feature the run needs, unless --allow-missing.
+    With --videos: per-frame predictions for bare videos (no annotations)."""
+    if videos is not None:
+        with one_line_errors("predict"):
+            predict_bare_videos(run, videos, runs_dir, out, cache_dir, models_dir, device, allow_missing)
+        return
     from train.coverage import read_sidecar
     from train.predict import predict_run
 
@@ -484,6 +504,162 @@ def _gap_text(coverage: dict) -> str:
     if coverage.get("unreadable"):
         parts.append(f"{len(coverage['unreadable'])} track(s) with an unreadable video left out")
     return ", ".join(parts)
+
+
+@app.command()
+def align(
+    features: Features,
+    split: Split = "train",
+    fill: Annotated[str, typer.Option("--fill", help="Nearest-fill per feature in seconds, as in train.")] = "",
+    views_dir: Annotated[str | None, typer.Option("--views-dir", help="Default CACHE_DIR/_views (artifacts/views for a URL cache).")] = None,
+    data_root: DataRoot = DEFAULT_DATA,
+    videos: Videos = None,
+    labels: Labels = None,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+) -> None:
+    """Align features onto a split's label frames once and keep them on disk (aligned views) for every later run.
+
+    Training builds missing views on first use; this does it ahead of time (e.g. before a sweep)."""
+    from train.views import build_split_views
+
+    with one_line_errors("align"):
+        report = build_split_views(
+            [f.strip() for f in features.split(",") if f.strip()], split, data_root=data_root, videos=videos,
+            labels=labels, cache_dir=cache_dir, fill=fill, views_dir=views_dir, console=console,
+        )
+    console.print(report, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Option("--config", help="Sweep file (YAML): base recipe, fixed settings, grid and/or random space.")],
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    backend: Annotated[Literal["local", "ray"], typer.Option("--backend", help="local (one trial after another) | ray (one task per trial).")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (e.g. auto); default: start a local one.")] = None,
+    cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", min=0, help="Ray: CPUs per trial.")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", min=0, help="Ray: GPUs per trial.")] = 0.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the trials and their state; train nothing.")] = False,
+) -> None:
+    """Run a grid or random search of training configs over one cache; finished trials are skipped."""
+    from train.sweep import SweepError, load_sweep, run_sweep, save_best, summarize, trial_config, trial_state
+
+    try:
+        spec = load_sweep(config, runs_dir=str(runs_dir), base_loader=_recipe_dict)
+    except SweepError as err:
+        console.print(f"[red]sweep failed:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"sweep {spec.name}: {len(spec.trials)} trials under {spec.base['runs_dir']}")
+    if dry_run:
+        for trial in spec.trials:
+            console.print(f"  {trial.name}: {trial_state(trial_config(spec, trial))}", markup=False)
+        return
+
+    def report(result: dict) -> None:
+        extra = f" P {result['best_P']:.4f}" if "best_P" in result else f" {result.get('error', '')}"
+        console.print(f"  trial {result['name']}: {result['state']}{extra}", markup=False, highlight=False)
+
+    with one_line_errors("sweep"):
+        results = run_sweep(spec, backend=backend, address=address, cpus_per_trial=cpus_per_trial,
+                            gpus_per_trial=gpus_per_trial, on_result=report)
+    from train.runs_table import list_runs
+
+    sweep_dir = Path(spec.base["runs_dir"])
+    _print_runs_table(list_runs(sweep_dir, "P"), f"sweep {spec.name}: {len(spec.trials)} trials in {sweep_dir}, best validation P first")
+    best = save_best(spec, summarize(spec))
+    if best:
+        console.print(f"best config: {best}")
+    failed = [r for r in results if r["state"] == "failed"]
+    if failed:
+        console.print(f"[red]{len(failed)} trial(s) failed[/red]")
+        raise typer.Exit(1)
+
+
+def _recipe_dict(path: Path) -> dict:
+    """A training recipe file as the dict form of a TrainConfig (JSON as written in a run folder, or YAML)."""
+    import json
+
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+
+
+def predict_bare_videos(
+    run: str, videos: Path, runs_dir: Path, out: Path | None, cache_dir: str | None, models_dir: Path, device: str,
+    allow_missing: bool = False,
+) -> None:
+    """`predict RUN --videos DIR`: extract the run's features for each video with the settings of the run's
+    own stores (same fingerprints), then predict every frame."""
+    from extract.bare import extract_videos, extractable
+    from extract.progress import print_summary
+    from train.config import TrainConfig
+    from train.predict_videos import predict_videos
+    from train.restore import load_run
+    from train.run import RunDir
+
+    rd = RunDir.resolve(run, runs_dir)
+    cfg = TrainConfig.load(rd.config)
+    target = as_location(cache_dir) if cache_dir else rd.path.resolve().parent.parent / "video-features"
+    made, other = extractable(cfg.data.features)
+    console.print(f"features of {rd.path.name} for {videos}: extracting {', '.join(made) or 'none'} into {target}", highlight=False)
+    manifest, summary = extract_videos(videos, made, target, reference_cache=cfg.data.cache_dir, models_dir=models_dir,
+                                       device=device)
+    print_summary(console, summary)
+    if other:
+        console.print(f"not made by an extractor, read from {target}: {', '.join(other)}", highlight=False)
+    loaded = load_run(rd.path, runs_dir, device, cache_dir=target)
+    out_dir = out or rd.predictions / "videos"
+    result = predict_videos(loaded, manifest.tracks, out_dir, allow_missing)
+    for line in result.notes:
+        console.print(f"  note: {line}", markup=False, highlight=False, soft_wrap=True)
+    for line in result.skipped:
+        console.print(f"  [red]not predicted:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    console.print(f"{len(result.written)} video(s) predicted: one CSV (frame,time,valence,arousal) and one plot each in {out_dir}",
+                  highlight=False)
+    if result.skipped or not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command("runs")
+def runs_cmd(
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    sort: Annotated[str, typer.Option("--sort", help="date | name | head | epochs | P | ccc_v | ccc_a (numbers: best first).")] = "date",
+    diff: Annotated[tuple[str, str] | None, typer.Option("--diff", help="Two runs (names or folders): the config keys that differ.")] = None,
+) -> None:
+    """A table of every run in RUNS_DIR (head, features, epochs, best validation P, CCC, smoothing, date)."""
+    import json
+
+    from train.runs_table import config_diff, list_runs
+
+    with one_line_errors("runs"):
+        if diff:
+            changed = config_diff(Path(diff[0]), Path(diff[1]), runs_dir)
+            table = Table(title=f"config keys that differ: {diff[0]} vs {diff[1]}")
+            for col in ("key", diff[0], diff[1]):
+                table.add_column(col)
+            for key, a, b in changed:
+                table.add_row(key, json.dumps(a), json.dumps(b))
+            console.print(table if changed else f"{diff[0]} and {diff[1]} have the same config (names aside)")
+            return
+        rows = list_runs(runs_dir, sort)
+    if not rows:
+        console.print(f"no runs in {runs_dir}")
+        return
+    _print_runs_table(rows, f"{len(rows)} run(s) in {runs_dir}, by {sort}")
+
+
+def _print_runs_table(rows: list, title: str) -> None:
+    import math
+
+    fmt = lambda x: "-" if math.isnan(x) else f"{x:.4f}"  # noqa: E731
+    table = Table(title=title)
+    for col in ("name", "head", "features", "epochs", "best val P", "CCC_V", "CCC_A", "smoothing", "date"):
+        table.add_column(col, justify="right" if col in ("epochs", "best val P", "CCC_V", "CCC_A") else "left")
+    for r in rows:
+        smoothing = f"V {r.smoothing[0]}, A {r.smoothing[1]}" if r.smoothing else "-"
+        table.add_row(r.name, r.head, ",".join(r.features), str(r.epochs), fmt(r.P), fmt(r.ccc_v), fmt(r.ccc_a),
+                      smoothing, r.date.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
 
 
 @app.command("export")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -393,12 +393,21 @@ def with_dependencies(names: list[str]) -> list[str]:
 
 
 def build_config(cls: type[Extractor], overrides: Mapping[str, Any] | None = None) -> Any:
-    """The extractor's default config with some fields replaced (unknown fields are an error)."""
+    """The extractor's default config with some fields replaced (unknown fields are an error). A nested
+    config may be given as a dict (as read back from a store's metadata)."""
     cfg = cls.Config()
     if overrides:
         known = {f.name for f in fields(cfg)}
         bad = set(overrides) - known
         if bad:
             raise ValueError(f"{cls.name}: unknown config field(s) {sorted(bad)}; known {sorted(known)}")
-        cfg = type(cfg)(**{**asdict(cfg), **overrides})
+        cfg = _with_values(cfg, overrides)
     return cfg
+
+
+def _with_values(cfg: Any, values: Mapping[str, Any]) -> Any:
+    changes = {}
+    for key, value in values.items():
+        current = getattr(cfg, key)
+        changes[key] = _with_values(current, value) if is_dataclass(current) and isinstance(value, Mapping) else value
+    return replace(cfg, **changes)

@@ -70,10 +70,10 @@ def one_line(result, command: str, *words: str) -> str:
 def test_a_corrupt_checkpoint_on_evaluate_and_on_resume(trained: Path, tmp_path: Path) -> None:
     run = tmp_path / "runs" / "base"
     shutil.copytree(trained, run)
-    (run / "checkpoints" / "best.pt").write_bytes(b"PK\x03\x04 not really a zip" * 10)
+    (run / "model.safetensors").write_bytes(b"PK\x03\x04 not really weights" * 10)  # what evaluate loads
     runner = CliRunner()
     result = runner.invoke(pipeline.app, ["evaluate", "base", "--runs-dir", str(tmp_path / "runs"), "--device", "cpu"])
-    one_line(result, "evaluate", str(run / "checkpoints" / "best.pt"), "cannot be read")
+    one_line(result, "evaluate", str(run / "model.safetensors"), "cannot be read")
     last = run / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])  # cut short
     synth = trained.parents[1]

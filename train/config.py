@@ -26,6 +26,11 @@ class DataConfig:
     block_tracks: int = 8  # training windows are shuffled within blocks of this many tracks
     prefetch_batches: int = 4
     align_workers: int = 2
+    # aligned views (train/views.py): each (track, feature) aligned once and kept on disk, shared by runs;
+    # off = align lazily in RAM every epoch (one-off runs, or no disk for them). views_dir default:
+    # CACHE_DIR/_views for a local cache, artifacts/views for a URL cache
+    views: bool = True
+    views_dir: str | None = None
     # train-split tracks left out of training (out-of-fold stacking exports train one run per fold)
     holdout: list[str] = field(default_factory=list)
     # standardize each feature dimension with mean/std of the train split (train/standardize.py)

@@ -54,12 +54,16 @@ def plot_learning_curves(rows: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_track(name: str, fps: float, pred: np.ndarray, true: np.ndarray, valid: np.ndarray, path: Path) -> None:
+def plot_track(
+    name: str, fps: float, pred: np.ndarray, true: np.ndarray | None, valid: np.ndarray | None, path: Path
+) -> None:
+    """Predicted (and, when given, true) valence and arousal over time."""
     plt = _plt()
     t = np.arange(len(pred)) / fps
     fig, axes = plt.subplots(2, 1, figsize=(10, 4.5), sharex=True)
     for ax, c, label in zip(axes, (0, 1), ("valence", "arousal")):
-        ax.plot(t, np.where(valid, true[:, c], np.nan), color="black", lw=1, label="true")
+        if true is not None:
+            ax.plot(t, np.where(valid, true[:, c], np.nan), color="black", lw=1, label="true")
         ax.plot(t, pred[:, c], color="tab:red", lw=1, label="predicted")
         ax.set_ylim(-1.05, 1.05)
         ax.set_ylabel(label)

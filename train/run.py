@@ -6,12 +6,16 @@
   features.json          per feature: fingerprint, unit, kind, dim, store path
   standardization.json   per feature: the train-split mean/std applied to its inputs (absent: raw inputs)
   metrics.jsonl          one JSON object per epoch
-  checkpoints/last.pt    model, optimiser, scheduler, loop and RNG state after the last finished epoch
+  events.out.tfevents.*  the same metrics for TensorBoard
+  model.safetensors      model weights at the best validation P (what evaluate/predict/export load)
+  model_last.safetensors model weights after the last finished epoch
+  checkpoints/last.pt    model, optimiser, scheduler, loop and RNG state after the last finished epoch (--resume)
   checkpoints/best.pt    same, at the best validation P
   eval_<split>.json      raw and smoothed CCC table, smoothing half-windows
   report.md              the CCC table and the plots
   plots/*.png            learning curves, predicted vs true V/A for a few validation tracks
   predictions/<split>.csv, <split>.csv.json   submission and what it was made from (train/coverage.py)
+  predictions/videos/    predict --videos: <video>.csv and <video>.png per bare video
 """
 
 from __future__ import annotations
