@@ -301,3 +301,16 @@ def test_wavlm_top_is_windowed_and_stitched_as_extraction(ws):
         np.testing.assert_allclose(emb[b, :n], expected[start : start + n], atol=1e-5)
         assert batch.masks["wavlm_hidden"][b, :n].all() and mask[start : start + n].all()
     dataset.close()
+
+
+def test_a_finetuned_run_resumes(ws):
+    from pipeline import app
+
+    args = _train_args(ws, "ft-resume", "wavlm_hidden", "wavlm:2", "--backbone-lr", "1e-4")
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    args[args.index("--epochs") + 1] = "2"
+    res = CliRunner().invoke(app, [*args, "--resume"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (ws / "runs" / "ft-resume" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
