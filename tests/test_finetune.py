@@ -314,3 +314,35 @@ def test_a_finetuned_run_resumes(ws):
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in (ws / "runs" / "ft-resume" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1]
+
+
+def test_face_crops_subsampling_and_fill(ws):
+    """frames_per_window F: every ceil(L / F)-th frame goes through the tower, the others repeat the sampled
+    frame before them; --fill gives a faceless frame the nearest face of its window."""
+    from train.config import DataConfig, TrainConfig
+    from train.dataset import open_features
+    from train.loop import open_split
+
+    data = DataConfig(features=["face_crops"], data_root=str(ws / "data"), cache_dir=str(ws / "cache"),
+                      window=32, stride=32, nearest_fill={"face_crops": 0.1})
+    cfg = TrainConfig(model="gru", data=data, finetune={"spec": "clip:1", "frames_per_window": 8})
+    sources = open_features(ws / "cache", ["face_crops"], data.nearest_fill)
+    dataset = open_split(cfg, "train", sources, training=True)
+    try:
+        times, valid, attrs = dataset._rows(0)
+        valid = valid.copy()
+        valid[5:8] = False  # three frames without a face (0.1 s at 30 fps)
+        dataset._index[0] = (times, valid, attrs)
+        for _ in range(3):  # random phases
+            batch = dataset.collate([dataset.track_windows[0][0]])
+            index, own = batch.features["face_crops@index"][0], batch.features["face_crops@own"][0]
+            assert len(batch.features["face_crops"]) == 8 and batch.features["face_crops"].dtype == np.uint8
+            assert batch.masks["face_crops"][0].all()  # every frame has a (possibly filled) face
+            assert not own[5:8].any() and own.sum() <= 8
+            runs = np.flatnonzero(np.diff(index)) + 1  # each sampled crop serves one contiguous run of frames
+            assert len(runs) == 7 and len(set(index.tolist())) == 8 and np.diff(runs).max() == 4
+        dataset.training = False  # evaluation: every frame through the tower
+        batch = dataset.collate([dataset.track_windows[0][0]])
+        assert len(batch.features["face_crops"]) == 32
+    finally:
+        dataset.close()

@@ -12,7 +12,8 @@ so `extract --model clip=RUN/backbone` (or `wavlm=RUN/backbone`) extracts with i
 Batches (built by `BackboneDataset.collate`, keys next to the feature's own name):
 - clip: `face_crops` (M, S, S, 3) uint8 crops of the frames that go through the tower,
   `face_crops@index` (B, L) row in them of each label frame's representative (-1: no face),
-  `face_crops@own` (B, L) bool: the frame itself went through the tower (the region loss uses those).
+  `face_crops@own` (B, L) bool: the frame's own face went through the tower (the region loss uses those).
+  `--fill face_crops=S`: a frame without a face takes the nearest face of its window within S seconds.
   Subsampling (`frames_per_window` F > 0, training only): a window of L frames sends every s-th frame,
   s = ceil(L / F), from a random phase, through the tower; every other frame takes the embedding of the
   sampled frame just before it (its block of s frames), so the head still sees L frames and the loss
@@ -191,11 +192,21 @@ class BackboneDataset(TrackDataset):
             row = np.where(inside, row, 0)
             inside &= times[row, 1] > centres
             has = inside & valid[row]
+            local = np.arange(n)
+            own_face = has.copy()
+            fill = self.backbone_source.fill
+            if fill is not None and has.any() and not has.all():  # --fill face_crops=S: nearest face in the window
+                faced = np.flatnonzero(has)
+                pos = np.searchsorted(faced, local)
+                left, right = faced[np.clip(pos - 1, 0, len(faced) - 1)], faced[np.clip(pos, 0, len(faced) - 1)]
+                nearest = np.where(np.abs(local - left) <= np.abs(right - local), left, right)
+                near = ~has & (np.abs(nearest - local) / float(self.fps[ti]) <= fill)
+                row[near] = row[nearest[near]]
+                has |= near
             step, phase = 1, 0
             if self.training and self.ft.frames_per_window and n > self.ft.frames_per_window:
                 step = math.ceil(n / self.ft.frames_per_window)
                 phase = int(np.random.randint(step))
-            local = np.arange(n)
             rep = np.clip((local - phase) // step * step + phase, 0, n - 1)  # sampled frame at/just before
             rep = np.where(local < phase, phase if phase < n else 0, rep)
             sampled = np.zeros(n, dtype=bool)
@@ -211,7 +222,7 @@ class BackboneDataset(TrackDataset):
                 slot[send] = count + np.arange(int(send.sum()))
                 count += int(send.sum())
                 index[b, :n] = slot[rep]
-                own[b, :n] = send
+                own[b, :n] = send & own_face
         if pieces:
             crops = np.concatenate(pieces)
         else:
