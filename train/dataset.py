@@ -468,10 +468,16 @@ class TrackDataset:
                 track = self.tracks[ti]
                 for name in self.sources:
                     view = self._view_files[name][ti]
-                    if view is not None:
+                    if view is None:
+                        continue
+                    mask = self._view_mask(name, ti, view)[sl]
+                    if self.standardizer is None or name not in self.standardizer.stats:
+                        # rows in a view are finite (masked when aligned): read straight into the batch
+                        self.views[name].read_into(view, start, features[name][b, :n])
+                        masks[name][b, :n] = mask
+                    else:
                         features[name][b, :n], masks[name][b, :n] = self._finish(
-                            name, track.name, self.views[name].read(view, start, n),
-                            self._view_mask(name, ti, view)[sl], count=False)
+                            name, track.name, self.views[name].read(view, start, n), mask, count=False)
                 if track.labels is not None:
                     labels[b, :n] = np.asarray(track.labels.values[sl], dtype=np.float32)
                     label_mask[b, :n] = np.asarray(track.labels.valid[sl], dtype=bool)

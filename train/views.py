@@ -143,6 +143,20 @@ class FeatureViews:
             raise OSError(f"{view.values}: short read ({len(buf)} of {n * row_bytes} bytes); delete it to rebuild")
         return np.frombuffer(buf, dtype=dtype).reshape(n, self.dim)
 
+    def read_into(self, view: ViewFile, start: int, out: np.ndarray) -> None:
+        """Rows [start, start + len(out)) straight into `out` (one preadv, no copy) when `out` is a contiguous
+        array of the view's dtype; otherwise through `read`."""
+        n = len(out)
+        with self._lock:
+            fd, offset, rows, dtype = self._open(view.values)
+            if out.dtype == dtype and out.flags.c_contiguous and out.shape[1:] == (self.dim,):
+                row_bytes = dtype.itemsize * self.dim
+                got = os.preadv(fd, [memoryview(out).cast("B")], offset + start * row_bytes)
+                if got != n * row_bytes:
+                    raise OSError(f"{view.values}: short read ({got} of {n * row_bytes} bytes); delete it to rebuild")
+                return
+        out[...] = self.read(view, start, n)
+
     def _open(self, path: Path) -> tuple[int, int, int, np.dtype]:
         """(fd, offset of the data, rows, dtype) of a values file; the caller holds the lock."""
         if path in self._fds:
