@@ -346,3 +346,16 @@ def test_face_crops_subsampling_and_fill(ws):
         assert len(batch.features["face_crops"]) == 32
     finally:
         dataset.close()
+
+
+def test_wavlm_hidden_deeper_than_the_model_is_refused_at_extraction(ws):
+    from extract.runner import ExtractionError
+
+    with pytest.raises(ExtractionError) as err:
+        run_extraction(RunOptions(
+            split="train", features=["wavlm_hidden"], data_root=ws / "data", cache_dir=ws / "cache-deep",
+            models_dir=ws / "models", profile="tiny", device="cpu", progress=False, only_videos=["video20"],
+            configs={"wavlm_hidden": {"top_layers": 5}},
+        ))
+    message = str(err.value)
+    assert "\n" not in message and "top 5 layers" in message and "has 2 layers" in message, message
