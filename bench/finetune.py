@@ -2,6 +2,7 @@
 
     python bench/finetune.py                       # small: 2 sample videos of 8 s, tiny CLIP, 24-layer narrow WavLM
     python bench/finetune.py --clip ViT-B-16 --wavlm large --seconds 20   # real architectures (random weights)
+    python bench/finetune.py --clip ViT-B-16 --wavlm large --device cuda  # on a GPU (bf16 autocast in training)
 
 For `wavlm:4` and `clip:2`, prints training frames per second (label frames through the model, each
 once: window = stride) with the top fed from the cache (`wavlm_hidden` / `face_crops` + the backbone top,
@@ -58,11 +59,14 @@ def build_wavlm(folder: Path, size: str) -> str:
     return str(folder)
 
 
+DEVICE = os.environ.get("AFFCACHE_BENCH_DEVICE", "cpu")  # set from --device for every phase
+
+
 def options(work: Path, features: list[str], cache: str, refs: dict[str, str], force: bool = False, **kw):
     from extract.runner import RunOptions
 
     return RunOptions(split="train", features=features, data_root=work / "data", cache_dir=work / cache,
-                      models_dir=work / "models", profile="tiny", device="cpu", progress=False, batch_size=16,
+                      models_dir=work / "models", profile="tiny", device=DEVICE, progress=False, batch_size=16,
                       model_refs=refs, force=force, configs={"wavlm_hidden": {"top_layers": 4}}, **kw)
 
 
@@ -87,7 +91,7 @@ def _config(work: Path, spec: str, refs: dict[str, str], steps: int, window: int
     data = DataConfig(features=[feature], data_root=str(work / "data"), cache_dir=str(work / "cache"),
                       window=window, stride=window)
     return TrainConfig(model="gru", data=data, name=f"bench-{spec.replace(':', '-')}", runs_dir=str(work / "runs"),
-                       head={"hidden": 32, "gru_hidden": 32}, batch_size=2, lr=2e-4, device="cpu",
+                       head={"hidden": 32, "gru_hidden": 32}, batch_size=2, lr=2e-4, device=DEVICE,
                        lambda_region=0.0, max_steps_per_epoch=steps,
                        finetune={"spec": spec, "profile": "tiny", "models_dir": str(work / "models"),
                                  "frames_per_window": frames if spec.startswith("clip") else 0,
@@ -106,13 +110,15 @@ def phase_cached(work: Path, spec: str, refs: dict[str, str], steps: int, window
     from train.loop import open_split
     from train.losses import va_loss
     from train.model import build_model
-    from train.tensors import to_tensors
+    from train.tensors import autocast, resolve_device, to_tensors
 
     torch.set_num_threads(1)
+    device = resolve_device(DEVICE)
     cfg = _config(work, spec, refs, steps, window, frames)
     sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features)
     dataset = open_split(cfg, "train", sources, training=True)
     model, _ = build_model(cfg, sources)
+    model.to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
     order = dataset.epoch_order(np.random.default_rng(0))
     order = (order * (1 + steps * cfg.batch_size // max(len(order), 1)))[: steps * cfg.batch_size]
@@ -122,12 +128,15 @@ def phase_cached(work: Path, spec: str, refs: dict[str, str], steps: int, window
     start = time.perf_counter()
     try:
         for batch in loader:
-            tb = to_tensors(batch, torch.device("cpu"))
-            out = model(tb.features, tb.masks, tb.pad)
+            tb = to_tensors(batch, device)
+            with autocast(device):  # bf16 on CUDA, as the training loop
+                out = model(tb.features, tb.masks, tb.pad)
             loss, _ = va_loss(out, tb.labels, tb.label_mask)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             frames += int(batch.length.sum())
             n += 1
             if n == 1:  # the first step pays one-off costs (allocations); time the rest
@@ -184,11 +193,14 @@ def main() -> None:
     parser.add_argument("--frames-per-window", type=int, default=0,
                         help="clip: frames per window through the tower in training (0 = all)")
     parser.add_argument("--specs", default=",".join(SPECS), help="which of wavlm:4, clip:2 to run")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (extraction and training alike)")
     parser.add_argument("--phase", default="", help=argparse.SUPPRESS)
     parser.add_argument("--spec", default="", help=argparse.SUPPRESS)
     parser.add_argument("--refs", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = args.work.resolve()
+    global DEVICE
+    DEVICE = os.environ["AFFCACHE_BENCH_DEVICE"] = args.device
     if args.phase:
         refs = json.loads(args.refs)
         if args.phase == "setup":
@@ -200,11 +212,12 @@ def main() -> None:
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps(result))
         return
-    common = ["--work", str(work), "--seconds", str(args.seconds), "--clip", args.clip, "--wavlm", args.wavlm]
+    common = ["--work", str(work), "--seconds", str(args.seconds), "--clip", args.clip, "--wavlm", args.wavlm,
+              "--device", args.device]
     setup = run_phase([*common, "--phase", "setup"])
     refs = json.dumps(setup["refs"])
     print(f"cache at {work} (2 sample videos of {args.seconds:g} s; clip={args.clip}, wavlm=24 layers {args.wavlm}; "
-          f"CPU threads {os.environ.get('OMP_NUM_THREADS', '1')})")
+          f"device {args.device}, CPU threads {os.environ.get('OMP_NUM_THREADS', '1')})")
     for spec in [s for s in args.specs.split(",") if s]:
         cached = run_phase([*common, "--phase", "cached", "--spec", spec, "--refs", refs,
                             "--steps", str(args.steps), "--window", str(args.window),
