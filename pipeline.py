@@ -3,9 +3,9 @@
 Thin by design: each command parses options and calls the packages.
 
 Exit status, the same for every command: 0 when the work is done; 1 when the command line was fine but
-the work failed or the data is wrong (a missing or damaged file, a failed video, a run in use, a full
-disk), said in one line that names the file; 2 when the command line itself is wrong (an unknown option,
-a value out of range or of the wrong form), with Click's usage message.
+the work failed or the data is wrong (a missing or damaged file, a failed or partial video, a run in
+use, a full disk), said in one line that names the file; 2 when the command line itself is wrong (an
+unknown option, a value out of range or of the wrong form), with Click's usage message.
 """
 
 from __future__ import annotations
@@ -333,7 +333,10 @@ def extract(
     cpus_per_task: Annotated[float, typer.Option("--cpus-per-task", min=0, help="Ray: CPUs per video task.")] = 1.0,
     gpus_per_task: Annotated[float | None, typer.Option("--gpus-per-task", min=0, help="Ray: GPUs per video task (default from profile and device).")] = None,
 ) -> None:
-    """Stage 1: extract features for every video of a split into CACHE_DIR/<feature>.zarr (resumable)."""
+    """Stage 1: extract features for every video of a split into CACHE_DIR/<feature>.zarr (resumable).
+
+    Exit status 1 also when a video is partial: stored, but fewer frames decoded than its container
+    declares or its labels need (listed with the counts)."""
     from extract.progress import print_summary
     from extract.runner import ExtractionError, RunOptions, run_extraction
     from extract.runner import parse_shard
@@ -366,7 +369,7 @@ def train(
     model: Annotated[str, typer.Option("--model", help="Head name (gru, transformer, mamba, crossattn, dcmmoe, raav).")],
     features: Features,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 50,
-    lr: Annotated[float, typer.Option("--lr", callback=checked(checks.positive))] = 1e-4,
+    lr: Annotated[float | None, typer.Option("--lr", callback=checked(checks.positive), help="Learning rate of the head (default 1e-4; 2e-4 with --finetune).")] = None,
     weight_decay: Annotated[float, typer.Option("--weight-decay", min=0)] = 0.01,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     window: Annotated[int, typer.Option("--window", min=1, help="Frames per training window.")] = 400,
@@ -385,6 +388,10 @@ def train(
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Cap on steps per epoch.")] = None,
     cache_mb: Annotated[float, typer.Option("--cache-mb", callback=checked(checks.positive), help="RAM budget of aligned tracks (MiB).")] = 1024.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
+    finetune: Annotated[str | None, typer.Option("--finetune", help="Train a backbone top from the cache: clip:K | clip:all (on face_crops) | wavlm:K (on wavlm_hidden).")] = None,
+    backbone_lr: Annotated[float, typer.Option("--backbone-lr", help="With --finetune: learning rate of the backbone.")] = 5e-6,
+    profile: Profile = "full",
+    finetune_opt: Annotated[list[str] | None, typer.Option("--finetune-opt", help="With --finetune: key=value (ref, models_dir, grad_checkpointing, frames_per_window); repeatable.")] = None,
     log_every: Annotated[int, typer.Option("--log-every", help="Stdout not a terminal: a progress line every N steps ...")] = 50,
     log_seconds: Annotated[float, typer.Option("--log-seconds", help="... or every M seconds, whichever comes first.")] = 60.0,
     data_root: DataRoot = DEFAULT_DATA,
@@ -394,8 +401,8 @@ def train(
     runs_dir: RunsDir = DEFAULT_RUNS,
     device: Device = "auto",
 ) -> None:
-    """Train a head on cached features; writes the run folder under RUNS_DIR/NAME."""
-    from train.config import DataConfig, TrainConfig
+    """Train a head on cached features (or, with --finetune, a head and a backbone top); writes RUNS_DIR/NAME."""
+    from train.config import DataConfig, TrainConfig, parse_head_options
     from train.loop import train as run_training
     from train.progress import ProgressSettings
     from train.report import ccc_table
@@ -410,10 +417,17 @@ def train(
         videos=str(videos) if videos else None, labels=str(labels) if labels else None, cache_dir=str(cache_dir),
         window=window, stride=stride, nearest_fill=usage_check("--fill", checks.fill, fill, names), cache_mb=cache_mb, level=level,
     )
+    ft = None
+    if finetune:
+        from train.finetune import FinetuneConfig
+
+        ft = usage_check("--finetune", lambda: FinetuneConfig.from_dict({
+            "spec": finetune, "backbone_lr": backbone_lr, "profile": profile, **parse_head_options(finetune_opt)}).to_dict())
     cfg = TrainConfig(
         model=model, data=data, name=name, runs_dir=str(runs_dir), head=head_options, epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, lambda_region=lambda_region, seed=seed,
-        device=device, max_steps_per_epoch=max_steps, loss_weights=checks.loss_weights(loss_weights),
+        batch_size=batch_size, lr=lr if lr is not None else (2e-4 if ft else 1e-4), weight_decay=weight_decay,
+        lambda_region=lambda_region, seed=seed, device=device, max_steps_per_epoch=max_steps,
+        loss_weights=checks.loss_weights(loss_weights), finetune=ft or {},
     )
     with one_line_errors("train"):
         progress = ProgressSettings(every_steps=log_every, every_seconds=log_seconds)

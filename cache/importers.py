@@ -26,7 +26,8 @@ Sources and conventions (README, "Bring your own features"):
   written by `export-features` is restored exactly instead (see `cache/exporters.py`): same values bit for
   bit, times, valid, attributes, and the original metadata and fingerprint (the manifest is not used).
 
-Frame indices become times with the real fps of the unit's video (`probe_video`) when `fps_from_video`
+Frame indices become times with the real fps of the unit's video (`probe_video`; for a variable-rate
+video with a frame-time record in the cache, the recorded frame times, as label frames) when `fps_from_video`
 (default: on whenever frames are given); `--no-fps-from-video` uses the source's timestamps instead
 (an error for a source that has only frame indices). `--frame-index-base` says whether the source counts
 frames from 0 or 1 (default 1 for csv, 0 otherwise). A frame-indexed unit covers every frame
@@ -65,6 +66,7 @@ import zarr
 
 from cache.exporters import FORMAT_ATTR, is_affcache_export, read_attrs
 from cache.manifest import Manifest
+from cache.frametimes import FrameClock
 from cache.location import open_group
 from cache.media import MediaError, SourceStat, VideoInfo, probe_video
 from cache.precision import choose_dtype, float16_losses
@@ -670,8 +672,9 @@ class TargetIndex:
 # --------------------------------------------------------------------------------------------------
 
 
-def place_frames(rows: SourceRows, info: VideoInfo, span: str) -> Placed:
-    """One row per frame index with the video's real fps; frames absent from the source are invalid."""
+def place_frames(rows: SourceRows, info: VideoInfo, span: str, clock: FrameClock | None = None) -> Placed:
+    """One row per frame index at that frame's time (k / fps, or the recorded presentation time of a
+    variable-rate video: `clock`, as label frames); frames absent from the source are invalid."""
     index = rows.frames
     last = int(index.max()) + 1 if len(index) else 0
     first = 0 if span == "video" or not len(index) else int(index.min())
@@ -680,8 +683,7 @@ def place_frames(rows: SourceRows, info: VideoInfo, span: str) -> Placed:
     valid = np.zeros(stop - first, dtype=bool)
     values[index - first] = rows.values
     valid[index - first] = True if rows.valid is None else rows.valid
-    k = np.arange(first, stop, dtype=np.float64)
-    times = np.stack([k / info.fps, (k + 1) / info.fps], axis=1)
+    times = (clock or FrameClock()).label_times(info.path.stem, stop, info.fps)[first:]
     stats = {
         "time_base": "frames",
         "first_frame": first,
@@ -713,11 +715,11 @@ def _check_frame_range(where: str, index: np.ndarray, info: VideoInfo) -> None:
         )
 
 
-def place_rows(where: str, rows: SourceRows, info: VideoInfo, cfg: ImportConfig) -> Placed:
+def place_rows(where: str, rows: SourceRows, info: VideoInfo, cfg: ImportConfig, clock: FrameClock | None = None) -> Placed:
     use_frames = rows.frames is not None and cfg.fps_from_video is not False
     if use_frames:
         _check_frame_range(where, rows.frames, info)
-        placed = place_frames(rows, info, cfg.span)
+        placed = place_frames(rows, info, cfg.span, clock)
     elif rows.times is not None:
         placed = place_times(rows, info)
     else:
@@ -771,6 +773,7 @@ class _Run:
     seen: dict[str, str] = field(default_factory=dict)
     dim: tuple[tuple[int, ...], str] | None = None
     columns: tuple[list[str] | None, str] | None = None
+    clock: FrameClock = field(default_factory=FrameClock)  # the cache's frame-time record (variable-rate videos)
     _store: FeatureStore | None = None
 
     def store(self) -> FeatureStore:
@@ -846,7 +849,7 @@ def import_unit(run: _Run, unit: SourceUnit) -> None:
             return
         rows = unit.load()
         info = run.probe(target.video, unit.where)
-        placed = place_rows(unit.where, rows, info, run.cfg)
+        placed = place_rows(unit.where, rows, info, run.cfg, run.clock)
         run.check_dim(unit.where, placed.values.shape[1:])
         run.check_columns(unit.where, rows.columns)
         attrs = _unit_attrs(run, unit, target, info, rows, placed)
@@ -900,7 +903,8 @@ def import_features(
     path = store_path(cache_dir, name)
     report = ImportReport(store=path, fingerprint=meta.fingerprint)
     manifest = manifest() if callable(manifest) else manifest
-    run = _Run(path=path, meta=meta, index=TargetIndex(manifest, cfg.unit), cfg=cfg, digests=digests, report=report)
+    run = _Run(path=path, meta=meta, index=TargetIndex(manifest, cfg.unit), cfg=cfg, digests=digests, report=report,
+               clock=FrameClock.open(cache_dir))
     if store_exists(path):
         run.store()  # refuse a store of another fingerprint before any work; nothing is created otherwise
     for path in files:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -128,9 +127,23 @@ class FeatureGroup:
     attrs: dict[str, Any]
 
 
-def _codecs() -> tuple[BloscCodec, Crc32cCodec]:
+@dataclass(frozen=True)
+class StoreLayout:
+    """How a group's `values` are chunked and compressed (times and valid always use the default).
+    Large rows (face crops: 150 KB each) need fewer rows per chunk than embeddings."""
+
+    chunk_rows: int = CHUNK_ROWS
+    cname: str = "lz4"  # blosc compressor: lz4 | zstd | ...
+    clevel: int = 5
+    shuffle: str = "shuffle"  # shuffle | bitshuffle | noshuffle
+
+
+DEFAULT_LAYOUT = StoreLayout()
+
+
+def _codecs(layout: StoreLayout = DEFAULT_LAYOUT) -> tuple[BloscCodec, Crc32cCodec]:
     """Bytes-to-bytes codecs of every array: the compressor, then a crc32c checksum of its output."""
-    return (BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle), Crc32cCodec())
+    return (BloscCodec(cname=layout.cname, clevel=layout.clevel, shuffle=BloscShuffle(layout.shuffle)), Crc32cCodec())
 
 
 # Every chunk is written, even one equal to the fill value, so that a chunk file that is missing
@@ -138,9 +151,9 @@ def _codecs() -> tuple[BloscCodec, Crc32cCodec]:
 ARRAY_CONFIG = {"write_empty_chunks": True}
 
 
-def create_checked_array(group: zarr.Group, name: str, **kwargs: Any) -> zarr.Array:
+def create_checked_array(group: zarr.Group, name: str, layout: StoreLayout = DEFAULT_LAYOUT, **kwargs: Any) -> zarr.Array:
     """The one way the project creates a Zarr array: compressed, checksummed, every chunk written."""
-    return group.create_array(name, compressors=_codecs(), config=ARRAY_CONFIG, overwrite=True, **kwargs)
+    return group.create_array(name, compressors=_codecs(layout), config=ARRAY_CONFIG, overwrite=True, **kwargs)
 
 
 def has_checksums(array: zarr.Array) -> bool:
@@ -159,21 +172,24 @@ def store_exists(path: Location) -> bool:
 class GroupWriter:
     """Appends rows to one unit's arrays; the group becomes complete only on `close()`."""
 
-    def __init__(self, group: zarr.Group, dim: tuple[int, ...], dtype: str):
+    def __init__(self, group: zarr.Group, dim: tuple[int, ...], dtype: str, layout: StoreLayout = DEFAULT_LAYOUT):
         self._group = group
         self._dim, self._dtype = dim, dtype
+        self._layout = layout
         self._arrays: dict[str, zarr.Array] | None = None
         self.rows = 0
+        self._digest = hashlib.blake2b(digest_size=16)
 
     def _create(self) -> dict[str, zarr.Array]:
         specs = {
-            "values": ((0, *self._dim), (CHUNK_ROWS, *self._dim), "float16" if self._dtype == "auto" else self._dtype),
-            "times": ((0, 2), (CHUNK_ROWS, 2), "float64"),
-            "valid": ((0,), (CHUNK_ROWS,), "bool"),
+            "values": ((0, *self._dim), (self._layout.chunk_rows, *self._dim),
+                       "float16" if self._dtype == "auto" else self._dtype, self._layout),
+            "times": ((0, 2), (CHUNK_ROWS, 2), "float64", DEFAULT_LAYOUT),
+            "valid": ((0,), (CHUNK_ROWS,), "bool", DEFAULT_LAYOUT),
         }
         return {
-            key: create_checked_array(self._group, key, shape=shape, chunks=chunks, dtype=dtype)
-            for key, (shape, chunks, dtype) in specs.items()
+            key: create_checked_array(self._group, key, layout, shape=shape, chunks=chunks, dtype=dtype)
+            for key, (shape, chunks, dtype, layout) in specs.items()
         }
 
     def append(self, values: np.ndarray, times: np.ndarray, valid: np.ndarray | None = None) -> None:
@@ -199,14 +215,17 @@ class GroupWriter:
             self._arrays = self._create()
         for key, data in (("values", values.astype(self._dtype)), ("times", times), ("valid", valid)):
             self._arrays[key].append(data, axis=0)
+            self._digest.update(np.ascontiguousarray(data).tobytes())
         self.rows += len(values)
 
     def close(self, attrs: dict[str, Any] | None = None) -> None:
         if self._arrays is None:
             self._arrays = self._create()
         chunks = {key: int(array.nchunks) for key, array in self._arrays.items()}
-        # `generation` names this writing of the group: views aligned from an older one are stale
-        self._group.attrs.update({**(attrs or {}), "rows": self.rows, "chunks": chunks, "generation": uuid.uuid4().hex})
+        # `content_digest` names what the group holds: views aligned from other rows are stale, while a group
+        # rewritten with the same rows (a restore, a deterministic re-extraction) keeps its views
+        self._group.attrs.update({**(attrs or {}), "rows": self.rows, "chunks": chunks,
+                                  "content_digest": self._digest.hexdigest()})
         self._group.attrs["complete"] = True  # last, on its own
 
 
@@ -363,7 +382,8 @@ class FeatureStore:
 
     @contextmanager
     def writer(
-        self, unit: str, dim: tuple[int, ...], dtype: str = "float16", attrs: dict[str, Any] | None = None
+        self, unit: str, dim: tuple[int, ...], dtype: str = "float16", attrs: dict[str, Any] | None = None,
+        layout: StoreLayout | None = None,
     ) -> Iterator[GroupWriter]:
         """Write one unit from scratch; it is marked complete only if the block ends without error. An
         existing group of that name is marked incomplete before it is removed."""
@@ -371,7 +391,7 @@ class FeatureStore:
             raise ValueError(f"invalid unit name {unit!r}")
         self._retire(unit)
         group = self._root.create_group(unit, overwrite=True)
-        writer = GroupWriter(group, tuple(dim), dtype)
+        writer = GroupWriter(group, tuple(dim), dtype, layout or DEFAULT_LAYOUT)
         yield writer
         writer.close(attrs)
 
@@ -383,10 +403,20 @@ class FeatureStore:
         valid: np.ndarray | None = None,
         attrs: dict[str, Any] | None = None,
         dtype: str = "float16",
+        layout: StoreLayout | None = None,
     ) -> None:
-        values = np.asarray(values)
-        with self.writer(unit, values.shape[1:], dtype, attrs) as w:
-            w.append(values, times, valid)
+        """Write a whole unit. With a `layout`, rows go in chunk-sized blocks, so `values` may be a memory
+        map larger than RAM (face crops of a long video)."""
+        values = values if isinstance(values, np.ndarray) else np.asarray(values)
+        with self.writer(unit, values.shape[1:], dtype, attrs, layout) as w:
+            if layout is None:
+                w.append(values, times, valid)
+                return
+            times = np.asarray(times)
+            valid = np.ones(len(values), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+            for a in range(0, max(len(values), 1), layout.chunk_rows):
+                step = slice(a, a + layout.chunk_rows)
+                w.append(values[step], times[step], valid[step])
 
     def mark_incomplete(self, unit: str, problem: str) -> None:
         """Make a damaged group incomplete, so the next extract / import / export redoes it. A group whose
@@ -434,11 +464,13 @@ class FeatureStore:
             raise DamagedGroup(self.path, unit, f"a chunk cannot be read ({short_reason(err)})") from None
         return FeatureGroup(values=data["values"], times=data["times"], valid=data["valid"], attrs=attrs)
 
-    def read_times(self, unit: str) -> np.ndarray:
-        """(N, 2) row times of a complete group, without reading its values."""
-        if not self.is_complete(unit):
+    def read_index(self, unit: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """A unit's times, valid and attributes without its values (face crops are 150 KB a row)."""
+        attrs = self.unit_attrs(unit)
+        if not attrs.get("complete"):
             raise IncompleteGroup(f"{self.path}: group '{unit}' is missing or incomplete")
-        return np.asarray(self._root[unit]["times"][:], dtype=np.float64).reshape(-1, 2)
+        arrays = self.open_arrays(unit, attrs)
+        return arrays["times"][:], np.asarray(arrays["valid"][:], dtype=bool), attrs
 
     def put_extra(self, name: str, array: np.ndarray, attrs: dict[str, Any] | None = None) -> None:
         """Store data that goes with the feature but is not per unit (e.g. region prompt embeddings).

@@ -143,6 +143,19 @@ def crop_faces(
     return out
 
 
+def box_crops(batch: CropBatch, size: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """(crops of the frames with a box, which frames have one), memoised on the batch so that the
+    extractors that crop the same way (`clip`, `face_crops`) crop once."""
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        ok = batch.has_box
+        frames = [f for f, k in zip(batch.frames, ok) if k]
+        crops = crop_faces(frames, batch.boxes[ok], size, margin) if ok.any() else np.zeros((0, size, size, 3), np.uint8)
+        return crops, ok
+
+    return batch.memo(("box_crops", size, float(margin)), compute)
+
+
 def config_dict(config: Any) -> dict[str, Any]:
     return asdict(config) if is_dataclass(config) else dict(config or {})
 
@@ -160,6 +173,7 @@ class Extractor(ABC):
     input: ClassVar[str] = ""  # frames | crops | audio | stores (set by the input-style subclasses)
     autocast: ClassVar[bool] = True  # bf16 autocast on CUDA is allowed for this extractor's hooks
     store_dtype: ClassVar[str] = "auto"  # stored dtype: auto = float16 unless a column would lose precision
+    store_layout: ClassVar[Any] = None  # cache.store.StoreLayout of the values (None: the default)
 
     def __init__(
         self,
@@ -319,7 +333,8 @@ def unregister(name: str) -> None:
 
 # modules that register extractors when imported (an import that fails is logged, not fatal)
 EXTRACTOR_MODULES = (
-    "extract.faces", "extract.mouth", "extract.clip", "extract.audio_features", "extract.qwen3vl", "extract.face_encoder",
+    "extract.faces", "extract.mouth", "extract.clip", "extract.face_crops", "extract.audio_features", "extract.qwen3vl",
+    "extract.face_encoder",
 )
 
 
@@ -338,6 +353,7 @@ def _import_builtin() -> None:
 # where a feature is defined, to import only what a run needs (others: every module above is tried)
 FEATURE_MODULES = {
     "faces": "extract.faces", "mouth": "extract.mouth", "landmarks": "extract.mouth", "clip": "extract.clip",
+    "face_crops": "extract.face_crops",
     "grada": "extract.face_encoder",
 }
 

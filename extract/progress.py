@@ -69,17 +69,20 @@ def split_progress(
 
 
 def print_summary(console: Console, summary: "object") -> None:
-    """Done, skipped (already complete) and failed videos, with reasons."""
+    """Done, skipped (already complete), partial and failed videos, with reasons."""
     from rich.markup import escape
 
     done, skipped, failed = summary.done, summary.skipped, summary.failed
+    partial = getattr(summary, "partial", [])
     rate = summary.frames / summary.seconds if summary.seconds else 0.0
     console.print(
         f"[bold]extract:[/bold] {len(done)} video(s) done, {len(skipped)} skipped as already complete, "
-        f"{len(failed)} failed; {summary.frames} frames in {summary.seconds:.1f} s ({rate:.1f} frames/s)",
+        f"{len(failed)} failed, {len(partial)} partial (stored, frames short); {summary.frames} frames in {summary.seconds:.1f} s ({rate:.1f} frames/s)",
         highlight=False,
     )
     for line in done:
         console.print(f"  done: {escape(line)}", highlight=False, soft_wrap=True)
+    for line in partial:
+        console.print(f"  [yellow]partial:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
     for line in failed:
         console.print(f"  [red]failed:[/red] {escape(line)}", highlight=False, soft_wrap=True)

@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from cache.store import FeatureStore, store_path
+from cache.media import frame_times
 from train.dataset import open_features
 from train.rows import UnknownRow, split_feature
 from train.segments import expand_to_frames, segment_targets
@@ -35,7 +36,7 @@ def test_segment_targets_by_hand():
     valid[3] = False
     valid[6:8] = False
     segments = np.array([[0.0, 1.0], [0.5, 1.5], [1.5, 2.0], [2.0, 2.5]])
-    values, mask = segment_targets(labels, valid, fps, segments)
+    values, mask = segment_targets(labels, valid, frame_times(10, fps), segments)
     # [0, 1): frames 0..3, frame 3 invalid -> mean(0, 1, 2) = 1
     # [0.5, 1.5): frames 2..5, 3 invalid -> mean(2, 4, 5) = 11/3
     # [1.5, 2): frames 6, 7, both invalid -> no target
@@ -47,8 +48,8 @@ def test_segment_targets_by_hand():
 
 def test_segment_targets_weigh_frames_cut_by_an_edge_by_their_overlap():
     # fps 2: frame 0 = [0, .5), frame 1 = [.5, 1); segment [0.25, 1) holds half of frame 0 and all of frame 1
-    values, mask = segment_targets(np.array([[0.0, 0.0], [3.0, 3.0]], np.float32), np.ones(2, bool), 2.0,
-                                   np.array([[0.25, 1.0]]))
+    values, mask = segment_targets(np.array([[0.0, 0.0], [3.0, 3.0]], np.float32), np.ones(2, bool),
+                                   frame_times(2, 2.0), np.array([[0.25, 1.0]]))
     assert mask.all()
     np.testing.assert_allclose(values[0], [2.0, 2.0])  # (0.25 * 0 + 0.5 * 3) / 0.75
 
@@ -57,7 +58,7 @@ def test_expand_to_frames_by_overlap_averaging():
     segments = np.array([[0.0, 1.0], [0.5, 1.5], [1.5, 2.0]])
     seg_values = np.array([[1.0, 10.0], [3.0, 30.0], [7.0, 70.0]], np.float32)
     present = np.array([True, True, False])
-    frames, mask = expand_to_frames(seg_values, segments, present, n_frames=5, fps=2.0)
+    frames, mask = expand_to_frames(seg_values, segments, present, frame_times(5, 2.0))
     # frames [0,.5) [.5,1) [1,1.5) [1.5,2) [2,2.5)
     assert mask.tolist() == [True, True, True, False, False]
     np.testing.assert_allclose(frames[:3, 0], [1.0, 2.0, 3.0])

@@ -83,7 +83,7 @@ def test_window_filter_against_a_hand_made_mouth_trace():
     opened = open_share(values[:, 0], windows, valid, WINDOWS)
     # open time: [0,4): 1.1 + 0.4 = 1.5 s; [2,6): 0.4 + 0.8 = 1.2 s; [4,8): 0.8 s
     np.testing.assert_allclose(opened, [1.5 / 4, 1.2 / 4, 0.8 / 4], atol=1e-6)
-    coverage = label_coverage(_label_valid(), FPS, WINDOWS)
+    coverage = label_coverage(_label_valid(), frame_times(int(FPS * SECONDS), FPS), WINDOWS)
     np.testing.assert_allclose(coverage, [0.75, 1.0, 1.0])
     assert keep_windows(opened, coverage).tolist() == [False, True, False]
     assert keep_windows(None, coverage).tolist() == [False, True, True]  # without mouth data: coverage only

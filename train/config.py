@@ -79,6 +79,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     smooth_grid: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 12, 16, 25, 32, 50, 75, 100])
     n_plot_tracks: int = 3
+    # backbone top trained from the cache (train.finetune.FinetuneConfig as a dict); empty: heads only
+    finetune: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -1,6 +1,7 @@
 """Windows over cached features aligned onto label frames.
 
-Label frame k of a track covers [k/fps, (k+1)/fps) with the container fps of the track's video. Each
+Label frame k of a track is the k-th frame its video presents: [k/fps, (k+1)/fps) with the container fps,
+or, for a variable-rate video, the presentation times recorded at extraction (`cache.frametimes`). Each
 feature is aligned onto those frames by `cache.align.align_to_frames` when a track is first needed (in
 the store's precision), and standardized when the dataset has a `standardizer` (train/standardize.py: a
 separate step on the aligned array, also on slices read from a view).
@@ -32,8 +33,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cache.align import align_to_frames
+from cache.frametimes import FrameClock
+from cache.location import parent
 from cache.manifest import Track
-from cache.media import MediaError, frame_times, probe_video
+from cache.media import MediaError, probe_video
 from cache.store import FeatureGroup, FeatureStore, store_exists, store_path
 from train.rows import select_row, split_feature
 from train.views import FeatureViews, ViewFile, track_key
@@ -164,10 +167,15 @@ class TrackDataset:
         align_workers: int = 2,
         views_dir: Path | None = None,
         standardizer: "Standardizer | None" = None,
+        clock: FrameClock | None = None,
     ):
         self.tracks = list(tracks)
         self.standardizer = standardizer
         self.sources = dict(sources)
+        if clock is None:  # the frame-time record of the cache the features come from
+            first = next(iter(self.sources.values()), None)
+            clock = FrameClock.open(parent(first.store.path) if first is not None else None)
+        self.clock = clock
         self.window, self.stride = window, stride
         self.cache_bytes = int(cache_mb * 2**20)
         self.stats = DatasetStats(
@@ -322,8 +330,9 @@ class TrackDataset:
 
     # ---------------------------------------------------------------- alignment
     def label_times(self, ti: int) -> np.ndarray:
-        """[start, end) seconds of each label frame of track `ti`."""
-        return frame_times(int(self.n_frames[ti]), float(self.fps[ti]))
+        """[start, end) seconds of each label frame of track `ti` (see `cache.frametimes.FrameClock`)."""
+        track = self.tracks[ti]
+        return self.clock.label_times(track.video_stem, int(self.n_frames[ti]), float(self.fps[ti]))
 
     def align_feature(self, ti: int, name: str, targets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One feature of track `ti` on its label frames, as the model reads it: float16 (T, D) values
@@ -483,10 +492,16 @@ class TrackDataset:
                 track = self.tracks[ti]
                 for name in self.sources:
                     view = self._view_files[name][ti]
-                    if view is not None:
+                    if view is None:
+                        continue
+                    mask = self._view_mask(name, ti, view)[sl]
+                    if self.standardizer is None or name not in self.standardizer.stats:
+                        # rows in a view are finite (masked when aligned): read straight into the batch
+                        self.views[name].read_into(view, start, features[name][b, :n])
+                        masks[name][b, :n] = mask
+                    else:
                         features[name][b, :n], masks[name][b, :n] = self._finish(
-                            name, track.name, self.views[name].read(view, start, n),
-                            self._view_mask(name, ti, view)[sl], count=False)
+                            name, track.name, self.views[name].read(view, start, n), mask, count=False)
                 if track.labels is not None:
                     labels[b, :n] = np.asarray(track.labels.values[sl], dtype=np.float32)
                     label_mask[b, :n] = np.asarray(track.labels.valid[sl], dtype=bool)

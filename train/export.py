@@ -8,7 +8,7 @@ Store layout: unit `track`, kind `frame`, one group per track of every exported 
 `values` (T, H + 2) float16 = [HeadOutput.hidden (H), VA prediction (2)] with T the track's label
 frames (test: the sample submission's frame count); windows are averaged per frame exactly as
 evaluation does (`predict_split`), the VA columns are that raw window average (tanh output, before
-featureless-frame filling and smoothing); `times` = label frame times [k/fps, (k+1)/fps);
+featureless-frame filling and smoothing); `times` = label frame times (`TrackDataset.label_times`);
 `valid` = frames where any of the run's input features was present. Group attributes: fps, frames,
 split, run.
 
@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache.media import frame_times
 from cache.store import FeatureMeta, FeatureStore, store_path
 from train.checkpoint import load_checkpoint
 from train.dataset import TrackDataset
@@ -283,7 +282,7 @@ def export_run(
                     fps = float(dataset.fps[ti])
                     report.dim = values.shape[1]
                     store.write(
-                        track.name, values, frame_times(len(values), fps), valid,
+                        track.name, values, dataset.label_times(ti)[: len(values)], valid,
                         attrs={"fps": fps, "frames": len(values), "split": split, "run": loaded.run.path.name},
                         dtype="auto",  # float16 unless a column would lose precision (e.g. a segment run's
                     )                  # piecewise-constant rows on a short track: small spreads)

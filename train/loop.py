@@ -26,6 +26,7 @@ from train.dataset import FeatureSource, TrackDataset, build_dataset, open_featu
 from train.lock import run_lock
 from train.views import views_dir_for
 from train.evaluate import EvalResult, evaluate_predictions, input_features, predict_split, score, postprocess
+from train.finetune import backbone_feature, parameter_groups, save_backbone
 from train.model import build_model
 from train.progress import EpochProgress, ProgressSettings
 from cache.prefetch import Prefetcher
@@ -63,8 +64,10 @@ def open_split(
     sources: dict[str, FeatureSource],
     fps: dict[str, float] | None = None,
     standardizer: Standardizer | None = None,
+    training: bool = False,
 ) -> TrackDataset:
-    """The dataset of one split of the manifest, with the run's windowing, cache and standardization."""
+    """The dataset of one split of the manifest, with the run's windowing, cache and standardization
+    (`training`: the batches the loop trains on, which a fine-tuned backbone may subsample)."""
     data = cfg.data
     splits = (split,)
     manifest = load_manifest(Path(data.data_root), data.videos and Path(data.videos), data.labels and Path(data.labels), splits)
@@ -74,6 +77,10 @@ def open_split(
         tracks = [t for t in tracks if t.name not in held]
     if not tracks:
         raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
+    if cfg.finetune:  # the backbone's feature is read as its input, not aligned (train/finetune.py)
+        from train.finetune import build_finetune_dataset
+
+        return build_finetune_dataset(cfg, tracks, sources, fps, training, standardizer)
     return build_dataset(
         tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers,
         views_dir=views_dir_for(data, tracks, sources),
@@ -125,7 +132,7 @@ def _train(
     if state is not None:
         run.check_fingerprints(sources)
     device = resolve_device(cfg.device)
-    train_ds = open_split(cfg, "train", sources, fps)
+    train_ds = open_split(cfg, "train", sources, fps, training=True)
     try:
         val_ds = open_split(cfg, "val", sources, fps)
     except BaseException:
@@ -144,7 +151,7 @@ def _train(
     model.to(device)
     # the model's input streams are standardized (a mask-only feature such as audio reliability keeps its
     # values); set before the first track is aligned
-    inputs = {n: sources[n] for n in input_features(model, list(sources))}
+    inputs = {n: sources[n] for n in input_features(model, list(sources)) if n != backbone_feature(model)}
     train_ds.standardizer = val_ds.standardizer = run_standardizer(run, cfg, inputs, train_ds.tracks, state is not None)
     from train.losses import VALossConfig
 
@@ -152,7 +159,7 @@ def _train(
         ccc_weights=tuple(cfg.loss_weights), regression=cfg.regression, regression_weight=cfg.regression_weight,
         region_lambda=cfg.lambda_region if has_regions else 0.0,
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", patience=cfg.plateau_patience, factor=cfg.plateau_factor
     )
@@ -293,6 +300,7 @@ def _final_evaluation(
 
     if weights_file(run.path, "best").is_file():
         load_weights(model, weights_file(run.path, "best"), device)
+    save_backbone(model, run.path)  # fine-tuned runs: RUN/backbone, loadable by extraction
     preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
     result = evaluate_predictions(val_ds, preds, grid=cfg.smooth_grid)
     run.write_json(run.eval_file("val"), {**result.to_dict(), "best_epoch": loop["best_epoch"]})

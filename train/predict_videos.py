@@ -1,5 +1,6 @@
 """Predictions for a bare folder of videos (no annotations): one CSV per video (frame, time, valence,
-arousal; frame counts from 0, time is the frame's start in seconds from the container's fps) and one plot."""
+arousal; frame counts from 0, time is the frame's start in seconds: k / fps, or the recorded presentation
+time of a variable-rate video, as label frames) and one plot."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cache.frametimes import FrameClock
+from cache.location import parent
 from cache.manifest import Track
 from cache.media import probe_video
 from train.restore import LoadedRun, predict_tracks
@@ -27,14 +30,14 @@ class VideoPredictions:
     notes: list[str] = field(default_factory=list)  # predicted, but some feature missing (masked)
 
 
-def write_video_csv(path: Path, va: np.ndarray, fps: float) -> Path:
+def write_video_csv(path: Path, va: np.ndarray, starts: np.ndarray) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as handle:
         handle.write(VIDEO_CSV_HEADER + "\n")
         for k, (v, a) in enumerate(va):
-            handle.write(f"{k},{k / fps:.6f},{v:.6f},{a:.6f}\n")
+            handle.write(f"{k},{starts[k]:.6f},{v:.6f},{a:.6f}\n")
     tmp.replace(path)
     return path
 
@@ -62,13 +65,16 @@ def predict_videos(loaded: LoadedRun, tracks: list[Track], out_dir: Path, allow_
     if not ready:
         return out
     preds = predict_tracks(loaded, ready)
+    first = next(iter(loaded.sources.values()), None)
+    clock = FrameClock.open(parent(first.store.path) if first is not None else None)
     for track in ready:
         if track.name not in preds:  # the dataset left it out: its video cannot be probed
             out.skipped.append(f"{track.video}: the video cannot be read")
             continue
         fps = float(probe_video(track.video).fps)
         va = preds[track.name]
-        out.written.append(write_video_csv(Path(out_dir) / f"{track.name}.csv", va, fps))
+        starts = clock.label_times(track.video_stem, len(va), fps)[:, 0]
+        out.written.append(write_video_csv(Path(out_dir) / f"{track.name}.csv", va, starts))
         plot = Path(out_dir) / f"{track.name}.png"
         plot_track(track.name, fps, va, None, None, plot)
         out.plots.append(plot)

@@ -8,7 +8,7 @@ else is the ordinary loop, evaluation, prediction and export:
 - a segment's inputs: the grid feature's own row; any other feature aligned onto the segment's
   [start, end) by `cache.align.align_to_frames` (overlap-weighted mean);
 - a segment's target: the mean of the valid frame labels over the segment, by the same function
-  (label frame k covers [k/fps, (k+1)/fps); frames cut by a segment edge count by their overlap, so
+  (label frames at the dataset's frame clock times; frames cut by a segment edge count by their overlap, so
   when the edges fall on frame edges it is the plain mean); a segment with no valid label is masked;
 - predictions: overlapping windows are averaged per segment, then each label frame takes the
   overlap-weighted mean of the segments over it (segment-to-frame expansion with overlap averaging,
@@ -22,28 +22,25 @@ import logging
 import numpy as np
 
 from cache.align import align_to_frames
-from cache.media import frame_times
 from train.dataset import AlignedTrack, TrackDataset, _align_in_column_blocks
 
 log = logging.getLogger(__name__)
 
 
 def segment_targets(
-    labels: np.ndarray, label_valid: np.ndarray, fps: float, segments: np.ndarray
+    labels: np.ndarray, label_valid: np.ndarray, label_times: np.ndarray, segments: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(S, 2) mean of the valid frame labels over each segment [start, end) seconds, and (S,) whether the
-    segment has any valid label."""
-    times = frame_times(len(labels), fps)
-    values, mask = align_to_frames(np.asarray(labels, np.float32), times, segments, valid=label_valid)
-    return values, mask
+    """(S, 2) mean of the valid frame labels (frames at `label_times` (T, 2) seconds) over each segment
+    [start, end) seconds, and (S,) whether the segment has any valid label."""
+    return align_to_frames(np.asarray(labels, np.float32), label_times, segments, valid=label_valid)
 
 
 def expand_to_frames(
-    values: np.ndarray, segments: np.ndarray, present: np.ndarray, n_frames: int, fps: float
+    values: np.ndarray, segments: np.ndarray, present: np.ndarray, label_times: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-segment values (S, C) onto `n_frames` label frames: each frame the overlap-weighted mean of the
-    present segments over it; (T, C) and (T,) frames reached by a present segment."""
-    return align_to_frames(values, segments, frame_times(n_frames, fps), valid=present)
+    """Per-segment values (S, C) onto the label frames at `label_times` (T, 2): each frame the overlap-weighted
+    mean of the present segments over it; (T, C) and (T,) frames reached by a present segment."""
+    return align_to_frames(values, segments, label_times, valid=present)
 
 
 class SegmentDataset(TrackDataset):
@@ -61,7 +58,7 @@ class SegmentDataset(TrackDataset):
         for track in self.tracks:
             group = source.group_for(track)
             if group in self._units[self.grid_feature]:
-                times = source.store.read_times(group)
+                times = np.asarray(source.store.read_index(group)[0], dtype=np.float64).reshape(-1, 2)
             else:
                 times = np.zeros((0, 2))
             self.segment_times.append(times)
@@ -94,7 +91,7 @@ class SegmentDataset(TrackDataset):
             values[name], masks[name] = self._finish(name, track.name, out, mask)
         if track.labels is not None:
             labels, label_valid = segment_targets(
-                np.asarray(track.labels.values, np.float32), np.asarray(track.labels.valid, bool), float(self.fps[ti]), segments
+                np.asarray(track.labels.values, np.float32), np.asarray(track.labels.valid, bool), self.label_times(ti), segments
             )
         else:
             labels, label_valid = np.zeros((n, 2), np.float32), np.zeros(n, bool)
@@ -106,4 +103,4 @@ class SegmentDataset(TrackDataset):
         n_frames = int(self.n_frames[ti])
         if len(values) == 0:
             return np.zeros((n_frames, values.shape[1] if values.ndim == 2 else 2), np.float32), np.zeros(n_frames, bool)
-        return expand_to_frames(values, self.segment_times[ti], present, n_frames, float(self.fps[ti]))
+        return expand_to_frames(values, self.segment_times[ti], present, self.label_times(ti))

@@ -6,7 +6,7 @@ files, float16 values (T, D) contiguous and a (T,) mask, so a training batch is 
 
 Layout: `VIEWS_DIR/<feature>/<store fingerprint>-<fill>/<track>.<key>.npy` and `….mask.npy`, where
 `key` hashes what the aligned rows depend on beyond the store's fingerprint: the group's identity
-(its `generation`, written when the group is completed, so a re-extracted group gets a new key), the
+(its `content_digest`, a hash of the rows written, so a group re-extracted with other rows gets a new key), the
 label-frame times (the fps table, the frame count) and the view format. A stale file is never read:
 its key no longer matches, and it is replaced when the track is next aligned.
 
@@ -58,8 +58,8 @@ def track_key(group_attrs: dict, targets: np.ndarray) -> str:
     """What a track's aligned rows depend on besides the store fingerprint and the fill."""
     identity = {
         "format": VIEW_FORMAT,
-        "generation": group_attrs.get("generation"),
-        # groups written before `generation` existed: their recorded identity and size
+        "content": group_attrs.get("content_digest"),
+        # groups written before `content_digest` existed: their recorded identity and size
         "source": group_attrs.get("source"),
         "rows": group_attrs.get("rows"),
         "frames": len(targets),
@@ -142,6 +142,20 @@ class FeatureViews:
         if len(buf) != n * row_bytes:
             raise OSError(f"{view.values}: short read ({len(buf)} of {n * row_bytes} bytes); delete it to rebuild")
         return np.frombuffer(buf, dtype=dtype).reshape(n, self.dim)
+
+    def read_into(self, view: ViewFile, start: int, out: np.ndarray) -> None:
+        """Rows [start, start + len(out)) straight into `out` (one preadv, no copy) when `out` is a contiguous
+        array of the view's dtype; otherwise through `read`."""
+        n = len(out)
+        with self._lock:
+            fd, offset, rows, dtype = self._open(view.values)
+            if out.dtype == dtype and out.flags.c_contiguous and out.shape[1:] == (self.dim,):
+                row_bytes = dtype.itemsize * self.dim
+                got = os.preadv(fd, [memoryview(out).cast("B")], offset + start * row_bytes)
+                if got != n * row_bytes:
+                    raise OSError(f"{view.values}: short read ({got} of {n * row_bytes} bytes); delete it to rebuild")
+                return
+        out[...] = self.read(view, start, n)
 
     def _open(self, path: Path) -> tuple[int, int, int, np.dtype]:
         """(fd, offset of the data, rows, dtype) of a values file; the caller holds the lock."""

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from cache.align import align_to_frames
-from cache.media import frame_times
 from cache.store import FeatureStore, store_path
 from train.segments import SegmentDataset
 from train.tensors import autocast, to_tensors
@@ -46,17 +45,22 @@ RELIABILITY_FEATURE = "audio_reliability"
 OPEN_COLUMN = 0  # audio_reliability columns: open_frac, coverage, reliable
 
 
-def label_coverage(label_valid: np.ndarray, fps: float, spans: np.ndarray) -> np.ndarray:
-    """(W,) share of each span [start, end) seconds covered by valid label frames (frames past the
-    labels count as uncovered)."""
+def label_coverage(label_valid: np.ndarray, label_times: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """(W,) share of each span [start, end) seconds covered by valid label frames (at `label_times` (T, 2);
+    time no label frame reaches counts as uncovered)."""
     valid = np.asarray(label_valid, dtype=np.float32).reshape(-1, 1)
     spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
     if not len(valid) or not len(spans):
         return np.zeros(len(spans))
-    share, _ = align_to_frames(valid, frame_times(len(valid), fps), spans)
-    end = len(valid) / fps
-    reached = np.clip(np.minimum(spans[:, 1], end) - spans[:, 0], 0.0, None)
+    share, _ = align_to_frames(valid, label_times, spans)  # over the labelled part of each span
+    reached = np.array([_covered_time(label_times, s, e) for s, e in spans])
     return share[:, 0] * reached / np.maximum(spans[:, 1] - spans[:, 0], 1e-9)
+
+
+def _covered_time(times: np.ndarray, start: float, end: float) -> float:
+    """Seconds of [start, end) that the rows [s, e) reach (rows assumed not to overlap, as label frames)."""
+    overlap = np.minimum(times[:, 1], end) - np.maximum(times[:, 0], start)
+    return float(np.clip(overlap, 0.0, None).sum())
 
 
 def open_share(open_frac: np.ndarray, times: np.ndarray, valid: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -129,7 +133,7 @@ class WindowAudioDataset(SegmentDataset):
             if not ids or track.labels is None:
                 continue
             spans = self.window_spans(ti)
-            coverage = label_coverage(np.asarray(track.labels.valid, bool), float(self.fps[ti]), spans)
+            coverage = label_coverage(np.asarray(track.labels.valid, bool), self.label_times(ti), spans)
             opened = None
             if rel is not None:
                 group = rel.group_for(track)
