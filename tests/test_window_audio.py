@@ -219,3 +219,53 @@ def test_a_trainable_window_encoder_plugs_in_by_name():
         WINDOW_ENCODERS.pop("toy_top", None)
     with pytest.raises(ValueError, match="unknown window_encoder"):
         build_head("blockpool", {"wavlm": 5}, {"window_encoder": "nope"})
+
+
+def test_wavlm_top_window_encoder_trains_the_top_layers_at_the_backbone_rate(tmp_path):
+    """RAS fine-tunes WavLM's top layers per 4 s window: `window_encoder=wavlm_top` runs issue 13's WavlmTop
+    over a window of `wavlm_hidden` rows; only the top layers (and the final norm) train, at backbone_lr,
+    and the store's input is not standardized."""
+    from extract.wavlm_model import build_tiny_wavlm
+    from train.finetune import backbone_feature, parameter_groups
+    from train.heads.blockpool import WavlmTopEncoder
+
+    ref = str(build_tiny_wavlm(tmp_path / "wavlm"))
+    head = build_head("blockpool", {"wavlm_hidden": 64, "audio_reliability": 3}, {
+        "hidden": 8, "attn_dim": 4, "window_encoder": "wavlm_top",
+        "window_encoder_options": {"ref": ref, "top": 1, "stored": 2, "backbone_lr": 1e-5},
+    })
+    assert isinstance(head.encoder, WavlmTopEncoder) and backbone_feature(head) == "wavlm_hidden"
+    groups = parameter_groups(head, type("Cfg", (), {"lr": 1e-3})())
+    assert [(g["name"], g["lr"]) for g in groups] == [("head", 1e-3), ("backbone", 1e-5)]
+    frozen, trained = head.encoder.top.layers
+    assert not any(p.requires_grad for p in frozen.parameters()) and all(p.requires_grad for p in trained.parameters())
+    x = torch.randn(2, 50, 64)
+    pad = torch.ones(2, 50, dtype=torch.bool)
+    out = head({"wavlm_hidden": x}, {"wavlm_hidden": pad}, pad)
+    out.va.square().mean().backward()
+    assert next(trained.parameters()).grad is not None and next(frozen.parameters()).grad is None
+    assert out.va.shape == (2, 50, 2)
+
+
+def test_window_audio_run_with_a_trainable_wavlm_top(tmp_path):
+    import json as _json
+
+    from extract.wavlm_model import build_tiny_wavlm
+    from pipeline import app
+
+    ref = str(build_tiny_wavlm(tmp_path / "wavlm"))
+    tracks = default_tracks(n_train=2, n_val=1, n_test=0, frames=(300, 400), seed=6)
+    make_synthetic(tmp_path / "data", tmp_path / "cache", SynthConfig(tracks=tracks, audio="wavlm_hidden", audio_dim=64))
+    options = _json.dumps({"ref": ref, "top": 1, "stored": 2})
+    res = CliRunner().invoke(app, [
+        "train", "--model", "blockpool", "--features", "wavlm_hidden", "--level", "audio_window", "--window", "200",
+        "--stride", "100", "--name", "top", "--epochs", "1", "--head", "hidden=8", "--head", "attn_dim=4",
+        "--head", "window_encoder=wavlm_top", "--head", f"window_encoder_options={options}",
+        "--data-root", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(tmp_path / "runs"),
+        "--device", "cpu",
+    ])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "runs" / "top"
+    assert (run / "checkpoints" / "best.pt").is_file()
+    std = run / "standardization.json"
+    assert not std.is_file() or "wavlm_hidden" not in _json.loads(std.read_text())  # a backbone's input: raw

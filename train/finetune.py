@@ -436,8 +436,8 @@ def build_finetune_model(cfg: Any, sources: Mapping[str, FeatureSource]) -> tupl
 
 def parameter_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]] | Any:
     """AdamW groups: the head at cfg.lr, the backbone at its own lr; plain parameters otherwise."""
-    if not isinstance(model, FinetuneModel):
-        return model.parameters()
+    if not isinstance(model, FinetuneModel):  # a head may train a backbone of its own (blockpool's wavlm_top)
+        return model.parameter_groups(cfg.lr) if hasattr(model, "parameter_groups") else model.parameters()
     groups = [{"params": model.head_parameters(), "lr": cfg.lr, "name": "head"},
               {"params": model.backbone_parameters(), "lr": model.ft.backbone_lr, "name": "backbone"}]
     return [g for g in groups if g["params"]]
@@ -446,7 +446,7 @@ def parameter_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]] | Any:
 def backbone_feature(model: nn.Module) -> str | None:
     """The feature a fine-tuned model computes itself (never standardized: its store holds the backbone's
     input, and the backbone's output is what the head sees); None for other models."""
-    return model.name if isinstance(model, FinetuneModel) else None
+    return model.name if isinstance(model, FinetuneModel) else getattr(model, "raw_feature", None)
 
 
 def save_backbone(model: nn.Module, run_path: Path) -> str | None:

@@ -77,6 +77,9 @@ def open_split(
         tracks = [t for t in tracks if t.name not in held]
     if not tracks:
         raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
+    if cfg.finetune and data.level != "frame":
+        raise ValueError(f"--finetune trains at frame level, not level '{data.level}' (the window-level audio model "
+                         "trains WavLM's top with --head window_encoder=wavlm_top)")
     if cfg.finetune:  # the backbone's feature is read as its input, not aligned (train/finetune.py)
         from train.finetune import build_finetune_dataset
 

@@ -1,6 +1,7 @@
 """RAS's window-level audio model on cached 50 Hz audio states (`--level audio_window --model blockpool`).
 
-Positions are the rows of the run's first feature (an audio store such as `wavlm`, 50 rows per second,
+Positions are the rows of the run's first feature (an audio store such as `wavlm`, or `wavlm_hidden` with
+`--head window_encoder=wavlm_top` to train WavLM's top layers per window as RAS does; 50 rows per second,
 unit video: both tracks of a two-person video read the same audio); `window`/`stride` count rows, so
 200 / 100 are RAS's 4 s windows every 2 s (plus one window aligned to the end). A row's target is the
 mean of the valid label frames over it (`cache.align.align_to_frames`, as for segments); the head

@@ -9,10 +9,14 @@ attention scores = Linear(D, 128) -> Tanh -> Dropout -> Linear(128, 1); std = sq
 head = LayerNorm(2D) -> Dropout -> Linear(2D, 256) -> GELU (the 256-d embedding) -> Dropout -> Linear -> VA
 (here through affcache's VA head, i.e. with a tanh). Blocks are cut on each window's real length.
 
-Window encoders (`window_encoder=NAME`) map (B, L, D) frames and their (B, L) validity to (B, L, D'):
-`identity` for frozen stored states (`wavlm`); a trainable top (e.g. the top WavLM layers over stored
-lower-layer states) registers itself with `register_window_encoder` and is picked by name, options in
-`window_encoder_options`.
+Window encoders (`window_encoder=NAME`, options in `window_encoder_options`) map (B, L, D) frames and
+their (B, L) validity to (B, L, D'): `identity` for frozen stored states (`wavlm`); `wavlm_top` runs
+WavLM's top layers (train/backbones.py `WavlmTop`, issue 13) over a window of a `wavlm_hidden` store (the
+input of those layers), as RAS fine-tunes WavLM-Large's top 4 layers on each 4 s window: options `top`
+(trained layers, 4), `stored` (layers the store holds the input of; default `top`), `ref` (weights; default
+the profile's), `profile`, `models_dir`, `backbone_lr` (5e-6, RAS), `grad_checkpointing`. Its input is
+never standardized, and its parameters train at `backbone_lr` (`parameter_groups`). Other encoders
+register with `register_window_encoder`.
 """
 
 from __future__ import annotations
@@ -51,6 +55,29 @@ class IdentityEncoder(nn.Module):
 
 
 register_window_encoder("identity")(IdentityEncoder)
+
+
+@register_window_encoder("wavlm_top")
+class WavlmTopEncoder(nn.Module):
+    raw_input = True  # reads a backbone's hidden states: never standardized
+
+    def __init__(self, in_dim: int, top: int = 4, stored: int | None = None, ref: str | None = None,
+                 profile: str = "full", models_dir: str = "artifacts/models", backbone_lr: float = 5e-6,
+                 grad_checkpointing: bool = False) -> None:
+        super().__init__()
+        from train.backbones import BackboneMismatch, load_wavlm_backbone
+
+        if ref is None:
+            from extract.models import resolve_model_ref
+
+            ref = resolve_model_ref("wavlm", profile, models_dir)
+        self.top = load_wavlm_backbone(ref, top, stored or top, grad_checkpointing).top
+        if self.top.out_dim != in_dim:
+            raise BackboneMismatch(f"wavlm_top: {ref} has width {self.top.out_dim}, the audio feature {in_dim}")
+        self.out_dim, self.backbone_lr = self.top.out_dim, backbone_lr
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        return self.top(x)
 
 
 def block_index(lengths: Tensor, length: int, blocks: int) -> Tensor:
@@ -111,6 +138,21 @@ class BlockPoolHead(BaseHead):
         dim = self.encoder.out_dim
         self.pool = AttentiveStatsPool(dim, cfg.attn_dim, cfg.dropout)
         self.embed = nn.Sequential(nn.LayerNorm(2 * dim), nn.Dropout(cfg.dropout), nn.Linear(2 * dim, cfg.hidden), nn.GELU())
+
+    @property
+    def raw_feature(self) -> str | None:
+        """The feature the window encoder reads as a backbone's input (not standardized), if any."""
+        return self.stream if getattr(self.encoder, "raw_input", False) else None
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """AdamW groups: the encoder's trainable parameters at its `backbone_lr` (when it has one), the rest at lr."""
+        backbone_lr = getattr(self.encoder, "backbone_lr", None)
+        if backbone_lr is None:
+            return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "name": "head"}]
+        own = {id(p) for p in self.encoder.parameters()}
+        head = [p for p in self.parameters() if p.requires_grad and id(p) not in own]
+        backbone = [p for p in self.encoder.parameters() if p.requires_grad]
+        return [{"params": head, "lr": lr, "name": "head"}, {"params": backbone, "lr": backbone_lr, "name": "backbone"}]
 
     def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor], pad: Tensor) -> HeadOutput:
         valid = frame_valid(self.stream, masks, pad)
