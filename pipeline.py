@@ -179,8 +179,21 @@ def export_features_cmd(
 # ---------------------------------------------------------------- stage 1: extract
 
 
+ConfigFiles = Annotated[
+    list[Path] | None,
+    typer.Option("--config", help="Recipe YAML, repeatable (later files win), e.g. configs/ras/face.yaml; see configs/README.md."),
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(help="key=value recipe overrides after the options, e.g. head.layers=4 optim.lr=5e-5 (flags typed on the command line win).", show_default=False),
+]
+
+
 @app.command()
 def extract(
+    ctx: typer.Context = None,  # type: ignore[assignment]  (None when called from Python: every argument counts as given)
+    overrides: Overrides = None,
+    config: ConfigFiles = None,
     split: Split = "train",
     features: Features = "faces,mouth,landmarks,clip",
     data_root: DataRoot = DEFAULT_DATA,
@@ -205,20 +218,18 @@ def extract(
 ) -> None:
     """Stage 1: extract features for every video of a split into CACHE_DIR/<feature>.zarr (resumable)."""
     from extract.progress import print_summary
-    from extract.runner import ExtractionError, RunOptions, run_extraction
-    from extract.runner import parse_shard
+    from extract.runner import ExtractionError, run_extraction
+    from recipes.cli import explicit_extract_values, typed_flags
+    from recipes.extract import build_run_options
 
-    refs = dict(item.split("=", 1) for item in (model or []))
-    if face_weights is not None:
-        refs["faces"] = str(face_weights)
-    opts = RunOptions(
-        split=split, features=[f.strip() for f in features.split(",") if f.strip()], data_root=data_root,
-        videos_dir=videos, labels_dir=labels, cache_dir=as_location(cache_dir), profile=profile, device=device, force=force,
-        model_refs=refs, batch_size=batch_size, on_mismatch="new" if new_store else "refuse", models_dir=models_dir,
-    )
-    opts.backend, opts.address, opts.cpus_per_task, opts.gpus_per_task = backend, address, cpus_per_task, gpus_per_task
+    flags = typed_flags(ctx, dict(
+        split=split, features=features, data_root=data_root, videos=videos, labels=labels, cache_dir=cache_dir,
+        profile=profile, device=device, force=force, face_weights=face_weights, model=model, batch_size=batch_size,
+        new_store=new_store, models_dir=models_dir, backend=backend, address=address, shard=shard,
+        cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
+    ))
     try:
-        opts.shard = parse_shard(shard)
+        opts = build_run_options(config or [], overrides or [], explicit_extract_values(flags))
         summary = run_extraction(opts)
     except (ExtractionError, KeyError, ValueError, FileNotFoundError) as err:
         console.print(f"[red]extract failed:[/red] {err}", markup=True, highlight=False, soft_wrap=True)
@@ -233,8 +244,11 @@ def extract(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", help="Head name (gru, transformer, mamba, crossattn, dcmmoe, raav).")],
-    features: Features,
+    ctx: typer.Context = None,  # type: ignore[assignment]  (None when called from Python: every argument counts as given)
+    overrides: Overrides = None,
+    config: ConfigFiles = None,
+    model: Annotated[str, typer.Option("--model", help="Head name (gru, transformer, mamba, crossattn, dcmmoe, raav); default: the config's.")] = "",
+    features: Annotated[str, typer.Option("--features", help="Comma-separated feature names; without it and without --config, the head's default recipe configs/heads/MODEL.yaml.")] = "",
     epochs: Annotated[int, typer.Option("--epochs")] = 50,
     lr: Annotated[float, typer.Option("--lr")] = 1e-4,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.01,
@@ -257,23 +271,24 @@ def train(
     runs_dir: RunsDir = DEFAULT_RUNS,
     device: Device = "auto",
 ) -> None:
-    """Train a head on cached features; writes the run folder under RUNS_DIR/NAME."""
-    from train.config import DataConfig, TrainConfig, parse_fill, parse_head_options
+    """Train a head on cached features; writes the run folder under RUNS_DIR/NAME.
+
+    Settings come from recipe files (--config), then key=value overrides, then the flags typed here."""
+    from recipes.cli import explicit_train_values, typed_flags
+    from recipes.train import build_train_config, check_stores, default_recipe_files
     from train.loop import train as run_training
     from train.report import ccc_table
 
-    data = DataConfig(
-        features=[f.strip() for f in features.split(",") if f.strip()], data_root=str(data_root),
-        videos=str(videos) if videos else None, labels=str(labels) if labels else None, cache_dir=str(cache_dir),
-        window=window, stride=stride, nearest_fill=parse_fill(fill), cache_mb=cache_mb,
-    )
-    cfg = TrainConfig(
-        model=model, data=data, name=name, runs_dir=str(runs_dir), head=parse_head_options(head), epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, lambda_region=lambda_region, seed=seed,
-        device=device, max_steps_per_epoch=max_steps,
-        loss_weights=tuple(float(w) for w in loss_weights.split(",")),
-    )
+    flags = typed_flags(ctx, dict(
+        model=model, features=features, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+        window=window, stride=stride, lambda_region=lambda_region, seed=seed, name=name, fill=fill, head=head,
+        loss_weights=loss_weights, max_steps=max_steps, cache_mb=cache_mb, data_root=data_root, videos=videos,
+        labels=labels, cache_dir=cache_dir, runs_dir=runs_dir, device=device,
+    ))
     with one_line_errors("train"):
+        files = default_recipe_files(config or [], model, features)
+        cfg = build_train_config(files, overrides or [], explicit_train_values(flags))
+        check_stores(cfg)
         result = run_training(cfg, resume=resume, console=console)
     console.print(ccc_table({"val": result.eval}), markup=False)
     console.print(f"run folder: {result.run.path}")

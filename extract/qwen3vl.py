@@ -22,13 +22,13 @@ attribute `descriptions` (a list of strings, one per row).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, crop_faces, register
+from extract.base import SPEED, CropBatch, CropExtractor, UnitResult, VideoContext, crop_faces, register
 from extract.models import ModelFamily, register_family
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class Qwen3vlConfig:
     prompt: str = DEFAULT_PROMPT
     describe: bool = False
     max_new_tokens: int = 48
-    batch_size: int = 4
+    batch_size: int = field(default=4, metadata=SPEED)  # speed only: not in the fingerprint
 
     def __post_init__(self) -> None:
         if self.n_frames < 2 or self.n_frames % 2:

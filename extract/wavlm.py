@@ -17,14 +17,14 @@ averaged (`combine="mean"`) or concatenated (`"concat"`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from extract.audio import Audio
 from extract.audio_extractor import ModelAudioExtractor
-from extract.base import register
+from extract.base import SPEED, register
 from extract.models import ModelFamily, register_family
 
 
@@ -39,7 +39,7 @@ class WavlmConfig:
     combine: str = "mean"  # mean | concat
     window_s: float = 4.0
     hop_s: float = 2.0
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata=SPEED)  # speed only: not in the fingerprint
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))

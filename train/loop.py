@@ -102,6 +102,9 @@ def train(
     run.make()
     cfg.name = run.path.name
     cfg.save(run.config)
+    from recipes.provenance import write_provenance
+
+    write_provenance(run.path, cfg)
     run.write_features(sources)
 
     device = resolve_device(cfg.device)
@@ -118,7 +121,7 @@ def train(
 
     loss_cfg = VALossConfig(
         ccc_weights=tuple(cfg.loss_weights), regression=cfg.regression, regression_weight=cfg.regression_weight,
-        region_lambda=cfg.lambda_region if has_regions else 0.0,
+        region_lambda=cfg.lambda_region if has_regions else 0.0, region_sigma=cfg.region_sigma,
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
