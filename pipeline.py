@@ -361,6 +361,28 @@ def export_cmd(
     console.print(f"{name}: {report.summary()}", markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command()
+def ensemble(
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs (names under RUNS_DIR or folders).")],
+    name: Annotated[str, typer.Option("--name", help="The ensemble's run name (RUNS_DIR/NAME).")],
+    method: Annotated[str, typer.Option("--method", help="weighted (V and A weights chosen on validation) | mean")] = "weighted",
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the runs' own.")] = None,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Default: the runs' own.")] = None,
+    device: Device = "auto",
+) -> None:
+    """Late fusion: combine the runs' per-frame predictions into a run folder that evaluate and predict read."""
+    from train.ensemble import build_ensemble
+    from train.report import ccc_table
+
+    with one_line_errors("ensemble"):
+        out, result, spec = build_ensemble(runs, name, runs_dir, method, device, data_root=data_root, cache_dir=cache_dir)
+    weights = ", ".join(f"{m}: V {wv:.2f} A {wa:.2f}" for m, wv, wa in zip(spec.members, spec.weights_v, spec.weights_a))
+    console.print(f"weights ({spec.method}): {weights}", markup=False, highlight=False, soft_wrap=True)
+    console.print(ccc_table({"val": result}), markup=False)
+    console.print(f"run folder: {out.path}")
+
+
 # ---------------------------------------------------------------- the whole job on the sample
 
 

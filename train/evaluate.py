@@ -211,15 +211,14 @@ def evaluate_run(
     validation at the end of training) and write it to evaluate_<split>.json."""
     from pathlib import Path
 
-    from train.restore import load_run
+    from train.restore import run_split_predictions
 
-    loaded = load_run(run, Path(runs_dir), device, **locations)
-    dataset = loaded.dataset(split)
+    loaded = run_split_predictions(run, split, Path(runs_dir), device, **locations)
+    dataset = loaded.dataset
     try:
         if not dataset.has_labels:
             raise ValueError(f"split '{split}' has no labels to evaluate against")
-        preds = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
-        result = evaluate_predictions(dataset, preds, half_windows=loaded.half_windows)
+        result = evaluate_predictions(dataset, loaded.preds, half_windows=loaded.half_windows)
     finally:
         dataset.close()
     loaded.run.write_json(loaded.run.path / f"evaluate_{split}.json", result.to_dict())

@@ -111,15 +111,12 @@ def predict_run(
 ) -> Path:
     """Predict every frame of a split with the run's best checkpoint (smoothing chosen on validation,
     frames without features interpolated, clipped) and write the checked submission CSV."""
-    from train.evaluate import postprocess, predict_split
-    from train.restore import load_run
+    from train.evaluate import postprocess
+    from train.restore import run_split_predictions
 
-    loaded = load_run(run, Path(runs_dir), device, **locations)
-    dataset = loaded.dataset(split)
-    try:
-        raw = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
-    finally:
-        dataset.close()
+    loaded = run_split_predictions(run, split, Path(runs_dir), device, **locations)
+    dataset, raw = loaded.dataset, loaded.preds
+    dataset.close()
     preds = {
         t.name: postprocess(p, m, loaded.half_windows) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)
     }
