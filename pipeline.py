@@ -383,6 +383,31 @@ def ensemble(
     console.print(f"run folder: {out.path}")
 
 
+@app.command()
+def reproduce(
+    recipe: Annotated[str, typer.Argument(help="ras | kookmin (configs/RECIPE/reproduce.yaml) or a recipe list file.")],
+    data_root: DataRoot = DEFAULT_DATA,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Where the steps' runs live (default OUT/RECIPE/runs).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where the report goes: OUT/RECIPE/report.md.")] = Path("artifacts/reproduce"),
+    profile: Profile = "tiny",
+    device: Device = "auto",
+) -> None:
+    """A method end to end: features, each branch and its export, fusion heads, late fusion, evaluation, the
+    test submission; skips what is done; one report with a CCC row per step beside the paper's."""
+    from cache.sample_data import GROUND_TRUTH_INDEX
+    from recipes.reproduce import ReproduceOptions
+    from recipes.reproduce import reproduce as run_reproduce
+
+    if data_root == DEFAULT_DATA and not (data_root / GROUND_TRUTH_INDEX).is_file():
+        sample_data(out=data_root)
+    opts = ReproduceOptions(data_root=data_root, cache_dir=cache_dir, out=out, runs_dir=runs_dir, profile=profile, device=device)
+    with one_line_errors("reproduce"):
+        report = run_reproduce(recipe, opts, console)
+    console.print(report.read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report: {report}")
+
+
 # ---------------------------------------------------------------- the whole job on the sample
 
 
