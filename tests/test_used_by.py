@@ -140,3 +140,28 @@ def test_reproduce_runs_a_recipe_list_and_skips_what_is_done(synth, tmp_path, mo
     assert "| face | mini-face | gru on clip | skipped (done)" in text and "| late | mini-late | weighted" in text
     assert "skipped (done)" in text.split("| late |")[1].splitlines()[0]
     assert json.loads((tmp_path / "out" / "mini" / "runs" / "mini-fusion" / "eval_val.json").read_text()) == first
+
+
+def test_make_extract_and_make_train_on_the_sample_as_written(tmp_path):
+    """`make extract SPLIT=train`, `make extract SPLIT=val` and `make train MODEL=gru` on a short built-in
+    sample (two 2 s videos, tiny models): the default recipe of `gru` reads the `clip` store they make."""
+    from cache.sample_data import SampleConfig, write_sample_dataset
+
+    write_sample_dataset(tmp_path / "data", SampleConfig.short(("video20", "12-30-640x360"), 2.0))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    where = [f"PY={sys.executable}", f"DATA={tmp_path / 'data'}", f"CACHE={tmp_path / 'cache'}", f"RUNS={tmp_path / 'runs'}",
+             "DEVICE=cpu", f"YOLO_CONFIG_DIR={tmp_path / 'yolo'}"]
+
+    def make(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", ".venv/.installed", *args, *where],
+                              capture_output=True, text=True, env=env, timeout=900)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done
+
+    make("extract", "SPLIT=train", f"EXTRACT_ARGS=--models-dir {tmp_path / 'models'}")
+    make("extract", "SPLIT=val", f"EXTRACT_ARGS=--models-dir {tmp_path / 'models'}")
+    assert (tmp_path / "cache" / "clip.zarr").is_dir()
+    make("train", "MODEL=gru", "TRAIN_ARGS=" + " ".join(["--name", "sample-gru", *FAST]))
+    cfg = json.loads((tmp_path / "runs" / "sample-gru" / "config.json").read_text())
+    assert cfg["model"] == "gru" and cfg["data"]["features"] == ["clip"]
+    assert json.loads((tmp_path / "runs" / "sample-gru" / "eval_val.json").read_text())["frames"] > 0
