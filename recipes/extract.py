@@ -73,16 +73,3 @@ def build_run_options(
         values["shard"] = tuple(values["shard"])
     return RunOptions(**values)
 
-
-def run_options_to_recipe(opts: Any) -> dict[str, Any]:
-    """The YAML form of RunOptions (paths as strings), for logs and the README."""
-    from extract.base import get_extractor
-
-    out = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name != "configs"}
-    out = {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
-    out["configs"] = {
-        n: dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(c) for n, c in opts.configs.items()
-    }
-    for name in opts.features:
-        get_extractor(name)
-    return out

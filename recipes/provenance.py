@@ -52,6 +52,6 @@ def write_provenance(run_path: Path, cfg: Any) -> None:
     from recipes.train import train_config_to_recipe
 
     run_path = Path(run_path)
-    header = "# resolved recipe of this run (pipeline.py train --config config.yaml reruns it)\n"
+    header = "# resolved recipe of this run; `pipeline.py train --config RUN/config.yaml name=NEW` trains it again\n"
     (run_path / "config.yaml").write_text(header + dump_yaml(train_config_to_recipe(cfg)), encoding="utf-8")
     (run_path / "provenance.json").write_text(json.dumps(provenance(), indent=2, sort_keys=True) + "\n", encoding="utf-8")

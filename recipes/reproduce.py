@@ -9,7 +9,6 @@ The step list is data: swapping a branch means pointing a step's `train:` at ano
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil

@@ -39,7 +39,6 @@ GROUPS: dict[str, dict[str, str]] = {
     },
     "eval": {"smooth_grid": "smooth_grid", "n_plot_tracks": "n_plot_tracks"},
 }
-GROUPED = {field: (group, key) for group, keys in GROUPS.items() for key, field in keys.items()}
 TOP_LEVEL = ("model", "name", "runs_dir", "seed", "device")
 HEAD_ONLY_IN_CODE = ("region_prototypes",)  # filled from the clip store, never from a file
 
@@ -91,8 +90,8 @@ def head_recipe_path(model: str) -> Path | None:
 
 def load_recipe(
     files: Iterable[str | Path] = (), overrides: Iterable[str] = (), explicit: Mapping[str, Any] | None = None
-) -> DictConfig:
-    """Merged and validated recipe (files < overrides < explicit dotted values)."""
+) -> tuple[DictConfig, DictConfig]:
+    """Merged and validated recipe (files < overrides < explicit dotted values), and the unvalidated merge."""
     raw = merge_layers(list(files), list(overrides), explicit)
     model = raw.get("model")
     if not model or model == "???":
