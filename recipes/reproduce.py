@@ -135,7 +135,7 @@ def train_step(step: TrainStep, run_name: str, opts: ReproduceOptions, runs_dir:
     start = time.perf_counter()
     resume = False
     if run.config.is_file():
-        same = _comparable(TrainConfig.load(run.config).to_dict()) == _comparable(cfg.to_dict())
+        same = _comparable(TrainConfig.load(run.config).to_dict()) == _comparable(cfg.to_dict()) and _same_inputs(run, cfg)
         if same and run.eval_file("val").is_file():
             return StepResult(step.name, run_name, what, "skipped (done)", 0.0, _read_json(run.eval_file("val")), step.paper)
         if same and run.last.is_file():
@@ -143,11 +143,27 @@ def train_step(step: TrainStep, run_name: str, opts: ReproduceOptions, runs_dir:
         else:
             aside = run.path.with_name(f"{run.path.name}.old-{int(time.time())}")
             shutil.move(str(run.path), str(aside))
-            console.print(f"{run_name}: its config changed; the old run moved to {aside}")
+            console.print(f"{run_name}: its config or input stores changed; the old run moved to {aside}")
     check_stores(cfg)
     run_training(cfg, resume=resume, console=console)
     return StepResult(step.name, run_name, what, "resumed" if resume else "trained", time.perf_counter() - start,
                       _read_json(run.eval_file("val")), step.paper)
+
+
+def _same_inputs(run: Any, cfg: Any) -> bool:
+    """The stores the run was trained on are still the ones in the cache (an upstream step that was
+    redone, e.g. a re-exported branch, makes its consumers train again)."""
+    from cache.location import as_location
+    from cache.store import FeatureStore, store_exists, store_path
+
+    recorded = run.read_features()
+    for name in cfg.data.features:
+        path = store_path(as_location(cfg.data.cache_dir), name)
+        if name not in recorded or not store_exists(path):
+            return False
+        if FeatureStore.open(path).fingerprint != recorded[name].get("fingerprint"):
+            return False
+    return True
 
 
 def _read_json(path: Path) -> dict[str, Any]:

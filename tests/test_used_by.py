@@ -140,6 +140,11 @@ def test_reproduce_runs_a_recipe_list_and_skips_what_is_done(synth, tmp_path, mo
     assert "| face | mini-face | gru on clip | skipped (done)" in text and "| late | mini-late | weighted" in text
     assert "skipped (done)" in text.split("| late |")[1].splitlines()[0]
     assert json.loads((tmp_path / "out" / "mini" / "runs" / "mini-fusion" / "eval_val.json").read_text()) == first
+    # a changed branch is trained again, and so is the fusion step reading its export
+    (cfgs / "face.yaml").write_text((cfgs / "face.yaml").read_text().replace("epochs: 2", "epochs: 1"))
+    text = rep.reproduce(str(cfgs / "reproduce.yaml"), opts, console).read_text()
+    assert "| face | mini-face | gru on clip | trained" in text and "| fusion | mini-fusion | dcmmoe on mini_face, wavlm | trained" in text
+    assert any(p.name.startswith("mini-fusion.old-") for p in (tmp_path / "out" / "mini" / "runs").iterdir())
 
 
 def test_make_extract_and_make_train_on_the_sample_as_written(tmp_path):
