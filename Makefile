@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 SPLIT ?= train
 FEATURES ?=
 MODEL ?= gru
-PROFILE ?= tiny
+# empty: each command's own default (extract: full, real weights; demo: tiny, on the built-in sample)
+PROFILE ?=
 DATA ?= artifacts/sample
 CACHE ?= artifacts/features
 RUNS ?= artifacts/runs
@@ -16,11 +17,12 @@ DEVICE ?= auto
 # ultralytics: no update checks or font downloads; a writable settings folder
 export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR := $(CURDIR)/artifacts/ultralytics
-# the tiny profile never needs the hub; PROFILE=full may download real weights on first use
+# the tiny profile never needs the hub; the full profile may download real weights on first use
 ifeq ($(PROFILE),tiny)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 endif
+PROFILE_ARG = $(if $(PROFILE),--profile $(PROFILE))
 
 .PHONY: install test demo sample extract train bench status clean docs
 
@@ -39,18 +41,18 @@ test: $(STAMP)
 EXTRACT_FEATURES := faces,mouth,landmarks,clip
 
 extract: $(STAMP)
-	$(PY) pipeline.py extract --split $(SPLIT) --features $(or $(FEATURES),$(EXTRACT_FEATURES)) --data-root $(DATA) --cache-dir $(CACHE) --profile $(PROFILE) --device $(DEVICE) $(if $(FACE_WEIGHTS),--face-weights $(FACE_WEIGHTS)) $(EXTRACT_ARGS)
+	$(PY) pipeline.py extract --split $(SPLIT) --features $(or $(FEATURES),$(EXTRACT_FEATURES)) --data-root $(DATA) --cache-dir $(CACHE) $(PROFILE_ARG) --device $(DEVICE) $(if $(FACE_WEIGHTS),--face-weights $(FACE_WEIGHTS)) $(EXTRACT_ARGS)
 
 # The main job on the built-in sample: data, every feature (tiny models), a unimodal and a fusion head,
 # evaluation and the test submission. Re-running skips what is already done.
 demo: $(STAMP)
-	$(PY) pipeline.py demo --data-root $(DATA) --cache-dir $(CACHE) --runs-dir $(RUNS) --profile $(PROFILE) --device $(DEVICE)
+	$(if $(filter-out tiny,$(PROFILE)),,HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1) $(PY) pipeline.py demo --data-root $(DATA) --cache-dir $(CACHE) --runs-dir $(RUNS) $(PROFILE_ARG) --device $(DEVICE)
 
 # scale out: one Ray task per video (RAY_ADDRESS=auto joins a running cluster), or a shard of the split
 # per scheduler task, e.g. in a Slurm array: make extract EXTRACT_ARGS="--shard $$SLURM_ARRAY_TASK_ID/$$SLURM_ARRAY_TASK_COUNT"
 .PHONY: extract-ray bench-scale
 extract-ray: $(STAMP)
-	$(PY) pipeline.py extract --split $(SPLIT) --features $(or $(FEATURES),$(EXTRACT_FEATURES)) --data-root $(DATA) --cache-dir $(CACHE) --profile $(PROFILE) --device $(DEVICE) --backend ray $(if $(RAY_ADDRESS),--address $(RAY_ADDRESS)) $(if $(FACE_WEIGHTS),--face-weights $(FACE_WEIGHTS)) $(EXTRACT_ARGS)
+	$(PY) pipeline.py extract --split $(SPLIT) --features $(or $(FEATURES),$(EXTRACT_FEATURES)) --data-root $(DATA) --cache-dir $(CACHE) $(PROFILE_ARG) --device $(DEVICE) --backend ray $(if $(RAY_ADDRESS),--address $(RAY_ADDRESS)) $(if $(FACE_WEIGHTS),--face-weights $(FACE_WEIGHTS)) $(EXTRACT_ARGS)
 
 # figures for the record (not tests): extraction speed and memory, training data path, scaling out
 bench: $(STAMP)

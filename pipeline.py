@@ -1,6 +1,11 @@
 """affcache command line: from raw videos to a cached feature store to trained VA heads.
 
 Thin by design: each command parses options and calls the packages.
+
+Exit status, the same for every command: 0 when the work is done; 1 when the command line was fine but
+the work failed or the data is wrong (a missing or damaged file, a failed or partial video, a run in
+use, a full disk), said in one line that names the file; 2 when the command line itself is wrong (an
+unknown option, a value out of range or of the wrong form), with Click's usage message.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -17,9 +22,10 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+import train.options as checks  # light: no torch until a value needs it
 from cache.location import as_location
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)  # plain one-line usage errors
 console = Console()
 
 DataRoot = Annotated[Path, typer.Option("--data-root", help="Dataset root: videos/ and annotations/ below it.")]
@@ -27,10 +33,36 @@ Videos = Annotated[Path | None, typer.Option("--videos", help="Video root (defau
 Labels = Annotated[Path | None, typer.Option("--labels", help="Annotation root (default DATA_ROOT/annotations).")]
 CacheDir = Annotated[str, typer.Option("--cache-dir", help="Where feature stores live: a folder or an fsspec URL (s3://…).")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where training runs live.")]
-Split = Annotated[str, typer.Option("--split", help="train | val | test")]
-Features = Annotated[str, typer.Option("--features", help="Comma-separated feature names.")]
-Profile = Annotated[str, typer.Option("--profile", help="full (real weights) | tiny (small local models)")]
-Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
+
+
+def checked(parse):
+    """A Typer callback that checks a value with `parse` (ValueError -> a usage error, exit status 2)."""
+
+    def callback(value):
+        if value is not None:
+            try:
+                parse(value)
+            except ValueError as err:
+                raise typer.BadParameter(str(err)) from None
+        return value
+
+    return callback
+
+
+def usage_check(param: str, parse, *args):
+    """`parse(*args)` inside a command: a ValueError is a usage error on `param` (exit status 2)."""
+    try:
+        return parse(*args)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint=param) from None
+
+
+Split = Annotated[Literal["train", "val", "test"], typer.Option("--split", help="Which split.")]
+Features = Annotated[
+    str, typer.Option("--features", help="Comma-separated feature names.", callback=checked(checks.feature_list))
+]
+Profile = Annotated[Literal["full", "tiny"], typer.Option("--profile", help="full (real weights) | tiny (small random models, for the built-in sample)")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N", callback=checked(checks.device))]
 
 DEFAULT_DATA = Path("artifacts/sample")
 DEFAULT_CACHE = "artifacts/features"
@@ -38,23 +70,33 @@ DEFAULT_RUNS = Path("artifacts/runs")
 
 
 @contextmanager
-def one_line_errors(command: str) -> Iterator[None]:
-    """A user's mistake (missing store or run, unknown name, changed fingerprint, bad input) ends the command
-    with one line and exit status 1 instead of a traceback; bugs still show theirs."""
-    from cache.store import FingerprintMismatch
+def one_line_errors(command: str, hint: str = "") -> Iterator[None]:
+    """A user's mistake or a failure of the work (missing store or run, unknown name, changed fingerprint,
+    bad or damaged input, a run in use, a read-only folder, a full disk) ends the command with one line and
+    exit status 1 instead of a traceback; bugs still show theirs. `hint` is added to fingerprint mismatches."""
+    from cache.store import DamagedStore, FingerprintMismatch
 
     try:
         yield
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, FingerprintMismatch, RuntimeError) as err:
+    except (OSError, KeyError, ValueError, FingerprintMismatch, DamagedStore, RuntimeError) as err:
         if type(err) is RuntimeError:  # plain RuntimeErrors are not user errors
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        console.print(f"[red]{command} failed:[/red] {escape(str(message))}", highlight=False, soft_wrap=True)
+        if isinstance(err, OSError) and err.strerror:  # "[Errno 13] Permission denied: 'x'" -> "Permission denied: x"
+            message = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+        extra = hint if isinstance(err, FingerprintMismatch) else ""
+        console.print(f"[red]{command} failed:[/red] {escape(str(message))}{extra}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs, and the C++ logs of MediaPipe/absl/TF Lite.")] = False,
+) -> None:
+    if not verbose:
+        from cache.native_logs import silence_native_logs
+
+        silence_native_logs()  # before anything imports mediapipe
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -83,18 +125,31 @@ def status(
     videos: Videos = None,
     labels: Labels = None,
     cache_dir: CacheDir = DEFAULT_CACHE,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every problem, not one line per kind.")] = False,
+    show_features: Annotated[bool, typer.Option("--features", help="Also list each store's kind, width, dtype and column names.")] = False,
 ) -> None:
-    """Tracks, labelled and valid frames per split, and complete tracks per feature store."""
+    """Tracks, labelled and valid frames per split (videos found or not), complete tracks per feature
+    store, and one line per kind of problem (exit status 1 when extract or train would refuse the data)."""
+    from cache.checks import dataset_dirs, dataset_problems, require_dataset
     from cache.manifest import load_manifest
     from cache.status import dataset_status
 
-    manifest = load_manifest(data_root, videos, labels)
-    rows = dataset_status(manifest, cache_dir)
+    with one_line_errors("status"):
+        require_dataset(data_root, videos, labels)
+        manifest_log = logging.getLogger("cache.manifest")
+        manifest_log.disabled = True  # its problems are summarised below, not logged one by one
+        try:
+            manifest = load_manifest(data_root, videos, labels)
+        finally:
+            manifest_log.disabled = False
+        damaged: list[str] = []
+        rows = dataset_status(manifest, cache_dir, damaged)
+        problems = dataset_problems(manifest, dataset_dirs(data_root, videos, labels)[1])
     splits = Table(title=f"tracks and frames in {data_root}")
-    for col in ("split", "tracks", "labelled frames", "valid frames"):
+    for col in ("split", "tracks", "labelled frames", "valid frames", "with video"):
         splits.add_column(col, justify="left" if col == "split" else "right")
     for r in rows:
-        splits.add_row(r.split, str(r.tracks), str(r.labelled_frames), str(r.valid_frames))
+        splits.add_row(r.split, str(r.tracks), str(r.labelled_frames), str(r.valid_frames), str(r.with_video))
     console.print(splits)
     features = sorted({f for r in rows for f in r.complete})
     if features:
@@ -107,25 +162,53 @@ def status(
         console.print(stores)
     else:
         console.print(f"no feature stores in {cache_dir}")
-    if manifest.errors:
-        console.print(f"[red]{len(manifest.errors)} problem(s):[/red]")
-        for err in manifest.errors:
-            console.print(f"  {err}", markup=False)
+    if show_features and features:
+        _print_store_columns(cache_dir)
+    for line in damaged:
+        console.print(f"[red]damaged:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    for kind in problems:
+        label = "[red]error:[/red]" if kind.error else "[yellow]problem:[/yellow]"
+        more = "" if verbose or not kind.items else " (--verbose lists them)"
+        console.print(f"{label} {escape(kind.summary)}{more}", highlight=False, soft_wrap=True)
+        for item in kind.items if verbose else []:
+            console.print(f"  {item}", markup=False, highlight=False, soft_wrap=True)
+    if any(kind.error for kind in problems):
+        raise typer.Exit(1)
+
+
+def _print_store_columns(cache_dir: str) -> None:
+    from cache.describe import describe_store
+    from cache.store import FeatureStore, FingerprintMismatch, list_stores
+
+    table = Table(title=f"feature stores in {cache_dir}")
+    for col in ("feature", "kind", "unit", "dim", "dtype", "columns"):
+        table.add_column(col, justify="right" if col == "dim" else "left")
+    for name, path in sorted(list_stores(cache_dir).items()):
+        try:
+            summary = describe_store(name, FeatureStore.open(path))
+        except (FingerprintMismatch, FileNotFoundError, OSError, ValueError) as err:
+            table.add_row(name, "-", "-", "-", "-", escape(f"unreadable: {err}"))
+            continue
+        table.add_row(name, summary.kind, summary.unit, str(summary.dim or "-"), "/".join(summary.dtypes) or "-",
+                      escape(summary.columns_text()))
+    console.print(table)
 
 
 @app.command("import-features")
 def import_features_cmd(
     source: Annotated[Path, typer.Argument(help="A feature file or a folder of them (one file per track or video).")],
     name: Annotated[str, typer.Option("--name", help="Feature name: the store is CACHE_DIR/NAME.zarr.")],
-    fmt: Annotated[str | None, typer.Option("--format", help="npz | npy | csv | hdf5 (default: from the file extension).")] = None,
-    unit: Annotated[str, typer.Option("--unit", help="track | video: one group per track, or per video (sources named by video).")] = "track",
+    fmt: Annotated[Literal["npz", "npy", "csv", "hdf5"] | None, typer.Option("--format", help="npz | npy | csv | hdf5 (default: from the file extension).")] = None,
+    unit: Annotated[Literal["track", "video"], typer.Option("--unit", help="track | video: one group per track, or per video (sources named by video).")] = "track",
     fps_from_video: Annotated[
         bool | None,
         typer.Option("--fps-from-video/--no-fps-from-video", help="Frame indices to times with each video's real fps (default: on when frames are given)."),
     ] = None,
-    frame_index_base: Annotated[int | None, typer.Option("--frame-index-base", help="0 | 1 (default: 1 for csv/OpenFace, 0 otherwise).")] = None,
+    frame_index_base: Annotated[int | None, typer.Option("--frame-index-base", min=0, max=1, help="0 | 1 (default: 1 for csv/OpenFace, 0 otherwise).")] = None,
     min_confidence: Annotated[float, typer.Option("--min-confidence", help="csv: rows with a lower confidence are invalid.")] = 0.5,
-    dtype: Annotated[str, typer.Option("--dtype", help="Stored dtype: float16 | float32.")] = "float16",
+    dtype: Annotated[str, typer.Option("--dtype", help="Stored dtype: auto (float16 unless a column would lose precision, then float32) | float16 | float32.")] = "auto",
+    columns: Annotated[str | None, typer.Option("--columns", help="csv: exactly these feature columns, comma-separated, in order.")] = None,
+    drop_columns: Annotated[str | None, typer.Option("--drop-columns", help="csv: feature columns to leave out, comma-separated.")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Move a store of this name made from other sources aside.")] = False,
     data_root: DataRoot = DEFAULT_DATA,
     videos: Videos = None,
@@ -135,15 +218,16 @@ def import_features_cmd(
     """Import per-frame features made elsewhere (npz, npy, OpenFace csv, HDF5) into a feature store."""
     from cache.importers import ImportConfig, SourceError, import_features, infer_format
     from cache.manifest import load_manifest
-    from cache.store import FingerprintMismatch
+    from cache.store import DamagedStore, FingerprintMismatch
 
     try:
         cfg = ImportConfig(
             fmt=fmt or infer_format(source), unit=unit, fps_from_video=fps_from_video,
             frame_index_base=frame_index_base, min_confidence=min_confidence, dtype=dtype, replace=replace,
+            columns=_names(columns) if columns is not None else None, drop_columns=_names(drop_columns),
         )
         report = import_features(source, name, cache_dir, cfg, lambda: load_manifest(data_root, videos, labels))
-    except (SourceError, FingerprintMismatch, ValueError) as err:
+    except (SourceError, FingerprintMismatch, DamagedStore, ValueError, OSError) as err:
         hint = " (--replace moves it aside)" if isinstance(err, FingerprintMismatch) else ""
         console.print(f"[red]import failed:[/red] {escape(str(err))}{hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -158,6 +242,10 @@ def import_features_cmd(
         raise typer.Exit(1)
 
 
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
 @app.command("export-features")
 def export_features_cmd(
     name: Annotated[str, typer.Argument(help="Feature name (CACHE_DIR/NAME.zarr).")],
@@ -166,14 +254,53 @@ def export_features_cmd(
 ) -> None:
     """Export a feature store to one HDF5 file: a group per unit with values, times, valid and attributes."""
     from cache.exporters import export_store
-    from cache.store import FingerprintMismatch, store_path
+    from cache.store import DamagedStore, FingerprintMismatch, store_path
 
     try:
         report = export_store(store_path(cache_dir, name), to)
-    except (FileNotFoundError, FingerprintMismatch, OSError) as err:
+    except (FileNotFoundError, FingerprintMismatch, DamagedStore, OSError) as err:
         console.print(f"[red]export failed:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"{name}: {report.summary()}", markup=False, highlight=False, soft_wrap=True)
+    from cache.describe import store_columns
+
+    names = store_columns(store_path(cache_dir, name))
+    if names:
+        console.print(f"{name}: columns {', '.join(names)}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def verify(
+    features: Annotated[str | None, typer.Argument(help="Comma-separated feature names (default: every store).")] = None,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report; change nothing.")] = False,
+) -> None:
+    """Read every complete group back (checksums, shapes, chunk files) and mark damaged ones incomplete,
+    so the next extract / import-features / export redoes exactly those. Exit status 1 when damage is found."""
+    from cache.verify import verify_cache
+
+    names = [f.strip() for f in (features or "").split(",") if f.strip()] or None
+    with one_line_errors("verify"):
+        report = verify_cache(as_location(cache_dir), names, dry_run=dry_run)
+    if report.damaged:
+        table = Table(title=f"damaged groups in {cache_dir}")
+        for col in ("feature", "group", "problem", "redo with"):
+            table.add_column(col, overflow="fold")
+        for d in report.damaged:
+            table.add_row(*(escape(x) for x in (d.feature, d.unit, d.problem, d.redo)))
+        console.print(table)
+    action = "nothing changed (dry run)" if dry_run else f"{report.marked} marked incomplete"
+    console.print(
+        f"checked {report.groups} complete group(s) in {len(report.stores)} store(s): "
+        f"{len(report.damaged)} damaged, {action}", markup=False, highlight=False, soft_wrap=True,
+    )
+    if report.unchecked:
+        console.print(
+            f"{report.unchecked} group(s) were written before checksums and chunk counts: decoded and shape-checked "
+            "only (extract --force rewrites them with checksums)", markup=False, highlight=False, soft_wrap=True,
+        )
+    if report.damaged:
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- stage 1: extract
@@ -206,19 +333,25 @@ def extract(
     face_weights: Annotated[
         Path | None, typer.Option("--face-weights", help="YOLO face weights (.pt); default: MediaPipe's detector.")
     ] = None,
-    model: Annotated[list[str] | None, typer.Option("--model", help="Model reference per feature: FEATURE=REF (repeatable).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per decoded chunk and per model batch.")] = 32,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Model reference per feature: FEATURE=REF (repeatable).", callback=checked(checks.model_refs)),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames per decoded chunk and per model batch.")] = 32,
     new_store: Annotated[bool, typer.Option("--new-store", help="On a fingerprint mismatch move the old store aside.")] = False,
     models_dir: Annotated[Path, typer.Option("--models-dir", help="Where tiny models are built.")] = Path("artifacts/models"),
-    backend: Annotated[str, typer.Option("--backend", help="local (one process) | ray (one task per video).")] = "local",
+    backend: Annotated[Literal["local", "ray"], typer.Option("--backend", help="local (one process) | ray (one task per video).")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (e.g. auto); default: start a local one.")] = None,
     shard: Annotated[str | None, typer.Option("--shard", help="i/n: only shard i of n of the split's videos (sorted by stem).")] = None,
-    cpus_per_task: Annotated[float, typer.Option("--cpus-per-task", help="Ray: CPUs per video task.")] = 1.0,
-    gpus_per_task: Annotated[float | None, typer.Option("--gpus-per-task", help="Ray: GPUs per video task (default from profile and device).")] = None,
+    cpus_per_task: Annotated[float, typer.Option("--cpus-per-task", min=0, help="Ray: CPUs per video task.")] = 1.0,
+    gpus_per_task: Annotated[float | None, typer.Option("--gpus-per-task", min=0, help="Ray: GPUs per video task (default from profile and device).")] = None,
 ) -> None:
-    """Stage 1: extract features for every video of a split into CACHE_DIR/<feature>.zarr (resumable)."""
+    """Stage 1: extract features for every video of a split into CACHE_DIR/<feature>.zarr (resumable).
+
+    Exit status 1 also when a video is partial: stored, but fewer frames decoded than its container
+    declares or its labels need (listed with the counts)."""
     from extract.progress import print_summary
-    from extract.runner import ExtractionError, run_extraction
+    from extract.runner import ExtractionError, parse_shard, run_extraction
     from recipes.cli import explicit_extract_values, typed_flags
     from recipes.extract import build_run_options
 
@@ -229,11 +362,12 @@ def extract(
         cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
     ))
     try:
+        parse_shard(shard)
+    except ExtractionError as err:
+        raise typer.BadParameter(str(err), param_hint="--shard") from None
+    with one_line_errors("extract"):
         opts = build_run_options(config or [], overrides or [], explicit_extract_values(flags))
         summary = run_extraction(opts)
-    except (ExtractionError, KeyError, ValueError, FileNotFoundError) as err:
-        console.print(f"[red]extract failed:[/red] {err}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     print_summary(console, summary)
     if not summary.ok:
         raise typer.Exit(1)
@@ -248,22 +382,35 @@ def train(
     overrides: Overrides = None,
     config: ConfigFiles = None,
     model: Annotated[str, typer.Option("--model", help="Head name (gru, transformer, mamba, crossattn, dcmmoe, raav); default: the config's.")] = "",
-    features: Annotated[str, typer.Option("--features", help="Comma-separated feature names; without it and without --config, the head's default recipe configs/heads/MODEL.yaml.")] = "",
-    epochs: Annotated[int, typer.Option("--epochs")] = 50,
-    lr: Annotated[float, typer.Option("--lr")] = 1e-4,
-    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.01,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
-    window: Annotated[int, typer.Option("--window")] = 400,
-    stride: Annotated[int, typer.Option("--stride")] = 150,
-    lambda_region: Annotated[float, typer.Option("--lambda-region", help="Weight of the region KL term.")] = 0.2,
+    features: Annotated[str, typer.Option(
+        "--features", callback=checked(lambda text: text and checks.feature_list(text)),
+        help="Comma-separated feature names; without it and without --config, the head's default recipe configs/heads/MODEL.yaml.",
+    )] = "",
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 50,
+    lr: Annotated[float | None, typer.Option("--lr", callback=checked(checks.positive), help="Learning rate of the head (default 1e-4; 2e-4 with --finetune).")] = None,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0)] = 0.01,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    window: Annotated[int, typer.Option("--window", min=1, help="Frames per training window.")] = 400,
+    stride: Annotated[int, typer.Option("--stride", min=1, help="Frames between window starts (at most --window).")] = 150,
+    lambda_region: Annotated[float, typer.Option("--lambda-region", min=0, help="Weight of the region KL term.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     name: Annotated[str, typer.Option("--name", help="Run name (default MODEL-FEATURES-sSEED).")] = "",
-    fill: Annotated[str, typer.Option("--fill", help="Nearest-fill per feature in seconds, e.g. clip=inf,ast=1.")] = "",
+    fill: Annotated[
+        str, typer.Option("--fill", help="Nearest-fill per feature in seconds, e.g. clip=inf,ast=1.", callback=checked(checks.fill))
+    ] = "",
     head: Annotated[list[str] | None, typer.Option("--head", help="Head option key=value (repeatable).")] = None,
-    loss_weights: Annotated[str, typer.Option("--loss-weights", help="CCC weights V,A.")] = "0.5,0.5",
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on steps per epoch.")] = None,
-    cache_mb: Annotated[float, typer.Option("--cache-mb", help="RAM budget of aligned tracks (MiB).")] = 1024.0,
+    loss_weights: Annotated[
+        str, typer.Option("--loss-weights", help="CCC weights V,A.", callback=checked(checks.loss_weights))
+    ] = "0.5,0.5",
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Cap on steps per epoch.")] = None,
+    cache_mb: Annotated[float, typer.Option("--cache-mb", callback=checked(checks.positive), help="RAM budget of aligned tracks (MiB).")] = 1024.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
+    finetune: Annotated[str | None, typer.Option("--finetune", help="Train a backbone top from the cache: clip:K | clip:all (on face_crops) | wavlm:K (on wavlm_hidden).")] = None,
+    backbone_lr: Annotated[float, typer.Option("--backbone-lr", help="With --finetune: learning rate of the backbone.")] = 5e-6,
+    profile: Profile = "full",
+    finetune_opt: Annotated[list[str] | None, typer.Option("--finetune-opt", help="With --finetune: key=value (ref, models_dir, grad_checkpointing, frames_per_window); repeatable.")] = None,
+    log_every: Annotated[int, typer.Option("--log-every", help="Stdout not a terminal: a progress line every N steps ...")] = 50,
+    log_seconds: Annotated[float, typer.Option("--log-seconds", help="... or every M seconds, whichever comes first.")] = 60.0,
     data_root: DataRoot = DEFAULT_DATA,
     videos: Videos = None,
     labels: Labels = None,
@@ -271,12 +418,14 @@ def train(
     runs_dir: RunsDir = DEFAULT_RUNS,
     device: Device = "auto",
 ) -> None:
-    """Train a head on cached features; writes the run folder under RUNS_DIR/NAME.
+    """Train a head on cached features (or, with --finetune, a head and a backbone top); writes RUNS_DIR/NAME.
 
     Settings come from recipe files (--config), then key=value overrides, then the flags typed here."""
     from recipes.cli import explicit_train_values, typed_flags
     from recipes.train import build_train_config, check_stores, default_recipe_files
+    from train.config import parse_head_options
     from train.loop import train as run_training
+    from train.progress import ProgressSettings
     from train.report import ccc_table
 
     flags = typed_flags(ctx, dict(
@@ -285,11 +434,27 @@ def train(
         loss_weights=loss_weights, max_steps=max_steps, cache_mb=cache_mb, data_root=data_root, videos=videos,
         labels=labels, cache_dir=cache_dir, runs_dir=runs_dir, device=device,
     ))
+    if stride > window and ("stride" in flags or "window" in flags):
+        raise typer.BadParameter(f"{stride} is larger than --window {window}: frames between windows would never be seen", param_hint="--stride")
+    if model:
+        usage_check("--model", checks.head_name, model)
+        usage_check("--head", checks.head_options, model, head)
+    if features and fill:
+        usage_check("--fill", checks.fill, fill, checks.feature_list(features))
+    explicit = explicit_train_values(flags)
+    if finetune:
+        from train.finetune import FinetuneConfig
+
+        explicit["finetune"] = usage_check("--finetune", lambda: FinetuneConfig.from_dict({
+            "spec": finetune, "backbone_lr": backbone_lr, "profile": profile, **parse_head_options(finetune_opt)}).to_dict())
+        if lr is None and not config:
+            explicit["optim.lr"] = 2e-4
     with one_line_errors("train"):
         files = default_recipe_files(config or [], model, features)
-        cfg = build_train_config(files, overrides or [], explicit_train_values(flags))
+        cfg = build_train_config(files, overrides or [], explicit)
         check_stores(cfg)
-        result = run_training(cfg, resume=resume, console=console)
+        progress = ProgressSettings(every_steps=log_every, every_seconds=log_seconds)
+        result = run_training(cfg, resume=resume, console=console, progress=progress)
     console.print(ccc_table({"val": result.eval}), markup=False)
     console.print(f"run folder: {result.run.path}")
 
@@ -302,62 +467,250 @@ def evaluate(
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the run's own.")] = None,
     cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Default: the run's own.")] = None,
     device: Device = "auto",
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="Go on when tracks lack a feature the run needs (recorded with the result).")
+    ] = False,
 ) -> None:
-    """Recompute a run's CCC table (raw and smoothed) from its best checkpoint."""
+    """Recompute a run's CCC table (raw and smoothed) from its best checkpoint. Refused when a track of
+    the split lacks a feature the run needs, unless --allow-missing."""
     from train.evaluate import evaluate_run
     from train.report import ccc_table
 
     with one_line_errors("evaluate"):
-        result = evaluate_run(run, split, str(runs_dir), device, data_root=data_root, cache_dir=cache_dir)
+        result = evaluate_run(
+            run, split, str(runs_dir), device, allow_missing=allow_missing, data_root=data_root, cache_dir=cache_dir
+        )
     console.print(ccc_table({split: result}), markup=False)
+    if result.missing:
+        console.print(f"[yellow]scored with gaps (--allow-missing):[/yellow] {escape(_gap_text(result.missing))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def predict(
     run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
     split: Split = "test",
-    out: Annotated[Path | None, typer.Option("--out", help="CSV path (default RUN/predictions/SPLIT.csv).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="CSV path (default RUN/predictions/SPLIT.csv); with --videos a folder (default RUN/predictions/videos).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the run's own.")] = None,
-    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Default: the run's own.")] = None,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Default: the run's own; with --videos where their features go (default: video-features beside RUNS_DIR).")] = None,
+    videos: Annotated[Path | None, typer.Option("--videos", help="A folder of videos (or one video) without annotations: extract what the run needs, one CSV + plot per video.")] = None,
+    models_dir: Annotated[Path, typer.Option("--models-dir", help="With --videos: where tiny models are built.")] = Path("artifacts/models"),
     device: Device = "auto",
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="Go on when tracks lack a feature the run needs (recorded with the result).")
+    ] = False,
 ) -> None:
-    """Write the challenge submission CSV for a split (checked against the sample file)."""
+    """Write the challenge submission CSV for a split (checked against the sample file) and CSV.json
+    beside it. Refused when a track of the split lacks a feature the run needs, unless --allow-missing.
+    With --videos: per-frame predictions for bare videos (no annotations)."""
+    if videos is not None:
+        with one_line_errors("predict"):
+            predict_bare_videos(run, videos, runs_dir, out, cache_dir, models_dir, device, allow_missing)
+        return
+    from train.coverage import read_sidecar
     from train.predict import predict_run
 
     with one_line_errors("predict"):
-        path = predict_run(run, split, str(runs_dir), device, out=out, data_root=data_root, cache_dir=cache_dir)
-    console.print(f"submission written and checked: {path}")
+        path = predict_run(
+            run, split, str(runs_dir), device, out=out, allow_missing=allow_missing, data_root=data_root, cache_dir=cache_dir
+        )
+    sidecar = read_sidecar(path)
+    if sidecar and not sidecar.get("complete", True):
+        console.print(f"[yellow]submission written with gaps (--allow-missing):[/yellow] {escape(str(path))}; "
+                      f"{escape(_gap_text(sidecar))} (recorded in {escape(path.name)}.json)", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"submission written and checked: {path}")
+
+
+def _gap_text(coverage: dict) -> str:
+    """One line from a train.coverage.Coverage dict."""
+    parts = [f"{len(names)} track(s) without {feature}" for feature, names in coverage.get("missing", {}).items()]
+    if coverage.get("unreadable"):
+        parts.append(f"{len(coverage['unreadable'])} track(s) with an unreadable video left out")
+    return ", ".join(parts)
+
+
+@app.command()
+def align(
+    features: Features,
+    split: Split = "train",
+    fill: Annotated[str, typer.Option("--fill", help="Nearest-fill per feature in seconds, as in train.")] = "",
+    views_dir: Annotated[str | None, typer.Option("--views-dir", help="Default CACHE_DIR/_views (artifacts/views for a URL cache).")] = None,
+    data_root: DataRoot = DEFAULT_DATA,
+    videos: Videos = None,
+    labels: Labels = None,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+) -> None:
+    """Align features onto a split's label frames once and keep them on disk (aligned views) for every later run.
+
+    Training builds missing views on first use; this does it ahead of time (e.g. before a sweep)."""
+    from train.views import build_split_views
+
+    with one_line_errors("align"):
+        report = build_split_views(
+            [f.strip() for f in features.split(",") if f.strip()], split, data_root=data_root, videos=videos,
+            labels=labels, cache_dir=cache_dir, fill=fill, views_dir=views_dir, console=console,
+        )
+    console.print(report, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Option("--config", help="Sweep file (YAML): base recipe, fixed settings, grid and/or random space.")],
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    backend: Annotated[Literal["local", "ray"], typer.Option("--backend", help="local (one trial after another) | ray (one task per trial).")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (e.g. auto); default: start a local one.")] = None,
+    cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", min=0, help="Ray: CPUs per trial.")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", min=0, help="Ray: GPUs per trial.")] = 0.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the trials and their state; train nothing.")] = False,
+) -> None:
+    """Run a grid or random search of training configs over one cache; finished trials are skipped."""
+    from train.sweep import SweepError, load_sweep, run_sweep, save_best, summarize, trial_config, trial_state
+
+    try:
+        spec = load_sweep(config, runs_dir=str(runs_dir), base_loader=_recipe_dict)
+    except SweepError as err:
+        console.print(f"[red]sweep failed:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"sweep {spec.name}: {len(spec.trials)} trials under {spec.base['runs_dir']}")
+    if dry_run:
+        for trial in spec.trials:
+            console.print(f"  {trial.name}: {trial_state(trial_config(spec, trial))}", markup=False)
+        return
+
+    def report(result: dict) -> None:
+        extra = f" P {result['best_P']:.4f}" if "best_P" in result else f" {result.get('error', '')}"
+        console.print(f"  trial {result['name']}: {result['state']}{extra}", markup=False, highlight=False)
+
+    with one_line_errors("sweep"):
+        results = run_sweep(spec, backend=backend, address=address, cpus_per_trial=cpus_per_trial,
+                            gpus_per_trial=gpus_per_trial, on_result=report)
+    from train.runs_table import list_runs
+
+    sweep_dir = Path(spec.base["runs_dir"])
+    _print_runs_table(list_runs(sweep_dir, "P"), f"sweep {spec.name}: {len(spec.trials)} trials in {sweep_dir}, best validation P first")
+    best = save_best(spec, summarize(spec))
+    if best:
+        console.print(f"best config: {best}")
+    failed = [r for r in results if r["state"] == "failed"]
+    if failed:
+        console.print(f"[red]{len(failed)} trial(s) failed[/red]")
+        raise typer.Exit(1)
+
+
+def _recipe_dict(path: Path) -> dict:
+    """A training recipe file as the dict form of a TrainConfig (JSON as written in a run folder, or YAML)."""
+    import json
+
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+
+
+def predict_bare_videos(
+    run: str, videos: Path, runs_dir: Path, out: Path | None, cache_dir: str | None, models_dir: Path, device: str,
+    allow_missing: bool = False,
+) -> None:
+    """`predict RUN --videos DIR`: extract the run's features for each video with the settings of the run's
+    own stores (same fingerprints), then predict every frame."""
+    from extract.bare import extract_videos, extractable
+    from extract.progress import print_summary
+    from train.config import TrainConfig
+    from train.predict_videos import predict_videos
+    from train.restore import load_run
+    from train.run import RunDir
+
+    rd = RunDir.resolve(run, runs_dir)
+    cfg = TrainConfig.load(rd.config)
+    target = as_location(cache_dir) if cache_dir else rd.path.resolve().parent.parent / "video-features"
+    made, other = extractable(cfg.data.features)
+    console.print(f"features of {rd.path.name} for {videos}: extracting {', '.join(made) or 'none'} into {target}", highlight=False)
+    manifest, summary = extract_videos(videos, made, target, reference_cache=cfg.data.cache_dir, models_dir=models_dir,
+                                       device=device)
+    print_summary(console, summary)
+    if other:
+        console.print(f"not made by an extractor, read from {target}: {', '.join(other)}", highlight=False)
+    loaded = load_run(rd.path, runs_dir, device, cache_dir=target)
+    out_dir = out or rd.predictions / "videos"
+    result = predict_videos(loaded, manifest.tracks, out_dir, allow_missing)
+    for line in result.notes:
+        console.print(f"  note: {line}", markup=False, highlight=False, soft_wrap=True)
+    for line in result.skipped:
+        console.print(f"  [red]not predicted:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    console.print(f"{len(result.written)} video(s) predicted: one CSV (frame,time,valence,arousal) and one plot each in {out_dir}",
+                  highlight=False)
+    if result.skipped or not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command("runs")
+def runs_cmd(
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    sort: Annotated[str, typer.Option("--sort", help="date | name | head | epochs | P | ccc_v | ccc_a (numbers: best first).")] = "date",
+    diff: Annotated[tuple[str, str] | None, typer.Option("--diff", help="Two runs (names or folders): the config keys that differ.")] = None,
+) -> None:
+    """A table of every run in RUNS_DIR (head, features, epochs, best validation P, CCC, smoothing, date)."""
+    import json
+
+    from train.runs_table import config_diff, list_runs
+
+    with one_line_errors("runs"):
+        if diff:
+            changed = config_diff(Path(diff[0]), Path(diff[1]), runs_dir)
+            table = Table(title=f"config keys that differ: {diff[0]} vs {diff[1]}")
+            for col in ("key", diff[0], diff[1]):
+                table.add_column(col)
+            for key, a, b in changed:
+                table.add_row(key, json.dumps(a), json.dumps(b))
+            console.print(table if changed else f"{diff[0]} and {diff[1]} have the same config (names aside)")
+            return
+        rows = list_runs(runs_dir, sort)
+    if not rows:
+        console.print(f"no runs in {runs_dir}")
+        return
+    _print_runs_table(rows, f"{len(rows)} run(s) in {runs_dir}, by {sort}")
+
+
+def _print_runs_table(rows: list, title: str) -> None:
+    import math
+
+    fmt = lambda x: "-" if math.isnan(x) else f"{x:.4f}"  # noqa: E731
+    table = Table(title=title)
+    for col in ("name", "head", "features", "epochs", "best val P", "CCC_V", "CCC_A", "smoothing", "date"):
+        table.add_column(col, justify="right" if col in ("epochs", "best val P", "CCC_V", "CCC_A") else "left")
+    for r in rows:
+        smoothing = f"V {r.smoothing[0]}, A {r.smoothing[1]}" if r.smoothing else "-"
+        table.add_row(r.name, r.head, ",".join(r.features), str(r.epochs), fmt(r.P), fmt(r.ccc_v), fmt(r.ccc_a),
+                      smoothing, r.date.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
 
 
 @app.command("export")
 def export_cmd(
     run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
     name: Annotated[str, typer.Option("--name", help="Feature name of the export: the store is CACHE_DIR/NAME.zarr.")],
-    splits: Annotated[str, typer.Option("--splits", help="Comma-separated splits to export.")] = "train,val,test",
+    splits: Annotated[
+        str, typer.Option("--splits", help="Comma-separated splits to export.", callback=checked(checks.split_list))
+    ] = "train,val,test",
     runs_dir: RunsDir = DEFAULT_RUNS,
     cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Where the run's inputs are read and the export is written (default: the run's own).")] = None,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the run's own.")] = None,
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last")] = "best",
+    checkpoint: Annotated[Literal["best", "last"], typer.Option("--checkpoint", help="best | last")] = "best",
     force: Annotated[bool, typer.Option("--force", help="Rewrite groups that are already complete.")] = False,
     new_store: Annotated[bool, typer.Option("--new-store", help="If NAME exists with another fingerprint, move it aside.")] = False,
-    folds: Annotated[int, typer.Option("--folds", help="Export the train split out of fold: K runs, each trained without one K-th of the train videos (1 = in-sample).")] = 1,
+    folds: Annotated[int, typer.Option("--folds", min=1, help="Export the train split out of fold: K runs, each trained without one K-th of the train videos (1 = in-sample).")] = 1,
     device: Device = "auto",
 ) -> None:
     """Export a run's per-frame representation + VA prediction as a feature store (stacking for fusion)."""
-    from cache.store import FingerprintMismatch
     from train.export import export_run
 
-    try:
+    with one_line_errors("export", hint=" (--new-store moves it aside)"):
         report = export_run(
             run, name, [s.strip() for s in splits.split(",") if s.strip()], runs_dir=runs_dir, cache_dir=cache_dir,
             data_root=data_root, device=device, force=force, on_mismatch="new" if new_store else "refuse",
             checkpoint=checkpoint, folds=folds,
         )
-    except (FingerprintMismatch, ValueError, FileNotFoundError) as err:
-        hint = " (--new-store moves it aside)" if isinstance(err, FingerprintMismatch) else ""
-        console.print(f"[red]export failed:[/red] {escape(str(err))}{hint}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
     console.print(f"{name}: {report.summary()}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -421,7 +774,7 @@ def demo(
     runs_dir: RunsDir = DEFAULT_RUNS,
     profile: Profile = "tiny",
     device: Device = "auto",
-    epochs: Annotated[int, typer.Option("--epochs")] = 20,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 20,
 ) -> None:
     """The main job on the built-in sample: data, every feature, a unimodal and a fusion head, the submission."""
     from rich.rule import Rule

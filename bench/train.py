@@ -4,10 +4,13 @@
     python bench/train.py                     # full size: 594 tracks, 2,993,081 frames (~13 GB on disk)
 
 Generates (once, reused while the size matches) label files, tiny videos (for the container fps) and
-two stores: `face` (512-d per frame, per track) and `audio_wavlm` (1024-d at 50 Hz, per video). Then, in
-a fresh process, opens the train split and trains a small GRU head for a few hundred steps, and prints:
-store size on disk, time to open the dataset, peak RSS, step time and the share of it spent waiting
-for data (target <= 10%).
+two stores: `face` (512-d per frame, per track) and `audio_wavlm` (1024-d at 50 Hz, per video). Then,
+for each data path in its own fresh process — `lazy` (aligned in RAM every epoch, LRU) and `views`
+(aligned once onto label frames and kept on disk, train/views.py; the build is timed) — opens the train
+split, times the data pipeline alone (and, with --full-pass, one whole epoch), trains a small GRU head
+for a few hundred steps, and prints: store and view sizes, time to open, frames/s of each path and
+their ratio (target >= 10x), the share of a GRU step spent waiting for data (target <= 5%) and peak
+RSS (target <= 4 GiB).
 """
 
 from __future__ import annotations
@@ -95,29 +98,43 @@ def epochs_order(ds, n_windows: int, first_epoch: int) -> list[int]:
     return order[:n_windows]
 
 
-def train_phase(out: Path, steps: int, batch_size: int, window: int, stride: int, hidden: int, cache_mb: float) -> dict:
-    """Runs in its own process so its peak RSS is the training's alone."""
+def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, stride: int, hidden: int,
+               cache_mb: float, full_pass: bool, device_name: str = "cpu") -> dict:
+    """One data path (`lazy` or `views`) in its own process, so its peak RSS is its own."""
     import numpy as np
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     from cache.manifest import load_manifest
+    from cache.prefetch import Prefetcher
     from train.dataset import TrackDataset, open_features
     from train.heads import build_head
     from train.losses import VALossConfig, va_loss
-    from cache.prefetch import Prefetcher
     from train.tensors import to_tensors
+    from train.views import views_size
 
+    views_dir = out / "views" if path == "views" else None
     base_rss = rss_mb()
     t0 = time.perf_counter()
     manifest = load_manifest(out / "data", splits=("train",))
     sources = open_features(out / "cache", ["face", "audio_wavlm"])
 
     def open_dataset() -> TrackDataset:
-        return TrackDataset(manifest.split("train"), sources, window=window, stride=stride, cache_mb=cache_mb)
+        return TrackDataset(manifest.split("train"), sources, window=window, stride=stride, cache_mb=cache_mb,
+                            views_dir=views_dir)
 
     ds = open_dataset()
     open_s = time.perf_counter() - t0
+    figures: dict = {"path": path, "open_dataset_s": round(open_s, 2)}
+    if views_dir is not None:  # built once (reused by every later run while the stores stay the same)
+        t = time.perf_counter()
+        built = ds.build_views()
+        figures.update(view_build_s=round(time.perf_counter() - t, 1), view_tracks_aligned=built,
+                       view_bytes=views_size(views_dir))
+        ds.close()
+        t0 = time.perf_counter()
+        ds = open_dataset()
+        figures["open_dataset_s"] = round(time.perf_counter() - t0, 2)  # as a run opens it: views on disk
 
     # 1. the data pipeline alone: how fast batches come (the bound for a fast GPU step)
     order = epochs_order(ds, steps * batch_size, first_epoch=0)
@@ -127,13 +144,25 @@ def train_phase(out: Path, steps: int, batch_size: int, window: int, stride: int
         for _ in loader:
             n_batches += 1
     data_s = time.perf_counter() - t1
-    data_rss = rss_mb()
-    data_alignments = ds.stats.aligned_tracks
+    figures.update(
+        train_tracks=len(ds.tracks), train_frames=int(ds.n_frames.sum()), windows=len(ds),
+        data_only_batches=n_batches, data_only_ms_per_batch=round(1000 * data_s / max(n_batches, 1), 2),
+        data_only_frames_per_s=round(n_batches * batch_size * window / data_s),
+        data_only_alignments=ds.stats.aligned_tracks, rss_after_data_pass_mb=round(rss_mb()),
+    )
+    if full_pass:  # one whole epoch of the train split, data path alone
+        order = ds.epoch_order(np.random.default_rng([42, 7]), 8)
+        t1 = time.perf_counter()
+        with Prefetcher(ds.batches(order, batch_size), depth=4) as loader:
+            for _ in loader:
+                pass
+        figures.update(full_pass_windows=len(order), full_pass_s=round(time.perf_counter() - t1, 1))
     ds.close()
 
-    # 2. training a small head on a fresh dataset (cold LRU), another epoch order
+    # 2. training a small head on a fresh dataset, another epoch order
     ds = open_dataset()
-    model = build_head("gru", ds.feature_dims, {"hidden": hidden, "gru_hidden": hidden})
+    device = torch.device(device_name)
+    model = build_head("gru", ds.feature_dims, {"hidden": hidden, "gru_hidden": hidden}).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     order = epochs_order(ds, steps * batch_size, first_epoch=1)
     loader = Prefetcher(ds.batches(order, batch_size), depth=4)
@@ -143,13 +172,16 @@ def train_phase(out: Path, steps: int, batch_size: int, window: int, stride: int
     warm_wait = 0.0
     for i, batch in enumerate(loader):
         s = time.perf_counter()
-        tb = to_tensors(batch, torch.device("cpu"))
-        out_ = model(tb.features, tb.masks, tb.pad)
-        loss, _ = va_loss(out_, tb.labels, tb.label_mask, VALossConfig(region_lambda=0))
+        tb = to_tensors(batch, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out_ = model(tb.features, tb.masks, tb.pad)
+            loss, _ = va_loss(out_, tb.labels, tb.label_mask, VALossConfig(region_lambda=0))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         step_times.append(time.perf_counter() - s)
         if i == 0:
             warm_wait = loader.wait_s  # the first batch waits for the first alignment: reported apart
@@ -159,25 +191,30 @@ def train_phase(out: Path, steps: int, batch_size: int, window: int, stride: int
     loader.close()
     ds.close()
     wait = loader.wait_s
-    return {
-        "open_dataset_s": round(open_s, 2),
-        "train_tracks": len(ds.tracks),
-        "train_frames": int(ds.n_frames.sum()),
-        "windows": len(ds),
-        "data_only_batches": n_batches,
-        "data_only_ms_per_batch": round(1000 * data_s / max(n_batches, 1), 1),
-        "data_only_frames_per_s": round(n_batches * batch_size * window / data_s),
-        "data_only_alignments": data_alignments,
-        "rss_after_data_pass_mb": round(data_rss),
-        "steps": len(step_times),
-        "step_compute_ms": round(1000 * float(np.mean(step_times)), 1),
-        "wall_s": round(total, 1),
-        "data_wait_share": round(wait / total, 4),
-        "data_wait_share_after_first_batch": round((wait - warm_wait) / max(total - warm_wait, 1e-9), 4),
-        "aligned_tracks": ds.stats.aligned_tracks,
-        "rss_after_imports_mb": round(base_rss),
-        "peak_rss_mb": round(max(peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)),
-    }
+    figures.update(
+        steps=len(step_times),
+        step_compute_ms=round(1000 * float(np.mean(step_times)), 1),
+        wall_s=round(total, 1),
+        data_wait_share=round(wait / total, 4),
+        data_wait_share_after_first_batch=round((wait - warm_wait) / max(total - warm_wait, 1e-9), 4),
+        aligned_tracks=ds.stats.aligned_tracks,
+        rss_after_imports_mb=round(base_rss),
+        peak_rss_mb=round(max(peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)),
+    )
+    return figures
+
+
+def run_phase(args, path: str) -> dict:
+    cmd = [sys.executable, __file__, "--phase", path, "--scale", str(args.scale), "--out", str(args.out),
+           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--window", str(args.window),
+           "--stride", str(args.stride), "--hidden", str(args.hidden), "--cache-mb", str(args.cache_mb),
+           "--device", args.device]
+    if args.full_pass:
+        cmd.append("--full-pass")
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if res.returncode != 0:
+        sys.exit(res.stderr)
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -190,20 +227,20 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=150)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--cache-mb", type=float, default=1024.0)
-    parser.add_argument("--phase", choices=("all", "train"), default="all", help=argparse.SUPPRESS)
+    parser.add_argument("--full-pass", action="store_true", help="also time one whole epoch of the train split (data alone)")
+    parser.add_argument("--paths", default="lazy,views", help="data paths to measure (lazy, views)")
+    parser.add_argument("--device", default="cpu", help="where the GRU steps run (cpu | cuda)")
+    parser.add_argument("--phase", choices=("all", "lazy", "views"), default="all", help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = args.out / f"scale{args.scale:g}"
-    if args.phase == "train":
-        print(json.dumps(train_phase(out, args.steps, args.batch_size, args.window, args.stride, args.hidden, args.cache_mb)))
+    if args.phase != "all":
+        print(json.dumps(data_phase(out, args.phase, args.steps, args.batch_size, args.window, args.stride,
+                                    args.hidden, args.cache_mb, args.full_pass, args.device)))
         return
     info = generate(out, args.scale)
-    cmd = [sys.executable, __file__, "--phase", "train", "--scale", str(args.scale), "--out", str(args.out),
-           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--window", str(args.window),
-           "--stride", str(args.stride), "--hidden", str(args.hidden), "--cache-mb", str(args.cache_mb)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if res.returncode != 0:
-        sys.exit(res.stderr)
-    figures = json.loads(res.stdout.strip().splitlines()[-1])
+    shutil.rmtree(out / "views", ignore_errors=True)  # the view build is part of what is measured
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    results = {p: run_phase(args, p) for p in paths}
     total_bytes = sum(info["store_bytes"].values())
     full_frames = sum(f for _, f in SPLITS.values())
     print(f"cache: {info['plan']['tracks']} tracks, {info['plan']['frames']:,} frames (scale {args.scale:g}); "
@@ -212,18 +249,28 @@ def main() -> None:
         print(f"  {name}: {size / 2**20:,.0f} MiB on disk")
     print(f"  total {total_bytes / 2**30:.2f} GiB; at full size about "
           f"{total_bytes / info['plan']['frames'] * full_frames / 2**30:.1f} GiB")
-    print(f"open train split: {figures['open_dataset_s']} s ({figures['train_tracks']} tracks, "
-          f"{figures['train_frames']:,} frames, {figures['windows']} windows of {args.window}/{args.stride})")
-    print(f"data pipeline alone: {figures['data_only_ms_per_batch']} ms per batch "
-          f"({figures['data_only_frames_per_s']:,} frames/s, {figures['data_only_batches']} batches, "
-          f"{figures['data_only_alignments']} track alignments); RSS after it {figures['rss_after_data_pass_mb']} MiB")
-    print(f"{figures['steps']} steps of a gru head (hidden {args.hidden}), batch {args.batch_size}: "
-          f"{figures['step_compute_ms']} ms compute per step, {figures['wall_s']} s wall")
-    print(f"data wait: {100 * figures['data_wait_share']:.1f}% of training time "
-          f"({100 * figures['data_wait_share_after_first_batch']:.1f}% after the first batch); target <= 10%")
-    print(f"RSS: {figures['rss_after_imports_mb']:.0f} MiB after imports, peak {figures['peak_rss_mb']:.0f} MiB "
-          f"(aligned-track LRU budget {args.cache_mb:.0f} MiB; {figures['aligned_tracks']} track alignments)")
-    print(json.dumps({"scale": args.scale, **info, **figures}))
+    any_ = next(iter(results.values()))
+    print(f"train split: {any_['train_tracks']} tracks, {any_['train_frames']:,} frames, {any_['windows']} windows "
+          f"of {args.window}/{args.stride}")
+    if "views" in results:
+        v = results["views"]
+        print(f"aligned views: built in {v['view_build_s']} s ({v['view_tracks_aligned']} tracks), "
+              f"{v['view_bytes'] / 2**30:.2f} GiB on disk")
+    for path, f in results.items():
+        print(f"[{path}] open {f['open_dataset_s']} s; data alone {f['data_only_ms_per_batch']} ms per batch "
+              f"({f['data_only_frames_per_s']:,} frames/s, {f['data_only_alignments']} track alignments)"
+              + (f"; full pass {f['full_pass_windows']} windows in {f['full_pass_s']} s" if "full_pass_s" in f else ""))
+        print(f"[{path}] {f['steps']} gru steps (hidden {args.hidden}, batch {args.batch_size}): "
+              f"{f['step_compute_ms']} ms compute per step; data wait {100 * f['data_wait_share']:.1f}% "
+              f"({100 * f['data_wait_share_after_first_batch']:.1f}% after the first batch); "
+              f"peak RSS {f['peak_rss_mb']} MiB")
+    if {"lazy", "views"} <= results.keys():
+        ratio = results["views"]["data_only_frames_per_s"] / max(results["lazy"]["data_only_frames_per_s"], 1)
+        v = results["views"]
+        print(f"views / lazy frames per second: {ratio:.1f}x (target >= 10x); views data wait "
+              f"{100 * v['data_wait_share_after_first_batch']:.1f}% of a gru step (target <= 5%); "
+              f"peak RSS {v['peak_rss_mb']} MiB (target <= 4096); open {v['open_dataset_s']} s (target <= 30)")
+    print(json.dumps({"scale": args.scale, **info, "paths": results}))
 
 
 if __name__ == "__main__":

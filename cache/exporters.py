@@ -104,16 +104,15 @@ def _export_units(store: FeatureStore, out: h5py.File, report: ExportReport) -> 
         report.units.append(unit)
 
 
-def _export_extras(store_dir: Path, out: h5py.File, report: ExportReport) -> None:
-    root = zarr.open_group(str(store_dir), mode="r")
-    if EXTRAS_GROUP not in root:
+def _export_extras(store: FeatureStore, out: h5py.File, report: ExportReport) -> None:
+    names = store.extra_names()
+    if not names:
         return
-    extras = root[EXTRAS_GROUP]
     group = out.create_group(EXTRAS_GROUP)
-    for name in sorted(extras.array_keys()):
-        array = extras[name]
-        dataset = _write_dataset(group, name, array[...])
-        write_attrs(dataset, dict(array.attrs))
+    for name in names:
+        data, attrs = store.get_extra(name)
+        dataset = _write_dataset(group, name, data)
+        write_attrs(dataset, attrs)
         report.extras.append(name)
 
 
@@ -132,7 +131,7 @@ def export_store(store_dir: Path, out: Path) -> ExportReport:
         with h5py.File(partial, "w") as handle:
             write_attrs(handle, {**root_attrs, FORMAT_ATTR: EXPORT_FORMAT})
             _export_units(store, handle, report)
-            _export_extras(Path(store_dir), handle, report)
+            _export_extras(store, handle, report)
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)

@@ -13,7 +13,12 @@ Sources and conventions (README, "Bring your own features"):
 * **csv** (OpenFace style): a header row; a `frame` column and/or a `timestamp` (or `time`) column;
   `success` (0 → invalid) and `confidence` (below `--min-confidence` → invalid) when present; the
   columns `frame`, `face_id`, `timestamp`, `time`, `confidence`, `success`, `valid` are not features,
-  every other column is. Names are stripped (OpenFace writes `" timestamp"`). Frames count from 1 by
+  every other column is, except an index column (a header that is empty, `Unnamed: <i>` or `index`, holding
+  whole numbers rising from 0 or 1: what pandas' `to_csv` writes first), which is dropped with a note.
+  `--columns a,b` takes exactly those feature columns (in that order); `--drop-columns c` leaves some out.
+  An empty header cell is named `Unnamed: <i>` (as pandas does), so it can be named in these options.
+  The store records the names of the columns it holds (root and unit attribute `columns`); every unit
+  must have the same ones. Names are stripped (OpenFace writes `" timestamp"`). Frames count from 1 by
   default (OpenFace). An empty cell is NaN. Several rows for one frame (several faces): the successful,
   most confident row is kept and the others are counted in the notes.
 * **hdf5**: one file (or a folder of `.h5`/`.hdf5`); per unit either a dataset (N, ...) (row i is frame i)
@@ -21,7 +26,8 @@ Sources and conventions (README, "Bring your own features"):
   written by `export-features` is restored exactly instead (see `cache/exporters.py`): same values bit for
   bit, times, valid, attributes, and the original metadata and fingerprint (the manifest is not used).
 
-Frame indices become times with the real fps of the unit's video (`probe_video`) when `fps_from_video`
+Frame indices become times with the real fps of the unit's video (`probe_video`; for a variable-rate
+video with a frame-time record in the cache, the recorded frame times, as label frames) when `fps_from_video`
 (default: on whenever frames are given); `--no-fps-from-video` uses the source's timestamps instead
 (an error for a source that has only frame indices). `--frame-index-base` says whether the source counts
 frames from 0 or 1 (default 1 for csv, 0 otherwise). A frame-indexed unit covers every frame
@@ -31,9 +37,12 @@ a row of a (N,) timestamp source lasts the median step between timestamps (1/fps
 
 Rows with NaN or inf are kept, zeroed and marked invalid, and counted in the notes (not a failure).
 A failure (unreadable file, non-numeric values, a dimension that differs from the first imported unit,
-a duplicate frame, a name that matches no track, float16 overflow) is one line naming the file and the
-reason; the other units still import. The store's `FeatureMeta.config` records the importer's options
-and every source file's path, size and sha256, so the fingerprint changes whenever a source changes.
+a duplicate frame, a name that matches no track, values float16 cannot hold) is one line naming the file
+and the reason; the other units still import. `--dtype auto` (the default) stores a unit as float16 when
+that keeps every column (`cache/precision.py`: rounding error within 1 % of the column's std, whole numbers
+exact, no overflow) and as float32 otherwise, with a note; `--dtype float16` refuses such a unit.
+The store's `FeatureMeta.config` records the importer's options and every source file's path, size and
+sha256, so the fingerprint changes whenever a source changes.
 """
 
 from __future__ import annotations
@@ -41,8 +50,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import re
 import warnings
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -55,12 +66,15 @@ import zarr
 
 from cache.exporters import FORMAT_ATTR, is_affcache_export, read_attrs
 from cache.manifest import Manifest
+from cache.frametimes import FrameClock
+from cache.location import open_group
 from cache.media import MediaError, SourceStat, VideoInfo, probe_video
-from cache.store import EXTRAS_GROUP, FeatureMeta, FeatureStore, store_exists, store_path
+from cache.precision import choose_dtype, float16_losses
+from cache.store import EXTRAS_GROUP, DamagedGroup, FeatureMeta, FeatureStore, store_exists, store_path
 
 log = logging.getLogger(__name__)
 
-IMPORTER_VERSION = "1"
+IMPORTER_VERSION = "2"  # 2: csv index columns dropped, --dtype auto, column names recorded
 FORMATS = ("npz", "npy", "csv", "hdf5")
 EXTENSIONS = {"npz": (".npz",), "npy": (".npy",), "csv": (".csv",), "hdf5": (".h5", ".hdf5")}
 DEFAULT_FRAME_BASE = {"csv": 1}  # OpenFace counts frames from 1
@@ -72,7 +86,8 @@ NPY_SIDECARS = ("frames", "times", "valid")
 CSV_FRAME_COLUMNS = ("frame",)
 CSV_TIME_COLUMNS = ("timestamp", "time")
 CSV_META_COLUMNS = ("frame", "face_id", "timestamp", "time", "confidence", "success", "valid")
-FLOAT16_MAX = float(np.finfo(np.float16).max)
+CSV_INDEX_NAMES = re.compile(r"(unnamed: \d+|index)", re.IGNORECASE)
+DTYPES = ("auto", "float16", "float32", "float64")
 SPANS = ("video", "source")
 
 
@@ -93,7 +108,9 @@ class ImportConfig:
     fps_from_video: bool | None = None  # None: on when the source gives frame indices
     frame_index_base: int | None = None  # None: 1 for csv (OpenFace), 0 otherwise
     min_confidence: float = 0.5  # csv: rows below are invalid
-    dtype: str = "float16"  # dtype of the stored values
+    dtype: str = "auto"  # stored dtype: auto = float16 unless a column would lose precision, then float32
+    columns: tuple[str, ...] | None = None  # csv: exactly these feature columns, in this order
+    drop_columns: tuple[str, ...] = ()  # csv: feature columns left out
     span: str = "video"  # video: 0..n_frames-1 of the video; source: first..last source frame
     replace: bool = False  # a store of this name with another fingerprint is moved aside, not refused
 
@@ -106,8 +123,14 @@ class ImportConfig:
             raise ValueError(f"frame index base must be 0 or 1, got {self.frame_index_base!r}")
         if self.span not in SPANS:
             raise ValueError(f"span must be one of {SPANS}, got {self.span!r}")
-        if np.dtype(self.dtype).kind != "f":
-            raise ValueError(f"dtype must be a float type, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.fmt != "csv" and (self.columns or self.drop_columns):
+            raise ValueError("--columns and --drop-columns choose csv columns by name; this source is " + self.fmt)
+        if self.columns is not None and not self.columns:
+            raise ValueError("--columns names no column")
+        object.__setattr__(self, "columns", tuple(self.columns) if self.columns is not None else None)
+        object.__setattr__(self, "drop_columns", tuple(self.drop_columns))
 
     @property
     def base(self) -> int:
@@ -118,7 +141,11 @@ class ImportConfig:
         config = {k: v for k, v in asdict(self).items() if k != "replace"}
         config["frame_index_base"] = self.base
         if self.fmt != "csv":
-            config.pop("min_confidence")
+            for key in ("min_confidence", "columns", "drop_columns"):
+                config.pop(key)
+        else:
+            config["columns"] = list(self.columns) if self.columns is not None else None
+            config["drop_columns"] = list(self.drop_columns)
         return config
 
 
@@ -131,6 +158,7 @@ class SourceRows:
     times: np.ndarray | None = None  # (N,) starts or (N, 2) [start, end)
     valid: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    columns: list[str] | None = None  # names of the value columns, when the source has them (csv)
 
 
 @dataclass(frozen=True)
@@ -160,6 +188,7 @@ class Placed:
     times: np.ndarray
     valid: np.ndarray
     stats: dict[str, Any]
+    dtype: str = "float16"  # the stored dtype chosen for this unit
 
 
 @dataclass
@@ -169,13 +198,15 @@ class ImportReport:
     failed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    complete: list[str] = field(default_factory=list)  # already complete from the same sources: skipped
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def summary(self) -> str:
-        return f"imported {len(self.imported)}, failed {len(self.failed)} → {self.store}"
+        skipped = f", {len(self.complete)} already complete" if self.complete else ""
+        return f"imported {len(self.imported)}, failed {len(self.failed)}{skipped} → {self.store}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -454,7 +485,7 @@ def _csv_header(path: Path) -> list[str]:
         raise SourceError(path, f"cannot read csv ({type(err).__name__}: {err})") from None
     if not any(cell.strip() for cell in first):
         raise SourceError(path, "empty file (no header row)")
-    return [cell.strip() for cell in first]
+    return [cell.strip() or f"Unnamed: {i}" for i, cell in enumerate(first)]  # pandas' name for a blank
 
 
 def _csv_numbers(path: Path, header: list[str]) -> np.ndarray:
@@ -474,16 +505,51 @@ def _csv_numbers(path: Path, header: list[str]) -> np.ndarray:
     return _parse_columns(path, header, table)
 
 
+def _is_index_column(values: np.ndarray) -> bool:
+    """Whole numbers rising by at least 1 from 0 or 1 (pandas' row index, possibly of a filtered frame)."""
+    if not len(values):
+        return True
+    if not np.isfinite(values).all() or (values != np.round(values)).any() or values[0] not in (0, 1):
+        return False
+    return bool((np.diff(values) >= 1).all())
+
+
+def _named(path: Path, header: list[str], wanted: tuple[str, ...], option: str) -> list[int]:
+    missing = [name for name in wanted if name not in header]
+    if missing:
+        raise SourceError(path, f"{option} names column(s) {', '.join(map(repr, missing))} not in the header ({', '.join(header)})")
+    return [header.index(name) for name in wanted]
+
+
+def csv_feature_columns(path: Path, header: list[str], data: np.ndarray, cfg: ImportConfig) -> tuple[list[int], list[str]]:
+    """Indices of the feature columns, and notes: `--columns` as given; otherwise every column but the
+    frame/time/validity ones, an index column and `--drop-columns`."""
+    if cfg.columns is not None:
+        return _named(path, header, cfg.columns, "--columns"), []
+    dropped = set(_named(path, header, cfg.drop_columns, "--drop-columns"))
+    notes, cols = [], []
+    for i, name in enumerate(header):
+        if name.lower() in CSV_META_COLUMNS or i in dropped:
+            continue
+        if CSV_INDEX_NAMES.fullmatch(name):
+            if _is_index_column(data[:, i]):
+                notes.append(f"index column '{name}' (row numbers, as pandas writes) dropped: not a feature")
+                continue
+            notes.append(f"column '{name}' is named like an index but holds other values: kept as a feature (--drop-columns drops it)")
+        cols.append(i)
+    return cols, notes
+
+
 def read_csv(path: Path, cfg: ImportConfig) -> SourceRows:
     header = _csv_header(path)
     frame_col = _csv_column(header, CSV_FRAME_COLUMNS)
     time_col = _csv_column(header, CSV_TIME_COLUMNS)
     if frame_col is None and time_col is None:
         raise SourceError(path, "no 'frame' or 'timestamp' column")
-    feature_cols = [i for i, name in enumerate(header) if name.lower() not in CSV_META_COLUMNS]
-    if not feature_cols:
-        raise SourceError(path, "no feature columns (only frame/face_id/timestamp/confidence/success)")
     data = _csv_numbers(path, header)
+    feature_cols, column_notes = csv_feature_columns(path, header, data, cfg)
+    if not feature_cols:
+        raise SourceError(path, f"no feature columns (header: {', '.join(header)})")
     valid = np.ones(len(data), dtype=bool)
     rank = np.zeros(len(data))
     for col in (_csv_column(header, ("success",)), _csv_column(header, ("valid",))):
@@ -494,7 +560,7 @@ def read_csv(path: Path, cfg: ImportConfig) -> SourceRows:
         confidence = np.nan_to_num(data[:, conf_col], nan=-np.inf)
         valid &= confidence >= cfg.min_confidence
         rank = np.where(np.isfinite(confidence), confidence, -1.0)
-    notes = []
+    notes = list(column_notes)
     key_col = frame_col if frame_col is not None else time_col
     can_choose = conf_col is not None or _csv_column(header, ("success",)) is not None
     keep, dropped = _keep_best_per_frame(data[:, key_col], rank + 2.0 * valid) if can_choose else (None, 0)
@@ -510,6 +576,7 @@ def read_csv(path: Path, cfg: ImportConfig) -> SourceRows:
         cfg.base,
     )
     rows.notes.extend(notes)
+    rows.columns = [header[i] for i in feature_cols]
     return rows
 
 
@@ -605,8 +672,9 @@ class TargetIndex:
 # --------------------------------------------------------------------------------------------------
 
 
-def place_frames(rows: SourceRows, info: VideoInfo, span: str) -> Placed:
-    """One row per frame index with the video's real fps; frames absent from the source are invalid."""
+def place_frames(rows: SourceRows, info: VideoInfo, span: str, clock: FrameClock | None = None) -> Placed:
+    """One row per frame index at that frame's time (k / fps, or the recorded presentation time of a
+    variable-rate video: `clock`, as label frames); frames absent from the source are invalid."""
     index = rows.frames
     last = int(index.max()) + 1 if len(index) else 0
     first = 0 if span == "video" or not len(index) else int(index.min())
@@ -615,8 +683,7 @@ def place_frames(rows: SourceRows, info: VideoInfo, span: str) -> Placed:
     valid = np.zeros(stop - first, dtype=bool)
     values[index - first] = rows.values
     valid[index - first] = True if rows.valid is None else rows.valid
-    k = np.arange(first, stop, dtype=np.float64)
-    times = np.stack([k / info.fps, (k + 1) / info.fps], axis=1)
+    times = (clock or FrameClock()).label_times(info.path.stem, stop, info.fps)[first:]
     stats = {
         "time_base": "frames",
         "first_frame": first,
@@ -648,17 +715,17 @@ def _check_frame_range(where: str, index: np.ndarray, info: VideoInfo) -> None:
         )
 
 
-def place_rows(where: str, rows: SourceRows, info: VideoInfo, cfg: ImportConfig) -> Placed:
+def place_rows(where: str, rows: SourceRows, info: VideoInfo, cfg: ImportConfig, clock: FrameClock | None = None) -> Placed:
     use_frames = rows.frames is not None and cfg.fps_from_video is not False
     if use_frames:
         _check_frame_range(where, rows.frames, info)
-        placed = place_frames(rows, info, cfg.span)
+        placed = place_frames(rows, info, cfg.span, clock)
     elif rows.times is not None:
         placed = place_times(rows, info)
     else:
         raise SourceError(where, "has frame indices but no timestamps, and --no-fps-from-video needs timestamps")
     _invalidate_nonfinite(placed)
-    _check_range(where, placed, cfg.dtype)
+    _choose_dtype(where, placed, cfg.dtype, rows.columns)
     return placed
 
 
@@ -675,12 +742,15 @@ def _invalidate_nonfinite(placed: Placed) -> None:
         placed.valid &= finite
 
 
-def _check_range(where: str, placed: Placed, dtype: str) -> None:
-    if np.dtype(dtype) != np.float16 or not placed.values.size:
-        return
-    peak = float(np.abs(placed.values).max())
-    if peak > FLOAT16_MAX:
-        raise SourceError(where, f"values up to {peak:.6g} overflow float16; import with --dtype float32")
+def _choose_dtype(where: str, placed: Placed, dtype: str, columns: list[str] | None) -> None:
+    """float16 only where it keeps every column (cache/precision.py); `auto` falls back to float32."""
+    if dtype == "float16":
+        problems = float16_losses(placed.values, columns, placed.valid)
+        if problems:
+            raise SourceError(where, f"float16 would lose precision in {', '.join(problems[:5])}; import with --dtype float32 (or --dtype auto)")
+    placed.dtype, problems = choose_dtype(dtype, placed.values, columns, placed.valid)
+    if problems:
+        placed.stats["float32_because"] = problems
 
 
 # --------------------------------------------------------------------------------------------------
@@ -702,6 +772,8 @@ class _Run:
     probes: dict[Path, VideoInfo] = field(default_factory=dict)
     seen: dict[str, str] = field(default_factory=dict)
     dim: tuple[tuple[int, ...], str] | None = None
+    columns: tuple[list[str] | None, str] | None = None
+    clock: FrameClock = field(default_factory=FrameClock)  # the cache's frame-time record (variable-rate videos)
     _store: FeatureStore | None = None
 
     def store(self) -> FeatureStore:
@@ -710,6 +782,13 @@ class _Run:
             on_mismatch = "new" if self.cfg.replace else "refuse"
             self._store = FeatureStore.create_or_open(self.path, self.meta, on_mismatch=on_mismatch)
         return self._store
+
+    def already_complete(self, target: Target) -> bool:
+        """The unit is complete and intact in this (same-fingerprint, so same-sources) store, made for the
+        same video: re-importing skips it, so after `verify` only the damaged units are redone."""
+        if self._store is None:  # no store yet: nothing is complete
+            return False
+        return self._store.is_complete(target.unit, SourceStat.of(target.video), check_chunks=True)
 
     def probe(self, video: Path, where: str) -> VideoInfo:
         if video not in self.probes:
@@ -725,8 +804,25 @@ class _Run:
         elif shape != self.dim[0]:
             raise SourceError(where, f"feature dimension {shape} differs from {self.dim[0]} of {self.dim[1]}")
 
+    def check_columns(self, where: str, columns: list[str] | None) -> None:
+        """Every unit holds the same named columns (a store never mixes two layouts of the same width)."""
+        if self.columns is None:
+            self.columns = (columns, where)
+        elif columns != self.columns[0]:
+            raise SourceError(where, f"columns {columns} differ from {self.columns[0]} of {self.columns[1]}")
 
-def _unit_attrs(run: _Run, unit: SourceUnit, target: Target, info: VideoInfo, placed: Placed) -> dict[str, Any]:
+    def record_columns(self) -> None:
+        """The column names in the store's root attributes (`columns`), once, after the first unit."""
+        names = self.columns[0] if self.columns else None
+        if names is not None and self._store is not None:
+            root = open_group(self._store.path, mode="a")
+            if root.attrs.get("columns") != names:
+                root.attrs["columns"] = names
+
+
+def _unit_attrs(
+    run: _Run, unit: SourceUnit, target: Target, info: VideoInfo, rows: SourceRows, placed: Placed
+) -> dict[str, Any]:
     return {
         "source": asdict(SourceStat.of(target.video)),
         "fps": info.fps,
@@ -736,6 +832,7 @@ def _unit_attrs(run: _Run, unit: SourceUnit, target: Target, info: VideoInfo, pl
         "imported_sha256": run.digests.get(unit.path, ""),
         "format": run.cfg.fmt,
         "frame_index_base": run.cfg.base,
+        **({"columns": rows.columns} if rows.columns is not None else {}),
         **placed.stats,
     }
 
@@ -746,18 +843,27 @@ def import_unit(run: _Run, unit: SourceUnit) -> None:
         target = run.index.resolve(unit.name, unit.where)
         if target.unit in run.seen:
             raise SourceError(unit.where, f"unit '{target.unit}' was already imported from {run.seen[target.unit]}")
+        if run.already_complete(target):
+            run.seen[target.unit] = unit.where
+            run.report.complete.append(target.unit)
+            return
         rows = unit.load()
         info = run.probe(target.video, unit.where)
-        placed = place_rows(unit.where, rows, info, run.cfg)
+        placed = place_rows(unit.where, rows, info, run.cfg, run.clock)
         run.check_dim(unit.where, placed.values.shape[1:])
-        run.store().write(target.unit, placed.values, placed.times, placed.valid, _unit_attrs(run, unit, target, info, placed), run.cfg.dtype)
-    except SourceError as err:
+        run.check_columns(unit.where, rows.columns)
+        attrs = _unit_attrs(run, unit, target, info, rows, placed)
+        run.store().write(target.unit, placed.values, placed.times, placed.valid, attrs, placed.dtype)
+        run.record_columns()
+    except (SourceError, DamagedGroup) as err:  # a damaged existing group: one line (it names `verify`)
         run.report.failed.append(str(err))
         log.debug("%s", err)
         return
     run.seen[target.unit] = unit.where
     run.report.imported.append(target.unit)
     run.report.notes.extend(rows.notes)
+    if placed.stats.get("float32_because"):
+        run.report.notes.append(f"{unit.where}: stored as float32, float16 would lose {', '.join(placed.stats['float32_because'][:5])}")
     if placed.stats["nan_rows"]:
         run.report.notes.append(f"{unit.where}: {placed.stats['nan_rows']} row(s) with NaN/inf marked invalid")
     if placed.stats["rows_past_video_end"]:
@@ -797,7 +903,8 @@ def import_features(
     path = store_path(cache_dir, name)
     report = ImportReport(store=path, fingerprint=meta.fingerprint)
     manifest = manifest() if callable(manifest) else manifest
-    run = _Run(path=path, meta=meta, index=TargetIndex(manifest, cfg.unit), cfg=cfg, digests=digests, report=report)
+    run = _Run(path=path, meta=meta, index=TargetIndex(manifest, cfg.unit), cfg=cfg, digests=digests, report=report,
+               clock=FrameClock.open(cache_dir))
     if store_exists(path):
         run.store()  # refuse a store of another fingerprint before any work; nothing is created otherwise
     for path in files:
@@ -809,9 +916,16 @@ def import_features(
             continue
         for unit in units:
             import_unit(run, unit)
+    report.notes = _counted(report.notes)
     for note in report.notes:
         log.debug("%s", note)
     return report
+
+
+def _counted(notes: list[str]) -> list[str]:
+    """Notes said once with how many units said them (an index column in 594 files is one note)."""
+    counts = Counter(notes)
+    return [f"{note} ({counts[note]} units)" if counts[note] > 1 else note for note in dict.fromkeys(notes)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -831,7 +945,7 @@ def _restore_group(store: FeatureStore, path: Path, key: str, group: h5py.Group)
         values, times, valid = (group[k][...] for k in ("values", "times", "valid"))
     except KeyError as err:
         raise SourceError(f"{path}:{key}", f"not an affcache unit group ({err})") from None
-    attrs = {k: v for k, v in read_attrs(group).items() if k not in ("complete", "rows")}
+    attrs = {k: v for k, v in read_attrs(group).items() if k not in ("complete", "rows", "chunks")}
     store.write(key, values, times, valid, attrs, dtype=str(values.dtype))
 
 

@@ -43,13 +43,20 @@ def exists(location: Location) -> bool:
 
 
 def move(src: Location, dst: Location) -> None:
+    """Move a store. Local: one rename (atomic on one file system). URL: a copy, then the source is
+    removed metadata first (every zarr.json, deepest first), so a kill part-way never leaves a group
+    that looks complete with its arrays gone."""
     if is_url(src):
         fs, path = _fs(src)
-        fs.mv(path, _fs(dst)[1], recursive=True)
+        fs.copy(path, _fs(dst)[1], recursive=True)
+        metadata = sorted((p for p in fs.find(path) if p.rsplit("/", 1)[-1] == "zarr.json"), key=len, reverse=True)
+        for key in metadata:
+            fs.rm_file(key)
+        fs.rm(path, recursive=True)
     else:
-        import shutil
+        import os
 
-        shutil.move(str(src), str(dst))
+        os.replace(str(src), str(dst))
 
 
 def children(location: Location, suffix: str) -> list[Location]:

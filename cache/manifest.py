@@ -146,9 +146,14 @@ class Track:
 @dataclass
 class Manifest:
     tracks: list[Track] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # every problem, one line each
     test_order: list[str] = field(default_factory=list)
     submission_file: Path | None = None
+    # the same problems by kind: labelled tracks whose video is not found (their labels are read, so
+    # `status` can still count them; `video` is where it was looked for), and unusable label files
+    no_video: list[Track] = field(default_factory=list)
+    label_errors: list[str] = field(default_factory=list)
+    videos_dir: Path | None = None
 
     def split(self, name: str) -> list[Track]:
         return [t for t in self.tracks if t.split == name]
@@ -212,12 +217,13 @@ def load_manifest(
     videos_dir = Path(videos_dir) if videos_dir else data_root / "videos"
     labels_dir = Path(labels_dir) if labels_dir else data_root / "annotations"
     videos = find_videos(videos_dir)
-    manifest = Manifest()
+    manifest = Manifest(videos_dir=videos_dir)
 
     def add(name: str, split: str, **kwargs) -> None:
         stem = video_stem(name)
         if stem not in videos:
             manifest.errors.append(f"{name}: no video '{stem}.mp4' or '{stem}.avi' under {videos_dir}")
+            manifest.no_video.append(Track(name=name, split=split, video=videos_dir / f"{stem}.mp4", **kwargs))
             return
         manifest.tracks.append(Track(name=name, split=split, video=videos[stem], **kwargs))
 
@@ -231,7 +237,8 @@ def load_manifest(
             try:
                 labels = parse_label_file(path)
             except (LabelFileError, UnicodeDecodeError) as err:
-                manifest.errors.append(str(err) if isinstance(err, LabelFileError) else f"{path}: {err}")
+                manifest.label_errors.append(str(err) if isinstance(err, LabelFileError) else f"{path}: {err}")
+                manifest.errors.append(manifest.label_errors[-1])
                 continue
             add(path.stem, split, label_path=path, labels=labels, n_frames=len(labels))
     if "test" in splits:
@@ -240,6 +247,12 @@ def load_manifest(
         manifest.submission_file = submission
         for name in order:
             add(name, "test", n_frames=counts.get(name))
-    for err in manifest.errors:
+    for err in manifest.label_errors:
         log.error(err)
+    if manifest.no_video:  # one line, however many (a label release without its videos has hundreds)
+        names = [t.name for t in manifest.no_video]
+        log.error(
+            "%d track(s) have no video under %s%s: %s%s", len(names), videos_dir,
+            "" if videos_dir.is_dir() else " (no such folder)", ", ".join(names[:5]), ", …" if len(names) > 5 else "",
+        )
     return manifest

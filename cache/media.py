@@ -26,7 +26,9 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class SourceStat:
-    """Identity of a source file as stored with each feature group, to tell when a cache is stale."""
+    """Identity of a source file as stored with each feature group, to tell when a cache is stale:
+    its name, size and mtime. The path is kept as information only, so a dataset copied or moved
+    elsewhere (names, sizes and mtimes kept) is recognised."""
 
     path: str
     size: int
@@ -36,6 +38,13 @@ class SourceStat:
     def of(cls, path: Path) -> "SourceStat":
         st = os.stat(path)
         return cls(path=str(Path(path).resolve()), size=st.st_size, mtime=round(st.st_mtime, 3))
+
+    def same_file(self, stored: dict | None) -> bool:
+        """`stored` (a group's `source` attribute) names a file of this name, size and mtime."""
+        if not isinstance(stored, dict) or "path" not in stored:
+            return False
+        same_name = Path(str(stored["path"])).name == Path(self.path).name
+        return same_name and stored.get("size") == self.size and stored.get("mtime") == self.mtime
 
 
 def probe_video(path: Path) -> VideoInfo:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cache.manifest import Manifest
-from cache.store import FeatureStore, FingerprintMismatch, list_stores
+from cache.store import DamagedGroup, DamagedStore, FeatureStore, FingerprintMismatch, list_stores
 
 
 @dataclass
@@ -15,27 +15,55 @@ class SplitStatus:
     tracks: int
     labelled_frames: int
     valid_frames: int
+    with_video: int = 0  # tracks whose video was found (the counts above include those without)
     complete: dict[str, int] = field(default_factory=dict)  # feature -> tracks with a complete group
 
 
-def dataset_status(manifest: Manifest, cache_dir: Path) -> list[SplitStatus]:
+def complete_units(store: FeatureStore, damaged: list[str]) -> set[str]:
+    """The store's complete, intact groups (chunk files all there, by a listing); one line per damaged
+    group goes to `damaged` instead of an exception."""
+    done = set()
+    for unit in store.units(complete_only=False):
+        try:
+            attrs = store.unit_attrs(unit)
+            if not attrs.get("complete"):
+                continue
+            problem = store.chunk_count_problem(unit, attrs)
+            if problem:
+                raise DamagedGroup(store.path, unit, problem)
+        except DamagedGroup as err:
+            damaged.append(str(err))
+            continue
+        done.add(unit)
+    return done
+
+
+def dataset_status(manifest: Manifest, cache_dir: Path, damaged: list[str] | None = None) -> list[SplitStatus]:
+    """Counts per split; damaged stores and groups (never counted complete) are listed in `damaged`."""
+    damaged = [] if damaged is None else damaged
     stores: dict[str, FeatureStore] = {}
+    units: dict[str, set[str]] = {}
     for name, path in list_stores(cache_dir).items():
         try:
             stores[name] = FeatureStore.open(path)
-        except (FingerprintMismatch, FileNotFoundError):
+        except FileNotFoundError:
             continue
+        except (DamagedStore, FingerprintMismatch) as err:  # unreadable or inconsistent root metadata
+            damaged.append(str(err))
+            continue
+        units[name] = complete_units(stores[name], damaged)
     result = []
     for split in ("train", "val", "test"):
-        tracks = manifest.split(split)
+        tracks = manifest.split(split) + [t for t in manifest.no_video if t.split == split]
         status = SplitStatus(
             split=split,
             tracks=len(tracks),
+            with_video=len(manifest.split(split)),
             labelled_frames=sum(t.n_frames or 0 for t in tracks),
             valid_frames=sum(int(t.labels.valid.sum()) for t in tracks if t.labels is not None),
         )
         for name, store in stores.items():
-            done = set(store.units())
+            done = units[name]
             key = (lambda t: t.video_stem) if store.meta.unit == "video" else (lambda t: t.name)
             status.complete[name] = sum(key(t) in done for t in tracks)
         result.append(status)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -149,6 +149,19 @@ def crop_faces(
     return out
 
 
+def box_crops(batch: CropBatch, size: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """(crops of the frames with a box, which frames have one), memoised on the batch so that the
+    extractors that crop the same way (`clip`, `face_crops`) crop once."""
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        ok = batch.has_box
+        frames = [f for f, k in zip(batch.frames, ok) if k]
+        crops = crop_faces(frames, batch.boxes[ok], size, margin) if ok.any() else np.zeros((0, size, size, 3), np.uint8)
+        return crops, ok
+
+    return batch.memo(("box_crops", size, float(margin)), compute)
+
+
 def config_dict(config: Any) -> dict[str, Any]:
     return asdict(config) if is_dataclass(config) else dict(config or {})
 
@@ -177,7 +190,8 @@ class Extractor(ABC):
     requires: ClassVar[tuple[str, ...]] = ()  # features that must exist first (run in the same pass or read)
     input: ClassVar[str] = ""  # frames | crops | audio | stores (set by the input-style subclasses)
     autocast: ClassVar[bool] = True  # bf16 autocast on CUDA is allowed for this extractor's hooks
-    store_dtype: ClassVar[str] = "float16"  # dtype of the stored values
+    store_dtype: ClassVar[str] = "auto"  # stored dtype: auto = float16 unless a column would lose precision
+    store_layout: ClassVar[Any] = None  # cache.store.StoreLayout of the values (None: the default)
 
     def __init__(
         self,
@@ -336,7 +350,9 @@ def unregister(name: str) -> None:
 
 
 # modules that register extractors when imported (an import that fails is logged, not fatal)
-EXTRACTOR_MODULES = ("extract.faces", "extract.mouth", "extract.clip", "extract.audio_features", "extract.qwen3vl")
+EXTRACTOR_MODULES = (
+    "extract.faces", "extract.mouth", "extract.clip", "extract.face_crops", "extract.audio_features", "extract.qwen3vl",
+)
 
 
 def _import_builtin() -> None:
@@ -352,7 +368,10 @@ def _import_builtin() -> None:
 
 
 # where a feature is defined, to import only what a run needs (others: every module above is tried)
-FEATURE_MODULES = {"faces": "extract.faces", "mouth": "extract.mouth", "landmarks": "extract.mouth", "clip": "extract.clip"}
+FEATURE_MODULES = {
+    "faces": "extract.faces", "mouth": "extract.mouth", "landmarks": "extract.mouth", "clip": "extract.clip",
+    "face_crops": "extract.face_crops",
+}
 
 
 def get_extractor(name: str) -> type[Extractor]:
@@ -392,7 +411,8 @@ def with_dependencies(names: list[str]) -> list[str]:
 
 
 def build_config(cls: type[Extractor], overrides: Mapping[str, Any] | None = None) -> Any:
-    """The extractor's default config with some fields replaced (unknown fields are an error)."""
+    """The extractor's default config with some fields replaced (unknown fields are an error). A nested
+    config may be given as a dict (as read back from a store's metadata)."""
     if isinstance(overrides, cls.Config):  # a whole config (e.g. from a recipe file)
         return overrides
     cfg = cls.Config()
@@ -401,5 +421,13 @@ def build_config(cls: type[Extractor], overrides: Mapping[str, Any] | None = Non
         bad = set(overrides) - known
         if bad:
             raise ValueError(f"{cls.name}: unknown config field(s) {sorted(bad)}; known {sorted(known)}")
-        cfg = type(cfg)(**{**asdict(cfg), **overrides})
+        cfg = _with_values(cfg, overrides)
     return cfg
+
+
+def _with_values(cfg: Any, values: Mapping[str, Any]) -> Any:
+    changes = {}
+    for key, value in values.items():
+        current = getattr(cfg, key)
+        changes[key] = _with_values(current, value) if is_dataclass(current) and isinstance(value, Mapping) else value
+    return replace(cfg, **changes)

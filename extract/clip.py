@@ -15,39 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from cache.regions import region_grid
+from cache.regions import PROMPT_TEMPLATES, REGION_STATES, region_prompts  # noqa: F401  (re-exported)
 from cache.store import FeatureStore
-from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, crop_faces, register
+from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, box_crops, register
 
 log = logging.getLogger(__name__)
-
-# (valence index, arousal index) -> the state words of that region
-REGION_STATES = {
-    (0, 0): "sad and depressed",
-    (0, 1): "unhappy and displeased",
-    (0, 2): "angry and distressed",
-    (1, 0): "calm and sleepy",
-    (1, 1): "neutral",
-    (1, 2): "surprised and alert",
-    (2, 0): "relaxed and content",
-    (2, 1): "pleased and happy",
-    (2, 2): "excited and delighted",
-}
-PROMPT_TEMPLATES = (
-    "a photo of a {} face.",
-    "a face that looks {}.",
-    "a close-up photo of a person who is {}.",
-)
-
-
-def region_prompts() -> tuple[list[list[str]], list[list[float]]]:
-    """Prompts per region (9 x 3) and region centres [[v, a], ...], valence-major order."""
-    prompts, centres = [], []
-    for iv, ia, v, a in region_grid():
-        prompts.append([t.format(REGION_STATES[(iv, ia)]) for t in PROMPT_TEMPLATES])
-        centres.append([v, a])
-    return prompts, centres
-
 
 @dataclass
 class ClipConfig:
@@ -76,15 +48,10 @@ class ClipExtractor(CropExtractor):
         self.model, self.preprocess, self.tokenizer = load_open_clip(self.model_ref, device)
 
     def write_extras(self, store: FeatureStore) -> None:
-        import torch
+        from extract.models import region_text_prototypes
 
         prompts, centres = region_prompts()
-        flat = [p for group in prompts for p in group]
-        with torch.inference_mode():
-            tokens = self.tokenizer(flat).to(self.device)
-            text = self.model.encode_text(tokens).float()
-            text = torch.nn.functional.normalize(text, dim=-1).reshape(len(prompts), len(prompts[0]), -1)
-            protos = torch.nn.functional.normalize(text.mean(1), dim=-1).cpu().numpy().astype(np.float32)
+        protos = region_text_prototypes(self.model, self.tokenizer, self.device)
         store.put_extra("region_prototypes", protos, {"prompts": prompts, "centres": centres, "order": "valence-major"})
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
@@ -106,8 +73,7 @@ class ClipExtractor(CropExtractor):
         dim = int(self.model.visual.output_dim)
         values = np.zeros((len(ok), dim), dtype=np.float32)
         if ok.any():
-            frames = [f for f, k in zip(batch.frames, ok) if k]
-            crops = crop_faces(frames, batch.boxes[ok], self.config.crop_size, self.config.crop_margin)
+            crops, _ = box_crops(batch, self.config.crop_size, self.config.crop_margin)  # shared with face_crops
             values[ok] = self.embed(crops)
         state["rows"][batch.track].append((batch.times.copy(), values, ok.copy()))
 

@@ -102,10 +102,16 @@ TINY_CLIP_CONFIG = {
 }
 
 
+OPEN_CLIP_DIR_CONFIG = "open_clip_config.json"  # open_clip's local-dir format (config + safetensors)
+
+
 def split_clip_ref(ref: str) -> tuple[str, str | None]:
-    """`NAME:PRETRAINED` -> (NAME, PRETRAINED); `local-dir:...`/`hf-hub:...` are passed whole."""
+    """`NAME:PRETRAINED` -> (NAME, PRETRAINED); `local-dir:...`/`hf-hub:...` are passed whole, and so is a
+    folder in open_clip's local-dir format (e.g. a fine-tuned run's `RUN/backbone`), as `local-dir:FOLDER`."""
     if ref.startswith(("local-dir:", "hf-hub:")):
         return ref, None
+    if (Path(ref) / OPEN_CLIP_DIR_CONFIG).is_file():
+        return f"local-dir:{ref}", None
     name, _, pretrained = ref.partition(":")
     return name, pretrained or None
 
@@ -130,6 +136,77 @@ def load_open_clip(ref: str, device: str = "cpu") -> tuple[Any, Any, Any]:
     model.eval()
     log.info("open_clip model %s loaded (%s)", name, pretrained or "no weights")
     return model, preprocess, tokenizer
+
+
+def region_text_prototypes(model: Any, tokenizer: Any, device: str = "cpu") -> "np.ndarray":
+    """(9, D) text prototypes of the VA regions (`cache.regions`): each region's prompts encoded by the
+    CLIP text tower, L2-normalised, averaged, normalised again; float32, valence-major."""
+    import numpy as np
+    import torch
+
+    from cache.regions import region_prompts
+
+    prompts, _ = region_prompts()
+    flat = [p for group in prompts for p in group]
+    with torch.inference_mode():
+        text = model.encode_text(tokenizer(flat).to(device)).float()
+        text = torch.nn.functional.normalize(text, dim=-1).reshape(len(prompts), len(prompts[0]), -1)
+        return torch.nn.functional.normalize(text.mean(1), dim=-1).cpu().numpy().astype(np.float32)
+
+
+def clip_model_name(ref: str) -> str:
+    """The architecture a reference names (`ViT-B-16`; a local-dir folder says it in its config)."""
+    name, _ = split_clip_ref(ref)
+    if name.startswith("local-dir:"):
+        folder = Path(name.removeprefix("local-dir:"))
+        config = json.loads((folder / OPEN_CLIP_DIR_CONFIG).read_text(encoding="utf-8"))
+        return str(config.get("model_name") or folder.name)
+    return name
+
+
+def clip_preprocess_parts(preprocess: Any) -> tuple[Any, list[float], list[float]]:
+    """Split open_clip's eval transform into its geometric part (PIL -> PIL: resize, crop, RGB) and the
+    normalisation that follows ToTensor (mean, std), so crops can be stored as uint8 at the model's input
+    size and normalised later exactly as the whole transform would."""
+    from torchvision import transforms as T
+
+    steps = list(preprocess.transforms)
+    cut = next(i for i, t in enumerate(steps) if isinstance(t, T.ToTensor))
+    norm = next(t for t in steps[cut:] if isinstance(t, T.Normalize))
+    return T.Compose(steps[:cut]), [float(m) for m in norm.mean], [float(s) for s in norm.std]
+
+
+def clip_input_spec(model: Any, ref: str, preprocess: Any) -> dict[str, Any]:
+    """What a face crop made for this CLIP must match: architecture, input size and normalisation."""
+    import open_clip
+
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    size = cfg.get("size", model.visual.image_size)
+    size = int(size[0] if isinstance(size, (list, tuple)) else size)
+    _, mean, std = clip_preprocess_parts(preprocess)
+    return {
+        "model": clip_model_name(ref), "image_size": size, "mean": mean, "std": std,
+        "interpolation": str(cfg.get("interpolation", "bicubic")), "resize_mode": str(cfg.get("resize_mode", "shortest")),
+    }
+
+
+def save_open_clip(model: Any, ref: str, folder: Path) -> str:
+    """Write a CLIP in open_clip's local-dir format (config + `open_clip_model.safetensors`), loadable
+    by `load_open_clip(folder)`; returns that reference."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    name = clip_model_name(ref)
+    base, _ = split_clip_ref(ref)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model_cfg = open_clip.get_model_config(base if base.startswith("local-dir:") else name)
+    spec = open_clip.get_model_preprocess_cfg(model)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": dict(spec), "model_name": name}
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(folder / "open_clip_model.safetensors"))
+    (folder / OPEN_CLIP_DIR_CONFIG).write_text(json.dumps(config, indent=1, default=str), encoding="utf-8")
+    return str(folder)
 
 
 class _quiet_root_logger:

@@ -33,6 +33,7 @@ from cache.location import as_location, is_url
 from cache.manifest import Manifest
 from cache.media import probe_video
 from extract.base import Extractor, VideoContext
+from extract.frames import labelled_frames, partial_line, recorded_partial_line
 from extract.runner import (
     ExtractionError,
     RunOptions,
@@ -40,7 +41,9 @@ from extract.runner import (
     RunSummary,
     _reason,
     model_context,
+    note_partial,
     plan_videos,
+    split_manifest,
     split_videos,
 )
 
@@ -129,17 +132,20 @@ def extract_video(data: dict[str, Any], stem: str, path: str, tracks: list[str],
         frames += k
 
     video_path = Path(path)
+    counts = None
     try:
         ctx = VideoContext(stem, video_path, probe_video(video_path), list(tracks), index)
-        runner.process_video(ctx, list(todo), on_frames)
+        report = runner.process_video(ctx, list(todo), on_frames)
         status, line = "done", f"{stem}: {', '.join(todo)}"
+        if report is not None:
+            counts = {"decoded": report.decoded, "declared": report.declared}
     except Exception as err:  # one line, as the local backend
         status, line = "failed", f"{video_path}: {_reason(err)}"
         log.error("%s", line)
         log.debug("traceback", exc_info=True)
     spent = {k: v - before.get(k, 0.0) for k, v in runner.timer.seconds.items()}
     return {
-        "stem": stem, "status": status, "line": line, "frames": frames,
+        "stem": stem, "status": status, "line": line, "frames": frames, "counts": counts,
         "decode_wait": spent.pop("_decode_wait", 0.0), "hook_seconds": spent,
     }
 
@@ -189,12 +195,15 @@ def run_extraction_ray(
     t_start = time.perf_counter()
     if options.device not in ("auto", "cpu", "cuda") and not options.device.startswith("cuda:"):
         raise ExtractionError(f"device must be auto, cpu or cuda, got {options.device!r}")
+    if manifest is None:
+        manifest = split_manifest(options)
     videos = split_videos(options, manifest)
+    labelled = labelled_frames(manifest, options.split)
     summary = RunSummary()
     # the driver never loads a model: build its runner for the CPU so a GPU-less head node works
     driver_opts = replace(options, device="cpu")
     runner = Runner(driver_opts, audio_decoder)  # stores created / validated (and moved aside) here
-    plan = plan_videos(runner, videos, summary)
+    plan = plan_videos(runner, videos, summary, labelled)
     if not plan:
         summary.seconds = time.perf_counter() - t_start
         return summary
@@ -213,7 +222,7 @@ def run_extraction_ray(
         log.info("submitted %d video task(s) to Ray (%s per task)", len(pending), resources)
         results: dict[str, dict[str, Any]] = {}
         total = sum(max(c.info.n_frames, 0) for c, _ in plan)
-        with split_progress(options.split, total, enabled=options.progress) as advance:
+        with split_progress(options.split, total, enabled=options.progress, n_videos=len(plan)) as advance:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 ctx = pending.pop(ready[0])
@@ -226,9 +235,17 @@ def run_extraction_ray(
                     log.error("%s", result["line"])
                 results[ctx.stem] = result
                 advance(max(ctx.info.n_frames, result["frames"]))
+                detail = [result["line"].partition(": ")[2]] if result["status"] == "done" else [result["line"]]
+                busy = sum(result["hook_seconds"].values()) + result["decode_wait"]  # the worker's time on this video
+                advance.video(ctx.stem, result["status"], result["frames"], busy, detail, ctx.info.fps)
         for ctx, _ in plan:  # summary in the split's order, as the local backend
             result = results[ctx.stem]
             (summary.done if result["status"] == "done" else summary.failed).append(result["line"])
+            if result["status"] == "done" and result.get("counts"):
+                counts = result["counts"]
+                note_partial(summary, partial_line(ctx, counts["decoded"], counts["declared"], labelled.get(ctx.stem)))
+            elif result["status"] == "done":
+                note_partial(summary, recorded_partial_line(options.cache_dir, ctx, labelled.get(ctx.stem)))
             summary.frames += result["frames"]
             summary.decode_wait += result["decode_wait"]
             for key, value in result["hook_seconds"].items():

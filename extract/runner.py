@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from cache.checks import DatasetError, check_dataset, empty_split_text, warn_tiny_profile
 from cache.location import Location
 from cache.manifest import Manifest, load_manifest
 from cache.media import MediaError, SourceStat, probe_video
-from cache.store import FeatureStore, FingerprintMismatch, store_path
+from cache.store import DamagedStore, FeatureStore, FingerprintMismatch, store_path
 from extract.base import (
     DEFAULT_MODELS_DIR,
     AudioExtractor,
@@ -39,7 +40,15 @@ from extract.base import (
     get_extractor,
     with_dependencies,
 )
-from extract.decode import prefetch_chunks
+from extract.decode import DecodeReport, prefetch_chunks
+from extract.frames import (
+    invalidate_undecoded,
+    labelled_frames,
+    partial_line,
+    record_frames,
+    recorded_partial_line,
+    to_container_clock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +90,7 @@ class RunSummary:
     done: list[str] = field(default_factory=list)  # "video: feature, feature"
     skipped: list[str] = field(default_factory=list)  # videos with every feature already complete
     failed: list[str] = field(default_factory=list)  # one line each: file and reason
+    partial: list[str] = field(default_factory=list)  # stored, but fewer frames decoded than declared/labelled
     frames: int = 0
     seconds: float = 0.0
     hook_seconds: dict[str, float] = field(default_factory=dict)  # time inside each extractor's hooks
@@ -88,7 +98,7 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.partial
 
 
 def resolve_device(device: str) -> str:
@@ -209,7 +219,7 @@ class Runner:
         for name in self.names:
             ext, store = self.extractors[name], self.stores[name]
             units = ext.units_for(video)
-            if self.opts.force or not all(store.is_complete(u, source) for u in units):
+            if self.opts.force or not all(store.is_complete(u, source, check_chunks=True) for u in units):
                 out.append(name)
         return out
 
@@ -218,7 +228,8 @@ class Runner:
             ext.close()
 
     # ---- one video ----------------------------------------------------------------------------
-    def process_video(self, video: VideoContext, todo: list[str], on_frames: Callable[[int], None]) -> None:
+    def process_video(self, video: VideoContext, todo: list[str], on_frames: Callable[[int], None]) -> DecodeReport | None:
+        """Extract `todo` for one video; returns what its decode saw (None when no frame was decoded)."""
         source = SourceStat.of(video.path)
         exts = {n: self._ensure_loaded(n) for n in todo}
         audio_cache: dict[int, Any] = {}
@@ -232,15 +243,15 @@ class Runner:
         results: dict[str, dict[str, UnitResult]] = {}
         frame_exts = [n for n in todo if isinstance(exts[n], FrameExtractor)]
         crop_exts = [n for n in todo if isinstance(exts[n], CropExtractor)]
-        n_decoded = 0
+        report = frames = None
         if frame_exts or crop_exts:
-            n_decoded = self._frame_pass(video, exts, frame_exts, crop_exts, results, on_frames)
+            report, frames = self._frame_pass(video, exts, frame_exts, crop_exts, results, on_frames)
         else:
             on_frames(video.info.n_frames)
         base_attrs = {
             "source": asdict(source),
             "fps": video.info.fps,
-            "n_frames": n_decoded or video.info.n_frames,
+            "n_frames": report.presented if report else video.info.n_frames,
             "video": video.stem,
         }
         for name in todo:  # dependency order: what a store extractor reads is written before it runs
@@ -253,6 +264,9 @@ class Runner:
                 with self.timer(name), model_context(self.device, ext.autocast):
                     results[name] = ext.process_stores(video, deps)
             self._write(name, video, results.get(name, {}), base_attrs)
+        if frames is not None:  # after the groups: the record describes the decode they came from
+            record_frames(self.opts.cache_dir, video, *frames, report)
+        return report
 
     def _write(self, name: str, video: VideoContext, result: dict[str, UnitResult], base_attrs: dict[str, Any]) -> None:
         ext, store = self.extractors[name], self.stores[name]
@@ -260,7 +274,8 @@ class Runner:
             if unit not in result:
                 raise RuntimeError(f"{name} returned no result for {unit}")
             r = result[unit]
-            store.write(unit, r.values, r.times, r.valid, attrs={**base_attrs, **r.attrs}, dtype=ext.store_dtype)
+            store.write(unit, r.values, r.times, r.valid, attrs={**base_attrs, **r.attrs}, dtype=ext.store_dtype,
+                        layout=ext.store_layout)
 
     def _frame_pass(
         self,
@@ -270,9 +285,14 @@ class Runner:
         crop_exts: list[str],
         results: dict[str, dict[str, UnitResult]],
         on_frames: Callable[[int], None],
-    ) -> int:
+    ) -> tuple[DecodeReport, tuple[np.ndarray, np.ndarray]]:
+        """Decode once and feed the frame and crop extractors; returns the decode report and every
+        presented frame's (times (N, 2), decoded (N,))."""
         opts = self.opts
-        fps = video.info.fps
+        fps = video.info.fps  # extractors see frame k at [k/fps, (k+1)/fps); rows are put on the container clock below
+        report = DecodeReport()
+        times_parts: list[np.ndarray] = []  # every presented frame's [start, end) and whether it decoded
+        decoded_parts: list[np.ndarray] = []
         states = {n: exts[n].begin(video) for n in frame_exts + crop_exts}
         live_faces = "faces" in frame_exts
         stored = None
@@ -316,11 +336,13 @@ class Runner:
                     del frames[i]
 
         wait = time.perf_counter()
-        with prefetch_chunks(video.path, opts.batch_size, opts.prefetch, opts.decode_threads) as chunks:
+        with prefetch_chunks(video.path, opts.batch_size, opts.prefetch, opts.decode_threads, report) as chunks:
             for chunk in chunks:
                 self.timer.seconds["_decode_wait"] += time.perf_counter() - wait
                 height, width = chunk.frames.shape[1:3]
                 idx = chunk.indices
+                times_parts.append(chunk.times)
+                decoded_parts.append(chunk.decoded)
                 batch = FrameBatch(chunk.frames, idx, np.stack([idx / fps, (idx + 1) / fps], axis=1))
                 for name in frame_exts:
                     with self.timer(name), model_context(self.device, exts[name].autocast):
@@ -341,14 +363,17 @@ class Runner:
             for track in queues:
                 run_crops(track, final=True)
         frames.clear()
+        all_times, decoded = np.concatenate(times_parts), np.concatenate(decoded_parts)
         for name in frame_exts + crop_exts:
             with self.timer(name):
                 results[name] = exts[name].end(states[name])
+            to_container_clock(results[name], all_times, fps)
+            invalidate_undecoded(results[name], all_times, decoded)
         if stored is not None:
             expected = {t: len(stored._rows[t][0]) for t in video.tracks}
             if any(v != n for v in expected.values()):
                 raise RuntimeError(f"stored faces have {expected} rows but {n} frames were decoded")
-        return n
+        return report, (all_times, decoded)
 
 
 def iter_videos(manifest: Manifest, split: str, only: list[str] | None = None) -> list[tuple[str, Path, list[str]]]:
@@ -384,12 +409,20 @@ def shard_videos(videos: list[tuple[str, Path, list[str]]], shard: tuple[int, in
     return sorted(videos, key=lambda v: v[0])[i::n]
 
 
+def split_manifest(options: RunOptions) -> Manifest:
+    """The manifest of the run's split (a missing or empty data root is a DatasetError)."""
+    check_dataset(options.data_root, options.videos_dir, options.labels_dir)
+    return load_manifest(options.data_root, options.videos_dir, options.labels_dir, splits=(options.split,))
+
+
 def split_videos(options: RunOptions, manifest: Manifest | None = None) -> list[tuple[str, Path, list[str]]]:
     """The videos this run covers: the split's (or `only_videos`), less those of other shards."""
     if manifest is None:
-        splits = (options.split,)
-        manifest = load_manifest(options.data_root, options.videos_dir, options.labels_dir, splits=splits)
-    videos = shard_videos(iter_videos(manifest, options.split), options.shard)
+        manifest = split_manifest(options)
+    in_split = iter_videos(manifest, options.split)
+    if not in_split:  # before any store is created: a wrong --data-root or --split is an error, not a no-op
+        raise DatasetError(empty_split_text(manifest, options.split, options.data_root))
+    videos = shard_videos(in_split, options.shard)
     if options.only_videos is not None:
         videos = [v for v in videos if v[0] in options.only_videos]
     if not videos:
@@ -397,11 +430,19 @@ def split_videos(options: RunOptions, manifest: Manifest | None = None) -> list[
     return videos
 
 
+def note_partial(summary: RunSummary, line: str | None) -> None:
+    if line:
+        summary.partial.append(line)
+        log.warning("%s", line)
+
+
 def plan_videos(
-    runner: Runner, videos: list[tuple[str, Path, list[str]]], summary: RunSummary
+    runner: Runner, videos: list[tuple[str, Path, list[str]]], summary: RunSummary,
+    labelled: Mapping[str, int] | None = None,
 ) -> list[tuple[VideoContext, list[str]]]:
     """Probe each video and list the features it still needs; unreadable videos go to `summary.failed`,
-    videos with everything complete to `summary.skipped`."""
+    videos with everything complete to `summary.skipped` (and to `summary.partial` again when their
+    frame-time record says they were partial: stored, but short of frames)."""
     plan: list[tuple[VideoContext, list[str]]] = []
     for index, (stem, path, tracks) in enumerate(videos):
         try:
@@ -412,9 +453,15 @@ def plan_videos(
             log.error("%s", summary.failed[-1])
             continue
         ctx = VideoContext(stem, path, info, tracks, index)
-        todo = runner.todo(ctx, source)
+        try:
+            todo = runner.todo(ctx, source)
+        except DamagedStore as err:  # e.g. a group's zarr.json is garbage: this video fails, the run goes on
+            summary.failed.append(f"{path}: {err}")
+            log.error("%s", summary.failed[-1])
+            continue
         if not todo:
             summary.skipped.append(stem)
+            note_partial(summary, recorded_partial_line(runner.opts.cache_dir, ctx, (labelled or {}).get(stem)))
             continue
         plan.append((ctx, todo))
     return plan
@@ -430,6 +477,7 @@ def run_extraction(
     `options.backend == "ray"` hands the run to `extract.ray_backend` (same summary, same stores)."""
     from extract.progress import split_progress
 
+    warn_tiny_profile(options.profile, options.data_root)
     if options.backend == "ray":
         from extract.ray_backend import run_extraction_ray
 
@@ -437,24 +485,38 @@ def run_extraction(
     if options.backend != "local":
         raise ExtractionError(f"--backend must be local or ray, got {options.backend!r}")
     t_start = time.perf_counter()
+    if manifest is None:
+        manifest = split_manifest(options)
     videos = split_videos(options, manifest)
+    labelled = labelled_frames(manifest, options.split)
     summary = RunSummary()
     runner = Runner(options, audio_decoder)
     try:
-        plan = plan_videos(runner, videos, summary)
+        plan = plan_videos(runner, videos, summary, labelled)
         total = sum(max(c.info.n_frames, 0) for c, _ in plan)
-        with split_progress(options.split, total, enabled=options.progress) as advance:
+        with split_progress(options.split, total, enabled=options.progress, n_videos=len(videos)) as advance:
+            for stem in summary.skipped:
+                advance.video(stem, "skipped")
+            for line in summary.failed:
+                path, _, reason = line.partition(": ")
+                advance.video(Path(path).stem, "failed", features=[reason])
             for ctx, todo in plan:
                 before = summary.frames
+                t_video = time.perf_counter()
 
                 def on_frames(k: int) -> None:
                     summary.frames += k
                     advance(k)
 
                 try:
-                    runner.process_video(ctx, todo, on_frames)
+                    report = runner.process_video(ctx, todo, on_frames)
                     summary.done.append(f"{ctx.stem}: {', '.join(todo)}")
+                    if report is not None:
+                        note_partial(summary, partial_line(ctx, report.decoded, report.declared, labelled.get(ctx.stem)))
+                    else:
+                        note_partial(summary, recorded_partial_line(options.cache_dir, ctx, labelled.get(ctx.stem)))
                     advance(max(ctx.info.n_frames - (summary.frames - before), 0))  # probed count may differ
+                    advance.video(ctx.stem, "done", summary.frames - before, time.perf_counter() - t_video, todo, ctx.info.fps)
                 except (KeyboardInterrupt, SystemExit, ExtractionError):
                     raise
                 except Exception as err:
@@ -463,6 +525,7 @@ def run_extraction(
                     log.error("%s", line)
                     log.debug("traceback", exc_info=True)
                     advance(max(ctx.info.n_frames - (summary.frames - before), 0))
+                    advance.video(ctx.stem, "failed", features=[_reason(err)])
     finally:
         runner.close()
     summary.seconds = time.perf_counter() - t_start

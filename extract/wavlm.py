@@ -18,19 +18,23 @@ averaged (`combine="mean"`) or concatenated (`"concat"`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from extract.audio import Audio
 from extract.audio_extractor import ModelAudioExtractor
 from extract.base import SPEED, register
-from extract.models import ModelFamily, register_family
-
-
-WAVLM_HUB_ID = "microsoft/wavlm-large"
-STRIDE = 320  # samples per frame at 16 kHz (20 ms)
-RECEPTIVE = 400  # samples seen by one frame (25 ms)
+from extract.wavlm_model import (  # noqa: F401  (re-exported: the model side lives in wavlm_model)
+    RECEPTIVE,
+    STRIDE,
+    WAVLM_HUB_ID,
+    WavlmBundle,
+    build_tiny_wavlm,
+    load_wavlm,
+    n_frames,
+    ownership,
+    window_plan,
+)
 
 
 @dataclass(frozen=True)
@@ -49,94 +53,6 @@ class WavlmConfig:
             raise ValueError(f"combine must be 'mean' or 'concat', got {self.combine!r}")
         if self.hop_s <= 0 or self.window_s < self.hop_s or self.batch_size < 1:
             raise ValueError("need 0 < hop_s <= window_s and batch_size >= 1")
-
-
-@dataclass
-class WavlmBundle:
-    feature_extractor: object
-    model: object
-    ref: str
-
-    def dim(self, config: WavlmConfig) -> int:
-        hidden = int(self.model.config.hidden_size)
-        return hidden * len(config.layers) if config.combine == "concat" else hidden
-
-
-def load_wavlm(ref: str | Path = WAVLM_HUB_ID, device: str = "cpu", dtype: str | None = None) -> WavlmBundle:
-    """Load the feature extractor and model from a hub id or local folder (real or tiny alike)."""
-    import torch
-    from transformers import AutoFeatureExtractor, WavLMModel
-
-    ref = str(ref)
-    feature_extractor = AutoFeatureExtractor.from_pretrained(ref)
-    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
-    model = WavLMModel.from_pretrained(ref, **kwargs)
-    model.eval().to(device)
-    return WavlmBundle(feature_extractor=feature_extractor, model=model, ref=ref)
-
-
-def build_tiny_wavlm(folder: Path, seed: int = 0, pos_kernel: int = 16) -> Path:
-    """Save a small randomly initialised WavLMModel (+ feature extractor) to `folder`: the real classes
-    and the real 400/320-sample front end with narrow layers (WavLM-Large's layer-norm variant)."""
-    import torch
-    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    config = WavLMConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-        conv_dim=(32,) * 7, feat_extract_norm="layer", do_stable_layer_norm=True,
-        num_conv_pos_embeddings=pos_kernel, num_conv_pos_embedding_groups=4,
-    )
-    WavLMModel(config).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    ).save_pretrained(folder)
-    return folder
-
-
-def n_frames(n_samples: int) -> int:
-    """Frames WavLM's front end gives for n_samples (0 when shorter than one receptive field)."""
-    return 0 if n_samples < RECEPTIVE else (n_samples - RECEPTIVE) // STRIDE + 1
-
-
-def window_plan(n_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
-    """[start, end) sample ranges of the windows; starts on the frame grid, last one ends at n_samples."""
-    window = max(RECEPTIVE, window // STRIDE * STRIDE)
-    hop = max(STRIDE, hop // STRIDE * STRIDE)
-    if n_samples <= window:
-        return [(0, n_samples)]
-    plans: list[tuple[int, int]] = []
-    start = 0
-    while start + window < n_samples:
-        plans.append((start, start + window))
-        start += hop
-    last_start = (n_samples - window) // STRIDE * STRIDE
-    # A full-length window ending exactly at n_samples; its frames reach the last global frame.
-    if plans and last_start == plans[-1][0]:
-        plans[-1] = (last_start, n_samples)  # the loop's last window, stretched by < 320 samples
-    else:
-        plans.append((last_start, n_samples))
-    return plans
-
-
-def ownership(plans: list[tuple[int, int]], total: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each global frame, the window it is taken from and its index inside that window."""
-    owner = np.full(total, -1, dtype=np.int64)
-    score = np.full(total, -np.inf)
-    for w, (s0, s1) in enumerate(plans):
-        first, count = s0 // STRIDE, n_frames(s1 - s0)
-        g = np.arange(first, min(first + count, total))
-        local = g - first
-        centrality = np.minimum(local, count - 1 - local).astype(np.float64)
-        better = centrality > score[g]  # strict: ties keep the earlier window
-        owner[g[better]] = w
-        score[g[better]] = centrality[better]
-    if (owner < 0).any():
-        raise RuntimeError(f"{int((owner < 0).sum())} frames covered by no window")  # a bug, never data
-    local = np.arange(total) - np.array([plans[w][0] // STRIDE for w in owner], dtype=np.int64)
-    return owner, local
 
 
 def _select(hidden_states: tuple, config: WavlmConfig):
@@ -193,7 +109,6 @@ def compute_wavlm(bundle: WavlmBundle, audio: Audio, config: WavlmConfig) -> tup
 
 
 # ---- registration --------------------------------------------------------------------------------
-register_family(ModelFamily("wavlm", WAVLM_HUB_ID, lambda folder: str(build_tiny_wavlm(folder)), load_wavlm))
 
 
 @register
@@ -213,3 +128,59 @@ class WavlmExtractor(ModelAudioExtractor):
     def compute(self, audio: Audio):
         values, times, valid = compute_wavlm(self.bundle, audio, self.config)
         return values, times, valid, {"rate_hz": audio.sample_rate / STRIDE}
+
+
+@dataclass(frozen=True)
+class WavlmHiddenConfig:
+    top_layers: int = 4  # K: the stored state is the input of the top K transformer layers
+    window_s: float = 4.0
+    hop_s: float = 2.0
+    batch_size: int = field(default=8, metadata=SPEED)  # speed only: not in the fingerprint
+    dtype: str = "float16"  # stored dtype (float32 for exact equivalence checks)
+
+    def __post_init__(self) -> None:
+        if self.top_layers < 1:
+            raise ValueError(f"top_layers must be at least 1, got {self.top_layers}")
+        if self.dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype must be float16 or float32, got {self.dtype!r}")
+        WavlmConfig(window_s=self.window_s, hop_s=self.hop_s, batch_size=self.batch_size)  # same checks
+
+
+def hidden_layer_index(depth: int, top_layers: int, ref: str = "") -> int:
+    """Index into `hidden_states` of the input of the top `top_layers` of a `depth`-layer model."""
+    if not 1 <= top_layers <= depth:
+        raise ValueError(f"top {top_layers} layers asked for, but the WavLM model {ref or ''} has {depth} layers")
+    return depth - top_layers
+
+
+@register
+class WavlmHiddenExtractor(ModelAudioExtractor):
+    """`wavlm_hidden`: the input of WavLM's top K layers per 20 ms frame, windowed and stitched exactly
+    as `wavlm` (so training the top K layers from it needs no audio and no lower layers). Group attrs
+    give the audio's sample count (to rebuild the same window plan), the depth and K."""
+
+    name = "wavlm_hidden"
+    Config = WavlmHiddenConfig
+    kind = "frame"
+    unit = "video"
+    version = "1"
+    family = "wavlm"
+
+    @property
+    def store_dtype(self) -> str:  # type: ignore[override]
+        return self.config.dtype
+
+    def load_bundle(self, ref: str, device: str):
+        bundle = load_wavlm(ref, device=device)
+        hidden_layer_index(int(bundle.model.config.num_hidden_layers), self.config.top_layers, self.public_model_ref())
+        return bundle
+
+    def compute(self, audio: Audio):
+        depth = int(self.bundle.model.config.num_hidden_layers)
+        index = hidden_layer_index(depth, self.config.top_layers, self.public_model_ref())
+        cfg = WavlmConfig(layers=(index,), window_s=self.config.window_s, hop_s=self.config.hop_s,
+                          batch_size=self.config.batch_size)
+        values, times, valid = compute_wavlm(self.bundle, audio, cfg)
+        attrs = {"rate_hz": audio.sample_rate / STRIDE, "n_samples": max(len(audio.samples), RECEPTIVE),
+                 "depth": depth, "top_layers": self.config.top_layers, "hidden_index": index}
+        return values, times, valid, attrs

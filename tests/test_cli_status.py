@@ -53,6 +53,6 @@ def test_sample_data_then_status_counts(tmp_path):
     for split, (tracks, frames, valid) in expected.items():
         line = next(l for l in lines if re.search(rf"^\W*{split}\b", l))
         numbers = [int(n) for n in re.findall(r"\d+", line)]
-        assert numbers == [tracks, frames, valid if split != "test" else 0], line
+        assert numbers == [tracks, frames, valid if split != "test" else 0, tracks], line  # every video found
     toy = next(l for l in lines if re.search(r"^\W*toy\b", l))
     assert re.findall(r"\d+/\d+", toy) == [f"2/{expected['train'][0]}", f"0/{expected['val'][0]}", f"0/{expected['test'][0]}"]

@@ -75,3 +75,44 @@ def test_head_example_builds_and_learns():
         assert losses[-1] < 0.5 * losses[0]
     finally:
         HEADS.pop("frame_mlp", None)
+
+
+# ---- the "Python API" section, run as written in a folder laid out as `make demo` leaves it
+
+
+def test_api_aligned_features_of_a_track(mini_demo, monkeypatch):
+    from cache.manifest import load_manifest
+
+    monkeypatch.chdir(mini_demo)
+    ex = load_readme_example("api-aligned")
+    labels = load_manifest(mini_demo / "artifacts" / "sample").track("video20").labels
+    assert ex.landmarks.shape[0] == len(labels) == len(ex.va) and ex.landmarks.dtype == np.float16
+    assert ex.landmarks.shape[1] > 10 and ex.has_face.mean() > 0.8
+    np.testing.assert_array_equal(ex.va_valid, labels.valid)
+    np.testing.assert_allclose(ex.va[labels.valid], labels.values[labels.valid])
+    assert np.isfinite(ex.landmarks[ex.has_face].astype(np.float32)).all()
+
+
+def test_api_load_a_run_and_predict_a_track(mini_demo, monkeypatch, tmp_path):
+    from train.predict import predict_run
+
+    monkeypatch.chdir(mini_demo)
+    ex = load_readme_example("api-predict")
+    assert ex.va.shape == (len(ex.track.labels), 2) and np.abs(ex.va).max() <= 1
+    assert ex.run.run.path.name == "demo-gru-landmarks" and np.ptp(ex.va[:, 0]) > 0
+    # the numbers `pipeline.py predict --split val` writes for that track (video7 is a validation track)
+    csv_path = predict_run("demo-gru-landmarks", "val", "artifacts/runs", "cpu", out=tmp_path / "val.csv")
+    rows = [line.split(",") for line in csv_path.read_text().splitlines()[1:] if line.startswith("video7/")]
+    np.testing.assert_allclose(np.array([[float(v), float(a)] for _, v, a in rows]), ex.va, atol=1e-6)
+
+
+def test_api_extract_one_feature_for_one_video(mini_demo, monkeypatch):
+    monkeypatch.chdir(mini_demo)
+    ex = load_readme_example("api-extract")
+    assert ex.summary.ok and ex.summary.done == ["video20: faces, landmarks"]
+    assert len(ex.rows) == len(ex.times) == len(ex.valid) == 60  # 2 s at 30 fps
+    np.testing.assert_allclose(ex.times[:, 0], np.arange(60) / 30, atol=1e-9)
+    assert ex.valid.mean() > 0.8
+    # the same values as the feature extracted for the dataset (same extractor, same frames)
+    reference = FeatureStore.open(store_path(mini_demo / "artifacts" / "features", "landmarks")).read("video20")
+    np.testing.assert_array_equal(ex.rows, reference.values)

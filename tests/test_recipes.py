@@ -134,6 +134,15 @@ def test_head_default_recipes_hold_the_paper_defaults():
     assert _load("heads/raav.yaml").head["layers"] == 1
 
 
+def test_every_train_config_field_has_a_recipe_key():
+    """A field added to TrainConfig must be reachable from a recipe (TOP_LEVEL or a group)."""
+    from recipes.train import GROUPS, TOP_LEVEL
+    from train.config import TrainConfig
+
+    mapped = set(TOP_LEVEL) | {"data", "head"} | {f for keys in GROUPS.values() for f in keys.values()}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} == mapped
+
+
 def test_mlp_regressor_is_fc_ln_gelu_dropout_fc():
     head = build_head("transformer", {"clip": 8}, {"hidden": 16, "heads": 2, "layers": 1, "regressor": "mlp"})
     kinds = [type(m).__name__ for m in head.va_head.mlp]

@@ -51,7 +51,7 @@ def test_cli_extracts_into_and_trains_from_a_url(tmp_path):
         out = runner.invoke(pipeline.app, ["extract", "--split", split, "--features", "mouth", "--profile", "tiny",
                                            "--models-dir", str(tmp_path / "models"), "--device", "cpu", *common])
         assert out.exit_code == 0, out.output
-    assert set(list_stores(cache)) == {"faces", "mouth"}
+    assert set(list_stores(cache)) == {"faces", "mouth", "frame_times"}  # frame_times: the decoded videos' clocks
     assert (tmp_path / "remote-cache" / "mouth.zarr" / "zarr.json").is_file()  # the URL's folder, not "file:/…"
     assert not Path("file:").exists()
     status = runner.invoke(pipeline.app, ["status", *common])

@@ -60,7 +60,7 @@ def test_short_run_learns_and_writes_the_run_folder(base, full_run):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     assert {"train_loss", "val_P", "val_ccc_v", "val_ccc_a", "lr", "data_wait_share"} <= set(rows[0])
-    assert "train_kl" in rows[0]  # region prototypes in the clip store -> KL term active
+    assert "train_loss_kl" in rows[0] and "train_kl" not in rows[0]  # region prototypes in the clip store -> KL term active
     features = json.loads((run / "features.json").read_text())
     assert set(features) == {"clip", "wavlm"} and features["wavlm"]["unit"] == "video"
     assert TrainConfig.load(run / "config.json").to_dict() == _cfg(base, "full").to_dict()

@@ -26,8 +26,15 @@ class DataConfig:
     block_tracks: int = 8  # training windows are shuffled within blocks of this many tracks
     prefetch_batches: int = 4
     align_workers: int = 2
+    # aligned views (train/views.py): each (track, feature) aligned once and kept on disk, shared by runs;
+    # off = align lazily in RAM every epoch (one-off runs, or no disk for them). views_dir default:
+    # CACHE_DIR/_views for a local cache, artifacts/views for a URL cache
+    views: bool = True
+    views_dir: str | None = None
     # train-split tracks left out of training (out-of-fold stacking exports train one run per fold)
     holdout: list[str] = field(default_factory=list)
+    # standardize each feature dimension with mean/std of the train split (train/standardize.py)
+    normalize: bool = True
 
     def __post_init__(self) -> None:
         if not self.features:
@@ -63,6 +70,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     smooth_grid: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 12, 16, 25, 32, 50, 75, 100])
     n_plot_tracks: int = 3
+    # backbone top trained from the cache (train.finetune.FinetuneConfig as a dict); empty: heads only
+    finetune: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

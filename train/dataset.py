@@ -1,13 +1,22 @@
 """Windows over cached features aligned onto label frames.
 
-Label frame k of a track covers [k/fps, (k+1)/fps) with the container fps of the track's video. Each
-feature is aligned onto those frames by `cache.align.align_to_frames` when a track is first needed, and
-the aligned float16 (T, D) arrays are kept in an LRU bounded in bytes (`cache_mb`). Training order
-shuffles tracks, then windows within blocks of a few tracks, so each track is aligned about once per
-epoch and the LRU holds a block (plus what the prefetcher aligns ahead), never the split.
+Label frame k of a track is the k-th frame its video presents: [k/fps, (k+1)/fps) with the container fps,
+or, for a variable-rate video, the presentation times recorded at extraction (`cache.frametimes`). Each
+feature is aligned onto those frames by `cache.align.align_to_frames` when a track is first needed (in
+the store's precision), and standardized when the dataset has a `standardizer` (train/standardize.py: a
+separate step on the aligned array, also on slices read from a view).
 
-RAM: at most `cache_mb` (default 1 GiB) of aligned tracks, plus the batches in the prefetch queue
-(8 × 400 × D × 2 bytes each, e.g. 10 MB for D = 1536) and one raw group being aligned.
+Two data paths give the same batches:
+- aligned views (`views_dir` set, the default in training): each (track, feature) is aligned once and
+  kept on disk (`train/views.py`); a batch is then a few contiguous reads, whatever the run;
+- the lazy path (no `views_dir`): aligned float16 (T, D) arrays are kept in an LRU bounded in bytes
+  (`cache_mb`). Training order shuffles tracks, then windows within blocks of a few tracks, so each
+  track is aligned about once per epoch and the LRU holds a block (plus what the prefetcher aligns
+  ahead), never the split.
+
+RAM: at most `cache_mb` (default 1 GiB) of aligned tracks (tracks whose views are not yet written pass
+through it), plus the batches in the prefetch queue (8 × 400 × D × 2 bytes each, e.g. 10 MB for
+D = 1536), one raw group being aligned, and the views' masks (one byte per frame and feature).
 """
 
 from __future__ import annotations
@@ -19,13 +28,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cache.align import align_to_frames
+from cache.frametimes import FrameClock
+from cache.location import parent
 from cache.manifest import Track
-from cache.media import frame_times, probe_video
+from cache.media import MediaError, probe_video
 from cache.store import FeatureStore, store_exists, store_path
+from train.views import FeatureViews, ViewFile, track_key
+
+if TYPE_CHECKING:
+    from train.standardize import Standardizer
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +151,17 @@ class TrackDataset:
         fps: Mapping[str, float] | None = None,
         cache_mb: float = 1024.0,
         align_workers: int = 2,
+        views_dir: Path | None = None,
+        standardizer: "Standardizer | None" = None,
+        clock: FrameClock | None = None,
     ):
         self.tracks = list(tracks)
+        self.standardizer = standardizer
         self.sources = dict(sources)
+        if clock is None:  # the frame-time record of the cache the features come from
+            first = next(iter(self.sources.values()), None)
+            clock = FrameClock.open(parent(first.store.path) if first is not None else None)
+        self.clock = clock
         self.window, self.stride = window, stride
         self.cache_bytes = int(cache_mb * 2**20)
         self.stats = DatasetStats(
@@ -146,11 +170,14 @@ class TrackDataset:
         )
         self._fps_override = dict(fps or {})
         self._probe_cache: dict[Path, object] = {}
+        self.unreadable = self._leave_out_unreadable()  # track -> why its video cannot be read
         self.fps = np.array([self._track_fps(t) for t in self.tracks], dtype=np.float64)
         self.n_frames = np.array([self._track_frames(t) for t in self.tracks], dtype=np.int64)
         self._units = {n: set(s.store.units()) for n, s in self.sources.items()}
+        self.missing_groups: dict[str, list[str]] = {}  # feature -> tracks with no complete group
         for name, source in self.sources.items():
             missing = [t.name for t in self.tracks if source.group_for(t) not in self._units[name]]
+            self.missing_groups[name] = missing
             self.stats.missing_groups[name] = len(missing)
             if missing:
                 log.warning(
@@ -165,6 +192,11 @@ class TrackDataset:
                 ids.append(len(self.windows))
                 self.windows.append((ti, start))
             self.track_windows.append(ids)
+        self.views: dict[str, FeatureViews] = {}
+        self._view_files: dict[str, list[ViewFile | None]] = {}
+        self._view_masks: dict[tuple[str, int], np.ndarray] = {}
+        if views_dir is not None:
+            self._open_views(Path(views_dir))
         self._lru: OrderedDict[int, AlignedTrack] = OrderedDict()
         self._lru_bytes = 0
         self._inflight: dict[int, Future] = {}
@@ -172,6 +204,39 @@ class TrackDataset:
         self._pool = ThreadPoolExecutor(max_workers=max(1, align_workers), thread_name_prefix="align")
 
     # ---------------------------------------------------------------- frames and fps
+    def _leave_out_unreadable(self) -> dict[str, str]:
+        """Drop the tracks whose video cannot be probed (all of them listed in one warning) so that one bad
+        file does not stop a run over hundreds; a split left with no track is an error."""
+        unreadable: dict[str, str] = {}
+        mismatched = 0
+        for track in self.tracks:
+            if track.name in self._fps_override and (track.labels is not None or track.n_frames):
+                continue
+            try:
+                info = self._probe(track)
+            except MediaError as err:
+                unreadable[track.name] = str(err)
+                continue
+            mismatched += track.labels is not None and len(track.labels) != info.n_frames
+        if mismatched:
+            log.info("%d track(s) have a label count that differs from their video's frame count "
+                     "(aligned by time; `status --verbose` lists them)", mismatched)
+        if not unreadable:
+            return unreadable
+        reasons = dict.fromkeys(unreadable.values())
+        log.warning(
+            "%d track(s) left out, their video cannot be read: %s (%s)", len(unreadable), ", ".join(unreadable),
+            "; ".join(reasons),
+        )
+        self.tracks = [t for t in self.tracks if t.name not in unreadable]
+        if not self.tracks:
+            raise MediaError(f"no track left: every video of the split cannot be read ({'; '.join(reasons)})")
+        return unreadable
+
+    def video_info(self, track: Track):
+        """The container facts of a track's video (probed once; MediaError when it cannot be read)."""
+        return self._probe(track)
+
     def _probe(self, track: Track):
         if track.video not in self._probe_cache:
             self._probe_cache[track.video] = probe_video(track.video)
@@ -200,39 +265,117 @@ class TrackDataset:
     def __len__(self) -> int:
         return len(self.windows)
 
+    # ---------------------------------------------------------------- aligned views
+    def _open_views(self, views_dir: Path) -> None:
+        """Name each (feature, track)'s view file; the ones not on disk yet are written on first use."""
+        for name, source in self.sources.items():
+            views = FeatureViews(views_dir, name, source.fingerprint, source.fill, source.dim)
+            files: list[ViewFile | None] = []
+            for ti, track in enumerate(self.tracks):
+                group = source.group_for(track)
+                if group not in self._units[name]:
+                    files.append(None)
+                    continue
+                key = track_key(source.store.unit_attrs(group), self.label_times(ti))
+                files.append(views.file(track.name, key))
+            self.views[name] = views
+            self._view_files[name] = files
+
+    def view_ready(self, ti: int) -> bool:
+        """Every feature of track `ti` is in an aligned view on disk (or has no group: all masked)."""
+        if not self.views:
+            return False
+        return all(f[ti] is None or f[ti].exists() for f in self._view_files.values())
+
+    def build_views(self, track_ids: Sequence[int] | None = None, progress=None) -> int:
+        """Write the missing views of the given tracks (all by default); returns how many tracks were aligned."""
+        if not self.views:
+            raise ValueError("this dataset was opened without a views folder")
+        todo = [ti for ti in (range(len(self.tracks)) if track_ids is None else track_ids) if not self.view_ready(ti)]
+        for done, _ in enumerate(self._pool.map(self.align_track, todo), start=1):
+            if progress is not None:
+                progress(done, len(todo))
+        return len(todo)
+
+    def _view_mask(self, name: str, ti: int, view: ViewFile) -> np.ndarray:
+        key = (name, ti)
+        mask = self._view_masks.get(key)
+        if mask is None:
+            mask = self._view_masks[key] = self.views[name].mask(view)
+        return mask
+
     # ---------------------------------------------------------------- alignment
+    def label_times(self, ti: int) -> np.ndarray:
+        """[start, end) seconds of each label frame of track `ti` (see `cache.frametimes.FrameClock`)."""
+        track = self.tracks[ti]
+        return self.clock.label_times(track.video_stem, int(self.n_frames[ti]), float(self.fps[ti]))
+
+    def align_feature(self, ti: int, name: str, targets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One feature of track `ti` on its label frames, as the model reads it: float16 (T, D) values
+        (standardized when the dataset has a standardizer) and a (T,) mask."""
+        aligned, mask = self.aligned_raw(ti, name, targets)
+        return self._finish(name, self.tracks[ti].name, aligned, mask)
+
+    def aligned_raw(self, ti: int, name: str, targets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One feature of track `ti` on its label frames in the store's precision, not standardized: read
+        from its aligned view when there is one, else aligned from the store (and written to the view)."""
+        track, source = self.tracks[ti], self.sources[name]
+        n = int(self.n_frames[ti])
+        view = self._view_files[name][ti] if self.views else None
+        if view is not None and view.exists():
+            return self.views[name].read(view), self._view_mask(name, ti, view)
+        group = source.group_for(track)
+        if group not in self._units[name]:
+            return np.zeros((n, source.dim), dtype=np.float16), np.zeros(n, dtype=bool)
+        targets = self.label_times(ti) if targets is None else targets
+        raw = source.store.read(group)
+        flat = raw.values.reshape(len(raw.values), -1)
+        valid = np.asarray(raw.valid, dtype=bool) & np.isfinite(flat).all(axis=1)
+        bad_rows = int(np.asarray(raw.valid, dtype=bool).sum() - valid.sum())
+        if bad_rows:  # the store writer never leaves these; a store written some other way may
+            with self._lock:
+                self.stats.nonfinite_rows[name] += bad_rows
+            log.warning("feature %s, group %s: %d rows with NaN/inf masked", name, group, bad_rows)
+        aligned, mask = _align_in_column_blocks(flat, raw.times, targets, valid, source.fill)
+        finite = np.isfinite(aligned).all(axis=1)
+        if not finite.all():  # float16 overflow in the alignment: masked, counted in _finish's terms
+            bad = mask & ~finite
+            with self._lock:
+                self.stats.nonfinite[name] += int(bad.sum())
+            log.warning("feature %s, track %s: %d frames with NaN/inf masked", name, track.name, int(bad.sum()))
+            aligned[~finite] = 0
+            mask = mask & finite
+        if view is not None:
+            self.views[name].write(view.track, view.key, aligned, mask)
+        return aligned, mask
+
+    def _finish(self, name: str, track: str, aligned: np.ndarray, mask: np.ndarray, count: bool = True
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Standardize (when asked) and cast to float16; frames that become NaN/inf are masked."""
+        if self.standardizer is not None:
+            aligned = self.standardizer.apply(name, aligned, mask)
+        with np.errstate(over="ignore"):
+            aligned = aligned.astype(np.float16, copy=not aligned.flags.writeable)  # may overflow: masked below
+        finite = np.isfinite(aligned).all(axis=1)
+        if finite.all():
+            return aligned, mask
+        bad = mask & ~finite
+        if count and bad.any():
+            with self._lock:
+                self.stats.nonfinite[name] += int(bad.sum())
+            log.warning("feature %s, track %s: %d frames with NaN/inf masked", name, track, int(bad.sum()))
+        aligned[~finite] = 0
+        return aligned, mask & finite
+
     def align_track(self, ti: int) -> AlignedTrack:
-        """Align every feature of track `ti` onto its label frames (no caching)."""
+        """Every feature of track `ti` on its label frames (from views where written; no LRU)."""
         track = self.tracks[ti]
         n = int(self.n_frames[ti])
-        targets = frame_times(n, float(self.fps[ti]))
+        targets = self.label_times(ti)
         values: dict[str, np.ndarray] = {}
         masks: dict[str, np.ndarray] = {}
-        for name, source in self.sources.items():
-            group = source.group_for(track)
-            if group not in self._units[name]:
-                values[name] = np.zeros((n, source.dim), dtype=np.float16)
-                masks[name] = np.zeros(n, dtype=bool)
-                continue
-            raw = source.store.read(group)
-            flat = raw.values.reshape(len(raw.values), -1)
-            valid = np.asarray(raw.valid, dtype=bool) & np.isfinite(flat).all(axis=1)
-            bad_rows = int(np.asarray(raw.valid, dtype=bool).sum() - valid.sum())
-            if bad_rows:  # the store writer never leaves these; a store written some other way may
-                with self._lock:
-                    self.stats.nonfinite_rows[name] += bad_rows
-                log.warning("feature %s, group %s: %d rows with NaN/inf masked", name, group, bad_rows)
-            aligned, mask = _align_in_column_blocks(flat, raw.times, targets, valid, source.fill)
-            finite = np.isfinite(aligned).all(axis=1)
-            bad = mask & ~finite
-            if bad.any():
-                with self._lock:
-                    self.stats.nonfinite[name] += int(bad.sum())
-                log.warning("feature %s, track %s: %d frames with NaN/inf masked", name, track.name, int(bad.sum()))
-            if not finite.all():
-                aligned[~finite] = 0
-            values[name] = aligned
-            masks[name] = mask & finite
+        for name in self.sources:
+            values[name], masks[name] = self.align_feature(ti, name, targets)
         if track.labels is not None:
             labels = np.asarray(track.labels.values, dtype=np.float32)
             label_valid = np.asarray(track.labels.valid, dtype=bool)
@@ -276,8 +419,10 @@ class TrackDataset:
         return aligned
 
     def prefetch(self, track_ids: Sequence[int]) -> None:
-        """Start aligning tracks in the background (no-op for cached or in-flight ones)."""
+        """Start aligning tracks in the background (no-op for cached, in-flight or viewed ones)."""
         for ti in track_ids:
+            if self.view_ready(ti):
+                continue
             with self._lock:
                 busy = ti in self._lru or ti in self._inflight
             if not busy:
@@ -291,6 +436,8 @@ class TrackDataset:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for views in self.views.values():
+            views.close()
 
     # ---------------------------------------------------------------- windows and batches
     def epoch_order(self, rng: np.random.Generator, block_tracks: int = 8) -> list[int]:
@@ -316,14 +463,32 @@ class TrackDataset:
         labels = np.zeros((B, L, 2), dtype=np.float32)
         label_mask = np.zeros((B, L), dtype=bool)
         for b, ((ti, start), n) in enumerate(zip(items, lengths)):
-            aligned = self.track(ti)
             sl = slice(start, start + n)
-            for name in self.sources:
-                features[name][b, :n] = aligned.values[name][sl]
-                masks[name][b, :n] = aligned.masks[name][sl]
+            if self.view_ready(ti):  # slices of the on-disk views, no alignment and no LRU
+                track = self.tracks[ti]
+                for name in self.sources:
+                    view = self._view_files[name][ti]
+                    if view is None:
+                        continue
+                    mask = self._view_mask(name, ti, view)[sl]
+                    if self.standardizer is None or name not in self.standardizer.stats:
+                        # rows in a view are finite (masked when aligned): read straight into the batch
+                        self.views[name].read_into(view, start, features[name][b, :n])
+                        masks[name][b, :n] = mask
+                    else:
+                        features[name][b, :n], masks[name][b, :n] = self._finish(
+                            name, track.name, self.views[name].read(view, start, n), mask, count=False)
+                if track.labels is not None:
+                    labels[b, :n] = np.asarray(track.labels.values[sl], dtype=np.float32)
+                    label_mask[b, :n] = np.asarray(track.labels.valid[sl], dtype=bool)
+            else:
+                aligned = self.track(ti)
+                for name in self.sources:
+                    features[name][b, :n] = aligned.values[name][sl]
+                    masks[name][b, :n] = aligned.masks[name][sl]
+                labels[b, :n] = aligned.labels[sl]
+                label_mask[b, :n] = aligned.label_valid[sl]
             pad[b, :n] = True
-            labels[b, :n] = aligned.labels[sl]
-            label_mask[b, :n] = aligned.label_valid[sl]
         return Batch(
             features=features, masks=masks, pad=pad, labels=labels, label_mask=label_mask,
             track=np.array([ti for ti, _ in items], dtype=np.int64),
@@ -351,20 +516,26 @@ class TrackDataset:
 def _align_in_column_blocks(
     flat: np.ndarray, times: np.ndarray, targets: np.ndarray, valid: np.ndarray, fill: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """align_to_frames over blocks of columns, into one float16 (T, D) array: the same result with
-    temporaries (float64 inside the alignment) bounded to about ALIGN_BLOCK_BYTES, whatever the length."""
+    """align_to_frames over blocks of columns, into one (T, D) array of the store's precision (float16, or
+    float32 for wider stores): the same result with temporaries (float64 inside the alignment) bounded to
+    about ALIGN_BLOCK_BYTES, whatever the length."""
     n_rows, dim = flat.shape
     fast = _same_frames(flat, times, targets, valid, fill)
     if fast is not None:
         return fast
     block = max(1, min(dim, ALIGN_BLOCK_BYTES // (8 * max(n_rows, len(targets), 1))))
-    out = np.empty((len(targets), dim), dtype=np.float16)
+    out = np.empty((len(targets), dim), dtype=_aligned_dtype(flat))
     mask = np.zeros(len(targets), dtype=bool)
     for c in range(0, dim, block):
         part, mask = align_to_frames(flat[:, c : c + block], times, targets, valid=valid, nearest_fill=fill)
         with np.errstate(over="ignore"):
             out[:, c : c + block] = part  # float16: may overflow to inf, checked by the caller
     return out, mask
+
+
+def _aligned_dtype(flat: np.ndarray) -> type:
+    """float16 stores align to float16; a store kept wider (precision) keeps float32 until standardized."""
+    return np.float16 if flat.dtype == np.float16 else np.float32
 
 
 def _same_frames(
@@ -381,7 +552,7 @@ def _same_frames(
     mask[:m] = valid[:m]
     if fill is not None and not mask.all():
         return None
-    out = np.zeros((len(targets), flat.shape[1]), dtype=np.float16)
+    out = np.zeros((len(targets), flat.shape[1]), dtype=_aligned_dtype(flat))
     with np.errstate(over="ignore"):
         out[:m] = flat[:m]
     out[~mask] = 0
@@ -396,6 +567,11 @@ def build_dataset(
     fps: Mapping[str, float] | None = None,
     cache_mb: float = 1024.0,
     align_workers: int = 2,
+    views_dir: Path | None = None,
+    standardizer: "Standardizer | None" = None,
 ) -> TrackDataset:
     """A `TrackDataset` (kept as a function so the loop, evaluation and bench build it one way)."""
-    return TrackDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers)
+    return TrackDataset(
+        tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers, views_dir=views_dir,
+        standardizer=standardizer,
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,16 @@ class EnsembleSpec:
 
 
 def member_split(
-    member: str | Path, split: str, runs_dir: Path, device: str, **locations: Any
-) -> tuple[TrackDataset, list[np.ndarray], list[np.ndarray]]:
-    """A member run's dataset of `split` and its per-frame predictions (featureless frames filled)."""
+    member: str | Path, split: str, runs_dir: Path, device: str, check: Callable[[TrackDataset], Any] | None = None,
+    **locations: Any,
+) -> tuple[TrackDataset, list[np.ndarray], list[np.ndarray], Any]:
+    """A member run's dataset of `split`, its per-frame predictions (featureless frames filled), the
+    feature-present masks and what `check(dataset)` returned."""
     from train.restore import run_split_predictions
 
-    result = run_split_predictions(member, split, runs_dir, device, **locations)
+    result = run_split_predictions(member, split, runs_dir, device, check, **locations)
     filled = [fill_missing(p, m) for p, m in zip(result.preds.va, result.preds.has_feature)]
-    return result.dataset, filled, result.preds.has_feature
+    return result.dataset, filled, result.preds.has_feature, result.checked
 
 
 def combine(preds: list[list[np.ndarray]], weights_v: np.ndarray, weights_a: np.ndarray) -> list[np.ndarray]:
@@ -139,7 +142,7 @@ def build_ensemble(
     datasets, preds, present = [], [], []
     try:
         for d in dirs:
-            ds, p, m = member_split(d.path, "val", runs_dir, device, **locations)
+            ds, p, m, _ = member_split(d.path, "val", runs_dir, device, **locations)
             datasets.append(ds)
             preds.append(p)
             present.append(m)
@@ -183,16 +186,20 @@ def _scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     return {"ccc_v": float(v), "ccc_a": float(a), "P": float((v + a) / 2)}
 
 
-def ensemble_predictions(run: RunDir, split: str, device: str, **locations: Any) -> tuple[TrackDataset, SplitPredictions]:
-    """The ensemble's raw per-frame predictions of a split (its members' filled predictions combined)."""
+def ensemble_predictions(
+    run: RunDir, split: str, device: str, check: Callable[[TrackDataset], Any] | None = None, **locations: Any
+) -> tuple[TrackDataset, SplitPredictions, Any]:
+    """The ensemble's raw per-frame predictions of a split (its members' filled predictions combined), and
+    what `check` returned on the first member's dataset (every member's dataset is checked)."""
     spec = EnsembleSpec.load(run.path / ENSEMBLE_FILE)
     dirs = spec.member_dirs(run.path.parent)
     ref: TrackDataset | None = None
+    checked: Any = None
     preds, present = [], []
     for d in dirs:
-        ds, p, m = member_split(d.path, split, run.path.parent, device, **locations)
+        ds, p, m, c = member_split(d.path, split, run.path.parent, device, check, **locations)
         if ref is None:
-            ref = ds
+            ref, checked = ds, c
         else:
             if [t.name for t in ds.tracks] != [t.name for t in ref.tracks]:
                 ds.close()
@@ -202,7 +209,7 @@ def ensemble_predictions(run: RunDir, split: str, device: str, **locations: Any)
         present.append(m)
     assert ref is not None
     va = combine(preds, np.asarray(spec.weights_v), np.asarray(spec.weights_a))
-    return ref, SplitPredictions(va=va, has_feature=[np.logical_or.reduce(m) for m in zip(*present)])
+    return ref, SplitPredictions(va=va, has_feature=[np.logical_or.reduce(m) for m in zip(*present)]), checked
 
 
 def _write_report(run: RunDir, spec: EnsembleSpec, result: EvalResult) -> None:

@@ -38,6 +38,7 @@ class EvalResult:
     half_windows: tuple[int, int]  # (valence, arousal) half-windows of the moving average
     frames: int  # valid frames scored
     grid: dict[str, dict[int, float]] = field(default_factory=dict)  # ccc per half-window, when chosen
+    missing: dict = field(default_factory=dict)  # gaps accepted with --allow-missing (train.coverage.Coverage)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -205,20 +206,27 @@ def evaluate_run(
     split: str = "val",
     runs_dir: str = "artifacts/runs",
     device: str = "auto",
+    allow_missing: bool = False,
     **locations,
 ) -> EvalResult:
     """Recompute the CCC table of a run's best checkpoint on a labelled split (smoothing as chosen on
     validation at the end of training) and write it to evaluate_<split>.json."""
     from pathlib import Path
 
+    from train.coverage import check_coverage
     from train.restore import run_split_predictions
 
-    loaded = run_split_predictions(run, split, Path(runs_dir), device, **locations)
+    loaded = run_split_predictions(
+        run, split, Path(runs_dir), device, check=lambda ds: check_coverage(ds, split, allow_missing), **locations
+    )
     dataset = loaded.dataset
     try:
         if not dataset.has_labels:
             raise ValueError(f"split '{split}' has no labels to evaluate against")
         result = evaluate_predictions(dataset, loaded.preds, half_windows=loaded.half_windows)
+        coverage = loaded.checked
+        if not coverage.complete:
+            result.missing = coverage.to_dict()
     finally:
         dataset.close()
     loaded.run.write_json(loaded.run.path / f"evaluate_{split}.json", result.to_dict())

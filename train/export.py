@@ -8,7 +8,7 @@ Store layout: unit `track`, kind `frame`, one group per track of every exported 
 `values` (T, H + 2) float16 = [HeadOutput.hidden (H), VA prediction (2)] with T the track's label
 frames (test: the sample submission's frame count); windows are averaged per frame exactly as
 evaluation does (`predict_split`), the VA columns are that raw window average (tanh output, before
-featureless-frame filling and smoothing); `times` = label frame times [k/fps, (k+1)/fps);
+featureless-frame filling and smoothing); `times` = label frame times (`TrackDataset.label_times`);
 `valid` = frames where any of the run's input features was present. Group attributes: fps, frames,
 split, run.
 
@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache.media import frame_times
 from cache.store import FeatureMeta, FeatureStore, store_path
 from train.checkpoint import load_checkpoint
 from train.dataset import TrackDataset
@@ -48,7 +47,9 @@ EXPORT_VERSION = "1"
 SPLITS = ("train", "val", "test")
 # run config keys that say where things are, not what the model is (left out of the fingerprint)
 LOCATION_KEYS = ("runs_dir", "device")
-DATA_LOCATION_KEYS = ("data_root", "videos", "labels", "cache_dir", "cache_mb", "prefetch_batches", "align_workers")
+DATA_LOCATION_KEYS = (
+    "data_root", "videos", "labels", "cache_dir", "cache_mb", "prefetch_batches", "align_workers", "views", "views_dir",
+)
 
 
 @dataclass
@@ -269,7 +270,7 @@ def export_run(
             report.empty_splits.append(split)
             continue
         try:
-            todo = [ti for ti, t in enumerate(dataset.tracks) if force or not store.is_complete(t.name)]
+            todo = [ti for ti, t in enumerate(dataset.tracks) if force or not store.is_complete(t.name, check_chunks=True)]
             report.skipped[split] = len(dataset.tracks) - len(todo)
             report.written[split] = 0
             for model, ids in _models_for(split, loaded, fold_runs, dataset, todo, device):
@@ -281,7 +282,7 @@ def export_run(
                     fps = float(dataset.fps[ti])
                     report.dim = values.shape[1]
                     store.write(
-                        track.name, values, frame_times(len(values), fps), valid,
+                        track.name, values, dataset.label_times(ti)[: len(values)], valid,
                         attrs={"fps": fps, "frames": len(values), "split": split, "run": loaded.run.path.name},
                     )
                     report.written[split] += 1

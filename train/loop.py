@@ -16,17 +16,24 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cache.checks import check_no_overlap, dataset_dirs, require_dataset
 from cache.location import as_location
 from cache.manifest import load_manifest
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.config import TrainConfig
 from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
-from train.evaluate import EvalResult, evaluate_predictions, predict_split, score, postprocess
+from train.lock import run_lock
+from train.views import views_dir_for
+from train.evaluate import EvalResult, evaluate_predictions, input_features, predict_split, score, postprocess
+from train.finetune import backbone_feature, parameter_groups, save_backbone
 from train.model import build_model
+from train.progress import EpochProgress, ProgressSettings
 from cache.prefetch import Prefetcher
 from train.run import RunDir
+from train.tracking import MetricsWriter
+from train.weights import load_weights, save_weights, weights_file
+from train.standardize import Standardizer, run_standardizer
 from train.tensors import autocast, resolve_device, to_tensors
 
 log = logging.getLogger(__name__)
@@ -52,9 +59,15 @@ def run_name(cfg: TrainConfig) -> str:
 
 
 def open_split(
-    cfg: TrainConfig, split: str, sources: dict[str, FeatureSource], fps: dict[str, float] | None = None
+    cfg: TrainConfig,
+    split: str,
+    sources: dict[str, FeatureSource],
+    fps: dict[str, float] | None = None,
+    standardizer: Standardizer | None = None,
+    training: bool = False,
 ) -> TrackDataset:
-    """The dataset of one split of the manifest, with the run's windowing and cache settings."""
+    """The dataset of one split of the manifest, with the run's windowing, cache and standardization
+    (`training`: the batches the loop trains on, which a fine-tuned backbone may subsample)."""
     data = cfg.data
     splits = (split,)
     manifest = load_manifest(Path(data.data_root), data.videos and Path(data.videos), data.labels and Path(data.labels), splits)
@@ -64,8 +77,14 @@ def open_split(
         tracks = [t for t in tracks if t.name not in held]
     if not tracks:
         raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
+    if cfg.finetune:  # the backbone's feature is read as its input, not aligned (train/finetune.py)
+        from train.finetune import build_finetune_dataset
+
+        return build_finetune_dataset(cfg, tracks, sources, fps, training, standardizer)
     return build_dataset(
-        tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers
+        tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers,
+        views_dir=views_dir_for(data, tracks, sources),
+        standardizer=standardizer,
     )
 
 
@@ -91,25 +110,41 @@ def train(
     on_epoch_end: EpochHook | None = None,
     console: Console | None = None,
     fps: dict[str, float] | None = None,
+    progress: ProgressSettings | None = None,
 ) -> TrainResult:
     """Train cfg.model on cfg.data.features; write and return the run. `on_epoch_end(epoch, row)` is
-    called after each epoch's checkpoint is written (an exception there interrupts the run)."""
+    called after each epoch's checkpoint is written (an exception there interrupts the run). `progress`:
+    a bar on a terminal console, plain lines every N steps / M seconds otherwise."""
     console = console or Console(stderr=True)
+    where = (Path(cfg.data.data_root), cfg.data.videos and Path(cfg.data.videos), cfg.data.labels and Path(cfg.data.labels))
+    require_dataset(*where)
+    check_no_overlap(dataset_dirs(*where)[1])
+    with run_lock(Path(cfg.runs_dir) / run_name(cfg)):  # one process per run folder, released even on SIGKILL
+        return _train(cfg, resume, on_epoch_end, console, fps, progress)
+
+
+def _train(
+    cfg: TrainConfig, resume: bool, on_epoch_end: EpochHook | None, console: Console, fps,
+    progress: ProgressSettings | None = None,
+) -> TrainResult:
     cfg, run, state = _resolve_run(cfg, resume)
     sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
     if state is not None:
         run.check_fingerprints(sources)
-    run.make()
+    device = resolve_device(cfg.device)
+    train_ds = open_split(cfg, "train", sources, fps, training=True)
+    try:
+        val_ds = open_split(cfg, "val", sources, fps)
+    except BaseException:
+        train_ds.close()
+        raise
+    run.make()  # only once the data is known to be usable: a refused run leaves no folder behind
     cfg.name = run.path.name
     cfg.save(run.config)
     from recipes.provenance import write_provenance
 
     write_provenance(run.path, cfg)
     run.write_features(sources)
-
-    device = resolve_device(cfg.device)
-    train_ds = open_split(cfg, "train", sources, fps)
-    val_ds = open_split(cfg, "val", sources, fps)
     log.info(
         "run %s: %d train tracks (%d windows), %d val tracks, features %s, device %s",
         run.path, len(train_ds.tracks), len(train_ds), len(val_ds.tracks), train_ds.feature_dims, device,
@@ -117,13 +152,17 @@ def train(
     seed_everything(cfg.seed)
     model, has_regions = build_model(cfg, sources)
     model.to(device)
+    # the model's input streams are standardized (a mask-only feature such as audio reliability keeps its
+    # values); set before the first track is aligned
+    inputs = {n: sources[n] for n in input_features(model, list(sources)) if n != backbone_feature(model)}
+    train_ds.standardizer = val_ds.standardizer = run_standardizer(run, cfg, inputs, train_ds.tracks, state is not None)
     from train.losses import VALossConfig
 
     loss_cfg = VALossConfig(
         ccc_weights=tuple(cfg.loss_weights), regression=cfg.regression, regression_weight=cfg.regression_weight,
         region_lambda=cfg.lambda_region if has_regions else 0.0, region_sigma=cfg.region_sigma,
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", patience=cfg.plateau_patience, factor=cfg.plateau_factor
     )
@@ -139,10 +178,11 @@ def train(
     elif run.metrics.exists():
         run.metrics.unlink()
 
+    tracker = MetricsWriter(run.path, purge_step=loop["epoch"] + 1 if state is not None else None)
     try:
         while loop["epoch"] < cfg.epochs and loop["since_best"] < cfg.early_stop:
             epoch = loop["epoch"]
-            row = _train_epoch(cfg, model, optimizer, loss_cfg, train_ds, device, epoch, console)
+            row = _train_epoch(cfg, model, optimizer, loss_cfg, train_ds, device, epoch, console, progress)
             preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
             val = score(val_ds, [postprocess(p, m) for p, m in zip(preds.va, preds.has_feature)])
             scheduler.step(val["P"])
@@ -154,10 +194,13 @@ def train(
                 loop["since_best"] += 1
             row.update({f"val_{k}": v for k, v in val.items()}, best=improved)
             run.append_metrics(row)
+            tracker.log(row, step=epoch + 1)
             ckpt = _checkpoint(cfg, model, optimizer, scheduler, loop, train_ds.feature_dims)
             if improved:
                 save_checkpoint(run.best, ckpt)
+                save_weights(weights_file(run.path, "best"), model, _weights_metadata(run, epoch))
             save_checkpoint(run.last, ckpt)
+            save_weights(weights_file(run.path, "last"), model, _weights_metadata(run, epoch))
             console.print(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  val CCC_V {val['ccc_v']:.4f}  "
                 f"CCC_A {val['ccc_a']:.4f}  P {val['P']:.4f}{'  *' if improved else ''}  lr {row['lr']:.1e}  "
@@ -170,6 +213,7 @@ def train(
         train_ds.close()
         return _final_evaluation(cfg, run, model, val_ds, device, loop)
     finally:
+        tracker.close()
         train_ds.close()
         val_ds.close()
 
@@ -183,6 +227,7 @@ def _train_epoch(
     device: torch.device,
     epoch: int,
     console: Console,
+    settings: ProgressSettings | None = None,
 ) -> dict[str, Any]:
     from train.losses import va_loss
 
@@ -195,17 +240,12 @@ def _train_epoch(
     steps = 0
     start = time.perf_counter()
     loader = Prefetcher(dataset.batches(order, cfg.batch_size), depth=cfg.data.prefetch_batches)
-    progress = Progress(
-        TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("loss {task.fields[loss]}"), console=console, transient=True,
-    )
     try:
-        with progress:
-            task = progress.add_task("train", total=n_steps, epoch=f"{epoch + 1}/{cfg.epochs}", loss="-")
+        with EpochProgress(console, epoch, cfg.epochs, n_steps, settings) as progress:
             for batch in loader:
                 tb = to_tensors(batch, device)
                 if not bool(batch.label_mask.any()):
-                    progress.advance(task)
+                    progress.step(sums["total"] / steps if steps else None)
                     continue
                 with autocast(device):
                     out = model(tb.features, tb.masks, tb.pad)
@@ -222,7 +262,7 @@ def _train_epoch(
                 steps += 1
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
-                progress.update(task, advance=1, loss=f"{sums['total'] / steps:.4f}")
+                progress.step(sums["total"] / steps)
     finally:
         loader.close()
     elapsed = time.perf_counter() - start
@@ -236,7 +276,7 @@ def _train_epoch(
     }
     for k, v in sums.items():
         if k != "total":
-            row[f"train_{k}"] = v / max(steps, 1)
+            row[f"train_loss_{k}"] = v / max(steps, 1)  # a loss (1 - CCC for ccc), not a score
     return row
 
 
@@ -252,13 +292,18 @@ def _checkpoint(cfg, model, optimizer, scheduler, loop, feature_dims) -> dict[st
     }
 
 
+def _weights_metadata(run: RunDir, epoch: int) -> dict[str, str]:
+    return {"run": run.path.name, "epoch": str(epoch), "config": "config.json"}
+
+
 def _final_evaluation(
     cfg: TrainConfig, run: RunDir, model: torch.nn.Module, val_ds: TrackDataset, device: torch.device, loop: dict
 ) -> TrainResult:
     from train.report import write_report
 
-    if run.best.is_file():
-        model.load_state_dict(load_checkpoint(run.best, device)["model"])
+    if weights_file(run.path, "best").is_file():
+        load_weights(model, weights_file(run.path, "best"), device)
+    save_backbone(model, run.path)  # fine-tuned runs: RUN/backbone, loadable by extraction
     preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
     result = evaluate_predictions(val_ds, preds, grid=cfg.smooth_grid)
     run.write_json(run.eval_file("val"), {**result.to_dict(), "best_epoch": loop["best_epoch"]})

@@ -120,7 +120,8 @@ def va_loss(output: HeadOutput, true: Tensor, mask: Tensor, cfg: VALossConfig | 
         total = total + cfg.regression_weight * reg
         parts[cfg.regression] = reg.detach()
     if output.region_logits is not None and cfg.region_lambda > 0:
-        kl = region_kl_loss(output.region_logits, true, mask, cfg.region_sigma)
+        region_mask = output.extras.get("region_mask")  # frames whose logits are their own (fine-tuned CLIP)
+        kl = region_kl_loss(output.region_logits, true, mask if region_mask is None else mask & region_mask, cfg.region_sigma)
         total = total + cfg.region_lambda * kl
         parts["kl"] = kl.detach()
     parts["total"] = total.detach()

@@ -43,9 +43,14 @@ def head_options(cfg: TrainConfig, sources: Mapping[str, FeatureSource]) -> tupl
 
 def build_model(cfg: TrainConfig, sources: Mapping[str, FeatureSource]) -> tuple[nn.Module, bool]:
     """The head named by cfg.model over the features' flattened dims; also says whether it has
-    region prototypes. Imports only train.heads (never an extractor)."""
+    region prototypes. Imports only train.heads (never an extractor); with cfg.finetune, the backbone's
+    model loaders from extract/ (extract.models, extract.wavlm_model) too."""
     from train.heads import build_head
 
+    if getattr(cfg, "finetune", None):  # a trainable backbone top computes one feature (train/finetune.py)
+        from train.finetune import build_finetune_model
+
+        return build_finetune_model(cfg, sources)
     options, has_regions = head_options(cfg, sources)
     dims = {name: s.dim for name, s in sources.items()}
     model = build_head(cfg.model, dims, options)

@@ -107,15 +107,21 @@ def predict_run(
     runs_dir: str = "artifacts/runs",
     device: str = "auto",
     out: Path | None = None,
+    allow_missing: bool = False,
     **locations,
 ) -> Path:
     """Predict every frame of a split with the run's best checkpoint (smoothing chosen on validation,
-    frames without features interpolated, clipped) and write the checked submission CSV."""
+    frames without features interpolated, clipped) and write the checked submission CSV, with a sidecar
+    CSV.json saying what it was made from. Tracks lacking a feature the run needs are refused unless
+    `allow_missing` (then the sidecar lists them). An ensemble run predicts with its members combined."""
+    from train.coverage import check_coverage, write_sidecar
     from train.evaluate import postprocess
     from train.restore import run_split_predictions
 
-    loaded = run_split_predictions(run, split, Path(runs_dir), device, **locations)
-    dataset, raw = loaded.dataset, loaded.preds
+    loaded = run_split_predictions(
+        run, split, Path(runs_dir), device, check=lambda ds: check_coverage(ds, split, allow_missing), **locations
+    )
+    dataset, raw, coverage = loaded.dataset, loaded.preds, loaded.checked
     dataset.close()
     preds = {
         t.name: postprocess(p, m, loaded.half_windows) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)
@@ -136,5 +142,6 @@ def predict_run(
     path = Path(out) if out is not None else loaded.run.predictions / f"{split}.csv"
     write_submission(path, expected, preds)
     rows = validate_submission(path, expected)
+    write_sidecar(path, coverage, run=str(loaded.run.path), rows=rows, checked_against=str(sample) if sample else None)
     log.info("wrote %s: %d rows for %d tracks%s", path, rows, len(order), f", checked against {sample}" if sample else "")
     return path

@@ -12,6 +12,7 @@ from train.config import TrainConfig
 from train.dataset import TrackDataset
 from train.evaluate import EvalResult, SplitPredictions, postprocess
 from train.run import RunDir
+from train.standardize import Standardizer
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,16 @@ def plot_learning_curves(rows: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_track(name: str, fps: float, pred: np.ndarray, true: np.ndarray, valid: np.ndarray, path: Path) -> None:
+def plot_track(
+    name: str, fps: float, pred: np.ndarray, true: np.ndarray | None, valid: np.ndarray | None, path: Path
+) -> None:
+    """Predicted (and, when given, true) valence and arousal over time."""
     plt = _plt()
     t = np.arange(len(pred)) / fps
     fig, axes = plt.subplots(2, 1, figsize=(10, 4.5), sharex=True)
     for ax, c, label in zip(axes, (0, 1), ("valence", "arousal")):
-        ax.plot(t, np.where(valid, true[:, c], np.nan), color="black", lw=1, label="true")
+        if true is not None:
+            ax.plot(t, np.where(valid, true[:, c], np.nan), color="black", lw=1, label="true")
         ax.plot(t, pred[:, c], color="tab:red", lw=1, label="predicted")
         ax.set_ylim(-1.05, 1.05)
         ax.set_ylabel(label)
@@ -68,6 +73,13 @@ def plot_track(name: str, fps: float, pred: np.ndarray, true: np.ndarray, valid:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _standardized(standardizer: Standardizer | None, name: str) -> str:
+    stats = standardizer.stats.get(name) if standardizer is not None else None
+    if stats is None:
+        return "no"
+    return f"yes ({stats.rows} train rows" + (f", {len(stats.constant)} constant dims unscaled)" if stats.constant else ")")
 
 
 def write_report(
@@ -87,6 +99,7 @@ def write_report(
         plot_track(track.name, float(val_ds.fps[ti]), pred, track.labels.values, track.labels.valid, run.path / rel)
         plots.append((f"validation track {track.name} (smoothed predictions)", rel))
     features = run.read_features()
+    stats = Standardizer.load(run.standardization)
     best = max(rows, key=lambda r: r.get("val_P", -np.inf)) if rows else {}
     lines = [
         f"# Run {run.path.name}",
@@ -105,9 +118,10 @@ def write_report(
         "",
         "## Features",
         "",
-        "| feature | fingerprint | unit | dim | store |",
-        "|---|---|---|---:|---|",
-        *(f"| {n} | `{f['fingerprint']}` | {f['unit']} | {f['dim']} | {f['store']} |" for n, f in features.items()),
+        "| feature | fingerprint | unit | dim | standardized | store |",
+        "|---|---|---|---:|---|---|",
+        *(f"| {n} | `{f['fingerprint']}` | {f['unit']} | {f['dim']} | {_standardized(stats, n)} | {f['store']} |"
+          for n, f in features.items()),
         "",
         "## Plots",
         "",

@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from cache.location import as_location
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
-from train.dataset import FeatureSource, TrackDataset, open_features
+from cache.manifest import Track
+from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
 from train.evaluate import SplitPredictions, predict_split
 from train.loop import open_split
 from train.model import build_model
 from train.run import RunDir
+from train.standardize import Standardizer
 from train.tensors import resolve_device
+from train.weights import load_weights, weights_file
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +37,10 @@ class LoadedRun:
     model: torch.nn.Module
     device: torch.device
     half_windows: tuple[int, int]  # smoothing chosen on validation ((0, 0) when not yet chosen)
+    standardizer: Standardizer | None = None  # the statistics the run was trained with (None: raw values)
 
     def dataset(self, split: str, fps: dict[str, float] | None = None) -> TrackDataset:
-        return open_split(self.cfg, split, self.sources, fps)
+        return open_split(self.cfg, split, self.sources, fps, self.standardizer)
 
 
 def load_run(
@@ -63,17 +70,49 @@ def load_run(
         cfg.data.labels = str(labels)
     sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
     rd.check_fingerprints(sources)
+    standardizer = Standardizer.load(rd.standardization)
+    if standardizer is not None:
+        standardizer.check(sources)
     dev = resolve_device(device)
-    path = rd.best if checkpoint == "best" and rd.best.is_file() else rd.last
-    if not path.is_file():
-        raise FileNotFoundError(f"run {rd.path} has no checkpoint yet")
     model, _ = build_model(cfg, sources)
-    model.load_state_dict(load_checkpoint(path, dev)["model"])
+    load_run_weights(rd, model, dev, checkpoint)
     model.to(dev).eval()
     half = (0, 0)
     if rd.eval_file("val").is_file():
         half = tuple(json.loads(rd.eval_file("val").read_text(encoding="utf-8"))["half_windows"])
-    return LoadedRun(run=rd, cfg=cfg, sources=sources, model=model, device=dev, half_windows=half)
+    return LoadedRun(run=rd, cfg=cfg, sources=sources, model=model, device=dev, half_windows=half, standardizer=standardizer)
+
+
+def load_run_weights(rd: RunDir, model: torch.nn.Module, device: torch.device, checkpoint: str = "best") -> str:
+    """The run's best (or last) weights into `model`, from model[_last].safetensors (no pickle); a run folder
+    written before those files existed loads from its checkpoints/*.pt with torch.load(weights_only=True).
+    Best falls back to last when no epoch was best yet. Returns which was loaded."""
+    which = "best" if checkpoint == "best" and (weights_file(rd.path, "best").is_file() or rd.best.is_file()) else "last"
+    path = weights_file(rd.path, which)
+    if path.is_file():
+        load_weights(model, path, device)
+        return which
+    legacy = rd.best if which == "best" else rd.last
+    if not legacy.is_file():
+        raise FileNotFoundError(f"run {rd.path} has no checkpoint yet")
+    model.load_state_dict(load_checkpoint(legacy, device)["model"])
+    return which
+
+
+def predict_tracks(loaded: LoadedRun, tracks: list[Track]) -> dict[str, np.ndarray]:
+    """Per-frame (T, 2) valence/arousal of each track, as the submission has them: windows averaged,
+    featureless frames interpolated, smoothed as chosen on validation, clipped to [-1, 1]."""
+    from train.evaluate import postprocess, predict_split
+
+    data = loaded.cfg.data
+    dataset = build_dataset(tracks, loaded.sources, data.window, data.stride, cache_mb=data.cache_mb,
+                            align_workers=data.align_workers, standardizer=loaded.standardizer)
+    try:
+        raw = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
+    finally:
+        dataset.close()
+    return {t.name: postprocess(p, m, loaded.half_windows) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)}
+
 
 
 def _half_windows(rd: RunDir) -> tuple[int, int]:
@@ -91,24 +130,31 @@ class RunSplit:
     dataset: TrackDataset
     preds: SplitPredictions
     half_windows: tuple[int, int]
+    checked: Any = None  # what the `check` hook returned
 
 
 def run_split_predictions(
-    run: str | Path, split: str, runs_dir: Path = Path("artifacts/runs"), device: str = "auto", **locations
+    run: str | Path,
+    split: str,
+    runs_dir: Path = Path("artifacts/runs"),
+    device: str = "auto",
+    check: Callable[[TrackDataset], Any] | None = None,
+    **locations,
 ) -> RunSplit:
-    """Predictions of a trained run (its best checkpoint) or of an ensemble run (its members combined)."""
+    """Predictions of a trained run (its best checkpoint) or of an ensemble run (its members combined).
+    `check(dataset)` runs before predicting (e.g. the coverage check); its result is kept as `checked`."""
     from train.ensemble import ensemble_predictions, is_ensemble
 
     rd = RunDir.resolve(run, Path(runs_dir))
     if is_ensemble(rd):
-        dataset, preds = ensemble_predictions(rd, split, device, **locations)
-        return RunSplit(rd, TrainConfig.load(rd.config), dataset, preds, _half_windows(rd))
+        dataset, preds, checked = ensemble_predictions(rd, split, device, check, **locations)
+        return RunSplit(rd, TrainConfig.load(rd.config), dataset, preds, _half_windows(rd), checked)
     loaded = load_run(rd.path, Path(runs_dir), device, **locations)
     dataset = loaded.dataset(split)
     try:
+        checked = check(dataset) if check is not None else None
         preds = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
     except BaseException:
         dataset.close()
         raise
-    cfg = loaded.cfg
-    return RunSplit(loaded.run, cfg, dataset, preds, loaded.half_windows)
+    return RunSplit(loaded.run, loaded.cfg, dataset, preds, loaded.half_windows, checked)

@@ -1,15 +1,21 @@
 """The run folder: where each artefact of a training run lives, and the checks on reopening one.
 
 <runs>/<name>/
+  .lock                  flock held by the training process (train/lock.py): one run per folder
   config.json            resolved TrainConfig
   features.json          per feature: fingerprint, unit, kind, dim, store path
+  standardization.json   per feature: the train-split mean/std applied to its inputs (absent: raw inputs)
   metrics.jsonl          one JSON object per epoch
-  checkpoints/last.pt    model, optimiser, scheduler, loop and RNG state after the last finished epoch
+  events.out.tfevents.*  the same metrics for TensorBoard
+  model.safetensors      model weights at the best validation P (what evaluate/predict/export load)
+  model_last.safetensors model weights after the last finished epoch
+  checkpoints/last.pt    model, optimiser, scheduler, loop and RNG state after the last finished epoch (--resume)
   checkpoints/best.pt    same, at the best validation P
   eval_<split>.json      raw and smoothed CCC table, smoothing half-windows
   report.md              the CCC table and the plots
   plots/*.png            learning curves, predicted vs true V/A for a few validation tracks
-  predictions/<split>.csv
+  predictions/<split>.csv, <split>.csv.json   submission and what it was made from (train/coverage.py)
+  predictions/videos/    predict --videos: <video>.csv and <video>.png per bare video
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from train.dataset import FeatureSource
+
+
+# per-part loss columns were named like scores before; they hold losses (1 - CCC, MSE, MAE, KL)
+LEGACY_COLUMNS = {f"train_{part}": f"train_loss_{part}" for part in ("ccc", "mse", "mae", "kl")}
 
 
 class FingerprintChanged(RuntimeError):
@@ -45,6 +55,7 @@ class RunDir:
     # paths
     config = property(lambda self: self.path / "config.json")
     features = property(lambda self: self.path / "features.json")
+    standardization = property(lambda self: self.path / "standardization.json")
     metrics = property(lambda self: self.path / "metrics.jsonl")
     checkpoints = property(lambda self: self.path / "checkpoints")
     last = property(lambda self: self.path / "checkpoints" / "last.pt")
@@ -94,9 +105,11 @@ class RunDir:
             handle.write(json.dumps(dict(row), sort_keys=True) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """Rows as written; columns of older runs are read under today's names (`train_ccc` -> `train_loss_ccc`)."""
         if not self.metrics.is_file():
             return []
-        return [json.loads(line) for line in self.metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [json.loads(line) for line in self.metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [{LEGACY_COLUMNS.get(k, k): v for k, v in row.items()} for row in rows]
 
     def truncate_metrics(self, before_epoch: int) -> None:
         """Keep only rows of epochs < before_epoch (rows written after the last checkpoint go)."""

@@ -31,12 +31,17 @@ def resolve_device(name: str) -> torch.device:
 def to_tensors(batch: Batch, device: torch.device) -> TensorBatch:
     nb = device.type == "cuda"
     return TensorBatch(
-        features={k: torch.from_numpy(v).to(device, non_blocking=nb).float() for k, v in batch.features.items()},
+        features={k: _float(torch.from_numpy(v).to(device, non_blocking=nb)) for k, v in batch.features.items()},
         masks={k: torch.from_numpy(v).to(device, non_blocking=nb) for k, v in batch.masks.items()},
         pad=torch.from_numpy(batch.pad).to(device, non_blocking=nb),
         labels=torch.from_numpy(batch.labels).to(device, non_blocking=nb),
         label_mask=torch.from_numpy(batch.label_mask).to(device, non_blocking=nb),
     )
+
+
+def _float(t: torch.Tensor) -> torch.Tensor:
+    """Features to float32; integer arrays (uint8 face crops, index maps) stay as they are."""
+    return t.float() if t.is_floating_point() else t
 
 
 def autocast(device: torch.device):

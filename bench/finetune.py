@@ -1,0 +1,236 @@
+"""Training a backbone top from the cache vs from raw video, in one run.
+
+    python bench/finetune.py                       # small: 2 sample videos of 8 s, tiny CLIP, 24-layer narrow WavLM
+    python bench/finetune.py --clip ViT-B-16 --wavlm large --seconds 20   # real architectures (random weights)
+    python bench/finetune.py --clip ViT-B-16 --wavlm large --device cuda  # on a GPU (bf16 autocast in training)
+
+For `wavlm:4` and `clip:2`, prints training frames per second (label frames through the model, each
+once: window = stride) with the top fed from the cache (`wavlm_hidden` / `face_crops` + the backbone top,
+`train/finetune.py`) and with the same model fed from raw video, their ratio (targets: >= 5x for
+wavlm:4 of 24 layers, >= 3x for clip:2), peak RSS and the share of the step time spent waiting for data.
+
+Raw video costs, per epoch, what the cache saves, plus the same training step:
+- wavlm: decode the audio and run the frozen lower layers on the 4 s / 2 s windows (exactly the
+  `wavlm_hidden` extraction), then the top layers train as in the cached path;
+- clip: decode, face detection and tracking, crops (the `faces` + `face_crops` extraction, with the crops
+  written uncompressed so their compression is not charged to the raw path), then the whole tower runs
+  on the crops (frozen prefix without gradient, the top K training) as in the cached path.
+So raw seconds per frame = extraction seconds per frame + cached training seconds per frame. Each phase
+runs in its own process (peak RSS per phase).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+VIDEOS = ("video20", "video2")
+SPECS = ("wavlm:4", "clip:2")
+
+
+def build_wavlm(folder: Path, size: str) -> str:
+    """A randomly initialised 24-layer WavLM (WavLM-Large's depth and front end); `small` narrows the
+    transformer (hidden 256) so a shared CPU can run it, `large` is WavLM-Large's shape."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    if (folder / "config.json").is_file():
+        return str(folder)
+    torch.manual_seed(0)
+    kw = dict(num_hidden_layers=24, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
+    if size == "small":
+        kw.update(hidden_size=256, num_attention_heads=4, intermediate_size=1024)
+    else:
+        kw.update(hidden_size=1024, num_attention_heads=16, intermediate_size=4096)
+    WavLMModel(WavLMConfig(**kw)).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=True).save_pretrained(folder)
+    return str(folder)
+
+
+DEVICE = os.environ.get("AFFCACHE_BENCH_DEVICE", "cpu")  # set from --device for every phase
+
+
+def options(work: Path, features: list[str], cache: str, refs: dict[str, str], force: bool = False, **kw):
+    from extract.runner import RunOptions
+
+    return RunOptions(split="train", features=features, data_root=work / "data", cache_dir=work / cache,
+                      models_dir=work / "models", profile="tiny", device=DEVICE, progress=False, batch_size=16,
+                      model_refs=refs, force=force, configs={"wavlm_hidden": {"top_layers": 4}}, **kw)
+
+
+def phase_setup(work: Path, args: argparse.Namespace) -> dict:
+    from cache.sample_data import SampleConfig, write_sample_dataset
+    from extract.runner import run_extraction
+
+    if not (work / "data").is_dir():
+        write_sample_dataset(work / "data", SampleConfig.short(VIDEOS, args.seconds))
+    refs = {"wavlm_hidden": build_wavlm(work / "models" / f"wavlm24-{args.wavlm}", args.wavlm)}
+    if args.clip != "tiny":
+        refs["face_crops"] = args.clip
+    summary = run_extraction(options(work, ["faces", "face_crops", "wavlm_hidden"], "cache", refs))
+    return {"ok": summary.ok, "refs": refs}
+
+
+def _config(work: Path, spec: str, refs: dict[str, str], steps: int, window: int, frames: int = 0):
+    from train.config import DataConfig, TrainConfig
+
+    feature = "wavlm_hidden" if spec.startswith("wavlm") else "face_crops"
+    ref = refs.get(feature)
+    data = DataConfig(features=[feature], data_root=str(work / "data"), cache_dir=str(work / "cache"),
+                      window=window, stride=window)
+    return TrainConfig(model="gru", data=data, name=f"bench-{spec.replace(':', '-')}", runs_dir=str(work / "runs"),
+                       head={"hidden": 32, "gru_hidden": 32}, batch_size=2, lr=2e-4, device=DEVICE,
+                       lambda_region=0.0, max_steps_per_epoch=steps,
+                       finetune={"spec": spec, "profile": "tiny", "models_dir": str(work / "models"),
+                                 "frames_per_window": frames if spec.startswith("clip") else 0,
+                                 **({"ref": ref} if ref else {})})
+
+
+def phase_cached(work: Path, spec: str, refs: dict[str, str], steps: int, window: int, frames: int = 0) -> dict:
+    """Train the top from the cache: label frames per second and data wait share."""
+    import numpy as np
+    import torch
+
+    from cache.location import as_location
+    from cache.prefetch import Prefetcher
+    from train.dataset import open_features
+    from train.finetune import parameter_groups
+    from train.loop import open_split
+    from train.losses import va_loss
+    from train.model import build_model
+    from train.tensors import autocast, resolve_device, to_tensors
+
+    torch.set_num_threads(1)
+    device = resolve_device(DEVICE)
+    cfg = _config(work, spec, refs, steps, window, frames)
+    sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features)
+    dataset = open_split(cfg, "train", sources, training=True)
+    model, _ = build_model(cfg, sources)
+    model.to(device)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
+    order = dataset.epoch_order(np.random.default_rng(0))
+    order = (order * (1 + steps * cfg.batch_size // max(len(order), 1)))[: steps * cfg.batch_size]
+    model.train()
+    frames, n = 0, 0
+    loader = Prefetcher(dataset.batches(order, cfg.batch_size), depth=2)
+    start = time.perf_counter()
+    try:
+        for batch in loader:
+            tb = to_tensors(batch, device)
+            with autocast(device):  # bf16 on CUDA, as the training loop
+                out = model(tb.features, tb.masks, tb.pad)
+            loss, _ = va_loss(out, tb.labels, tb.label_mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            frames += int(batch.length.sum())
+            n += 1
+            if n == 1:  # the first step pays one-off costs (allocations); time the rest
+                start, frames, loader.wait_s = time.perf_counter(), 0, 0.0
+    finally:
+        loader.close()
+        dataset.close()
+    elapsed = time.perf_counter() - start
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"fps": frames / elapsed, "frames": frames, "seconds": elapsed, "wait_share": loader.wait_s / elapsed,
+            "trainable_params": trainable}
+
+
+def phase_raw(work: Path, spec: str, refs: dict[str, str]) -> dict:
+    """What raw video costs per epoch before the same step: the extraction the cache saves."""
+    from cache.store import StoreLayout
+    from extract.face_crops import FaceCropsExtractor
+    from extract.runner import run_extraction
+
+    if spec.startswith("wavlm"):
+        features = ["wavlm_hidden"]
+    else:
+        features = ["faces", "face_crops"]
+        FaceCropsExtractor.store_layout = StoreLayout(chunk_rows=32, cname="lz4", clevel=0, shuffle="noshuffle")
+    summary = run_extraction(options(work, features, "raw-cache", refs, force=True))
+    frames = sum(_label_frames(work).values())  # the label frames an epoch trains on
+    return {"seconds": summary.seconds, "frames": frames, "decode_wait": summary.decode_wait, "ok": summary.ok}
+
+
+def _label_frames(work: Path) -> dict[str, int]:
+    from cache.manifest import load_manifest
+
+    manifest = load_manifest(work / "data", splits=("train",))
+    return {t.name: len(t.labels) for t in manifest.split("train")}
+
+
+def run_phase(argv: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"phase {argv[:3]} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / "artifacts" / "bench-finetune")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each sample video")
+    parser.add_argument("--steps", type=int, default=6, help="training steps timed per cached phase")
+    parser.add_argument("--window", type=int, default=400, help="label frames per window (= stride; 400 as in training)")
+    parser.add_argument("--clip", default="tiny", help="tiny | an open_clip name (e.g. ViT-B-16, random weights)")
+    parser.add_argument("--wavlm", default="small", choices=("small", "large"))
+    parser.add_argument("--frames-per-window", type=int, default=0,
+                        help="clip: frames per window through the tower in training (0 = all)")
+    parser.add_argument("--specs", default=",".join(SPECS), help="which of wavlm:4, clip:2 to run")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (extraction and training alike)")
+    parser.add_argument("--phase", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--refs", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    work = args.work.resolve()
+    global DEVICE
+    DEVICE = os.environ["AFFCACHE_BENCH_DEVICE"] = args.device
+    if args.phase:
+        refs = json.loads(args.refs)
+        if args.phase == "setup":
+            result = phase_setup(work, args)
+        elif args.phase == "cached":
+            result = phase_cached(work, args.spec, refs, args.steps, args.window, args.frames_per_window)
+        else:
+            result = phase_raw(work, args.spec, refs)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("RESULT " + json.dumps(result))
+        return
+    common = ["--work", str(work), "--seconds", str(args.seconds), "--clip", args.clip, "--wavlm", args.wavlm,
+              "--device", args.device]
+    setup = run_phase([*common, "--phase", "setup"])
+    refs = json.dumps(setup["refs"])
+    print(f"cache at {work} (2 sample videos of {args.seconds:g} s; clip={args.clip}, wavlm=24 layers {args.wavlm}; "
+          f"device {args.device}, CPU threads {os.environ.get('OMP_NUM_THREADS', '1')})")
+    for spec in [s for s in args.specs.split(",") if s]:
+        cached = run_phase([*common, "--phase", "cached", "--spec", spec, "--refs", refs,
+                            "--steps", str(args.steps), "--window", str(args.window),
+                            "--frames-per-window", str(args.frames_per_window)])
+        raw = run_phase([*common, "--phase", "raw", "--spec", spec, "--refs", refs])
+        raw_spf = raw["seconds"] / raw["frames"] + 1 / cached["fps"]
+        ratio = cached["fps"] * raw_spf
+        target = 5.0 if spec.startswith("wavlm") else 3.0
+        print(f"{spec}: from cache {cached['fps']:.1f} frames/s (data wait {100 * cached['wait_share']:.1f}%, "
+              f"peak RSS {cached['peak_rss_mb']:.0f} MB, {cached['trainable_params']:,} trainable parameters); "
+              f"from raw video {1 / raw_spf:.1f} frames/s (extraction {raw['seconds']:.1f} s for {raw['frames']} frames, "
+              f"peak RSS {raw['peak_rss_mb']:.0f} MB); ratio {ratio:.1f}x (target >= {target:g}x)")
+
+
+if __name__ == "__main__":
+    main()

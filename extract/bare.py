@@ -1,0 +1,88 @@
+"""Extraction for a bare folder of videos (no annotations): one track per video, named by its stem, and
+extractor settings copied from existing stores so the new stores get the same fingerprints (a trained run
+then accepts them)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from cache.location import Location
+from cache.manifest import Manifest, Track, VIDEO_EXTENSIONS, find_videos
+from cache.store import FeatureStore, store_exists, store_path
+from extract.base import DEFAULT_MODELS_DIR, get_extractor, with_dependencies
+from extract.runner import RunOptions, RunSummary, run_extraction
+
+log = logging.getLogger(__name__)
+
+BARE_SPLIT = "videos"
+
+
+def bare_manifest(videos: Path | Sequence[Path]) -> Manifest:
+    """A video folder (searched recursively for .mp4/.avi) or a list of files -> one unlabelled track each."""
+    if isinstance(videos, (str, Path)):
+        root = Path(videos)
+        if root.is_file():
+            found = {root.stem: root}
+        elif root.is_dir():
+            found = find_videos(root)
+        else:
+            raise FileNotFoundError(f"no video folder or file {root}")
+    else:
+        found = {Path(p).stem: Path(p) for p in videos}
+    if not found:
+        raise FileNotFoundError(f"no {' or '.join(VIDEO_EXTENSIONS)} videos under {videos}")
+    return Manifest(tracks=[Track(name=stem, split=BARE_SPLIT, video=path) for stem, path in sorted(found.items())])
+
+
+def extractable(features: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(features an extractor makes, features made some other way: export, import)."""
+    made, other = [], []
+    for name in features:
+        try:
+            get_extractor(name)
+            made.append(name)
+        except KeyError:
+            other.append(name)
+    return made, other
+
+
+def options_like(
+    features: Sequence[str], reference_cache: Location | None, cache_dir: Location, models_dir: Path = DEFAULT_MODELS_DIR,
+    device: str = "auto", batch_size: int = 32,
+) -> RunOptions:
+    """Extraction options for `features` (and what they require) with each extractor's config, model reference
+    and profile read from the store of the same name in `reference_cache` (the defaults where there is none)."""
+    names = with_dependencies(list(features))
+    configs: dict[str, dict] = {}
+    refs: dict[str, str] = {}
+    tiny = False
+    for name in names:
+        path = store_path(reference_cache, name) if reference_cache is not None else None
+        if path is None or not store_exists(path):
+            continue
+        meta = FeatureStore.open(path).meta
+        configs[name] = {k: v for k, v in meta.config.items() if k != "inputs"}  # inputs: recomputed
+        if meta.model_ref.startswith("tiny/") or meta.model_ref == "tiny":
+            tiny = True
+        elif meta.model_ref:
+            refs[name] = meta.model_ref
+    return RunOptions(
+        split=BARE_SPLIT, features=list(features), cache_dir=cache_dir, models_dir=Path(models_dir),
+        profile="tiny" if tiny else "full", device=device, model_refs=refs, configs=configs, batch_size=batch_size,
+    )
+
+
+def extract_videos(
+    videos: Path | Sequence[Path], features: Sequence[str], cache_dir: Location, reference_cache: Location | None = None,
+    models_dir: Path = DEFAULT_MODELS_DIR, device: str = "auto", profile: str | None = None, progress: bool = True,
+) -> tuple[Manifest, RunSummary]:
+    """Extract `features` for every video (resumable like `pipeline.py extract`); stores under cache_dir keyed
+    by video stem. `profile` overrides the one read from the reference stores."""
+    manifest = bare_manifest(videos)
+    opts = options_like(features, reference_cache, cache_dir, models_dir, device)
+    if profile is not None:
+        opts.profile = profile
+    opts.progress = progress
+    return manifest, run_extraction(opts, manifest=manifest)

@@ -1,0 +1,127 @@
+"""`face_crops`: each track's aligned face crops at the CLIP input size, uint8, so that the visual tower
+(or its top blocks) can be trained from the cache without decoding a video or finding a face again.
+
+A crop is exactly what the `clip` extractor feeds its model, stopped before normalisation: the same
+`crop_faces` box crop (memoised on the batch, so `clip` and `face_crops` in one run crop once), then the
+geometric part of open_clip's own eval transform (resize, centre crop) for the model's input size.
+`train/backbones.py` applies the normalisation (x / 255 − mean) / std, which reproduces the `clip`
+embeddings (tests/test_finetune.py).
+
+Storage: (N, S, S, 3) uint8, S = the model's input size (224 for ViT-B/16 and for the tiny model),
+chunks of 32 rows, blosc-zstd with bit shuffle (lossless; the choice and its sizes are in
+docs/DESIGN.md). Frames without a face are black rows with valid False. The store's extra
+`input_spec` records the model, input size and normalisation it was made for; training refuses a
+backbone with another model or size.
+
+Memory: a track's crops are spilled to a temporary file as they come (150 KB a frame) and handed to the
+store as a memory map, written in chunk-sized blocks, so a long video never sits in RAM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cache.store import FeatureStore, StoreLayout
+from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, box_crops, register
+
+log = logging.getLogger(__name__)
+
+INPUT_SPEC_EXTRA = "input_spec"
+CROP_LAYOUT = StoreLayout(chunk_rows=32, cname="zstd", clevel=3, shuffle="bitshuffle")
+
+
+@dataclass
+class FaceCropsConfig:
+    crop_size: int = 256  # box crop side before CLIP's own resize / centre crop (as `clip`)
+    crop_margin: float = 0.1
+
+
+@register
+class FaceCropsExtractor(CropExtractor):
+    name = "face_crops"
+    Config = FaceCropsConfig
+    family = "open_clip"
+    version = "1"
+    store_dtype = "uint8"
+    store_layout = CROP_LAYOUT
+    autocast = False
+
+    def __init__(self, config: FaceCropsConfig | None = None, profile: str = "full", model_ref: str | None = None, **kw: Any):
+        super().__init__(config, profile, model_ref, **kw)
+        self.geometric: Any = None
+        self.spec: dict[str, Any] = {}
+        self._spill: str | None = None
+
+    def weights_digest(self) -> str:
+        return ""  # crops depend on the architecture's input transform, not on its weights
+
+    def load(self, device: str = "cpu") -> None:
+        from extract.models import clip_input_spec, clip_preprocess_parts, load_open_clip
+
+        super().load(device)
+        model, preprocess, _ = load_open_clip(self.model_ref, "cpu")
+        self.geometric, _, _ = clip_preprocess_parts(preprocess)
+        self.spec = clip_input_spec(model, self.public_model_ref(), preprocess)
+        del model
+
+    @property
+    def size(self) -> int:
+        return int(self.spec["image_size"])
+
+    def write_extras(self, store: FeatureStore) -> None:
+        store.put_extra(INPUT_SPEC_EXTRA, np.array([self.size], dtype=np.int64), self.spec)
+
+    def to_input(self, crops: np.ndarray) -> np.ndarray:
+        """(B, c, c, 3) box crops -> (B, S, S, 3) uint8 model-input crops (before normalisation)."""
+        from PIL import Image
+
+        out = np.zeros((len(crops), self.size, self.size, 3), dtype=np.uint8)
+        for i, crop in enumerate(crops):
+            out[i] = np.asarray(self.geometric(Image.fromarray(crop)), dtype=np.uint8)
+        return out
+
+    def begin(self, video: VideoContext) -> dict[str, Any]:
+        self._clean_spill()
+        self._spill = tempfile.mkdtemp(prefix="affcache-crops-")
+        files = {t: open(os.path.join(self._spill, f"{i}.u8"), "wb") for i, t in enumerate(video.tracks)}
+        return {"files": files, "rows": {t: [] for t in video.tracks}}
+
+    def process_crops(self, state: dict[str, Any], batch: CropBatch) -> None:
+        crops, ok = box_crops(batch, self.config.crop_size, self.config.crop_margin)
+        rows = np.zeros((len(ok), self.size, self.size, 3), dtype=np.uint8)
+        rows[ok] = self.to_input(crops)
+        state["files"][batch.track].write(rows.tobytes())
+        state["rows"][batch.track].append((batch.times.copy(), ok.copy()))
+
+    def end(self, state: dict[str, Any]) -> dict[str, UnitResult]:
+        out = {}
+        shape = (self.size, self.size, 3)
+        for track, handle in state["files"].items():
+            handle.close()
+            rows = state["rows"][track]
+            times = np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, 2))
+            valid = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, dtype=bool)
+            if len(valid):
+                values = np.memmap(handle.name, dtype=np.uint8, mode="r", shape=(len(valid), *shape))
+            else:
+                values = np.zeros((0, *shape), dtype=np.uint8)
+            os.unlink(handle.name)  # the map stays readable until it is dropped
+            out[track] = UnitResult(values, times, valid, {"model": self.spec["model"], "image_size": self.size})
+        return out
+
+    def _clean_spill(self) -> None:
+        if self._spill is not None:
+            import shutil
+
+            shutil.rmtree(self._spill, ignore_errors=True)
+            self._spill = None
+
+    def close(self) -> None:
+        self._clean_spill()
+        self.geometric = None

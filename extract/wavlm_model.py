@@ -1,0 +1,113 @@
+"""WavLM as a model, without the extractor: loading (hub id or local folder, real or tiny alike), the
+tiny model, and the window geometry shared by extraction (`extract/wavlm.py`) and by training the top
+layers from the cache (`train/backbones.py`), which must cut and stitch windows the same way.
+
+Frames: WavLM's convolutional front end has a 400-sample receptive field and a 320-sample stride, so a
+window starting at sample s (a multiple of 320) gives frames that are exactly the global frames
+s/320, s/320 + 1, ... of a full-length pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from extract.models import ModelFamily, register_family
+
+WAVLM_HUB_ID = "microsoft/wavlm-large"
+STRIDE = 320  # samples per frame at 16 kHz (20 ms)
+RECEPTIVE = 400  # samples seen by one frame (25 ms)
+
+
+@dataclass
+class WavlmBundle:
+    feature_extractor: object
+    model: object
+    ref: str
+
+    def dim(self, config) -> int:
+        """Values per frame for a `WavlmConfig` (layers, combine)."""
+        hidden = int(self.model.config.hidden_size)
+        return hidden * len(config.layers) if config.combine == "concat" else hidden
+
+
+def load_wavlm(ref: str | Path = WAVLM_HUB_ID, device: str = "cpu", dtype: str | None = None) -> WavlmBundle:
+    """Load the feature extractor and model from a hub id or local folder (real or tiny alike)."""
+    import torch
+    from transformers import AutoFeatureExtractor, WavLMModel
+
+    ref = str(ref)
+    feature_extractor = AutoFeatureExtractor.from_pretrained(ref)
+    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+    model = WavLMModel.from_pretrained(ref, **kwargs)
+    model.eval().to(device)
+    return WavlmBundle(feature_extractor=feature_extractor, model=model, ref=ref)
+
+
+def build_tiny_wavlm(folder: Path, seed: int = 0, pos_kernel: int = 16) -> Path:
+    """Save a small randomly initialised WavLMModel (+ feature extractor) to `folder`: the real classes
+    and the real 400/320-sample front end with narrow layers (WavLM-Large's layer-norm variant)."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = WavLMConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        conv_dim=(32,) * 7, feat_extract_norm="layer", do_stable_layer_norm=True,
+        num_conv_pos_embeddings=pos_kernel, num_conv_pos_embedding_groups=4,
+    )
+    WavLMModel(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(folder)
+    return folder
+
+
+def n_frames(n_samples: int) -> int:
+    """Frames WavLM's front end gives for n_samples (0 when shorter than one receptive field)."""
+    return 0 if n_samples < RECEPTIVE else (n_samples - RECEPTIVE) // STRIDE + 1
+
+
+def window_plan(n_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """[start, end) sample ranges of the windows; starts on the frame grid, last one ends at n_samples."""
+    window = max(RECEPTIVE, window // STRIDE * STRIDE)
+    hop = max(STRIDE, hop // STRIDE * STRIDE)
+    if n_samples <= window:
+        return [(0, n_samples)]
+    plans: list[tuple[int, int]] = []
+    start = 0
+    while start + window < n_samples:
+        plans.append((start, start + window))
+        start += hop
+    last_start = (n_samples - window) // STRIDE * STRIDE
+    # A full-length window ending exactly at n_samples; its frames reach the last global frame.
+    if plans and last_start == plans[-1][0]:
+        plans[-1] = (last_start, n_samples)  # the loop's last window, stretched by < 320 samples
+    else:
+        plans.append((last_start, n_samples))
+    return plans
+
+
+def ownership(plans: list[tuple[int, int]], total: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each global frame, the window it is taken from and its index inside that window."""
+    owner = np.full(total, -1, dtype=np.int64)
+    score = np.full(total, -np.inf)
+    for w, (s0, s1) in enumerate(plans):
+        first, count = s0 // STRIDE, n_frames(s1 - s0)
+        g = np.arange(first, min(first + count, total))
+        local = g - first
+        centrality = np.minimum(local, count - 1 - local).astype(np.float64)
+        better = centrality > score[g]  # strict: ties keep the earlier window
+        owner[g[better]] = w
+        score[g[better]] = centrality[better]
+    if (owner < 0).any():
+        raise RuntimeError(f"{int((owner < 0).sum())} frames covered by no window")  # a bug, never data
+    local = np.arange(total) - np.array([plans[w][0] // STRIDE for w in owner], dtype=np.int64)
+    return owner, local
+
+
+register_family(ModelFamily("wavlm", WAVLM_HUB_ID, lambda folder: str(build_tiny_wavlm(folder)), load_wavlm))

@@ -1,0 +1,95 @@
+"""Experiment tracking: TensorBoard event files in every run folder with the keys of metrics.jsonl, and
+`pipeline.py runs` comparing the runs of a runs dir (table, sort, --diff)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from train.config import DataConfig, TrainConfig
+from train.loop import train
+from train.synthetic import SynthConfig, default_tracks, make_synthetic
+
+torch.set_num_threads(1)
+
+
+def _cfg(base: Path, name: str, lr: float, window: int = 48, epochs: int = 2) -> TrainConfig:
+    data = DataConfig(features=["clip"], data_root=str(base / "data"), cache_dir=str(base / "cache"), window=window, stride=window)
+    return TrainConfig(model="gru", data=data, name=name, runs_dir=str(base / "runs"), head={"hidden": 8}, epochs=epochs,
+                       lr=lr, batch_size=4, device="cpu", smooth_grid=[0, 2], max_steps_per_epoch=6)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tracking")
+    make_synthetic(base / "data", base / "cache", SynthConfig(tracks=default_tracks(3, 2, 0, (150, 200), seed=2)))
+    train(_cfg(base, "slow", lr=1e-4))
+    train(_cfg(base, "fast", lr=3e-2, window=32, epochs=3))
+    return base
+
+
+def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_every_run_folder_has_tensorboard_curves_of_its_metrics(base):
+    run = base / "runs" / "fast"
+    assert list(run.glob("events.out.tfevents.*"))
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    numeric = {k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
+    scalars = _scalars(run)
+    assert set(scalars) == numeric  # the same names as metrics.jsonl, whatever they are
+    assert {"train_loss", "val_P", "val_ccc_v", "lr"} <= set(scalars)
+    for key in numeric:
+        assert [s for s, _ in scalars[key]] == [1, 2, 3]
+        assert [v for _, v in scalars[key]] == pytest.approx([r[key] for r in rows], rel=1e-5, abs=1e-7)
+
+
+def test_resume_replaces_the_curves_after_the_checkpoint(base):
+    run = base / "runs" / "fast"
+    train(_cfg(base, "fast", lr=3e-2, window=32, epochs=4), resume=True)
+    scalars = _scalars(run)
+    assert [s for s, _ in scalars["val_P"]] == [1, 2, 3, 4]  # no step written twice
+
+
+def test_runs_table_sort_and_diff(base):
+    from pipeline import app
+
+    runner = CliRunner()
+    runs = str(base / "runs")
+    out = runner.invoke(app, ["runs", "--runs-dir", runs, "--sort", "name"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    header = next(l for l in out.output.splitlines() if "┃" in l)
+    assert "name" in header and "best val P" in header and "smoothing" in header
+    body = [l for l in out.output.splitlines() if "│" in l]
+    assert [l.split("│")[1].strip() for l in body] == ["fast", "slow"]
+    slow = json.loads((base / "runs" / "slow" / "eval_val.json").read_text())
+    cells = [c.strip() for c in body[1].split("│")[1:-1]]
+    assert cells[:4] == ["slow", "gru", "clip", "2"]
+    assert cells[4] == f"{slow['smoothed']['P']:.4f}" and cells[5] == f"{slow['smoothed']['ccc_v']:.4f}"
+    hv, ha = slow["half_windows"]
+    assert cells[7] == f"V {hv}, A {ha}"
+
+    by_p = runner.invoke(app, ["runs", "--runs-dir", runs, "--sort", "P"], env={"COLUMNS": "200"})
+    order = [l.split("│")[1].strip() for l in by_p.output.splitlines() if "│" in l]
+    p = {n: json.loads((base / "runs" / n / "eval_val.json").read_text())["smoothed"]["P"] for n in ("fast", "slow")}
+    assert order == sorted(p, key=p.get, reverse=True)
+
+    diff = runner.invoke(app, ["runs", "--runs-dir", runs, "--diff", "slow", "fast"], env={"COLUMNS": "200"})
+    assert diff.exit_code == 0, diff.output
+    keys = {l.split("│")[1].strip(): l for l in diff.output.splitlines() if "│" in l}
+    assert set(keys) == {"lr", "data.window", "data.stride", "epochs"}
+    assert "0.0001" in keys["lr"] and "0.03" in keys["lr"]
+
+    bad = runner.invoke(app, ["runs", "--runs-dir", runs, "--sort", "loss"])
+    assert bad.exit_code == 1 and "--sort must be one of" in bad.output
+    missing = runner.invoke(app, ["runs", "--runs-dir", runs, "--diff", "slow", "nope"])
+    assert missing.exit_code == 1 and "no run 'nope'" in missing.output

@@ -1,0 +1,179 @@
+"""Aligned views: the same batches as the lazy path, shared on disk, rebuilt when stale, safe to kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cache.manifest import load_manifest
+from cache.store import FeatureStore, store_path
+from train.dataset import TrackDataset, open_features
+from train.synthetic import SynthConfig, SynthTrack, make_synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+FEATURES = ["clip", "wavlm"]
+
+
+@pytest.fixture()
+def synth(tmp_path):
+    tracks = [
+        SynthTrack("duo_left", "train", 25.0, 530),
+        SynthTrack("duo_right", "train", 25.0, 530),
+        SynthTrack("solo", "train", 30.0, 90),
+        SynthTrack("long", "train", 15.0, 1200),
+        SynthTrack("other", "val", 15.0, 401),
+    ]
+    make_synthetic(tmp_path / "data", tmp_path / "cache", SynthConfig(tracks=tracks, invalid_share=0.1, no_face_share=0.1))
+    return tmp_path
+
+
+def _dataset(root: Path, views_dir: Path | None, split: str = "train", fill=None) -> TrackDataset:
+    manifest = load_manifest(root / "data", splits=(split,))
+    sources = open_features(root / "cache", FEATURES, fill)
+    return TrackDataset(manifest.split(split), sources, window=200, stride=75, views_dir=views_dir)
+
+
+def _all_batches(ds: TrackDataset):
+    return list(ds.batches(ds.sequential_order(), 4))
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for name in FEATURES:
+            np.testing.assert_array_equal(x.features[name], y.features[name])
+            np.testing.assert_array_equal(x.masks[name], y.masks[name])
+        np.testing.assert_array_equal(x.labels, y.labels)
+        np.testing.assert_array_equal(x.label_mask, y.label_mask)
+        np.testing.assert_array_equal(x.pad, y.pad)
+
+
+def _view_files(views_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(views_dir)): p.read_bytes() for p in sorted(views_dir.rglob("*.npy"))}
+
+
+def test_views_give_the_lazy_batches_and_are_reused(synth):
+    lazy = _dataset(synth, None)
+    expected = _all_batches(lazy)
+    lazy.close()
+
+    views_dir = synth / "views"
+    first = _dataset(synth, views_dir)
+    assert not any(first.view_ready(ti) for ti in range(len(first.tracks)))
+    _assert_same(_all_batches(first), expected)  # first use aligns and writes the views
+    assert all(first.view_ready(ti) for ti in range(len(first.tracks)))
+    aligned_first = first.stats.aligned_tracks
+    first.close()
+    assert aligned_first == len(first.tracks)
+
+    second = _dataset(synth, views_dir)  # another run: slices of the views, nothing aligned
+    _assert_same(_all_batches(second), expected)
+    assert second.stats.aligned_tracks == 0
+    # a 50 Hz store aligned onto 25/30/15 fps frames: one file pair per (feature, track)
+    assert len(list((views_dir / "wavlm").rglob("*.mask.npy"))) == 4
+    second.close()
+
+    # another fill setting is another view, never the same files
+    filled = _dataset(synth, views_dir, fill={"clip": float("inf")})
+    filled.build_views()
+    assert len([p for p in (views_dir / "clip").iterdir() if p.is_dir()]) == 2
+    filled.close()
+
+
+def test_standardized_batches_are_the_same_from_views(synth):
+    from train.standardize import fit_standardizer
+
+    lazy = _dataset(synth, None)
+    lazy.standardizer = fit_standardizer(lazy.sources, lazy.tracks)
+    expected = _all_batches(lazy)
+    lazy.close()
+    for _ in range(2):  # first use (aligned, written) then from the views
+        ds = _dataset(synth, synth / "views")
+        ds.standardizer = fit_standardizer(ds.sources, ds.tracks)
+        _assert_same(_all_batches(ds), expected)
+        ds.close()
+    assert abs(float(np.concatenate([b.features["clip"][b.masks["clip"]] for b in expected]).astype(np.float32).mean())) < 0.2
+
+
+def test_a_reextracted_store_makes_its_views_stale(synth):
+    views_dir = synth / "views"
+    ds = _dataset(synth, views_dir)
+    ds.build_views()
+    ds.close()
+    before = _view_files(views_dir)
+
+    # re-extract one track's group with other values (same fingerprint, as `extract --force` would)
+    store = FeatureStore.open(store_path(synth / "cache", "clip"))
+    old = store.read("solo")
+    writable = FeatureStore.create_or_open(store.path, store.meta)
+    writable.write("solo", old.values + 1, old.times, old.valid, attrs={k: v for k, v in old.attrs.items()
+                                                                         if k not in ("complete", "rows", "chunks", "content_digest")})
+
+    again = _dataset(synth, views_dir)
+    ti = [t.name for t in again.tracks].index("solo")
+    assert not again.view_ready(ti)
+    assert all(again.view_ready(i) for i in range(len(again.tracks)) if i != ti)
+    values, mask = again.align_feature(ti, "clip")
+    np.testing.assert_allclose(values[mask], (old.values[: len(values)] + 1)[mask], atol=1e-2)
+    again.close()
+    after = _view_files(views_dir)
+    stale = [k for k in before if k.split("/")[-1].startswith("solo.") and k.startswith("clip/")]
+    assert stale and not any(k in after for k in stale)  # the stale pair was replaced, not kept beside
+    assert len(after) == len(before)
+
+
+_BUILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+import numpy as np
+from cache.manifest import load_manifest
+from train.dataset import TrackDataset, open_features
+import train.views as views
+
+slow = views.FeatureViews.write
+def write(self, *a, **k):
+    out = slow(self, *a, **k)
+    print("wrote", flush=True)
+    time.sleep(0.5)
+    return out
+views.FeatureViews.write = write
+manifest = load_manifest({data!r}, splits=("train",))
+ds = TrackDataset(manifest.split("train"), open_features({cache!r}, {features!r}), window=200, stride=75,
+                  views_dir={views!r}, align_workers=1)
+ds.build_views()
+print("done", flush=True)
+"""
+
+
+def test_a_build_killed_half_way_then_rebuilt_equals_a_clean_build(synth):
+    views_dir = synth / "views"
+    script = _BUILD.format(root=str(ROOT), data=str(synth / "data"), cache=str(synth / "cache"),
+                           features=FEATURES, views=str(views_dir))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    seen = 0
+    deadline = time.time() + 120
+    while seen < 3 and time.time() < deadline:
+        if proc.stdout.readline().startswith("wrote"):
+            seen += 1
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert seen == 3
+    partial = _dataset(synth, views_dir)
+    ready = sum(partial.view_ready(ti) for ti in range(len(partial.tracks)))
+    assert 0 < ready < len(partial.tracks)  # killed half-way
+    partial.build_views()
+    partial.close()
+
+    clean_dir = synth / "clean"
+    clean = _dataset(synth, clean_dir)
+    clean.build_views()
+    clean.close()
+    assert _view_files(views_dir) == _view_files(clean_dir)
+    assert not list(views_dir.rglob("*.tmp-*"))

@@ -1,0 +1,272 @@
+"""Aligned views: each feature aligned once onto a track's label frames and kept on disk.
+
+Aligning a store onto label frames (an overlap matrix per track, in float64) costs far more than a
+training step on a GPU. A view does it once per (track, feature) and keeps the result as two `.npy`
+files, float16 values (T, D) contiguous and a (T,) mask, so a training batch is a few contiguous reads.
+
+Layout: `VIEWS_DIR/<feature>/<store fingerprint>-<fill>/<track>.<key>.npy` and `….mask.npy`, where
+`key` hashes what the aligned rows depend on beyond the store's fingerprint: the group's identity
+(its `content_digest`, a hash of the rows written, so a group re-extracted with other rows gets a new key), the
+label-frame times (the fps table, the frame count) and the view format. A stale file is never read:
+its key no longer matches, and it is replaced when the track is next aligned.
+
+Views are per track, so every split, fold and run over the same stores shares them. A file is
+written under a temporary name and renamed into place (values last, so the values file's presence
+means the pair is complete); a process killed while writing leaves only a temporary file, which the
+next build of that feature folder removes. Two processes aligning the same track write identical
+files; the last rename wins.
+
+Reads go through `os.pread` on a kept file descriptor rather than a memory map, so what a run reads
+counts against the page cache, not the process's memory: RSS stays flat whatever the split's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cache.location import Location, is_url
+
+log = logging.getLogger(__name__)
+
+VIEW_FORMAT = "1"
+_TMP = re.compile(r"\.tmp-(\d+)-")
+
+
+def default_views_dir(cache_dir: Location) -> Path:
+    """`CACHE_DIR/_views` for a local cache; `artifacts/views` when the cache is an fsspec URL."""
+    if is_url(str(cache_dir)):
+        return Path("artifacts/views")
+    return Path(str(cache_dir)) / "_views"
+
+
+def _fill_tag(fill: float | None) -> str:
+    return "nofill" if fill is None else f"fill{fill:g}"
+
+
+def track_key(group_attrs: dict, targets: np.ndarray) -> str:
+    """What a track's aligned rows depend on besides the store fingerprint and the fill."""
+    identity = {
+        "format": VIEW_FORMAT,
+        "content": group_attrs.get("content_digest"),
+        # groups written before `content_digest` existed: their recorded identity and size
+        "source": group_attrs.get("source"),
+        "rows": group_attrs.get("rows"),
+        "frames": len(targets),
+        "targets": hashlib.sha256(np.ascontiguousarray(targets, dtype=np.float64).tobytes()).hexdigest()[:16],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ViewFile:
+    """One (track, feature) view on disk."""
+
+    track: str
+    key: str
+    values: Path
+    mask: Path
+
+    def exists(self) -> bool:
+        return self.values.is_file() and self.mask.is_file()
+
+
+class FeatureViews:
+    """The views of one feature store (one fingerprint, one fill setting) in a views folder."""
+
+    def __init__(self, views_dir: Path, feature: str, fingerprint: str, fill: float | None, dim: int):
+        self.folder = Path(views_dir) / feature / f"{fingerprint}-{_fill_tag(fill)}"
+        self.feature, self.dim = feature, dim
+        self._fds: OrderedDict[Path, tuple[int, int, int, np.dtype]] = OrderedDict()  # path -> (fd, offset, rows, dtype)
+        self._lock = threading.Lock()
+        self._cleaned = False
+
+    def file(self, track: str, key: str) -> ViewFile:
+        return ViewFile(track=track, key=key, values=self.folder / f"{track}.{key}.npy",
+                        mask=self.folder / f"{track}.{key}.mask.npy")
+
+    # ---------------------------------------------------------------- writing
+    def write(self, track: str, key: str, values: np.ndarray, mask: np.ndarray) -> ViewFile:
+        """Write one track's aligned rows atomically and drop the track's files of other keys."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_tmp()
+        target = self.file(track, key)
+        tag = f".tmp-{os.getpid()}-{threading.get_ident()}"
+        tmp_values = target.values.with_name(target.values.name + tag)
+        tmp_mask = target.mask.with_name(target.mask.name + tag)
+        dtype = np.float32 if values.dtype == np.float32 else np.float16  # the store's precision
+        values = np.ascontiguousarray(values, dtype=dtype).reshape(len(values), self.dim)
+        for path, array in ((tmp_mask, np.ascontiguousarray(mask, dtype=bool)), (tmp_values, values)):
+            with open(path, "wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+        os.replace(tmp_mask, target.mask)
+        os.replace(tmp_values, target.values)  # last: the values file means the pair is complete
+        own = re.compile(rf"^{re.escape(track)}\.([0-9a-f]{{16}})(\.mask)?\.npy$")
+        for old in self.folder.glob(f"{glob_escape(track)}.*.npy"):
+            match = own.match(old.name)
+            if match and match.group(1) != key:
+                old.unlink(missing_ok=True)
+        return target
+
+    def _remove_stale_tmp(self) -> None:
+        """Temporary files left by killed writers (their process is gone)."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        for path in self.folder.glob("*.tmp-*"):
+            match = _TMP.search(path.name)
+            if match and not _pid_alive(int(match.group(1))):
+                path.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- reading
+    def mask(self, view: ViewFile) -> np.ndarray:
+        return np.load(view.mask, allow_pickle=False)
+
+    def read(self, view: ViewFile, start: int = 0, n: int | None = None) -> np.ndarray:
+        """Rows [start, start + n) of the values (the whole track when n is None) by one pread."""
+        with self._lock:  # an fd evicted by another thread is never read after its close
+            fd, offset, rows, dtype = self._open(view.values)
+            row_bytes = dtype.itemsize * self.dim
+            n = rows - start if n is None else n
+            buf = os.pread(fd, n * row_bytes, offset + start * row_bytes)
+        if len(buf) != n * row_bytes:
+            raise OSError(f"{view.values}: short read ({len(buf)} of {n * row_bytes} bytes); delete it to rebuild")
+        return np.frombuffer(buf, dtype=dtype).reshape(n, self.dim)
+
+    def read_into(self, view: ViewFile, start: int, out: np.ndarray) -> None:
+        """Rows [start, start + len(out)) straight into `out` (one preadv, no copy) when `out` is a contiguous
+        array of the view's dtype; otherwise through `read`."""
+        n = len(out)
+        with self._lock:
+            fd, offset, rows, dtype = self._open(view.values)
+            if out.dtype == dtype and out.flags.c_contiguous and out.shape[1:] == (self.dim,):
+                row_bytes = dtype.itemsize * self.dim
+                got = os.preadv(fd, [memoryview(out).cast("B")], offset + start * row_bytes)
+                if got != n * row_bytes:
+                    raise OSError(f"{view.values}: short read ({got} of {n * row_bytes} bytes); delete it to rebuild")
+                return
+        out[...] = self.read(view, start, n)
+
+    def _open(self, path: Path) -> tuple[int, int, int, np.dtype]:
+        """(fd, offset of the data, rows, dtype) of a values file; the caller holds the lock."""
+        if path in self._fds:
+            self._fds.move_to_end(path)
+            return self._fds[path]
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(f)
+            offset = f.tell()
+        if dtype not in (np.float16, np.float32) or fortran or len(shape) != 2 or shape[1] != self.dim:
+            raise OSError(f"{path}: not a float (T, {self.dim}) view; delete it to rebuild")
+        self._fds[path] = (os.open(path, os.O_RDONLY), offset, int(shape[0]), np.dtype(dtype))
+        while len(self._fds) > 256:  # a bounded number of open files
+            _, (old_fd, *_) = self._fds.popitem(last=False)
+            os.close(old_fd)
+        return self._fds[path]
+
+    def close(self) -> None:
+        with self._lock:
+            for fd, *_ in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def views_size(views_dir: Path) -> int:
+    """Bytes on disk under a views folder."""
+    return sum(p.stat().st_size for p in Path(views_dir).rglob("*.npy") if p.is_file())
+
+
+def fits_on_disk(views_dir: Path, needed_bytes: int, margin: float = 1.2) -> bool:
+    """Whether `needed_bytes` (with a margin) fit in the free space where the views go."""
+    probe = Path(views_dir)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free > needed_bytes * margin
+
+
+def views_dir_for(data, tracks, sources) -> Path | None:
+    """Where a dataset's aligned views go, or None for the lazy path: `data.views` off, or the views would
+    not fit on the disk (then the run aligns in RAM, as it says)."""
+    if not data.views:
+        return None
+    views_dir = Path(data.views_dir) if data.views_dir else default_views_dir(data.cache_dir)
+    frames = sum(len(t.labels) if t.labels is not None else int(t.n_frames or 0) for t in tracks)
+    needed = frames * sum(2 * s.dim + 1 for s in sources.values())
+    if not fits_on_disk(views_dir, needed):
+        log.warning(
+            "aligned views of %d frames need about %.1f GiB, more than is free under %s: aligning in RAM instead "
+            "(data.views_dir=… puts them elsewhere)", frames, needed / 2**30, views_dir,
+        )
+        return None
+    return views_dir
+
+
+def build_split_views(
+    features: list[str],
+    split: str,
+    data_root: Path,
+    cache_dir: str,
+    fill: str = "",
+    views_dir: str | None = None,
+    videos: Path | None = None,
+    labels: Path | None = None,
+    console=None,
+) -> str:
+    """Write the missing aligned views of every track of a split (`pipeline.py align`); returns a summary."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from train.config import DataConfig, TrainConfig, parse_fill
+    from train.dataset import open_features
+    from train.loop import open_split
+
+    data = DataConfig(
+        features=features, data_root=str(data_root), videos=str(videos) if videos else None,
+        labels=str(labels) if labels else None, cache_dir=str(cache_dir), nearest_fill=parse_fill(fill),
+        views=True, views_dir=views_dir,
+    )
+    sources = open_features(cache_dir, data.features, data.nearest_fill)
+    start = time.perf_counter()
+    dataset = open_split(TrainConfig(model="-", data=data), split, sources)
+    try:
+        if not dataset.views:
+            raise ValueError(f"no room for the aligned views of split '{split}' (see the warning above)")
+        with Progress(TextColumn("aligning {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=console, transient=True) as progress:
+            task = progress.add_task(split, total=len(dataset.tracks))
+            aligned = dataset.build_views(progress=lambda done, total: progress.update(task, completed=done, total=total))
+        folder = next(iter(dataset.views.values())).folder.parent.parent
+    finally:
+        dataset.close()
+    frames = int(dataset.n_frames.sum())
+    return (f"{split}: {len(dataset.tracks)} tracks, {frames:,} frames of {', '.join(features)}: "
+            f"{aligned} tracks aligned, {len(dataset.tracks) - aligned} already in views under {folder} "
+            f"({time.perf_counter() - start:.1f} s; {views_size(folder) / 2**20:,.0f} MiB there)")
