@@ -327,7 +327,10 @@ def extract(
     videos: Videos = None,
     labels: Labels = None,
     cache_dir: CacheDir = DEFAULT_CACHE,
-    profile: Profile = "full",
+    profile: Annotated[
+        Literal["full", "tiny"],
+        typer.Option("--profile", help="full (real weights) | tiny (small random models); default: tiny on the built-in sample, else full"),
+    ] = "full",
     device: Device = "auto",
     force: Annotated[bool, typer.Option("--force", help="Redo groups that are already complete.")] = False,
     face_weights: Annotated[
@@ -353,7 +356,7 @@ def extract(
     from extract.progress import print_summary
     from extract.runner import ExtractionError, parse_shard, run_extraction
     from recipes.cli import explicit_extract_values, typed_flags
-    from recipes.extract import build_run_options
+    from recipes.extract import build_run_options, default_profile
 
     flags = typed_flags(ctx, dict(
         split=split, features=features, data_root=data_root, videos=videos, labels=labels, cache_dir=cache_dir,
@@ -366,7 +369,9 @@ def extract(
     except ExtractionError as err:
         raise typer.BadParameter(str(err), param_hint="--shard") from None
     with one_line_errors("extract"):
-        opts = build_run_options(config or [], overrides or [], explicit_extract_values(flags))
+        explicit = explicit_extract_values(flags)
+        where = explicit.get("data_root", data_root)
+        opts = build_run_options(config or [], overrides or [], explicit, defaults={"profile": default_profile(where)})
         summary = run_extraction(opts)
     print_summary(console, summary)
     if not summary.ok:

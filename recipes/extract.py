@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.loader import ConfigError, merge_layers, schema_class, validate
+from recipes.loader import ConfigError, merge_layers, nested, schema_class, validate
 
 
 def _extractor(name: str) -> type:
@@ -51,13 +51,16 @@ def extract_schema(config_features: Iterable[str]) -> DictConfig:
 
 
 def build_run_options(
-    files: Iterable[str | Path] = (), overrides: Iterable[str] = (), explicit: Mapping[str, Any] | None = None
+    files: Iterable[str | Path] = (), overrides: Iterable[str] = (), explicit: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Any:
-    """RunOptions from config files < overrides < explicit values (dotted keys)."""
+    """RunOptions from defaults < config files < overrides < explicit values (dotted keys)."""
     from cache.location import as_location
     from extract.runner import RunOptions
 
     raw = merge_layers(list(files), list(overrides), explicit)
+    if defaults:
+        raw = OmegaConf.merge(nested(defaults), raw)
     named = list((raw.get("configs") or {}).keys())
     for name in named:
         _extractor(str(name))
@@ -73,3 +76,11 @@ def build_run_options(
         values["shard"] = tuple(values["shard"])
     return RunOptions(**values)
 
+
+
+def default_profile(data_root: str | Path) -> str:
+    """The extraction profile when none is given: `tiny` on the built-in sample (it carries the sample's
+    ground-truth index), `full` (real weights) on any other dataset."""
+    from cache.sample_data import GROUND_TRUTH_INDEX
+
+    return "tiny" if (Path(data_root) / GROUND_TRUTH_INDEX).is_file() else "full"

@@ -191,11 +191,14 @@ def make_command(feature: str, data_root: str, cache_dir: str) -> str:
 
 
 def check_stores(cfg: TrainConfig) -> None:
-    """Every input store exists; the first missing one ends the command with one line naming the feature
-    and the command that makes it."""
+    """The dataset is there and every input store exists; the first missing one ends the command with one
+    line naming the feature and the command that makes it."""
+    from cache.checks import require_dataset
     from cache.location import as_location
     from cache.store import store_exists, store_path
 
+    data = cfg.data
+    require_dataset(Path(data.data_root), data.videos and Path(data.videos), data.labels and Path(data.labels))
     for name in cfg.data.features:
         path = store_path(as_location(cfg.data.cache_dir), name)
         if not store_exists(path):

@@ -183,7 +183,7 @@ def test_overrides_beat_files_and_typed_flags_beat_overrides(monkeypatch, tmp_pa
 
     seen = {}
 
-    def fake_train(cfg, resume=False, console=None):
+    def fake_train(cfg, resume=False, console=None, **_):
         seen["cfg"] = cfg
         raise SystemExit(0)
 
