@@ -75,7 +75,7 @@ train: $(STAMP)
 RECIPE ?= ras
 .PHONY: reproduce
 reproduce: $(STAMP)
-	$(PY) pipeline.py reproduce $(RECIPE) --data-root $(DATA) --cache-dir $(CACHE) --profile $(PROFILE) --device $(DEVICE) $(REPRODUCE_ARGS)
+	$(PY) pipeline.py reproduce $(RECIPE) --data-root $(DATA) --cache-dir $(CACHE) $(PROFILE_ARG) --device $(DEVICE) $(REPRODUCE_ARGS)
 
 # stacking: a run's per-frame [hidden, VA] as the feature store CACHE/NAME.zarr, e.g.
 #   make export RUN=gru-clip-s42 NAME=face_gru && make train MODEL=raav FEATURES=face_gru,wavlm,qwen3vl,audio_reliability

@@ -170,3 +170,13 @@ def test_make_extract_and_make_train_on_the_sample_as_written(tmp_path):
     cfg = json.loads((tmp_path / "runs" / "sample-gru" / "config.json").read_text())
     assert cfg["model"] == "gru" and cfg["data"]["features"] == ["clip"]
     assert json.loads((tmp_path / "runs" / "sample-gru" / "eval_val.json").read_text())["frames"] > 0
+
+
+@pytest.mark.parametrize("extra, expected", [((), "pipeline.py reproduce ras --data-root artifacts/sample --cache-dir artifacts/features --device auto"),
+                                             (("PROFILE=full", "DATA=/data/aw2"), "--data-root /data/aw2 --cache-dir artifacts/features --profile full")])
+def test_make_reproduce_command_line(extra, expected):
+    """`make reproduce RECIPE=ras` (the recipe's own default profile, tiny) and with DATA=… PROFILE=full."""
+    done = subprocess.run(["make", "-n", "-s", "-C", str(ROOT), "-o", ".venv/.installed", "reproduce", "RECIPE=ras", *extra],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert expected in " ".join(done.stdout.split()), done.stdout
