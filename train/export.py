@@ -284,6 +284,7 @@ def export_run(
                     store.write(
                         track.name, values, dataset.label_times(ti)[: len(values)], valid,
                         attrs={"fps": fps, "frames": len(values), "split": split, "run": loaded.run.path.name},
+                        dtype="auto",  # float16 unless a column (e.g. a nearly constant VA prediction) would lose precision
                     )
                     report.written[split] += 1
         finally:
