@@ -197,8 +197,9 @@ def reproduce(recipe: str, opts: ReproduceOptions, console: Any) -> Path:
         })
         summary = run_extraction(run_opts)
         print_summary(console, summary)
-        failed_videos += summary.failed
-        status = f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed"
+        partial = list(getattr(summary, "partial", []))
+        failed_videos += [*summary.failed, *(f"partial: {line}" for line in partial)]
+        status = f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed, {len(partial)} partial"
         results.append(StepResult(f"features {split}", "-", ", ".join(run_opts.features), status, time.perf_counter() - start))
 
     run_names = {s.name: f"{name}-{s.name}" for s in spec.steps}
@@ -275,6 +276,7 @@ def render_report(name: str, spec: ReproduceRecipe, opts: ReproduceOptions, resu
             f"{_fmt(s.get('P'))} | {_fmt(raw.get('P'))} | {_fmt(p.ccc_v)} | {_fmt(p.ccc_a)} | {_fmt(p.P)} | {p.note} |"
         )
     if failed_videos:
-        lines += ["", "## Videos that failed extraction", "", *(f"- {line}" for line in failed_videos)]
+        lines += ["", "## Videos that failed extraction or are partial (stored, fewer frames than declared)", "",
+                  *(f"- {line}" for line in failed_videos)]
     lines.append("")
     return "\n".join(lines)
