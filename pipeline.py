@@ -306,15 +306,31 @@ def verify(
 # ---------------------------------------------------------------- stage 1: extract
 
 
+ConfigFiles = Annotated[
+    list[Path] | None,
+    typer.Option("--config", help="Recipe YAML, repeatable (later files win), e.g. configs/ras/face.yaml; see configs/README.md."),
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(help="key=value recipe overrides after the options, e.g. head.layers=4 optim.lr=5e-5 (flags typed on the command line win).", show_default=False),
+]
+
+
 @app.command()
 def extract(
+    ctx: typer.Context = None,  # type: ignore[assignment]  (None when called from Python: every argument counts as given)
+    overrides: Overrides = None,
+    config: ConfigFiles = None,
     split: Split = "train",
     features: Features = "faces,mouth,landmarks,clip",
     data_root: DataRoot = DEFAULT_DATA,
     videos: Videos = None,
     labels: Labels = None,
     cache_dir: CacheDir = DEFAULT_CACHE,
-    profile: Profile = "full",
+    profile: Annotated[
+        Literal["full", "tiny"],
+        typer.Option("--profile", help="full (real weights) | tiny (small random models); default: tiny on the built-in sample, else full"),
+    ] = "full",
     device: Device = "auto",
     force: Annotated[bool, typer.Option("--force", help="Redo groups that are already complete.")] = False,
     face_weights: Annotated[
@@ -338,23 +354,24 @@ def extract(
     Exit status 1 also when a video is partial: stored, but fewer frames decoded than its container
     declares or its labels need (listed with the counts)."""
     from extract.progress import print_summary
-    from extract.runner import ExtractionError, RunOptions, run_extraction
-    from extract.runner import parse_shard
+    from extract.runner import ExtractionError, parse_shard, run_extraction
+    from recipes.cli import explicit_extract_values, typed_flags
+    from recipes.extract import build_run_options, default_profile
 
-    refs = checks.model_refs(model)
-    if face_weights is not None:
-        refs["faces"] = str(face_weights)
-    opts = RunOptions(
-        split=split, features=checks.feature_list(features), data_root=data_root,
-        videos_dir=videos, labels_dir=labels, cache_dir=as_location(cache_dir), profile=profile, device=device, force=force,
-        model_refs=refs, batch_size=batch_size, on_mismatch="new" if new_store else "refuse", models_dir=models_dir,
-    )
-    opts.backend, opts.address, opts.cpus_per_task, opts.gpus_per_task = backend, address, cpus_per_task, gpus_per_task
+    flags = typed_flags(ctx, dict(
+        split=split, features=features, data_root=data_root, videos=videos, labels=labels, cache_dir=cache_dir,
+        profile=profile, device=device, force=force, face_weights=face_weights, model=model, batch_size=batch_size,
+        new_store=new_store, models_dir=models_dir, backend=backend, address=address, shard=shard,
+        cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
+    ))
     try:
-        opts.shard = parse_shard(shard)
+        parse_shard(shard)
     except ExtractionError as err:
         raise typer.BadParameter(str(err), param_hint="--shard") from None
     with one_line_errors("extract"):
+        explicit = explicit_extract_values(flags)
+        where = explicit.get("data_root", data_root)
+        opts = build_run_options(config or [], overrides or [], explicit, defaults={"profile": default_profile(where)})
         summary = run_extraction(opts)
     print_summary(console, summary)
     if not summary.ok:
@@ -366,8 +383,14 @@ def extract(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", help="Head name (gru, transformer, mamba, crossattn, dcmmoe, raav).")],
-    features: Features,
+    ctx: typer.Context = None,  # type: ignore[assignment]  (None when called from Python: every argument counts as given)
+    overrides: Overrides = None,
+    config: ConfigFiles = None,
+    model: Annotated[str, typer.Option("--model", help="Head name (gru, transformer, mamba, crossattn, dcmmoe, raav); default: the config's.")] = "",
+    features: Annotated[str, typer.Option(
+        "--features", callback=checked(lambda text: text and checks.feature_list(text)),
+        help="Comma-separated feature names; without it and without --config, the head's default recipe configs/heads/MODEL.yaml.",
+    )] = "",
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 50,
     lr: Annotated[float | None, typer.Option("--lr", callback=checked(checks.positive), help="Learning rate of the head (default 1e-4; 2e-4 with --finetune).")] = None,
     weight_decay: Annotated[float, typer.Option("--weight-decay", min=0)] = 0.01,
@@ -401,35 +424,41 @@ def train(
     runs_dir: RunsDir = DEFAULT_RUNS,
     device: Device = "auto",
 ) -> None:
-    """Train a head on cached features (or, with --finetune, a head and a backbone top); writes RUNS_DIR/NAME."""
-    from train.config import DataConfig, TrainConfig, parse_head_options
+    """Train a head on cached features (or, with --finetune, a head and a backbone top); writes RUNS_DIR/NAME.
+
+    Settings come from recipe files (--config), then key=value overrides, then the flags typed here."""
+    from recipes.cli import explicit_train_values, typed_flags
+    from recipes.train import build_train_config, check_stores, default_recipe_files
+    from train.config import parse_head_options
     from train.loop import train as run_training
     from train.progress import ProgressSettings
     from train.report import ccc_table
 
-    if stride > window:
+    flags = typed_flags(ctx, dict(
+        model=model, features=features, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+        window=window, stride=stride, level=level, lambda_region=lambda_region, seed=seed, name=name, fill=fill,
+        head=head, loss_weights=loss_weights, max_steps=max_steps, cache_mb=cache_mb, data_root=data_root,
+        videos=videos, labels=labels, cache_dir=cache_dir, runs_dir=runs_dir, device=device,
+    ))
+    if stride > window and ("stride" in flags or "window" in flags):
         raise typer.BadParameter(f"{stride} is larger than --window {window}: frames between windows would never be seen", param_hint="--stride")
-    names = checks.feature_list(features)
-    usage_check("--model", checks.head_name, model)
-    head_options = usage_check("--head", checks.head_options, model, head)
-    data = DataConfig(
-        features=names, data_root=str(data_root),
-        videos=str(videos) if videos else None, labels=str(labels) if labels else None, cache_dir=str(cache_dir),
-        window=window, stride=stride, nearest_fill=usage_check("--fill", checks.fill, fill, names), cache_mb=cache_mb, level=level,
-    )
-    ft = None
+    if model:
+        usage_check("--model", checks.head_name, model)
+        usage_check("--head", checks.head_options, model, head)
+    if features and fill:
+        usage_check("--fill", checks.fill, fill, checks.feature_list(features))
+    explicit = explicit_train_values(flags)
     if finetune:
         from train.finetune import FinetuneConfig
 
-        ft = usage_check("--finetune", lambda: FinetuneConfig.from_dict({
+        explicit["finetune"] = usage_check("--finetune", lambda: FinetuneConfig.from_dict({
             "spec": finetune, "backbone_lr": backbone_lr, "profile": profile, **parse_head_options(finetune_opt)}).to_dict())
-    cfg = TrainConfig(
-        model=model, data=data, name=name, runs_dir=str(runs_dir), head=head_options, epochs=epochs,
-        batch_size=batch_size, lr=lr if lr is not None else (2e-4 if ft else 1e-4), weight_decay=weight_decay,
-        lambda_region=lambda_region, seed=seed, device=device, max_steps_per_epoch=max_steps,
-        loss_weights=checks.loss_weights(loss_weights), finetune=ft or {},
-    )
+        if lr is None and not config:
+            explicit["optim.lr"] = 2e-4
     with one_line_errors("train"):
+        files = default_recipe_files(config or [], model, features)
+        cfg = build_train_config(files, overrides or [], explicit)
+        check_stores(cfg)
         progress = ProgressSettings(every_steps=log_every, every_seconds=log_seconds)
         result = run_training(cfg, resume=resume, console=console, progress=progress)
     console.print(ccc_table({"val": result.eval}), markup=False)
@@ -700,6 +729,53 @@ def export_cmd(
             checkpoint=checkpoint, folds=folds,
         )
     console.print(f"{name}: {report.summary()}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def ensemble(
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs (names under RUNS_DIR or folders).")],
+    name: Annotated[str, typer.Option("--name", help="The ensemble's run name (RUNS_DIR/NAME).")],
+    method: Annotated[str, typer.Option("--method", help="weighted (V and A weights chosen on validation) | mean")] = "weighted",
+    runs_dir: RunsDir = DEFAULT_RUNS,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Default: the runs' own.")] = None,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Default: the runs' own.")] = None,
+    device: Device = "auto",
+) -> None:
+    """Late fusion: combine the runs' per-frame predictions into a run folder that evaluate and predict read."""
+    from train.ensemble import build_ensemble
+    from train.report import ccc_table
+
+    with one_line_errors("ensemble"):
+        out, result, spec = build_ensemble(runs, name, runs_dir, method, device, data_root=data_root, cache_dir=cache_dir)
+    weights = ", ".join(f"{m}: V {wv:.2f} A {wa:.2f}" for m, wv, wa in zip(spec.members, spec.weights_v, spec.weights_a))
+    console.print(f"weights ({spec.method}): {weights}", markup=False, highlight=False, soft_wrap=True)
+    console.print(ccc_table({"val": result}), markup=False)
+    console.print(f"run folder: {out.path}")
+
+
+@app.command()
+def reproduce(
+    recipe: Annotated[str, typer.Argument(help="ras | kookmin (configs/RECIPE/reproduce.yaml) or a recipe list file.")],
+    data_root: DataRoot = DEFAULT_DATA,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Where the steps' runs live (default OUT/RECIPE/runs).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where the report goes: OUT/RECIPE/report.md.")] = Path("artifacts/reproduce"),
+    profile: Profile = "tiny",
+    device: Device = "auto",
+) -> None:
+    """A method end to end: features, each branch and its export, fusion heads, late fusion, evaluation, the
+    test submission; skips what is done; one report with a CCC row per step beside the paper's."""
+    from cache.sample_data import GROUND_TRUTH_INDEX
+    from recipes.reproduce import ReproduceOptions
+    from recipes.reproduce import reproduce as run_reproduce
+
+    if data_root == DEFAULT_DATA and not (data_root / GROUND_TRUTH_INDEX).is_file():
+        sample_data(out=data_root)
+    opts = ReproduceOptions(data_root=data_root, cache_dir=cache_dir, out=out, runs_dir=runs_dir, profile=profile, device=device)
+    with one_line_errors("reproduce"):
+        report = run_reproduce(recipe, opts, console)
+    console.print(report.read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report: {report}")
 
 
 # ---------------------------------------------------------------- the whole job on the sample

@@ -19,14 +19,14 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from extract.audio import Audio
 from extract.audio_extractor import ModelAudioExtractor
-from extract.base import register
+from extract.base import SPEED, register
 from extract.models import ModelFamily, register_family
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class AstConfig:
     hop_s: float = 1.0  # one row per hop; the row's times are the hop it stands for
     anchor: str = "past"  # past: context ends at the row's end | center: context centred on the row
     pooling: str = "pooled"  # pooled | mean
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata=SPEED)  # speed only: not in the fingerprint
 
     def __post_init__(self) -> None:
         if self.anchor not in ("past", "center"):

@@ -38,9 +38,15 @@ DEFAULT_MODELS_DIR = Path("artifacts/models")
 AUDIO_SAMPLE_RATE = 16000
 
 
+# dataclass field metadata of settings that change how fast a feature is made, never what it holds
+# (batch sizes, worker counts, devices): they stay out of the store's fingerprint
+SPEED: dict[str, bool] = {"speed": True}
+
+
 @dataclass
 class ExtractorConfig:
-    """Base for extractor configs (every field is part of the fingerprint)."""
+    """Base for extractor configs (every field is part of the fingerprint, except fields marked
+    `field(..., metadata=SPEED)`)."""
 
 
 @dataclass
@@ -160,6 +166,18 @@ def config_dict(config: Any) -> dict[str, Any]:
     return asdict(config) if is_dataclass(config) else dict(config or {})
 
 
+def identity_dict(config: Any) -> dict[str, Any]:
+    """The config as it enters the fingerprint: every field but those marked with SPEED metadata
+    (nested dataclasses too)."""
+    if not is_dataclass(config):
+        return dict(config or {})
+    return {
+        f.name: identity_dict(getattr(config, f.name)) if is_dataclass(getattr(config, f.name)) else config_dict(config)[f.name]
+        for f in fields(config)
+        if not f.metadata.get("speed")
+    }
+
+
 class Extractor(ABC):
     """Base of all extractors. Subclass one of the input styles below and `@register` it."""
 
@@ -220,7 +238,7 @@ class Extractor(ABC):
         return weights_digest(self.model_ref)
 
     def feature_meta(self) -> FeatureMeta:
-        cfg = config_dict(self.config)
+        cfg = identity_dict(self.config)
         if self.dependency_fingerprints:
             cfg = {**cfg, "inputs": dict(sorted(self.dependency_fingerprints.items()))}
         return FeatureMeta(
@@ -397,6 +415,8 @@ def with_dependencies(names: list[str]) -> list[str]:
 def build_config(cls: type[Extractor], overrides: Mapping[str, Any] | None = None) -> Any:
     """The extractor's default config with some fields replaced (unknown fields are an error). A nested
     config may be given as a dict (as read back from a store's metadata)."""
+    if isinstance(overrides, cls.Config):  # a whole config (e.g. from a recipe file)
+        return overrides
     cfg = cls.Config()
     if overrides:
         known = {f.name for f in fields(cfg)}

@@ -25,6 +25,7 @@ from extract.decode import DecodeReport
 
 log = logging.getLogger(__name__)
 
+DECLARED_SLACK_FRAMES, DECLARED_SLACK_SHARE = 2, 0.005
 LABEL_SLACK = 1  # frames: Aff-Wild2 label files are often one line longer than their video
 
 
@@ -100,10 +101,18 @@ def recorded_partial_line(cache_dir: Location, video: VideoContext, labelled: in
     return partial_line(video, int(attrs["decoded"]), attrs.get("declared"), labelled)
 
 
+def declared_slack(declared: int) -> int:
+    """Frames a container may declare beyond what it holds without the video being damaged: AVI headers
+    (packed MPEG-4 bitstreams, an encoder's delayed frame) count a frame or two more than they decode
+    (the sample's `video7-3.avi`: 473 declared, 471 packets and frames). A truncated or damaged video
+    loses far more (a cut faststart mp4 half its frames, one damaged GOP ~10)."""
+    return max(DECLARED_SLACK_FRAMES, int(DECLARED_SLACK_SHARE * declared))
+
+
 def partial_line(video: VideoContext, decoded: int, declared: int | None, labelled: int | None) -> str | None:
     """One summary line when fewer frames decoded than the container declares or the labels need
     (beyond LABEL_SLACK); None when the video is whole."""
-    short_declared = declared is not None and decoded < declared
+    short_declared = declared is not None and decoded < declared - declared_slack(declared)
     short_labels = labelled is not None and decoded < labelled - LABEL_SLACK
     if not (short_declared or short_labels):
         return None

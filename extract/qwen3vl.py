@@ -22,14 +22,14 @@ attribute `descriptions` (a list of strings, one per row).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cache.store import FeatureMeta
-from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, crop_faces, register
+from extract.base import SPEED, CropBatch, CropExtractor, UnitResult, VideoContext, crop_faces, register
 from extract.models import ModelFamily, register_family
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Qwen3vlConfig:
     frame_size: int = 448
     describe: bool = False
     max_new_tokens: int = 48
-    batch_size: int = 4
+    batch_size: int = field(default=4, metadata=SPEED)  # speed only: not in the fingerprint
 
     def __post_init__(self) -> None:
         if self.n_frames < 2 or self.n_frames % 2:

@@ -17,13 +17,13 @@ averaged (`combine="mean"`) or concatenated (`"concat"`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from extract.audio import Audio
 from extract.audio_extractor import ModelAudioExtractor
-from extract.base import register
+from extract.base import SPEED, register
 from extract.wavlm_model import (  # noqa: F401  (re-exported: the model side lives in wavlm_model)
     RECEPTIVE,
     STRIDE,
@@ -43,7 +43,7 @@ class WavlmConfig:
     combine: str = "mean"  # mean | concat
     window_s: float = 4.0
     hop_s: float = 2.0
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata=SPEED)  # speed only: not in the fingerprint
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
@@ -135,7 +135,7 @@ class WavlmHiddenConfig:
     top_layers: int = 4  # K: the stored state is the input of the top K transformer layers
     window_s: float = 4.0
     hop_s: float = 2.0
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata=SPEED)  # speed only: not in the fingerprint
     dtype: str = "float16"  # stored dtype (float32 for exact equivalence checks)
 
     def __post_init__(self) -> None:

@@ -3,8 +3,6 @@ stores made before the option keep their fingerprint; the frame hooks stream who
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 import pytest
 
@@ -13,7 +11,7 @@ torch.set_num_threads(1)
 
 from cache.media import VideoInfo  # noqa: E402
 from cache.store import FeatureMeta  # noqa: E402
-from extract.base import CropBatch, VideoContext  # noqa: E402
+from extract.base import CropBatch, VideoContext, identity_dict  # noqa: E402
 from extract.qwen3vl import (  # noqa: E402
     RAS_PROMPT, ROWS, Qwen3vlConfig, Qwen3vlExtractor, build_tiny_qwen3vl, frame_shape, segment_images,
 )
@@ -43,7 +41,7 @@ def test_face_crop_stores_keep_their_old_fingerprint(tiny_ref):
     """A store extracted before the input option (config without input/frame_size) still matches."""
     cfg = Qwen3vlConfig(crop_size=64)
     ext = Qwen3vlExtractor(cfg, model_ref=tiny_ref)
-    old = {k: v for k, v in asdict(cfg).items() if k not in ("input", "frame_size")}
+    old = {k: v for k, v in identity_dict(cfg).items() if k not in ("input", "frame_size")}
     before = FeatureMeta(name="qwen3vl", kind="segment", unit="track", model_ref=ext.public_model_ref(),
                          weights_digest=ext.weights_digest(), config=old, version=ext.version)
     assert ext.feature_meta().fingerprint == before.fingerprint

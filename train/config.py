@@ -74,6 +74,7 @@ class TrainConfig:
     regression: str | None = None  # None | "mae" | "mse", added to the CCC loss
     regression_weight: float = 1.0
     lambda_region: float = 0.2
+    region_sigma: float = 0.45  # width of the Gaussian soft region labels
     seed: int = 42
     device: str = "auto"
     max_steps_per_epoch: int | None = None

@@ -216,16 +216,17 @@ def evaluate_run(
     from pathlib import Path
 
     from train.coverage import check_coverage
-    from train.restore import load_run
+    from train.restore import run_split_predictions
 
-    loaded = load_run(run, Path(runs_dir), device, **locations)
-    dataset = loaded.dataset(split)
+    loaded = run_split_predictions(
+        run, split, Path(runs_dir), device, check=lambda ds: check_coverage(ds, split, allow_missing), **locations
+    )
+    dataset = loaded.dataset
     try:
         if not dataset.has_labels:
             raise ValueError(f"split '{split}' has no labels to evaluate against")
-        coverage = check_coverage(dataset, split, allow_missing)
-        preds = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
-        result = evaluate_predictions(dataset, preds, half_windows=loaded.half_windows)
+        result = evaluate_predictions(dataset, loaded.preds, half_windows=loaded.half_windows)
+        coverage = loaded.checked
         if not coverage.complete:
             result.missing = coverage.to_dict()
     finally:

@@ -284,8 +284,8 @@ def export_run(
                     store.write(
                         track.name, values, dataset.label_times(ti)[: len(values)], valid,
                         attrs={"fps": fps, "frames": len(values), "split": split, "run": loaded.run.path.name},
-                        dtype="auto",  # float16 unless a column would lose precision (e.g. a segment run's
-                    )                  # piecewise-constant rows on a short track: small spreads)
+                        dtype="auto",  # float16 unless a column (e.g. a nearly constant VA prediction) would lose precision
+                    )
                     report.written[split] += 1
         finally:
             dataset.close()

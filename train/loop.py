@@ -144,6 +144,9 @@ def _train(
     run.make()  # only once the data is known to be usable: a refused run leaves no folder behind
     cfg.name = run.path.name
     cfg.save(run.config)
+    from recipes.provenance import write_provenance
+
+    write_provenance(run.path, cfg)
     run.write_features(sources)
     log.info(
         "run %s: %d train tracks (%d windows), %d val tracks, features %s, device %s",
@@ -160,7 +163,7 @@ def _train(
 
     loss_cfg = VALossConfig(
         ccc_weights=tuple(cfg.loss_weights), regression=cfg.regression, regression_weight=cfg.regression_weight,
-        region_lambda=cfg.lambda_region if has_regions else 0.0,
+        region_lambda=cfg.lambda_region if has_regions else 0.0, region_sigma=cfg.region_sigma,
     )
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(

@@ -113,18 +113,16 @@ def predict_run(
     """Predict every frame of a split with the run's best checkpoint (smoothing chosen on validation,
     frames without features interpolated, clipped) and write the checked submission CSV, with a sidecar
     CSV.json saying what it was made from. Tracks lacking a feature the run needs are refused unless
-    `allow_missing` (then the sidecar lists them)."""
+    `allow_missing` (then the sidecar lists them). An ensemble run predicts with its members combined."""
     from train.coverage import check_coverage, write_sidecar
-    from train.evaluate import postprocess, predict_split
-    from train.restore import load_run
+    from train.evaluate import postprocess
+    from train.restore import run_split_predictions
 
-    loaded = load_run(run, Path(runs_dir), device, **locations)
-    dataset = loaded.dataset(split)
-    try:
-        coverage = check_coverage(dataset, split, allow_missing)
-        raw = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
-    finally:
-        dataset.close()
+    loaded = run_split_predictions(
+        run, split, Path(runs_dir), device, check=lambda ds: check_coverage(ds, split, allow_missing), **locations
+    )
+    dataset, raw, coverage = loaded.dataset, loaded.preds, loaded.checked
+    dataset.close()
     preds = {
         t.name: postprocess(p, m, loaded.half_windows) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)
     }

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +18,7 @@ from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
 from cache.manifest import Track
 from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
+from train.evaluate import SplitPredictions, predict_split
 from train.loop import open_split
 from train.model import build_model
 from train.run import RunDir
@@ -52,6 +55,10 @@ def load_run(
 ) -> LoadedRun:
     """Locations default to the run's own; a store whose fingerprint changed is refused."""
     rd = RunDir.resolve(run, runs_dir)
+    from train.ensemble import is_ensemble
+
+    if is_ensemble(rd):
+        raise ValueError(f"run {rd.path.name} is an ensemble of runs: it has no model of its own (evaluate and predict work on it)")
     cfg = TrainConfig.load(rd.config)
     if data_root is not None:
         cfg.data.data_root = str(data_root)
@@ -106,3 +113,49 @@ def predict_tracks(loaded: LoadedRun, tracks: list[Track]) -> dict[str, np.ndarr
     finally:
         dataset.close()
     return {t.name: postprocess(p, m, loaded.half_windows) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)}
+
+
+
+def _half_windows(rd: RunDir) -> tuple[int, int]:
+    if rd.eval_file("val").is_file():
+        return tuple(json.loads(rd.eval_file("val").read_text(encoding="utf-8"))["half_windows"])
+    return (0, 0)
+
+
+@dataclass
+class RunSplit:
+    """A run's raw per-frame predictions of one split, with the dataset they belong to (close it)."""
+
+    run: RunDir
+    cfg: TrainConfig
+    dataset: TrackDataset
+    preds: SplitPredictions
+    half_windows: tuple[int, int]
+    checked: Any = None  # what the `check` hook returned
+
+
+def run_split_predictions(
+    run: str | Path,
+    split: str,
+    runs_dir: Path = Path("artifacts/runs"),
+    device: str = "auto",
+    check: Callable[[TrackDataset], Any] | None = None,
+    **locations,
+) -> RunSplit:
+    """Predictions of a trained run (its best checkpoint) or of an ensemble run (its members combined).
+    `check(dataset)` runs before predicting (e.g. the coverage check); its result is kept as `checked`."""
+    from train.ensemble import ensemble_predictions, is_ensemble
+
+    rd = RunDir.resolve(run, Path(runs_dir))
+    if is_ensemble(rd):
+        dataset, preds, checked = ensemble_predictions(rd, split, device, check, **locations)
+        return RunSplit(rd, TrainConfig.load(rd.config), dataset, preds, _half_windows(rd), checked)
+    loaded = load_run(rd.path, Path(runs_dir), device, **locations)
+    dataset = loaded.dataset(split)
+    try:
+        checked = check(dataset) if check is not None else None
+        preds = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
+    except BaseException:
+        dataset.close()
+        raise
+    return RunSplit(loaded.run, loaded.cfg, dataset, preds, loaded.half_windows, checked)

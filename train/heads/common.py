@@ -40,6 +40,8 @@ class HeadConfig:
     region_scale: float = 10.0
     # feature used only as a mask (never as an input stream) by heads that read audio reliability
     reliability_feature: str = "audio_reliability"
+    # the VA regressor: "linear" (dropout + FC) or "mlp" (FC + LN + GELU + Dropout + FC, RAS's face model)
+    regressor: str = "linear"
 
     @classmethod
     def from_dict(cls, config: "dict[str, Any] | HeadConfig | None") -> "HeadConfig":
@@ -70,6 +72,8 @@ class HeadConfig:
             raise ValueError(f"hidden must be positive, got {self.hidden}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.regressor not in ("linear", "mlp"):
+            raise ValueError(f"regressor must be 'linear' or 'mlp', got {self.regressor!r}")
 
 
 def split_modalities(feature_dims: dict[str, int], cfg: HeadConfig) -> tuple[list[str], list[str]]:
@@ -250,15 +254,22 @@ class RegionProjector(nn.Module):
 
 
 class VAHead(nn.Module):
-    """Per-frame VA: tanh(linear(dropout(h)))."""
+    """Per-frame VA in [-1, 1]: tanh(linear(dropout(h))), or with kind="mlp" the regression head of RAS's
+    face model, tanh(FC(Dropout(GELU(LN(FC(h))))))."""
 
-    def __init__(self, hidden: int, dropout: float) -> None:
+    def __init__(self, hidden: int, dropout: float, kind: str = "linear") -> None:
         super().__init__()
-        self.drop = nn.Dropout(dropout)
-        self.linear = nn.Linear(hidden, 2)
+        if kind == "mlp":
+            self.mlp = nn.Sequential(
+                nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 2)
+            )
+        else:
+            self.drop = nn.Dropout(dropout)
+            self.linear = nn.Linear(hidden, 2)
+        self.kind = kind
 
     def forward(self, h: Tensor) -> Tensor:
-        return torch.tanh(self.linear(self.drop(h)))
+        return torch.tanh(self.mlp(h) if self.kind == "mlp" else self.linear(self.drop(h)))
 
 
 class BaseHead(nn.Module):
@@ -274,7 +285,7 @@ class BaseHead(nn.Module):
         self.cfg = cfg
         self.feature_dims = dict(feature_dims)
         self.visual, self.audio = split_modalities(feature_dims, cfg)
-        self.va_head = VAHead(cfg.hidden, cfg.dropout)
+        self.va_head = VAHead(cfg.hidden, cfg.dropout, cfg.regressor)
         self.region = (
             RegionProjector(cfg.hidden, cfg.region_prototypes, cfg.region_scale)
             if cfg.region_prototypes is not None

@@ -1,0 +1,282 @@
+"""`pipeline.py reproduce RECIPE`: a method end to end from a recipe list file (configs/<recipe>/reproduce.yaml):
+features for every split, each step's run (a unimodal branch, its export for stacking, a fusion head), late
+fusion, evaluation and the test submission. What is done is skipped: extraction skips complete groups, a
+step whose run finished with the same config is read back, an export skips complete groups, an ensemble
+newer than its members is kept. One report: <out>/<recipe>/report.md, a CCC row per step beside the paper's.
+
+The step list is data: swapping a branch means pointing a step's `train:` at another config file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from recipes.loader import CONFIGS_DIR, ConfigError, load_file, resolve_config_path, validate
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+PROFILES_DIR = "profiles"
+
+
+@dataclass
+class PaperScore:
+    P: Optional[float] = None
+    ccc_v: Optional[float] = None
+    ccc_a: Optional[float] = None
+    note: str = ""
+
+
+@dataclass
+class ExtractStep:
+    config: str = "???"  # an extraction recipe (configs/<recipe>/extract.yaml)
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+
+
+@dataclass
+class TrainStep:
+    name: str = "???"  # step name (also the run name: <recipe>-<name>)
+    train: str = "???"  # a training recipe file
+    overrides: list[str] = field(default_factory=list)  # key=value on top of the file (and the profile)
+    profiles: dict[str, list[str]] = field(default_factory=dict)  # profile -> key=value for that profile only
+    export: Optional[str] = None  # feature name of the run's export (stacking input of later steps)
+    paper: PaperScore = field(default_factory=PaperScore)
+
+
+@dataclass
+class EnsembleStep:
+    name: str = "???"
+    members: list[str] = field(default_factory=list)  # step names
+    method: str = "weighted"
+    paper: PaperScore = field(default_factory=PaperScore)
+
+
+@dataclass
+class ReproduceRecipe:
+    method: str = "???"  # what is reproduced (paper)
+    extract: ExtractStep = field(default_factory=ExtractStep)
+    steps: list[TrainStep] = field(default_factory=list)
+    ensemble: Optional[EnsembleStep] = None
+    submit: str = "???"  # the step whose run writes the test submission
+
+
+def load_reproduce(recipe: str) -> tuple[str, ReproduceRecipe]:
+    """`ras` -> configs/ras/reproduce.yaml (or a path to such a file)."""
+    path = Path(recipe)
+    if not path.is_file():
+        path = resolve_config_path(f"{recipe}/reproduce.yaml")
+    name = path.parent.name if path.name == "reproduce.yaml" else path.stem
+    merged = validate(OmegaConf.structured(ReproduceRecipe), load_file(path), f" ({path})")
+    spec: ReproduceRecipe = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    names = [s.name for s in spec.steps] + ([spec.ensemble.name] if spec.ensemble else [])
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: step names repeat: {names}")
+    for member in spec.ensemble.members if spec.ensemble else []:
+        if member not in names:
+            raise ConfigError(f"{path}: ensemble member '{member}' is not a step ({', '.join(names)})")
+    if spec.submit not in names:
+        raise ConfigError(f"{path}: submit '{spec.submit}' is not a step ({', '.join(names)})")
+    return name, spec
+
+
+@dataclass
+class StepResult:
+    step: str
+    run: str
+    what: str
+    status: str  # trained | resumed | skipped (done) | failed: ...
+    seconds: float
+    scores: dict[str, Any] = field(default_factory=dict)  # eval_val.json of the run
+    paper: PaperScore = field(default_factory=PaperScore)
+
+
+@dataclass
+class ReproduceOptions:
+    data_root: Path
+    cache_dir: str
+    out: Path = Path("artifacts/reproduce")
+    runs_dir: Path | None = None  # default <out>/<recipe>/runs
+    profile: str = "tiny"
+    device: str = "auto"
+
+
+def _profile_file(profile: str) -> list[Path]:
+    path = CONFIGS_DIR / PROFILES_DIR / f"{profile}.yaml"
+    return [path] if path.is_file() else []
+
+
+def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(cfg_dict, default=str))
+    for key in ("name", "runs_dir", "device"):
+        out.pop(key, None)
+    return out
+
+
+def train_step(step: TrainStep, run_name: str, opts: ReproduceOptions, runs_dir: Path, console: Any) -> StepResult:
+    from recipes.train import build_train_config, check_stores
+    from train.config import TrainConfig
+    from train.loop import train as run_training
+    from train.run import RunDir
+
+    explicit = {"name": run_name, "runs_dir": str(runs_dir), "device": opts.device,
+                "data.data_root": str(opts.data_root), "data.cache_dir": str(opts.cache_dir)}
+    overrides = [*step.overrides, *step.profiles.get(opts.profile, [])]
+    cfg = build_train_config([step.train, *_profile_file(opts.profile)], overrides, explicit)
+    run = RunDir(runs_dir / run_name)
+    what = f"{cfg.model} on {', '.join(cfg.data.features)}"
+    start = time.perf_counter()
+    resume = False
+    if run.config.is_file():
+        same = _comparable(TrainConfig.load(run.config).to_dict()) == _comparable(cfg.to_dict()) and _same_inputs(run, cfg)
+        if same and run.eval_file("val").is_file():
+            return StepResult(step.name, run_name, what, "skipped (done)", 0.0, _read_json(run.eval_file("val")), step.paper)
+        if same and run.last.is_file():
+            resume = True
+        else:
+            aside = run.path.with_name(f"{run.path.name}.old-{int(time.time())}")
+            shutil.move(str(run.path), str(aside))
+            console.print(f"{run_name}: its config or input stores changed; the old run moved to {aside}")
+    check_stores(cfg)
+    run_training(cfg, resume=resume, console=console)
+    return StepResult(step.name, run_name, what, "resumed" if resume else "trained", time.perf_counter() - start,
+                      _read_json(run.eval_file("val")), step.paper)
+
+
+def _same_inputs(run: Any, cfg: Any) -> bool:
+    """The stores the run was trained on are still the ones in the cache (an upstream step that was
+    redone, e.g. a re-exported branch, makes its consumers train again)."""
+    from cache.location import as_location
+    from cache.store import FeatureStore, store_exists, store_path
+
+    recorded = run.read_features()
+    for name in cfg.data.features:
+        path = store_path(as_location(cfg.data.cache_dir), name)
+        if name not in recorded or not store_exists(path):
+            return False
+        if FeatureStore.open(path).fingerprint != recorded[name].get("fingerprint"):
+            return False
+    return True
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def reproduce(recipe: str, opts: ReproduceOptions, console: Any) -> Path:
+    """Run every step of the recipe, skipping what is done; returns the report's path."""
+    from extract.progress import print_summary
+    from extract.runner import run_extraction
+    from recipes.extract import build_run_options
+    from train.ensemble import build_ensemble, is_ensemble
+    from train.export import export_run
+    from train.predict import predict_run
+    from train.run import RunDir
+
+    name, spec = load_reproduce(recipe)
+    out_dir = Path(opts.out) / name
+    runs_dir = Path(opts.runs_dir) if opts.runs_dir else out_dir / "runs"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[StepResult] = []
+    failed_videos: list[str] = []
+    t0 = time.perf_counter()
+
+    for split in spec.extract.splits:
+        console.rule(f"{name}: features, {split}")
+        start = time.perf_counter()
+        run_opts = build_run_options([spec.extract.config], [], {
+            "split": split, "data_root": str(opts.data_root), "cache_dir": str(opts.cache_dir),
+            "profile": opts.profile, "device": opts.device,
+        })
+        summary = run_extraction(run_opts)
+        print_summary(console, summary)
+        partial = list(getattr(summary, "partial", []))
+        failed_videos += [*summary.failed, *(f"partial: {line}" for line in partial)]
+        status = f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed, {len(partial)} partial"
+        results.append(StepResult(f"features {split}", "-", ", ".join(run_opts.features), status, time.perf_counter() - start))
+
+    run_names = {s.name: f"{name}-{s.name}" for s in spec.steps}
+    if spec.ensemble:
+        run_names[spec.ensemble.name] = f"{name}-{spec.ensemble.name}"
+    for step in spec.steps:
+        console.rule(f"{name}: {step.name} ({step.train})")
+        result = train_step(step, run_names[step.name], opts, runs_dir, console)
+        results.append(result)
+        if step.export:
+            start = time.perf_counter()
+            report = export_run(result.run, step.export, SPLITS, runs_dir=runs_dir, cache_dir=opts.cache_dir,
+                                data_root=opts.data_root, device=opts.device, on_mismatch="new")
+            written = sum(report.written.values())
+            results.append(StepResult(f"{step.name} export", result.run, f"feature store {step.export}",
+                                      f"{written} groups written, {sum(report.skipped.values())} skipped",
+                                      time.perf_counter() - start))
+
+    if spec.ensemble:
+        ens = spec.ensemble
+        console.rule(f"{name}: late fusion {ens.name}")
+        run = RunDir(runs_dir / run_names[ens.name])
+        members = [run_names[m] for m in ens.members]
+        newest_member = max((runs_dir / m / "eval_val.json").stat().st_mtime for m in members)
+        start = time.perf_counter()
+        if is_ensemble(run) and run.eval_file("val").is_file() and run.eval_file("val").stat().st_mtime > newest_member:
+            status = "skipped (done)"
+        else:
+            build_ensemble(members, run.path.name, runs_dir, ens.method, opts.device)
+            status = "combined"
+        spec_file = _read_json(run.path / "ensemble.json")
+        what = f"{ens.method} of " + ", ".join(
+            f"{m} (V {wv:.2f}, A {wa:.2f})" for m, wv, wa in zip(ens.members, spec_file["weights_v"], spec_file["weights_a"])
+        )
+        results.append(StepResult(ens.name, run.path.name, what, status, time.perf_counter() - start,
+                                  _read_json(run.eval_file("val")), ens.paper))
+
+    console.rule(f"{name}: test submission")
+    start = time.perf_counter()
+    submission = predict_run(run_names[spec.submit], "test", str(runs_dir), opts.device,
+                             data_root=opts.data_root, cache_dir=opts.cache_dir)
+    results.append(StepResult("test submission", run_names[spec.submit], str(submission), "written and checked",
+                              time.perf_counter() - start))
+    report = out_dir / "report.md"
+    report.write_text(render_report(name, spec, opts, results, time.perf_counter() - t0, failed_videos), encoding="utf-8")
+    return report
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "–"
+
+
+def render_report(name: str, spec: ReproduceRecipe, opts: ReproduceOptions, results: list[StepResult],
+                  seconds: float, failed_videos: list[str]) -> str:
+    lines = [
+        f"# Reproduction: {name}",
+        "",
+        f"{spec.method}",
+        "",
+        f"Data {opts.data_root}, features {opts.cache_dir}, profile `{opts.profile}`, device {opts.device}; "
+        f"total {seconds / 60:.1f} min (this invocation: skipped steps cost nothing).",
+        "",
+        "Validation CCC of each step (all valid frames concatenated; smoothing chosen on validation), beside the paper's "
+        "number for that step. With the tiny profile (the built-in sample, small randomly initialised extraction models, "
+        "short schedules) the numbers show that every step runs and learns; they are not comparable with the paper's.",
+        "",
+        "| step | run | what | status | time (s) | CCC_V | CCC_A | P | P raw | paper CCC_V | paper CCC_A | paper P | paper note |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        s, raw, p = r.scores.get("smoothed", {}), r.scores.get("raw", {}), r.paper
+        lines.append(
+            f"| {r.step} | {r.run} | {r.what} | {r.status} | {r.seconds:.0f} | {_fmt(s.get('ccc_v'))} | {_fmt(s.get('ccc_a'))} | "
+            f"{_fmt(s.get('P'))} | {_fmt(raw.get('P'))} | {_fmt(p.ccc_v)} | {_fmt(p.ccc_a)} | {_fmt(p.P)} | {p.note} |"
+        )
+    if failed_videos:
+        lines += ["", "## Videos that failed extraction or are partial (stored, fewer frames than declared)", "",
+                  *(f"- {line}" for line in failed_videos)]
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""The training recipe: TrainConfig's fields grouped for YAML (`optim.lr`, `loss.weights`, ...), the head's
+own config dataclass under `head`, validation in one step, and back to a TrainConfig.
+
+    model: transformer            # head name (train/heads)
+    name: ras-face                # run name (default MODEL-FEATURES-sSEED)
+    data:   {features: [face], window: 400, stride: 150, ...}    # DataConfig
+    head:   {hidden: 256, layers: 5, heads: 16, ...}             # the head's config class
+    optim:  {lr: 1e-4, batch_size: 8, epochs: 50, ...}
+    loss:   {weights: [0.7, 0.3], regression: mse, regression_weight: 0.01, lambda_region: 0.2, ...}
+    eval:   {smooth_grid: [0, 1, 2, ...], n_plot_tracks: 3}
+
+The schema is made from the dataclasses' own fields and defaults (train/config.py, train/heads), so a
+default lives in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from recipes.loader import ConfigError, field_spec, merge_layers, resolve_config_path, schema_class, to_plain, validate
+from train.config import DataConfig, TrainConfig
+
+# recipe group -> {recipe key: TrainConfig field}; fields not named here stay at the top level
+GROUPS: dict[str, dict[str, str]] = {
+    "optim": {
+        "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+        "plateau_patience": "plateau_patience", "plateau_factor": "plateau_factor", "early_stop": "early_stop",
+        "grad_clip": "grad_clip", "max_steps_per_epoch": "max_steps_per_epoch",
+    },
+    "loss": {
+        "weights": "loss_weights", "regression": "regression", "regression_weight": "regression_weight",
+        "lambda_region": "lambda_region", "region_sigma": "region_sigma",
+    },
+    "eval": {"smooth_grid": "smooth_grid", "n_plot_tracks": "n_plot_tracks"},
+}
+TOP_LEVEL = ("model", "name", "runs_dir", "seed", "device", "finetune")
+HEAD_ONLY_IN_CODE = ("region_prototypes",)  # filled from the clip store, never from a file
+
+HEADS_DIR = "heads"  # configs/heads/<model>.yaml: each head's default recipe
+
+
+def _renamed(spec: tuple[str, Any, dataclasses.Field], new: str) -> tuple[str, Any, dataclasses.Field]:
+    return new, spec[1], spec[2]
+
+
+def _head_class(model: str) -> type:
+    from train.heads import HEADS
+
+    try:
+        return HEADS[model].config_class
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(model, sorted(HEADS), n=3, cutoff=0.4)
+        raise ConfigError(f"unknown head '{model}'; heads: {', '.join(close or sorted(HEADS))}") from None
+
+
+def head_schema_class(model: str) -> type:
+    """The head's config dataclass less what only code sets (region prototypes)."""
+    return schema_class(_head_class(model), HEAD_ONLY_IN_CODE)
+
+
+def train_schema(model: str) -> DictConfig:
+    """The structured schema of a training recipe for head `model`."""
+    groups = {
+        group: dataclasses.make_dataclass(
+            f"{group.title()}Recipe", [_renamed(field_spec(TrainConfig, field), key) for key, field in keys.items()]
+        )
+        for group, keys in GROUPS.items()
+    }
+    specs = [field_spec(TrainConfig, name) for name in TOP_LEVEL]
+    data, head = schema_class(DataConfig), head_schema_class(model)
+    specs += [("data", data, dataclasses.field(default_factory=data)), ("head", head, dataclasses.field(default_factory=head))]
+    specs += [(g, cls, dataclasses.field(default_factory=cls)) for g, cls in groups.items()]
+    return OmegaConf.structured(dataclasses.make_dataclass("TrainRecipe", specs))
+
+
+def head_recipe_path(model: str) -> Path | None:
+    try:
+        return resolve_config_path(f"{HEADS_DIR}/{model}.yaml")
+    except ConfigError:
+        return None
+
+
+def load_recipe(
+    files: Iterable[str | Path] = (), overrides: Iterable[str] = (), explicit: Mapping[str, Any] | None = None
+) -> tuple[DictConfig, DictConfig]:
+    """Merged and validated recipe (files < overrides < explicit dotted values), and the unvalidated merge."""
+    raw = merge_layers(list(files), list(overrides), explicit)
+    model = raw.get("model")
+    if not model or model == "???":
+        raise ConfigError("no head given: pass --model NAME or a config file with `model:`")
+    where = f" (head {model})"
+    return validate(train_schema(str(model)), raw, where), raw
+
+
+def recipe_to_train_config(recipe: DictConfig, raw: DictConfig | None = None) -> TrainConfig:
+    """A TrainConfig from a validated recipe. `head` keeps only the keys the recipe set (the head's
+    dataclass fills the rest), so region prototypes are still added from the clip store."""
+    plain = to_plain(recipe)
+    kwargs: dict[str, Any] = {name: plain[name] for name in TOP_LEVEL}
+    for group, keys in GROUPS.items():
+        for key, field in keys.items():
+            kwargs[field] = plain[group][key]
+    kwargs["loss_weights"] = tuple(float(w) for w in kwargs["loss_weights"])
+    data = dict(plain["data"])
+    data["nearest_fill"] = {k: float(v) for k, v in (data.get("nearest_fill") or {}).items()}
+    given_head = set((raw.get("head") or {}).keys()) if raw is not None else set(plain["head"])
+    head = {k: v for k, v in plain["head"].items() if k in given_head}
+    try:
+        return TrainConfig(data=DataConfig(**data), head=head, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def build_train_config(
+    files: Iterable[str | Path] = (), overrides: Iterable[str] = (), explicit: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    recipe, raw = load_recipe(files, overrides, explicit)
+    cfg = recipe_to_train_config(recipe, raw)
+    _check_head(cfg)
+    return cfg
+
+
+def _check_head(cfg: TrainConfig) -> None:
+    """The head's own checks (e.g. hidden divisible by heads) at load time, as one line."""
+    cls = _head_class(cfg.model)
+    try:
+        cls.from_dict(dict(cfg.head))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"head {cfg.model}: {err}") from None
+
+
+def train_config_to_recipe(cfg: TrainConfig, full_head: bool = True) -> dict[str, Any]:
+    """The grouped (YAML) form of a TrainConfig: what the run folder keeps as config.yaml."""
+    flat = cfg.to_dict()
+    out: dict[str, Any] = {name: flat[name] for name in TOP_LEVEL}
+    out["data"] = flat["data"]
+    head = dict(cfg.head)
+    if full_head:
+        head = _head_class(cfg.model).from_dict(head).to_dict()
+    out["head"] = {k: v for k, v in head.items() if k not in HEAD_ONLY_IN_CODE}
+    for group, keys in GROUPS.items():
+        out[group] = {key: flat[field] for key, field in keys.items()}
+    out["loss"]["weights"] = list(out["loss"]["weights"])
+    return out
+
+
+def default_recipe_files(files: Iterable[str | Path], model: str, features: str) -> list[str | Path]:
+    """The files to load: those given; with none and no --features, the head's default recipe
+    configs/heads/MODEL.yaml (it names the head's inputs)."""
+    files = list(files)
+    if files or features:
+        return files
+    if not model:
+        raise ConfigError("nothing to train: pass --model NAME (its default recipe names the inputs), or --config FILE")
+    default = head_recipe_path(model)
+    if default is None:
+        _head_class(model)  # an unknown head gets its own message
+        raise ConfigError(f"head '{model}' has no default recipe configs/{HEADS_DIR}/{model}.yaml: pass --features")
+    return [default]
+
+
+class MissingStore(FileNotFoundError):
+    """A feature store a recipe needs is not in the cache."""
+
+
+def make_command(feature: str, data_root: str, cache_dir: str) -> str:
+    """The make command that writes a feature's store: `make extract` for an extractor's feature,
+    `make export` for a stacked run's output."""
+    from train.config import DataConfig
+
+    defaults = DataConfig(features=["x"])
+    where = "".join(
+        f" {var}={value}" for var, value, default in (("DATA", data_root, defaults.data_root), ("CACHE", cache_dir, defaults.cache_dir))
+        if str(value) != str(default)
+    )
+    try:
+        from extract.base import get_extractor
+
+        get_extractor(feature)
+    except KeyError:
+        return f"make export RUN=<run> NAME={feature}{where} (a trained run's per-frame output)"
+    return f"make extract FEATURES={feature} SPLIT=train{where} (and SPLIT=val, SPLIT=test)"
+
+
+def check_stores(cfg: TrainConfig) -> None:
+    """The dataset is there and every input store exists; the first missing one ends the command with one
+    line naming the feature and the command that makes it."""
+    from cache.checks import require_dataset
+    from cache.location import as_location
+    from cache.store import store_exists, store_path
+
+    data = cfg.data
+    require_dataset(Path(data.data_root), data.videos and Path(data.videos), data.labels and Path(data.labels))
+    from train.rows import split_feature
+
+    for name in cfg.data.features:
+        path = store_path(as_location(cfg.data.cache_dir), split_feature(name)[0])  # `store:row` reads STORE
+        if not store_exists(path):
+            raise MissingStore(
+                f"feature '{name}' has no store at {path}; make it with: "
+                f"{make_command(name, cfg.data.data_root, cfg.data.cache_dir)}"
+            )

@@ -1,0 +1,265 @@
+"""Recipes (configs/): every file loads, builds its head and loss; each method's paper numbers are pinned by
+reading the files; mistakes end with one line naming the key (and the closest valid keys or the type);
+explicit flags win over overrides, which win over files; the run folder keeps the resolved config and
+provenance; speed settings never enter a store's fingerprint."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from recipes.extract import build_run_options
+from recipes.loader import CONFIGS_DIR, ConfigError
+from recipes.reproduce import load_reproduce
+from recipes.train import build_train_config
+from train.heads import build_head
+from train.losses import VALossConfig, va_loss
+
+torch.set_num_threads(1)
+TRAIN_FILES = sorted(
+    p for p in CONFIGS_DIR.rglob("*.yaml") if p.parent.name != "profiles" and p.name not in ("extract.yaml", "reproduce.yaml")
+)
+EXTRACT_FILES = sorted(CONFIGS_DIR.rglob("extract.yaml"))
+REPRODUCE_FILES = sorted(CONFIGS_DIR.rglob("reproduce.yaml"))
+
+
+def _loss_config(cfg) -> VALossConfig:
+    return VALossConfig(ccc_weights=cfg.loss_weights, regression=cfg.regression, regression_weight=cfg.regression_weight,
+                        region_lambda=cfg.lambda_region, region_sigma=cfg.region_sigma)
+
+
+def _forward_and_loss(cfg) -> float:
+    dims = {name: (3 if name == "audio_reliability" else 12) for name in cfg.data.features}
+    head = dict(cfg.head)
+    if cfg.lambda_region > 0:
+        head["region_prototypes"] = torch.randn(9, 8).tolist()
+    model = build_head(cfg.model, dims, head)
+    B, T = 2, 16
+    feats = {n: torch.randn(B, T, d) for n, d in dims.items()}
+    masks = {n: torch.ones(B, T, dtype=torch.bool) for n in dims}
+    pad = torch.ones(B, T, dtype=torch.bool)
+    out = model(feats, masks, pad)
+    assert out.va.shape == (B, T, 2)
+    loss, parts = va_loss(out, torch.rand(B, T, 2) * 2 - 1, pad, _loss_config(cfg))
+    loss.backward()
+    return float(loss.detach())
+
+
+@pytest.mark.parametrize("path", TRAIN_FILES, ids=lambda p: str(p.relative_to(CONFIGS_DIR)))
+def test_every_train_config_loads_and_builds_its_head_and_loss(path):
+    cfg = build_train_config([path])
+    assert math.isfinite(_forward_and_loss(cfg))
+    tiny = build_train_config([path, CONFIGS_DIR / "profiles" / "tiny.yaml"])
+    assert tiny.head["hidden"] == 64 and tiny.model == cfg.model
+
+
+@pytest.mark.parametrize("path", EXTRACT_FILES, ids=lambda p: str(p.relative_to(CONFIGS_DIR)))
+def test_every_extract_config_loads_and_builds_its_extractor_configs(path):
+    from extract.base import build_config, get_extractor
+
+    opts = build_run_options([path], [], {"split": "val"})
+    assert opts.split == "val" and opts.features
+    for name in opts.features:
+        cls = get_extractor(name)
+        assert isinstance(build_config(cls, opts.configs.get(name)), cls.Config)
+
+
+@pytest.mark.parametrize("path", REPRODUCE_FILES, ids=lambda p: p.parent.name)
+def test_every_reproduce_list_names_loadable_steps(path):
+    name, spec = load_reproduce(str(path))
+    assert name == path.parent.name
+    for step in spec.steps:
+        build_train_config([step.train, CONFIGS_DIR / "profiles" / "tiny.yaml"], step.overrides)
+    build_run_options([spec.extract.config])
+
+
+def _load(rel: str):
+    return build_train_config([CONFIGS_DIR / rel])
+
+
+def test_ras_recipe_pins_the_papers_numbers():
+    face = _load("ras/face.yaml")
+    assert (face.model, face.data.window, face.data.stride) == ("transformer", 400, 150)
+    assert (face.head["layers"], face.head["heads"], face.head["hidden"], face.head["regressor"]) == (5, 16, 256, "mlp")
+    assert (face.lr, face.weight_decay, face.batch_size, face.seed) == (1e-4, 0.01, 8, 42)
+    assert (face.plateau_patience, face.plateau_factor, face.early_stop) == (5, 0.1, 15)
+    assert face.data.nearest_fill == {"clip": math.inf}
+    behaviour = _load("ras/behaviour.yaml")
+    assert behaviour.model == "mamba"
+    assert (behaviour.head["layers"], behaviour.head["hidden"], behaviour.head["d_state"], behaviour.head["d_conv"]) == (12, 256, 8, 5)
+    audio = _load("ras/audio.yaml")
+    assert (audio.lr, audio.loss_weights, audio.regression, audio.regression_weight) == (2e-4, (0.7, 0.3), "mse", 0.1)
+    for rel in ("ras/fusion-raav.yaml", "ras/fusion-dcmmoe.yaml"):
+        fusion = _load(rel)
+        assert (fusion.lr, fusion.loss_weights, fusion.regression, fusion.regression_weight) == (5e-5, (0.7, 0.3), "mse", 0.01)
+        assert fusion.head["hidden"] == 256 and fusion.head["heads"] == 4
+    raav = _load("ras/fusion-raav.yaml")
+    assert (raav.head["layers"], raav.head["latents"]) == (1, 4)
+    assert raav.head["priors"] == {"ras_face": 0.85, "ras_behaviour": 0.15}
+    ext = build_run_options([CONFIGS_DIR / "ras/extract.yaml"])
+    wavlm, rel, mouth, qwen = (ext.configs[n] for n in ("wavlm", "audio_reliability", "mouth", "qwen3vl"))
+    assert (wavlm.window_s, wavlm.hop_s) == (4.0, 2.0)
+    assert (rel.min_open, rel.min_coverage, rel.min_window_s) == (0.25, 0.8, 1.0)
+    assert (mouth.fill_closed_s, mouth.drop_open_s) == (0.15, 0.20)
+    assert (qwen.segment_s, qwen.n_frames) == (4.0, 16)
+    _, spec = load_reproduce("ras")
+    paper = {s.name: s.paper.P for s in spec.steps}
+    assert paper == {"face": 0.619, "audio": 0.403, "behaviour": 0.539, "fusion-dcmmoe": 0.649, "fusion-raav": 0.658}
+
+
+def test_kookmin_recipe_pins_the_papers_numbers():
+    cfg = _load("kookmin/clip-ast.yaml")
+    assert (cfg.model, cfg.data.features) == ("crossattn", ["clip", "ast"])
+    assert (cfg.lambda_region, cfg.region_sigma) == (0.2, 0.45)
+    assert (cfg.head["gru_hidden"], cfg.head["heads"], cfg.head["ffn_mult"], cfg.head["hidden"], cfg.head["region_scale"]) == (256, 4, 4, 256, 10.0)
+    assert _load("kookmin/clip-ast-no-guidance.yaml").lambda_region == 0.0
+    ast = build_run_options([CONFIGS_DIR / "kookmin/extract.yaml"]).configs["ast"]
+    assert (ast.window_s, ast.anchor) == (10.0, "past")
+    _, spec = load_reproduce("kookmin")
+    assert {s.name: s.paper.P for s in spec.steps} == {"no-guidance": 0.4438, "clip-ast": 0.5361}
+
+
+def test_head_default_recipes_hold_the_paper_defaults():
+    t = _load("heads/transformer.yaml")
+    assert (t.head["layers"], t.head["heads"], t.head["regressor"], t.data.window, t.data.stride) == (5, 16, "mlp", 400, 150)
+    m = _load("heads/mamba.yaml")
+    assert (m.head["layers"], m.head["hidden"], m.head["d_state"], m.head["d_conv"]) == (12, 256, 8, 5)
+    c = _load("heads/crossattn.yaml")
+    assert (c.lambda_region, c.region_sigma, c.head["gru_hidden"], c.head["heads"]) == (0.2, 0.45, 256, 4)
+    assert _load("heads/raav.yaml").head["layers"] == 1
+
+
+def test_every_train_config_field_has_a_recipe_key():
+    """A field added to TrainConfig must be reachable from a recipe (TOP_LEVEL or a group)."""
+    from recipes.train import GROUPS, TOP_LEVEL
+    from train.config import TrainConfig
+
+    mapped = set(TOP_LEVEL) | {"data", "head"} | {f for keys in GROUPS.values() for f in keys.values()}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} == mapped
+
+
+def test_mlp_regressor_is_fc_ln_gelu_dropout_fc():
+    head = build_head("transformer", {"clip": 8}, {"hidden": 16, "heads": 2, "layers": 1, "regressor": "mlp"})
+    kinds = [type(m).__name__ for m in head.va_head.mlp]
+    assert kinds == ["Linear", "LayerNorm", "GELU", "Dropout", "Linear"]
+    with pytest.raises(ValueError, match="regressor"):
+        build_head("gru", {"clip": 8}, {"regressor": "deep"})
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("head.layerz=4", "unknown key 'head.layerz' (head transformer); closest valid keys: head.layers"),
+    ("optim.lrr=1e-3", "closest valid keys: optim.lr"),
+    ("data.windw=3", "closest valid keys: data.window"),
+    ("optim.lr=fast", "key 'optim.lr' (head transformer): expected float, got 'fast'"),
+    ("head.layers=4.5", "key 'head.layers' (head transformer): expected int"),
+    ("loss.weights=[1,2,3]", "key 'loss.weights' (head transformer): expected tuple[float, float], got [1, 2, 3]"),
+    ("head.heads=7", "hidden (256) must be divisible by heads (7)"),
+])
+def test_a_bad_key_or_value_is_one_line_naming_it(override, expected):
+    with pytest.raises(ConfigError) as err:
+        build_train_config([CONFIGS_DIR / "ras/face.yaml"], [override])
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_extract_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"unknown key 'configs.wavlm.layrs' \(extract\); closest valid keys: configs.wavlm.layers"):
+        build_run_options([], ["configs.wavlm.layrs=[1]"])
+    with pytest.raises(ConfigError, match="key 'configs.ast.window_s' .*expected float"):
+        build_run_options([], ["configs.ast.window_s=long"])
+    with pytest.raises(ConfigError, match="unknown feature 'configs.wavlmm'; closest features: wavlm"):
+        build_run_options([], ["configs.wavlmm.layers=[1]"])
+
+
+def test_overrides_beat_files_and_typed_flags_beat_overrides(monkeypatch, tmp_path):
+    """`train --config ras/face.yaml head.layers=4 optim.lr=5e-5 --lr 3e-4`: layers 4 (override), lr 3e-4 (flag)."""
+    import recipes.train
+    import train.loop
+    from pipeline import app
+
+    seen = {}
+
+    def fake_train(cfg, resume=False, console=None, **_):
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    monkeypatch.setattr(train.loop, "train", fake_train)
+    monkeypatch.setattr(recipes.train, "check_stores", lambda cfg: None)
+    res = CliRunner().invoke(app, ["train", "--config", "configs/ras/face.yaml", "head.layers=4", "optim.lr=5e-5",
+                                   "--lr", "3e-4", "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    cfg = seen["cfg"]
+    assert (cfg.head["layers"], cfg.lr, cfg.head["heads"], cfg.data.window, cfg.runs_dir) == (4, 3e-4, 16, 400, str(tmp_path))
+    res = CliRunner().invoke(app, ["train", "--config", "configs/ras/face.yaml", "head.layerz=4"])
+    assert res.exit_code == 1
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "closest valid keys: head.layers" in lines[0]
+
+
+def test_extract_cli_takes_config_and_overrides(monkeypatch):
+    import extract.runner
+    from pipeline import app
+
+    seen = {}
+
+    def fake_run(opts):
+        seen["opts"] = opts
+        raise SystemExit(0)
+
+    monkeypatch.setattr(extract.runner, "run_extraction", fake_run)
+    res = CliRunner().invoke(app, ["extract", "--config", "configs/ras/extract.yaml", "configs.wavlm.hop_s=1.0",
+                                   "--split", "val", "--batch-size", "4"])
+    assert res.exit_code == 0, res.output
+    opts = seen["opts"]
+    assert (opts.split, opts.batch_size, opts.configs["wavlm"].hop_s, opts.configs["wavlm"].window_s) == ("val", 4, 1.0, 4.0)
+    assert "qwen3vl" in opts.features
+
+
+def test_speed_settings_never_enter_a_fingerprint(monkeypatch):
+    from extract.base import Extractor, available, get_extractor
+
+    monkeypatch.setattr(Extractor, "weights_digest", lambda self: "")
+    speed_names = {"batch_size", "num_workers", "workers", "device", "prefetch", "threads"}
+    marked = []
+    for name in available():
+        cls = get_extractor(name)
+        for f in dataclasses.fields(cls.Config):
+            if f.name in speed_names:
+                assert f.metadata.get("speed"), f"{name}.{f.name} changes speed only: mark it with metadata=SPEED"
+                marked.append(name)
+    assert {"ast", "wavlm", "qwen3vl"} <= set(marked)
+    for name in ("ast", "wavlm", "qwen3vl"):
+        cls = get_extractor(name)
+        base = cls(cls.Config(), model_ref="some/model").feature_meta().fingerprint
+        faster = cls(dataclasses.replace(cls.Config(), batch_size=64), model_ref="some/model").feature_meta().fingerprint
+        other = dataclasses.replace(cls.Config(), hop_s=cls.Config().hop_s * 2)
+        assert faster == base
+        assert cls(other, model_ref="some/model").feature_meta().fingerprint != base
+
+
+def test_run_folder_keeps_resolved_config_and_provenance(tmp_path):
+    import json
+
+    from train.loop import train
+    from train.synthetic import SynthConfig, default_tracks, make_synthetic
+
+    tracks = default_tracks(n_train=2, n_val=1, n_test=0, frames=(80, 100), seed=3)
+    make_synthetic(tmp_path / "data", tmp_path / "cache", SynthConfig(tracks=tracks))
+    cfg = build_train_config([CONFIGS_DIR / "heads/transformer.yaml"], [
+        "head.hidden=16", "head.heads=2", "head.layers=1", "optim.epochs=1", "data.window=64", "data.stride=32",
+        "device=cpu", "eval.smooth_grid=[0,2]", f"data.data_root={tmp_path / 'data'}", f"data.cache_dir={tmp_path / 'cache'}",
+        f"runs_dir={tmp_path / 'runs'}", "name=prov",
+    ])
+    result = train(cfg)
+    again = build_train_config([result.run.path / "config.yaml"])
+    assert again.to_dict() == cfg.to_dict() | {"head": again.head}
+    assert again.head["layers"] == 1 and again.head["regressor"] == "mlp"
+    prov = json.loads((result.run.path / "provenance.json").read_text())
+    assert set(prov["versions"]) >= {"torch", "transformers", "open_clip", "zarr", "numpy"}
+    assert all(prov["versions"][k] for k in ("torch", "numpy", "zarr"))
+    assert set(prov["git"]) == {"commit", "dirty"}
+    assert prov["git"]["commit"] is None or len(prov["git"]["commit"]) == 40
