@@ -48,6 +48,7 @@ class TrainStep:
     overrides: list[str] = field(default_factory=list)  # key=value on top of the file (and the profile)
     profiles: dict[str, list[str]] = field(default_factory=dict)  # profile -> key=value for that profile only
     export: Optional[str] = None  # feature name of the run's export (stacking input of later steps)
+    export_windows: bool = False  # export one row per audio window (audio_window runs: train/window_audio.py)
     paper: PaperScore = field(default_factory=PaperScore)
 
 
@@ -211,11 +212,17 @@ def reproduce(recipe: str, opts: ReproduceOptions, console: Any) -> Path:
         results.append(result)
         if step.export:
             start = time.perf_counter()
-            report = export_run(result.run, step.export, SPLITS, runs_dir=runs_dir, cache_dir=opts.cache_dir,
-                                data_root=opts.data_root, device=opts.device, on_mismatch="new")
-            written = sum(report.written.values())
-            results.append(StepResult(f"{step.name} export", result.run, f"feature store {step.export}",
-                                      f"{written} groups written, {sum(report.skipped.values())} skipped",
+            if step.export_windows:
+                from train.window_audio import export_windows
+
+                by_split = export_windows(result.run, step.export, SPLITS, runs_dir=runs_dir, cache_dir=opts.cache_dir,
+                                          data_root=opts.data_root, device=opts.device, on_mismatch="new")
+                status = f"{sum(by_split.values())} window groups written"
+            else:
+                report = export_run(result.run, step.export, SPLITS, runs_dir=runs_dir, cache_dir=opts.cache_dir,
+                                    data_root=opts.data_root, device=opts.device, on_mismatch="new")
+                status = f"{sum(report.written.values())} groups written, {sum(report.skipped.values())} skipped"
+            results.append(StepResult(f"{step.name} export", result.run, f"feature store {step.export}", status,
                                       time.perf_counter() - start))
 
     if spec.ensemble:

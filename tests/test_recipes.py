@@ -88,12 +88,16 @@ def test_ras_recipe_pins_the_papers_numbers():
     assert (face.head["layers"], face.head["heads"], face.head["hidden"], face.head["regressor"]) == (5, 16, 256, "mlp")
     assert (face.lr, face.weight_decay, face.batch_size, face.seed) == (1e-4, 0.01, 8, 42)
     assert (face.plateau_patience, face.plateau_factor, face.early_stop) == (5, 0.1, 15)
-    assert face.data.nearest_fill == {"clip": math.inf}
+    assert face.data.features == ["grada"] and face.data.nearest_fill == {"grada": math.inf}
     behaviour = _load("ras/behaviour.yaml")
     assert behaviour.model == "mamba"
     assert (behaviour.head["layers"], behaviour.head["hidden"], behaviour.head["d_state"], behaviour.head["d_conv"]) == (12, 256, 8, 5)
+    assert (behaviour.data.features, behaviour.data.level, behaviour.data.window, behaviour.data.stride) == (
+        ["qwen3vl:mm_last"], "segment", 16, 8)
     audio = _load("ras/audio.yaml")
     assert (audio.lr, audio.loss_weights, audio.regression, audio.regression_weight) == (2e-4, (0.7, 0.3), "mse", 0.1)
+    assert (audio.model, audio.data.level, audio.data.window, audio.data.stride) == ("blockpool", "audio_window", 200, 100)
+    assert audio.data.window_filter == {"min_open": 0.25, "min_coverage": 0.8} and audio.head["blocks"] == 4
     for rel in ("ras/fusion-raav.yaml", "ras/fusion-dcmmoe.yaml"):
         fusion = _load(rel)
         assert (fusion.lr, fusion.loss_weights, fusion.regression, fusion.regression_weight) == (5e-5, (0.7, 0.3), "mse", 0.01)
@@ -101,12 +105,16 @@ def test_ras_recipe_pins_the_papers_numbers():
     raav = _load("ras/fusion-raav.yaml")
     assert (raav.head["layers"], raav.head["latents"]) == (1, 4)
     assert raav.head["priors"] == {"ras_face": 0.85, "ras_behaviour": 0.15}
+    assert (raav.head["audio_tokens"], raav.head["reliability_rule"]) == ("windows", "any")
     ext = build_run_options([CONFIGS_DIR / "ras/extract.yaml"])
     wavlm, rel, mouth, qwen = (ext.configs[n] for n in ("wavlm", "audio_reliability", "mouth", "qwen3vl"))
     assert (wavlm.window_s, wavlm.hop_s) == (4.0, 2.0)
     assert (rel.min_open, rel.min_coverage, rel.min_window_s) == (0.25, 0.8, 1.0)
     assert (mouth.fill_closed_s, mouth.drop_open_s) == (0.15, 0.20)
     assert (qwen.segment_s, qwen.n_frames) == (4.0, 16)
+    from extract.qwen3vl import RAS_PROMPT
+
+    assert (qwen.input, qwen.prompt) == ("frames", RAS_PROMPT) and "grada" in ext.features
     _, spec = load_reproduce("ras")
     paper = {s.name: s.paper.P for s in spec.steps}
     assert paper == {"face": 0.619, "audio": 0.403, "behaviour": 0.539, "fusion-dcmmoe": 0.649, "fusion-raav": 0.658}
