@@ -574,11 +574,11 @@ def sweep(
     from train.sweep import SweepError, load_sweep, run_sweep, save_best, summarize, trial_config, trial_state
 
     try:
-        spec = load_sweep(config, runs_dir=str(runs_dir), base_loader=_recipe_dict)
+        spec = load_sweep(config, runs_dir=str(runs_dir))
     except SweepError as err:
         console.print(f"[red]sweep failed:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(f"sweep {spec.name}: {len(spec.trials)} trials under {spec.base['runs_dir']}")
+    console.print(f"sweep {spec.name}: {len(spec.trials)} trials under {spec.runs_dir}")
     if dry_run:
         for trial in spec.trials:
             console.print(f"  {trial.name}: {trial_state(trial_config(spec, trial))}", markup=False)
@@ -593,7 +593,7 @@ def sweep(
                             gpus_per_trial=gpus_per_trial, on_result=report)
     from train.runs_table import list_runs
 
-    sweep_dir = Path(spec.base["runs_dir"])
+    sweep_dir = Path(spec.runs_dir)
     _print_runs_table(list_runs(sweep_dir, "P"), f"sweep {spec.name}: {len(spec.trials)} trials in {sweep_dir}, best validation P first")
     best = save_best(spec, summarize(spec))
     if best:
@@ -602,16 +602,6 @@ def sweep(
     if failed:
         console.print(f"[red]{len(failed)} trial(s) failed[/red]")
         raise typer.Exit(1)
-
-
-def _recipe_dict(path: Path) -> dict:
-    """A training recipe file as the dict form of a TrainConfig (JSON as written in a run folder, or YAML)."""
-    import json
-
-    import yaml
-
-    text = path.read_text(encoding="utf-8")
-    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
 
 
 def predict_bare_videos(

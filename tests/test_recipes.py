@@ -22,9 +22,10 @@ from train.losses import VALossConfig, va_loss
 
 torch.set_num_threads(1)
 TRAIN_FILES = sorted(
-    p for p in CONFIGS_DIR.rglob("*.yaml") if p.parent.name != "profiles" and p.name not in ("extract.yaml", "reproduce.yaml")
+    p for p in CONFIGS_DIR.rglob("*.yaml")
+    if p.parent.name != "profiles" and not p.name.startswith("extract") and p.name != "reproduce.yaml"
 )
-EXTRACT_FILES = sorted(CONFIGS_DIR.rglob("extract.yaml"))
+EXTRACT_FILES = sorted(CONFIGS_DIR.rglob("extract*.yaml"))
 REPRODUCE_FILES = sorted(CONFIGS_DIR.rglob("reproduce.yaml"))
 
 
@@ -130,6 +131,17 @@ def test_kookmin_recipe_pins_the_papers_numbers():
     assert (ast.window_s, ast.anchor) == (10.0, "past")
     _, spec = load_reproduce("kookmin")
     assert {s.name: s.paper.P for s in spec.steps} == {"no-guidance": 0.4438, "clip-ast": 0.5361}
+
+
+def test_kookmin_finetuned_recipe_pins_the_papers_setting():
+    """Table 1's best row: CLIP fine-tuned with soft prompt guidance at λ 0.2, from the cached face crops."""
+    cfg = _load("kookmin/clip-ft-ast.yaml")
+    assert (cfg.model, cfg.data.features) == ("crossattn", ["face_crops", "ast"])
+    assert (cfg.lambda_region, cfg.region_sigma) == (0.2, 0.45)
+    assert cfg.finetune["spec"] == "clip:all" and cfg.finetune["backbone_lr"] == 5e-6 and cfg.lr == 2e-4
+    extract = build_run_options([CONFIGS_DIR / "kookmin/extract-finetune.yaml"])
+    assert {"face_crops", "clip", "ast"} <= set(extract.features)
+    assert (extract.configs["ast"].window_s, extract.configs["ast"].anchor) == (10.0, "past")
 
 
 def test_head_default_recipes_hold_the_paper_defaults():

@@ -34,15 +34,16 @@ set:
   data.cache_dir: {root / 'cache'}
   data.window: 100
   data.stride: 50
-  epochs: 1
-  max_steps_per_epoch: 3
+  optim.epochs: 1
+  optim.max_steps_per_epoch: 3
   head.hidden: 8
   head.gru_hidden: 8
-  smooth_grid: [0, 2]
+  eval.smooth_grid: [0, 2]
 grid:
-  lr: [1.0e-3, 1.0e-2]
+  optim.lr: [1.0e-3, 1.0e-2]
   seed: [1, 2]
 """)
+
     return path
 
 
@@ -84,14 +85,14 @@ def test_a_sweep_equals_the_runs_started_by_hand_and_resumes(synth, tmp_path):
 
 
 def test_random_draws_are_reproducible_and_bad_keys_are_named(synth, tmp_path):
-    space = {"samples": 3, "seed": 5, "space": {"lr": {"loguniform": [1e-5, 1e-3]}, "head.hidden": [8, 16]}}
+    space = {"samples": 3, "seed": 5, "space": {"optim.lr": {"loguniform": [1e-5, 1e-3]}, "head.hidden": [8, 16]}}
     first, second = expand_trials(None, space), expand_trials(None, space)
     assert [t.values for t in first] == [t.values for t in second]
-    assert all(1e-5 <= t.values["lr"] <= 1e-3 and t.values["head.hidden"] in (8, 16) for t in first)
+    assert all(1e-5 <= t.values["optim.lr"] <= 1e-3 and t.values["head.hidden"] in (8, 16) for t in first)
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("set:\n  data.features: [clip]\ngrid:\n  lrr: [1.0e-3]\n")
-    with pytest.raises(SweepError, match="unknown config key 'lrr'.*lr"):
+    bad.write_text("set:\n  model: gru\n  data.features: [clip]\ngrid:\n  optim.lrr: [1.0e-3]\n")
+    with pytest.raises(SweepError, match="unknown key 'optim.lrr'.*optim.lr"):
         load_sweep(bad)
 
 

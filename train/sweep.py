@@ -3,19 +3,22 @@
 A sweep file is YAML:
 
     name: gru-lr                       # runs go to RUNS_DIR/<name>/<trial>
-    base: configs/heads/gru.yaml       # optional: a training recipe, the trials' common start
-    set:                               # optional: fixed overrides on top of it (dotted keys)
+    base: heads/gru.yaml               # optional: a training recipe (configs/README.md), the trials' start
+    set:                               # optional: fixed settings on top of it (dotted recipe keys)
       data.features: [clip]
-      epochs: 5
+      optim.epochs: 5
     grid:                              # every combination of these (dotted keys -> lists of values)
-      lr: [1.0e-4, 1.0e-3]
+      optim.lr: [1.0e-4, 1.0e-3]
       seed: [1, 2]
     random:                            # or/and: `samples` draws from these
       samples: 4
       seed: 0                          # the draw's own seed (the same file gives the same trials)
       space:
-        lr: {loguniform: [1.0e-5, 1.0e-3]}
+        optim.lr: {loguniform: [1.0e-5, 1.0e-3]}
         head.hidden: [64, 128]        # a list: one of its values
+
+Keys are those of a training recipe (`configs/README.md`), loaded and validated by the recipe loader
+(`recipes/train.py`): base file < `set` < the trial's values.
 
 Every trial is an ordinary run (its folder, config, metrics, report), named after the values it sets.
 A trial whose run folder holds a final evaluation is skipped; one with a checkpoint is resumed. Trials
@@ -25,7 +28,6 @@ share. The views the trials read are built once, before the first trial (`train/
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
@@ -60,12 +62,14 @@ class Trial:
 @dataclass
 class SweepSpec:
     name: str
-    base: dict[str, Any]  # a TrainConfig as a dict (its `to_dict` form)
+    runs_dir: str  # RUNS_DIR/<name>: one folder per trial
+    base: list[str] = field(default_factory=list)  # recipe files, the trials' common start
+    settings: dict[str, Any] = field(default_factory=dict)  # dotted recipe keys set for every trial
     trials: list[Trial] = field(default_factory=list)
 
 
-def load_sweep(path: Path, runs_dir: str | None = None, base_loader: Callable[[Path], dict[str, Any]] | None = None) -> SweepSpec:
-    """Read a sweep file, resolve its base config, expand its trials, and check every trial's config."""
+def load_sweep(path: Path, runs_dir: str | None = None) -> SweepSpec:
+    """Read a sweep file, expand its trials, and check every trial's config before anything runs."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -77,23 +81,15 @@ def load_sweep(path: Path, runs_dir: str | None = None, base_loader: Callable[[P
     if unknown:
         raise SweepError(f"{path}: unknown key(s) {sorted(unknown)}; a sweep file has {sorted(SWEEP_KEYS)}")
     name = str(raw.get("name") or path.stem)
+    base = []
     if raw.get("base"):
         base_path = Path(raw["base"])
-        if not base_path.is_absolute() and not base_path.exists():
-            base_path = path.parent / base_path
-        if base_loader is None:
-            raise SweepError(f"{path}: 'base' needs a recipe loader")
-        base = base_loader(base_path)
-    else:
-        base = {"model": "gru", "data": {"features": []}}
-    base = copy.deepcopy(base)
-    for key, value in (raw.get("set") or {}).items():
-        set_dotted(base, key, value)
-    if runs_dir is not None:
-        base["runs_dir"] = str(Path(runs_dir) / name)
-    else:
-        base["runs_dir"] = str(Path(base.get("runs_dir", "artifacts/runs")) / name)
-    spec = SweepSpec(name=name, base=base, trials=expand_trials(raw.get("grid"), raw.get("random"), path))
+        beside = path.parent / base_path
+        base = [str(beside if not base_path.is_absolute() and beside.is_file() else base_path)]
+    settings = dict(raw.get("set") or {})
+    root = Path(runs_dir) if runs_dir is not None else Path(str(settings.get("runs_dir", "artifacts/runs")))
+    spec = SweepSpec(name=name, runs_dir=str(root / name), base=base, settings=settings,
+                     trials=expand_trials(raw.get("grid"), raw.get("random"), path))
     for trial in spec.trials:
         trial_config(spec, trial)  # fail before the first run, not at the tenth
     return spec
@@ -157,45 +153,16 @@ def trial_name(values: Mapping[str, Any]) -> str:
     return name
 
 
-def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
-    """`head.hidden=64` on the dict form of a TrainConfig; an unknown key is refused by `trial_config`."""
-    node = config
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise SweepError(f"'{key}': '{part}' is not a section")
-    node[parts[-1]] = value
-
-
 def trial_config(spec: SweepSpec, trial: Trial) -> TrainConfig:
-    """The trial's full training config: the sweep's base, then the trial's values, named and placed."""
-    raw = copy.deepcopy(spec.base)
-    for key, value in trial.values.items():
-        set_dotted(raw, key, value)
-    raw["name"] = trial.name
-    _check_keys(raw)
+    """The trial's full training config: base recipe < the sweep's settings < the trial's values."""
+    from recipes.loader import ConfigError
+    from recipes.train import build_train_config
+
+    explicit = {**spec.settings, **trial.values, "name": trial.name, "runs_dir": spec.runs_dir}
     try:
-        return TrainConfig.from_dict(raw)
-    except (TypeError, ValueError) as err:
+        return build_train_config(spec.base, (), explicit)
+    except ConfigError as err:
         raise SweepError(f"trial {trial.name}: {err}") from None
-
-
-def _check_keys(raw: Mapping[str, Any]) -> None:
-    from dataclasses import fields
-
-    from train.config import DataConfig
-
-    import difflib
-
-    for section, cls in ((raw, TrainConfig), (raw.get("data", {}), DataConfig)):
-        known = {f.name for f in fields(cls)}
-        for key in section:
-            if key not in known:
-                close = difflib.get_close_matches(key, sorted(known), n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                prefix = "data." if cls is DataConfig else ""
-                raise SweepError(f"unknown config key '{prefix}{key}'{hint}")
 
 
 def trial_state(cfg: TrainConfig) -> str:
@@ -259,7 +226,7 @@ def run_sweep(
     """Run every trial (finished ones skipped); returns one result per trial, in trial order."""
     prepare_views(spec)
     configs = [trial_config(spec, t).to_dict() for t in spec.trials]
-    Path(spec.base["runs_dir"]).mkdir(parents=True, exist_ok=True)
+    Path(spec.runs_dir).mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     if backend == "local":
         for cfg in configs:
@@ -302,7 +269,7 @@ def summarize(spec: SweepSpec) -> list[dict[str, Any]]:
     """Every trial's run, sorted by validation P (best first), from the run folders."""
     rows = []
     for trial in spec.trials:
-        run = Path(spec.base["runs_dir"]) / trial.name
+        run = Path(spec.runs_dir) / trial.name
         result = run / "eval_val.json"
         row: dict[str, Any] = {"trial": trial.name, **trial.values, "P": None, "ccc_v": None, "ccc_a": None}
         if result.is_file():
@@ -315,13 +282,16 @@ def summarize(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def save_best(spec: SweepSpec, rows: Sequence[Mapping[str, Any]]) -> Path | None:
-    """The best trial's full config as YAML next to the trials (a recipe to start from)."""
+    """The best trial's full recipe as YAML next to the trials (`train --config` it to start from there)."""
+    from recipes.loader import dump_yaml
+    from recipes.train import train_config_to_recipe
+
     best = next((r for r in rows if r["P"] is not None), None)
     if best is None:
         return None
     trial = next(t for t in spec.trials if t.name == best["trial"])
-    cfg = trial_config(spec, trial).to_dict()
-    path = Path(spec.base["runs_dir"]) / "best.yaml"
+    recipe = train_config_to_recipe(trial_config(spec, trial))
+    path = Path(spec.runs_dir) / "best.yaml"
     header = f"# best trial of sweep {spec.name}: {trial.name}, validation P {best['P']:.4f}\n"
-    path.write_text(header + yaml.safe_dump(cfg, sort_keys=True), encoding="utf-8")
+    path.write_text(header + dump_yaml(recipe), encoding="utf-8")
     return path
