@@ -34,9 +34,15 @@ def _loss_config(cfg) -> VALossConfig:
                         region_lambda=cfg.lambda_region, region_sigma=cfg.region_sigma)
 
 
-def _forward_and_loss(cfg) -> float:
+def _forward_and_loss(cfg, models_dir=None) -> float:
     dims = {name: (3 if name == "audio_reliability" else 12) for name in cfg.data.features}
     head = dict(cfg.head)
+    if head.get("window_encoder") == "wavlm_top":  # a real WavLM-Large top: built here as the tiny model's
+        import extract.wavlm  # noqa: F401 - registers the wavlm model family
+
+        head["window_encoder_options"] = {**head["window_encoder_options"], "top": 2, "profile": "tiny",
+                                          "models_dir": str(models_dir)}
+        dims = {n: (64 if n == "wavlm_hidden" else d) for n, d in dims.items()}  # the tiny WavLM's width
     if cfg.lambda_region > 0:
         head["region_prototypes"] = torch.randn(9, 8).tolist()
     model = build_head(cfg.model, dims, head)
@@ -52,9 +58,9 @@ def _forward_and_loss(cfg) -> float:
 
 
 @pytest.mark.parametrize("path", TRAIN_FILES, ids=lambda p: str(p.relative_to(CONFIGS_DIR)))
-def test_every_train_config_loads_and_builds_its_head_and_loss(path):
+def test_every_train_config_loads_and_builds_its_head_and_loss(path, tmp_path):
     cfg = build_train_config([path])
-    assert math.isfinite(_forward_and_loss(cfg))
+    assert math.isfinite(_forward_and_loss(cfg, tmp_path))
     tiny = build_train_config([path, CONFIGS_DIR / "profiles" / "tiny.yaml"])
     assert tiny.head["hidden"] == 64 and tiny.model == cfg.model
 
@@ -142,6 +148,17 @@ def test_kookmin_finetuned_recipe_pins_the_papers_setting():
     extract = build_run_options([CONFIGS_DIR / "kookmin/extract-finetune.yaml"])
     assert {"face_crops", "clip", "ast"} <= set(extract.features)
     assert (extract.configs["ast"].window_s, extract.configs["ast"].anchor) == (10.0, "past")
+
+
+def test_ras_wavlm_top4_recipe_pins_the_papers_setting():
+    """RAS's audio branch as the paper trains it: the top 4 WavLM-Large layers fine-tuned from `wavlm_hidden`."""
+    cfg = _load("ras/audio-wavlm-top4.yaml")
+    assert (cfg.model, cfg.data.features, cfg.data.level) == ("blockpool", ["wavlm_hidden", "audio_reliability"], "audio_window")
+    assert (cfg.data.window, cfg.data.stride, cfg.head["blocks"]) == (200, 100, 4)
+    assert cfg.head["window_encoder"] == "wavlm_top" and cfg.head["window_encoder_options"] == {"top": 4, "backbone_lr": 5e-6}
+    assert cfg.lr == 2e-4 and cfg.loss_weights == (0.7, 0.3)
+    extract = build_run_options([CONFIGS_DIR / "ras/extract-wavlm-top.yaml"])
+    assert extract.configs["wavlm_hidden"].top_layers == 4 and extract.configs["wavlm_hidden"].window_s == 4.0
 
 
 def test_head_default_recipes_hold_the_paper_defaults():
