@@ -71,11 +71,12 @@ sample: $(STAMP)
 train: $(STAMP)
 	$(PY) pipeline.py train --model $(MODEL) $(if $(FEATURES),--features $(FEATURES)) $(if $(CONFIG),--config $(CONFIG)) --data-root $(DATA) --cache-dir $(CACHE) --runs-dir $(RUNS) --device $(DEVICE) $(TRAIN_ARGS)
 
-# a method end to end (configs/$(RECIPE)/reproduce.yaml): report in artifacts/reproduce/$(RECIPE)/report.md
+# a method end to end (configs/$(RECIPE)/reproduce.yaml): report in artifacts/reproduce/$(RECIPE)/report.md,
+# its stores in artifacts/reproduce/$(RECIPE)/features unless CACHE=... is given
 RECIPE ?= ras
 .PHONY: reproduce
 reproduce: $(STAMP)
-	$(PY) pipeline.py reproduce $(RECIPE) --data-root $(DATA) --cache-dir $(CACHE) $(PROFILE_ARG) --device $(DEVICE) $(REPRODUCE_ARGS)
+	$(PY) pipeline.py reproduce $(RECIPE) --data-root $(DATA) $(if $(filter command line environment,$(origin CACHE)),--cache-dir $(CACHE)) $(PROFILE_ARG) --device $(DEVICE) $(REPRODUCE_ARGS)
 
 # stacking: a run's per-frame [hidden, VA] as the feature store CACHE/NAME.zarr, e.g.
 #   make export RUN=gru-clip-s42 NAME=face_gru && make train MODEL=raav FEATURES=face_gru,wavlm,qwen3vl,audio_reliability

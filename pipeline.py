@@ -747,7 +747,7 @@ def ensemble(
 def reproduce(
     recipe: Annotated[str, typer.Argument(help="ras | kookmin (configs/RECIPE/reproduce.yaml) or a recipe list file.")],
     data_root: DataRoot = DEFAULT_DATA,
-    cache_dir: CacheDir = DEFAULT_CACHE,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Where the recipe's feature stores live (default OUT/RECIPE/features: a method's extractor settings are its own).")] = None,
     runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Where the steps' runs live (default OUT/RECIPE/runs).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Where the report goes: OUT/RECIPE/report.md.")] = Path("artifacts/reproduce"),
     profile: Profile = "tiny",

@@ -9,6 +9,8 @@ The step list is data: swapping a branch means pointing a step's `train:` at ano
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import shutil
@@ -102,7 +104,7 @@ class StepResult:
 @dataclass
 class ReproduceOptions:
     data_root: Path
-    cache_dir: str
+    cache_dir: str | None  # None: OUT/RECIPE/features
     out: Path = Path("artifacts/reproduce")
     runs_dir: Path | None = None  # default <out>/<recipe>/runs
     profile: str = "tiny"
@@ -184,6 +186,8 @@ def reproduce(recipe: str, opts: ReproduceOptions, console: Any) -> Path:
     name, spec = load_reproduce(recipe)
     out_dir = Path(opts.out) / name
     runs_dir = Path(opts.runs_dir) if opts.runs_dir else out_dir / "runs"
+    if not opts.cache_dir:  # a method's extractor settings (e.g. RAS's whole-frame Qwen input) are its own
+        opts = dataclasses.replace(opts, cache_dir=str(out_dir / "features"))
     out_dir.mkdir(parents=True, exist_ok=True)
     results: list[StepResult] = []
     failed_videos: list[str] = []

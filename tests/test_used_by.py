@@ -172,10 +172,13 @@ def test_make_extract_and_make_train_on_the_sample_as_written(tmp_path):
     assert json.loads((tmp_path / "runs" / "sample-gru" / "eval_val.json").read_text())["frames"] > 0
 
 
-@pytest.mark.parametrize("extra, expected", [((), "pipeline.py reproduce ras --data-root artifacts/sample --cache-dir artifacts/features --device auto"),
-                                             (("PROFILE=full", "DATA=/data/aw2"), "--data-root /data/aw2 --cache-dir artifacts/features --profile full")])
+@pytest.mark.parametrize("extra, expected", [((), "pipeline.py reproduce ras --data-root artifacts/sample --device auto"),
+                                             (("PROFILE=full", "DATA=/data/aw2"), "--data-root /data/aw2 --profile full"),
+                                             (("CACHE=/fast/features",), "--data-root artifacts/sample --cache-dir /fast/features --device")])
 def test_make_reproduce_command_line(extra, expected):
-    """`make reproduce RECIPE=ras` (the recipe's own default profile, tiny) and with DATA=… PROFILE=full."""
+    """`make reproduce RECIPE=ras` (the recipe's own default profile, tiny; its stores under
+    artifacts/reproduce/ras/features, apart from the demo's, whose Qwen3-VL input differs), with DATA=… PROFILE=full,
+    and with an explicit CACHE."""
     done = subprocess.run(["make", "-n", "-s", "-C", str(ROOT), "-o", ".venv/.installed", "reproduce", "RECIPE=ras", *extra],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
