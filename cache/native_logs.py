@@ -11,6 +11,7 @@ on the filter. Call it before mediapipe is imported."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -82,8 +83,6 @@ def _pump(read_end: int, out: int) -> None:
 
 
 def _write(fd: int, data: bytes) -> None:
-    try:
+    with contextlib.suppress(OSError):  # the terminal or log behind fd 2 is gone: nothing left to tell
         while data:
             data = data[os.write(fd, data):]
-    except OSError:
-        pass

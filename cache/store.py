@@ -13,6 +13,7 @@ the store, the group and the repair (`pipeline.py verify`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -476,14 +477,11 @@ class FeatureStore:
         """Store data that goes with the feature but is not per unit (e.g. region prompt embeddings).
         Like a group: an old one is marked incomplete before it is removed; complete after its data."""
         extras = self._root.require_group(EXTRAS_GROUP)
-        try:
+        # no extra yet (KeyError), or unreadable metadata (overwritten below): nothing to un-complete
+        with contextlib.suppress(KeyError, ValueError, TypeError, UnicodeDecodeError):
             old = extras[name]
             if old.attrs.get("complete"):
                 old.attrs["complete"] = False
-        except KeyError:
-            pass
-        except (ValueError, TypeError, UnicodeDecodeError):  # unreadable metadata: overwritten below
-            pass
         arr = create_checked_array(extras, name, shape=array.shape, dtype=array.dtype)
         arr[...] = array
         arr.attrs.update({**(attrs or {}), "chunks": int(arr.nchunks)})

@@ -308,6 +308,18 @@ class CropExtractor(Extractor):
         """The results per unit once every batch of the video was seen."""
 
 
+def rows_to_results(rows_by_track: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]], dim: int,
+                    attrs: dict[str, Any]) -> dict[str, UnitResult]:
+    """Per track, its batches' (times, values, valid) concatenated into one `UnitResult` (empty when none)."""
+    out = {}
+    for track, rows in rows_by_track.items():
+        times = np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, 2))
+        values = np.concatenate([r[1] for r in rows]) if rows else np.zeros((0, dim), dtype=np.float32)
+        valid = np.concatenate([r[2] for r in rows]) if rows else np.zeros(0, dtype=bool)
+        out[track] = UnitResult(values, times, valid, dict(attrs))
+    return out
+
+
 class AudioExtractor(Extractor):
     """Gets the video's audio once, as returned by `extract.audio.decode_audio(path, sample_rate)`
     (decoded once per video and sample rate, shared by all audio extractors; None without audio)."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from cache.regions import PROMPT_TEMPLATES, REGION_STATES, region_prompts  # noqa: F401  (re-exported)
 from cache.store import FeatureStore
-from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, box_crops, register
+from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, box_crops, register, rows_to_results
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +78,7 @@ class ClipExtractor(CropExtractor):
         state["rows"][batch.track].append((batch.times.copy(), values, ok.copy()))
 
     def end(self, state: dict[str, Any]) -> dict[str, UnitResult]:
-        out = {}
-        dim = int(self.model.visual.output_dim)
-        for track, rows in state["rows"].items():
-            times = np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, 2))
-            values = np.concatenate([r[1] for r in rows]) if rows else np.zeros((0, dim), dtype=np.float32)
-            valid = np.concatenate([r[2] for r in rows]) if rows else np.zeros(0, dtype=bool)
-            out[track] = UnitResult(values, times, valid, {"model": self.public_model_ref()})
-        return out
+        return rows_to_results(state["rows"], int(self.model.visual.output_dim), {"model": self.public_model_ref()})
 
     def close(self) -> None:
         self.model = self.preprocess = self.tokenizer = None

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, crop_faces, register
+from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, crop_faces, register, rows_to_results
 from extract.models import ModelFamily, register_family
 
 log = logging.getLogger(__name__)
@@ -186,14 +186,7 @@ class FaceEncoderExtractor(CropExtractor):
         state["rows"][batch.track].append((batch.times.copy(), values, ok.copy()))
 
     def end(self, state: dict[str, Any]) -> dict[str, UnitResult]:
-        out = {}
-        dim = self.model.spec.embed_dim
-        for track, rows in state["rows"].items():
-            times = np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, 2))
-            values = np.concatenate([r[1] for r in rows]) if rows else np.zeros((0, dim), dtype=np.float32)
-            valid = np.concatenate([r[2] for r in rows]) if rows else np.zeros(0, dtype=bool)
-            out[track] = UnitResult(values, times, valid, {"model": self.public_model_ref()})
-        return out
+        return rows_to_results(state["rows"], self.model.spec.embed_dim, {"model": self.public_model_ref()})
 
     def close(self) -> None:
         self.model = None

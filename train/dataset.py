@@ -211,6 +211,7 @@ class TrackDataset:
         self.views: dict[str, FeatureViews] = {}
         self._view_files: dict[str, list[ViewFile | None]] = {}
         self._view_masks: dict[tuple[str, int], np.ndarray] = {}
+        self._views_ready: set[int] = set()
         if views_dir is not None:
             self._open_views(Path(views_dir))
         self._lru: OrderedDict[int, AlignedTrack] = OrderedDict()
@@ -309,7 +310,12 @@ class TrackDataset:
         """Every feature of track `ti` is in an aligned view on disk (or has no group: all masked)."""
         if not self.views:
             return False
-        return all(f[ti] is None or f[ti].exists() for f in self._view_files.values())
+        if ti in self._views_ready:  # a written view stays: no file checks per window on the batch path
+            return True
+        ready = all(f[ti] is None or f[ti].exists() for f in self._view_files.values())
+        if ready:
+            self._views_ready.add(ti)
+        return ready
 
     def build_views(self, track_ids: Sequence[int] | None = None, progress=None) -> int:
         """Write the missing views of the given tracks (all by default); returns how many tracks were aligned."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from train.config import TrainConfig
 from train.dataset import TrackDataset
-from train.evaluate import EvalResult, SplitPredictions, evaluate_predictions, fill_missing
+from train.evaluate import EvalResult, SplitPredictions, concat_valid, evaluate_predictions, fill_missing
 from train.metrics import ccc
 from train.run import RunDir
 
@@ -83,17 +83,6 @@ def combine(preds: list[list[np.ndarray]], weights_v: np.ndarray, weights_a: np.
     return out
 
 
-def _valid_rows(dataset: TrackDataset, preds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    pred_rows, true_rows = [], []
-    for track, p in zip(dataset.tracks, preds):
-        if track.labels is None:
-            continue
-        valid = np.asarray(track.labels.valid, dtype=bool)
-        pred_rows.append(p[valid])
-        true_rows.append(np.asarray(track.labels.values)[valid])
-    return np.concatenate(pred_rows), np.concatenate(true_rows)
-
-
 def candidate_weights(n: int, seed: int = 42) -> np.ndarray:
     """(K, n) weight vectors on the simplex: a 0.05 grid for two members, else Dirichlet samples; always the
     mean and each member alone."""
@@ -151,17 +140,17 @@ def build_ensemble(
         for d, ds in zip(dirs, datasets[1:]):
             if [t.name for t in ds.tracks] != names:
                 raise ValueError(f"run {d.path.name} predicts other validation tracks than {dirs[0].path.name}")
-        rows = np.stack([_valid_rows(ref, p)[0] for p in preds], 0)
-        true = _valid_rows(ref, preds[0])[1]
+        rows = np.stack([concat_valid(ref, p)[0] for p in preds], 0)
+        true = concat_valid(ref, preds[0])[1]
         n = len(dirs)
         mean_w = np.full(n, 1.0 / n)
         wv, wa = (mean_w, mean_w) if method == "mean" else choose_weights(rows, true)
         scores: dict[str, Any] = {}
         for d, p in zip(dirs, preds):
-            r, t = _valid_rows(ref, p)
+            r, t = concat_valid(ref, p)
             scores[d.path.name] = _scores(r, t)
-        scores["mean"] = _scores(*_valid_rows(ref, combine(preds, mean_w, mean_w)))
-        scores["weighted"] = _scores(*_valid_rows(ref, combine(preds, wv, wa))) if method == "weighted" else None
+        scores["mean"] = _scores(*concat_valid(ref, combine(preds, mean_w, mean_w)))
+        scores["weighted"] = _scores(*concat_valid(ref, combine(preds, wv, wa))) if method == "weighted" else None
         fused = SplitPredictions(va=combine(preds, wv, wa), has_feature=[np.logical_or.reduce(m) for m in zip(*present)])
         base_cfg = TrainConfig.load(dirs[0].config)
         result = evaluate_predictions(ref, fused, grid=grid or base_cfg.smooth_grid)

@@ -146,7 +146,8 @@ def postprocess(pred: np.ndarray, present: np.ndarray, half_windows: tuple[int, 
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
-def _concat_valid(dataset: TrackDataset, preds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def concat_valid(dataset: TrackDataset, preds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels of every valid labelled frame of the split, concatenated (as CCC is scored)."""
     pred_rows, true_rows = [], []
     for track, pred in zip(dataset.tracks, preds):
         if track.labels is None:
@@ -161,7 +162,7 @@ def _concat_valid(dataset: TrackDataset, preds: Sequence[np.ndarray]) -> tuple[n
 
 def score(dataset: TrackDataset, preds: Sequence[np.ndarray]) -> dict[str, float]:
     """CCC_V, CCC_A and P over all valid frames of the dataset's tracks concatenated."""
-    pred, true = _concat_valid(dataset, preds)
+    pred, true = concat_valid(dataset, preds)
     return va_scores(pred, true)
 
 
@@ -171,13 +172,13 @@ def choose_smoothing(
     """Half-windows for V and A (each chosen alone) that maximise CCC on this dataset."""
     filled = [fill_missing(p, m) for p, m in zip(split.va, split.has_feature)]
     curves: dict[str, dict[int, float]] = {"ccc_v": {}, "ccc_a": {}}
-    true_rows = _concat_valid(dataset, filled)[1]
+    true_rows = concat_valid(dataset, filled)[1]
     for half in sorted(set(int(h) for h in grid) | {0}):
         smoothed = [
             np.clip(np.stack([moving_average(p[:, 0], half), moving_average(p[:, 1], half)], axis=1), -1, 1)
             for p in filled
         ]
-        pred_rows = _concat_valid(dataset, smoothed)[0]
+        pred_rows = concat_valid(dataset, smoothed)[0]
         curves["ccc_v"][half] = ccc(pred_rows[:, 0], true_rows[:, 0])
         curves["ccc_a"][half] = ccc(pred_rows[:, 1], true_rows[:, 1])
     best_v = max(curves["ccc_v"], key=lambda h: (curves["ccc_v"][h], -h))

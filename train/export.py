@@ -204,6 +204,17 @@ def track_embeddings(
         raise RuntimeError(f"export: tracks {sorted(pending)} did not receive all their windows")
 
 
+def open_export_split(loaded: Any, split: str, name: str) -> Any:
+    """The run's dataset of `split`, or None (with a warning) when the split has no tracks."""
+    try:
+        return loaded.dataset(split)
+    except ValueError as err:
+        if "has no tracks" not in str(err):
+            raise
+        log.warning("export %s: %s, skipped", name, err)
+        return None
+
+
 def export_run(
     run: str | Path,
     name: str,
@@ -261,12 +272,8 @@ def export_run(
     report = ExportReport(name=name, path=out_path, fingerprint=meta.fingerprint, dim=(hidden or 0) + 2)
     bs = batch_size or loaded.cfg.batch_size
     for split in splits:
-        try:
-            dataset = loaded.dataset(split)
-        except ValueError as err:
-            if "has no tracks" not in str(err):
-                raise
-            log.warning("export %s: %s, skipped", name, err)
+        dataset = open_export_split(loaded, split, name)
+        if dataset is None:
             report.empty_splits.append(split)
             continue
         try:

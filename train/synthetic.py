@@ -164,6 +164,11 @@ def _track_windows(duration: float, length_s: float, hop_s: float, min_s: float 
     return np.stack([starts[keep], ends[keep]], axis=1)
 
 
+def _segment_means(va: np.ndarray, fps: float, windows: np.ndarray) -> np.ndarray:
+    """Mean true VA over the frames of each [start, end) window (at least one frame each)."""
+    return np.stack([va[int(s * fps) : max(int(np.ceil(e * fps)), int(s * fps) + 1)].mean(0) for s, e in windows])
+
+
 def write_segment_store(
     cache_dir: Path, name: str, tracks: list[SynthTrack], truth: dict[str, np.ndarray], dim: int = 12,
     segment_s: float = 4.0, hop_s: float = 2.0, noise: float = 0.3, seed: int = 1,
@@ -178,9 +183,7 @@ def write_segment_store(
     for track in tracks:
         va = truth[track.name]
         win = _track_windows(track.n_frames / track.fps, segment_s, hop_s)
-        means = np.stack([
-            va[int(s * track.fps) : max(int(np.ceil(e * track.fps)), int(s * track.fps) + 1)].mean(0) for s, e in win
-        ])
+        means = _segment_means(va, track.fps, win)
         store.write(track.name, means @ w + noise * rng.normal(size=(len(win), dim)), win, attrs={"fps": track.fps})
 
 
@@ -220,9 +223,7 @@ def write_multirow_segment_store(
     for track in tracks:
         va = truth[track.name]
         win = _track_windows(track.n_frames / track.fps, segment_s, hop_s)
-        means = np.stack([
-            va[int(s * track.fps) : max(int(np.ceil(e * track.fps)), int(s * track.fps) + 1)].mean(0) for s, e in win
-        ])
+        means = _segment_means(va, track.fps, win)
         values = np.stack(
             [signal * (means @ w) + 0.3 * rng.normal(size=(len(win), dim)) for signal in rows.values()], axis=1
         ).astype(np.float32)

@@ -180,7 +180,7 @@ def export_windows(
 ) -> dict[str, int]:
     """Write an `audio_window` run's per-window [embedding, VA] as a window-kind store `name` (one group
     per track); returns groups written per split."""
-    from train.export import export_meta, load_json, weights_digest
+    from train.export import export_meta, load_json, open_export_split, weights_digest
     from train.restore import load_run
 
     loaded = load_run(run, Path(runs_dir), device, data_root=data_root, cache_dir=cache_dir, checkpoint=checkpoint)
@@ -196,12 +196,8 @@ def export_windows(
     store = FeatureStore.create_or_open(store_path(loaded.cfg.data.cache_dir, name), meta, on_mismatch=on_mismatch)
     written: dict[str, int] = {}
     for split in splits:
-        try:
-            dataset = loaded.dataset(split)
-        except ValueError as err:
-            if "has no tracks" not in str(err):
-                raise
-            log.warning("export %s: %s, skipped", name, err)
+        dataset = open_export_split(loaded, split, name)
+        if dataset is None:
             continue
         written[split] = 0
         try:
