@@ -22,7 +22,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-import train.options as checks  # light: no torch until a value needs it
+import train.fit.options as checks  # light: no torch until a value needs it
 from cache.location import as_location
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)  # plain one-line usage errors
@@ -428,11 +428,11 @@ def train(
 
     Settings come from recipe files (--config), then key=value overrides, then the flags typed here."""
     from recipes.cli import explicit_train_values, typed_flags
-    from recipes.train import build_train_config, check_stores, default_recipe_files
+    from train.runs.recipe import build_train_config, check_stores, default_recipe_files
     from train.config import parse_head_options
-    from train.loop import train as run_training
-    from train.progress import ProgressSettings
-    from train.report import ccc_table
+    from train.fit.loop import train as run_training
+    from train.fit.progress import ProgressSettings
+    from train.scoring.report import ccc_table
 
     flags = typed_flags(ctx, dict(
         model=model, features=features, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
@@ -449,7 +449,7 @@ def train(
         usage_check("--fill", checks.fill, fill, checks.feature_list(features))
     explicit = explicit_train_values(flags)
     if finetune:
-        from train.finetune import FinetuneConfig
+        from train.fit.finetune import FinetuneConfig
 
         explicit["finetune"] = usage_check("--finetune", lambda: FinetuneConfig.from_dict({
             "spec": finetune, "backbone_lr": backbone_lr, "profile": profile, **parse_head_options(finetune_opt)}).to_dict())
@@ -479,8 +479,8 @@ def evaluate(
 ) -> None:
     """Recompute a run's CCC table (raw and smoothed) from its best checkpoint. Refused when a track of
     the split lacks a feature the run needs, unless --allow-missing."""
-    from train.evaluate import evaluate_run
-    from train.report import ccc_table
+    from train.scoring.evaluate import evaluate_run
+    from train.scoring.report import ccc_table
 
     with one_line_errors("evaluate"):
         result = evaluate_run(
@@ -513,8 +513,8 @@ def predict(
         with one_line_errors("predict"):
             predict_bare_videos(run, videos, runs_dir, out, cache_dir, models_dir, device, allow_missing)
         return
-    from train.coverage import read_sidecar
-    from train.predict import predict_run
+    from train.results.coverage import read_sidecar
+    from train.results.predict import predict_run
 
     with one_line_errors("predict"):
         path = predict_run(
@@ -529,7 +529,7 @@ def predict(
 
 
 def _gap_text(coverage: dict) -> str:
-    """One line from a train.coverage.Coverage dict."""
+    """One line from a train.results.coverage.Coverage dict."""
     parts = [f"{len(names)} track(s) without {feature}" for feature, names in coverage.get("missing", {}).items()]
     if coverage.get("unreadable"):
         parts.append(f"{len(coverage['unreadable'])} track(s) with an unreadable video left out")
@@ -550,7 +550,7 @@ def align(
     """Align features onto a split's label frames once and keep them on disk (aligned views) for every later run.
 
     Training builds missing views on first use; this does it ahead of time (e.g. before a sweep)."""
-    from train.views import build_split_views
+    from train.data.views import build_split_views
 
     with one_line_errors("align"):
         report = build_split_views(
@@ -571,7 +571,7 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the trials and their state; train nothing.")] = False,
 ) -> None:
     """Run a grid or random search of training configs over one cache; finished trials are skipped."""
-    from train.sweep import SweepError, load_sweep, run_sweep, save_best, summarize, trial_config, trial_state
+    from train.fit.sweep import SweepError, load_sweep, run_sweep, save_best, summarize, trial_config, trial_state
 
     try:
         spec = load_sweep(config, runs_dir=str(runs_dir))
@@ -591,7 +591,7 @@ def sweep(
     with one_line_errors("sweep"):
         results = run_sweep(spec, backend=backend, address=address, cpus_per_trial=cpus_per_trial,
                             gpus_per_trial=gpus_per_trial, on_result=report)
-    from train.runs_table import list_runs
+    from train.runs.table import list_runs
 
     sweep_dir = Path(spec.runs_dir)
     _print_runs_table(list_runs(sweep_dir, "P"), f"sweep {spec.name}: {len(spec.trials)} trials in {sweep_dir}, best validation P first")
@@ -613,9 +613,9 @@ def predict_bare_videos(
     from extract.bare import extract_videos, extractable
     from extract.progress import print_summary
     from train.config import TrainConfig
-    from train.predict_videos import predict_videos
-    from train.restore import load_run
-    from train.run import RunDir
+    from train.results.predict_videos import predict_videos
+    from train.results.restore import load_run
+    from train.runs.folder import RunDir
 
     rd = RunDir.resolve(run, runs_dir)
     cfg = TrainConfig.load(rd.config)
@@ -649,7 +649,7 @@ def runs_cmd(
     """A table of every run in RUNS_DIR (head, features, epochs, best validation P, CCC, smoothing, date)."""
     import json
 
-    from train.runs_table import config_diff, list_runs
+    from train.runs.table import config_diff, list_runs
 
     with one_line_errors("runs"):
         if diff:
@@ -700,11 +700,11 @@ def export_cmd(
     device: Device = "auto",
 ) -> None:
     """Export a run's per-frame representation + VA prediction as a feature store (stacking for fusion)."""
-    from train.export import export_run
+    from train.results.export import export_run
 
     with one_line_errors("export", hint=" (--new-store moves it aside)"):
         if windows:
-            from train.window_audio import export_windows
+            from train.data.window_audio import export_windows
 
             written = export_windows(
                 run, name, [s.strip() for s in splits.split(",") if s.strip()], runs_dir=runs_dir, cache_dir=cache_dir,
@@ -732,8 +732,8 @@ def ensemble(
     device: Device = "auto",
 ) -> None:
     """Late fusion: combine the runs' per-frame predictions into a run folder that evaluate and predict read."""
-    from train.ensemble import build_ensemble
-    from train.report import ccc_table
+    from train.results.ensemble import build_ensemble
+    from train.scoring.report import ccc_table
 
     with one_line_errors("ensemble"):
         out, result, spec = build_ensemble(runs, name, runs_dir, method, device, data_root=data_root, cache_dir=cache_dir)
@@ -814,7 +814,7 @@ def demo(
                        new_store=True, device=device)
 
     console.print(Rule("5/5 evaluate and write the test submission"))
-    from train.evaluate import evaluate_run
+    from train.scoring.evaluate import evaluate_run
 
     table = Table(title="validation CCC (all valid frames concatenated; smoothed as chosen on validation)")
     for col in ("run", "features", "CCC_V", "CCC_A", "P", "P raw"):

@@ -28,8 +28,8 @@ from cache.importers import ImportConfig, import_features
 from cache.manifest import load_manifest, video_stem
 from cache.sample_data import write_av_file
 from train.config import DataConfig, TrainConfig
-from train.loop import train
-from train.synthetic import SynthConfig, default_tracks, make_synthetic
+from train.fit.loop import train
+from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
 
 
 def write_csvs(root: Path, out: Path, truth: dict[str, np.ndarray], fps: dict[str, float], seed: int = 0) -> None:

@@ -6,7 +6,7 @@
 
 For `wavlm:4` and `clip:2`, prints training frames per second (label frames through the model, each
 once: window = stride) with the top fed from the cache (`wavlm_hidden` / `face_crops` + the backbone top,
-`train/finetune.py`) and with the same model fed from raw video, their ratio (targets: >= 5x for
+`train/fit/finetune.py`) and with the same model fed from raw video, their ratio (targets: >= 5x for
 wavlm:4 of 24 layers, >= 3x for clip:2), peak RSS and the share of the step time spent waiting for data.
 
 Raw video costs, per epoch, what the cache saves, plus the same training step:
@@ -105,12 +105,12 @@ def phase_cached(work: Path, spec: str, refs: dict[str, str], steps: int, window
 
     from cache.location import as_location
     from cache.prefetch import Prefetcher
-    from train.dataset import open_features
-    from train.finetune import parameter_groups
-    from train.loop import open_split
-    from train.losses import va_loss
-    from train.model import build_model
-    from train.tensors import autocast, resolve_device, to_tensors
+    from train.data.dataset import open_features
+    from train.fit.finetune import parameter_groups
+    from train.fit.loop import open_split
+    from train.fit.losses import va_loss
+    from train.fit.model import build_model
+    from train.data.tensors import autocast, resolve_device, to_tensors
 
     torch.set_num_threads(1)
     device = resolve_device(DEVICE)

@@ -6,7 +6,7 @@
 Generates (once, reused while the size matches) label files, tiny videos (for the container fps) and
 two stores: `face` (512-d per frame, per track) and `audio_wavlm` (1024-d at 50 Hz, per video). Then,
 for each data path in its own fresh process — `lazy` (aligned in RAM every epoch, LRU) and `views`
-(aligned once onto label frames and kept on disk, train/views.py; the build is timed) — opens the train
+(aligned once onto label frames and kept on disk, train/data/views.py; the build is timed) — opens the train
 split, times the data pipeline alone (and, with --full-pass, one whole epoch), trains a small GRU head
 for a few hundred steps, and prints: store and view sizes, time to open, frames/s of each path and
 their ratio (target >= 10x), the share of a GRU step spent waiting for data (target <= 5%) and peak
@@ -36,7 +36,7 @@ FPS_CHOICES = (30.0, 30.0, 30.0, 25.0, 15.0)
 def plan_tracks(scale: float, seed: int = 0):
     import numpy as np
 
-    from train.synthetic import SynthTrack
+    from train.data.synthetic import SynthTrack
 
     rng = np.random.default_rng(seed)
     tracks = []
@@ -57,7 +57,7 @@ def du(path: Path) -> int:
 
 
 def generate(out: Path, scale: float) -> dict:
-    from train.synthetic import SynthConfig, make_synthetic
+    from train.data.synthetic import SynthConfig, make_synthetic
 
     tracks = plan_tracks(scale)
     stamp = out / "plan.json"
@@ -107,11 +107,11 @@ def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, s
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     from cache.manifest import load_manifest
     from cache.prefetch import Prefetcher
-    from train.dataset import TrackDataset, open_features
+    from train.data.dataset import TrackDataset, open_features
     from train.heads import build_head
-    from train.losses import VALossConfig, va_loss
-    from train.tensors import to_tensors
-    from train.views import views_size
+    from train.fit.losses import VALossConfig, va_loss
+    from train.data.tensors import to_tensors
+    from train.data.views import views_size
 
     views_dir = out / "views" if path == "views" else None
     base_rss = rss_mb()

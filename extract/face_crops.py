@@ -4,7 +4,7 @@
 A crop is exactly what the `clip` extractor feeds its model, stopped before normalisation: the same
 `crop_faces` box crop (memoised on the batch, so `clip` and `face_crops` in one run crop once), then the
 geometric part of open_clip's own eval transform (resize, centre crop) for the model's input size.
-`train/backbones.py` applies the normalisation (x / 255 − mean) / std, which reproduces the `clip`
+`train/heads/backbones.py` applies the normalisation (x / 255 − mean) / std, which reproduces the `clip`
 embeddings (tests/test_finetune.py).
 
 Storage: (N, S, S, 3) uint8, S = the model's input size (224 for ViT-B/16 and for the tiny model),

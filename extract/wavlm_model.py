@@ -1,6 +1,6 @@
 """WavLM as a model, without the extractor: loading (hub id or local folder, real or tiny alike), the
 tiny model, and the window geometry shared by extraction (`extract/wavlm.py`) and by training the top
-layers from the cache (`train/backbones.py`), which must cut and stitch windows the same way.
+layers from the cache (`train/heads/backbones.py`), which must cut and stitch windows the same way.
 
 Frames: WavLM's convolutional front end has a 400-sample receptive field and a 320-sample stride, so a
 window starting at sample s (a multiple of 320) gives frames that are exactly the global frames

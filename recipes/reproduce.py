@@ -50,7 +50,7 @@ class TrainStep:
     overrides: list[str] = field(default_factory=list)  # key=value on top of the file (and the profile)
     profiles: dict[str, list[str]] = field(default_factory=dict)  # profile -> key=value for that profile only
     export: Optional[str] = None  # feature name of the run's export (stacking input of later steps)
-    export_windows: bool = False  # export one row per audio window (audio_window runs: train/window_audio.py)
+    export_windows: bool = False  # export one row per audio window (audio_window runs: train/data/window_audio.py)
     paper: PaperScore = field(default_factory=PaperScore)
 
 
@@ -124,10 +124,10 @@ def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_step(step: TrainStep, run_name: str, opts: ReproduceOptions, runs_dir: Path, console: Any) -> StepResult:
-    from recipes.train import build_train_config, check_stores
+    from train.runs.recipe import build_train_config, check_stores
     from train.config import TrainConfig
-    from train.loop import train as run_training
-    from train.run import RunDir
+    from train.fit.loop import train as run_training
+    from train.runs.folder import RunDir
 
     explicit = {"name": run_name, "runs_dir": str(runs_dir), "device": opts.device,
                 "data.data_root": str(opts.data_root), "data.cache_dir": str(opts.cache_dir)}
@@ -178,10 +178,10 @@ def reproduce(recipe: str, opts: ReproduceOptions, console: Any) -> Path:
     from extract.progress import print_summary
     from extract.runner import run_extraction
     from recipes.extract import build_run_options
-    from train.ensemble import build_ensemble, is_ensemble
-    from train.export import export_run
-    from train.predict import predict_run
-    from train.run import RunDir
+    from train.results.ensemble import build_ensemble, is_ensemble
+    from train.results.export import export_run
+    from train.results.predict import predict_run
+    from train.runs.folder import RunDir
 
     name, spec = load_reproduce(recipe)
     out_dir = Path(opts.out) / name
@@ -217,7 +217,7 @@ def reproduce(recipe: str, opts: ReproduceOptions, console: Any) -> Path:
         if step.export:
             start = time.perf_counter()
             if step.export_windows:
-                from train.window_audio import export_windows
+                from train.data.window_audio import export_windows
 
                 by_split = export_windows(result.run, step.export, SPLITS, runs_dir=runs_dir, cache_dir=opts.cache_dir,
                                           data_root=opts.data_root, device=opts.device, on_mismatch="new")

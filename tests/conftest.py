@@ -22,7 +22,7 @@ def mini_demo(tmp_path_factory):
     from cache.sample_data import SampleConfig, write_sample_dataset
     from extract.runner import RunOptions, run_extraction
     from train.config import DataConfig, TrainConfig
-    from train.loop import train
+    from train.fit.loop import train
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("mini_demo")

@@ -25,7 +25,7 @@ SET_DIRS = {"train": "Train_Set", "val": "Validation_Set"}
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from train.synthetic import SynthConfig, default_tracks, make_synthetic
+    from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
 
     base = tmp_path_factory.mktemp("cli_failures")
     tracks = default_tracks(n_train=4, n_val=2, n_test=2, frames=(150, 200), seed=5)
@@ -83,7 +83,7 @@ def test_a_corrupt_checkpoint_on_evaluate_and_on_resume(trained: Path, tmp_path:
 
 def test_disk_full_while_writing_a_checkpoint(synth: Path, tmp_path: Path, monkeypatch) -> None:
     """ENOSPC on the third checkpoint write (epoch 2): one line, the epoch-1 checkpoint intact, no temp file."""
-    import train.checkpoint as checkpoint
+    import train.runs.checkpoint as checkpoint
 
     writes = []
     real_open = open
@@ -293,7 +293,7 @@ def test_training_leaves_out_unreadable_videos_with_one_warning(synth: Path, tmp
     data = _copy_data(synth, tmp_path)
     for stem in ("train2", "train3"):
         (data / "videos" / f"{stem}.mp4").write_bytes(b"\x00garbage" * 64)
-    with caplog.at_level(logging.WARNING, logger="train.dataset"):
+    with caplog.at_level(logging.WARNING, logger="train.data.dataset"):
         result = CliRunner().invoke(pipeline.app, train_args(data, synth / "cache", tmp_path / "runs", "around"))
     assert result.exit_code == 0, result.output
     warnings = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]

@@ -122,7 +122,7 @@ def test_rows_move_from_frame_index_clock_to_container_clock() -> None:
 
 
 def test_vfr_rows_and_labels_are_on_real_time(tmp_path: Path, patch_feature) -> None:
-    from train.dataset import TrackDataset, open_features
+    from train.data.dataset import TrackDataset, open_features
 
     root = tmp_path / "data"
     path = write_mp4(_dataset(root, "vfr", 90), VFR_TIMES)

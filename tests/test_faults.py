@@ -357,8 +357,8 @@ def test_extraction_refuses_another_fingerprint_unless_new_store(workspace: Path
 
 # ---- 6. NaN / inf in a feature -------------------------------------------------------------------
 def test_nan_and_inf_are_found_and_masked_never_trained_on(tmp_path: Path, caplog) -> None:
-    from train.dataset import TrackDataset, open_features
-    from train.synthetic import SynthConfig, SynthTrack, make_synthetic
+    from train.data.dataset import TrackDataset, open_features
+    from train.data.synthetic import SynthConfig, SynthTrack, make_synthetic
 
     # the writer: rows with NaN/inf are stored invalid (and zeroed), with a logged count
     # (the masking itself: tests/test_store.py::test_nan_rows_masked_not_stored)
@@ -383,7 +383,7 @@ def test_nan_and_inf_are_found_and_masked_never_trained_on(tmp_path: Path, caplo
     sources = open_features(tmp_path / "cache", ["clip", "wavlm"])
     ds = TrackDataset(load_manifest(tmp_path / "data", splits=("train",)).split("train"), sources, window=50, stride=50)
     try:
-        with caplog.at_level(logging.WARNING, logger="train.dataset"):
+        with caplog.at_level(logging.WARNING, logger="train.data.dataset"):
             aligned = ds.align_track(0)
         mask = aligned.masks["clip"]
         assert not mask[10:15].any() and not mask[40] and mask[:10].all() and mask[15:40].all()
@@ -400,7 +400,7 @@ def test_nan_and_inf_are_found_and_masked_never_trained_on(tmp_path: Path, caplo
 # ---- 7. training SIGKILLed mid-epoch, then --resume ----------------------------------------------
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from train.synthetic import SynthConfig, default_tracks, make_synthetic
+    from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
 
     base = tmp_path_factory.mktemp("train_faults")
     tracks = default_tracks(n_train=4, n_val=2, n_test=1, frames=(300, 400), seed=3)
@@ -459,7 +459,7 @@ def test_training_refuses_a_changed_store_on_resume_only(synth: Path) -> None:
     from typer.testing import CliRunner
 
     import pipeline
-    from train.run import FingerprintChanged
+    from train.runs.folder import FingerprintChanged
 
     assert _defines("tests/test_train_loop.py::test_resume_refuses_a_store_with_another_fingerprint")
     cache = synth / "cache_changed"
@@ -477,7 +477,7 @@ def test_training_refuses_a_changed_store_on_resume_only(synth: Path) -> None:
     assert recorded in message and other.fingerprint in message
     with pytest.raises(FingerprintChanged):  # the library raises the typed error the CLI reports
         from train.config import TrainConfig
-        from train.loop import train
+        from train.fit.loop import train
 
         cfg = TrainConfig.load(synth / "runs" / "fp_run" / "config.json")
         cfg.data.cache_dir = str(cache)

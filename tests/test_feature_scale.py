@@ -196,7 +196,7 @@ def write_scaled_store(data: Path, cache: Path, truth: dict[str, np.ndarray], tr
 
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory):
-    from train.synthetic import SynthConfig, default_tracks, make_synthetic
+    from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
 
     base = tmp_path_factory.mktemp("scaled")
     tracks = default_tracks(n_train=4, n_val=2, n_test=1, frames=(300, 360), seed=5)
@@ -221,7 +221,7 @@ def scaled_config(base: Path, normalize: bool):
 def scaled_runs(scaled):
     from rich.console import Console
 
-    from train.loop import train
+    from train.fit.loop import train
 
     quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115
     return {normalize: train(scaled_config(scaled, normalize), console=quiet) for normalize in (True, False)}
@@ -237,9 +237,9 @@ def test_a_signal_of_scale_1e_3_next_to_1e4_is_learnt_only_with_standardization(
 
 
 def test_statistics_are_recorded_kept_with_the_store_and_reapplied(scaled, scaled_runs, caplog):
-    from train.evaluate import evaluate_run
-    from train.restore import load_run
-    from train.standardize import EXTRA_PREFIX, Standardizer
+    from train.scoring.evaluate import evaluate_run
+    from train.results.restore import load_run
+    from train.data.standardize import EXTRA_PREFIX, Standardizer
 
     run = scaled_runs[True].run
     recorded = Standardizer.load(run.standardization)
@@ -269,9 +269,9 @@ def test_statistics_are_recorded_kept_with_the_store_and_reapplied(scaled, scale
 
 
 def test_old_run_folders_open_with_their_raw_inputs_and_old_column_names(scaled_runs):
-    from train.evaluate import evaluate_run
-    from train.report import plot_learning_curves
-    from train.restore import load_run
+    from train.scoring.evaluate import evaluate_run
+    from train.scoring.report import plot_learning_curves
+    from train.results.restore import load_run
 
     run = scaled_runs[False].run
     rows = [json.loads(line) for line in run.metrics.read_text().splitlines()]

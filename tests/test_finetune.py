@@ -74,7 +74,7 @@ def test_wavlm_hidden_rows_are_wavlm_rows(ws):
 # ---- equivalence ----------------------------------------------------------------------------------------
 def test_wavlm_top_layers_on_cached_states_reproduce_the_full_model(ws):
     from extract.wavlm_model import load_wavlm
-    from train.backbones import load_wavlm_backbone
+    from train.heads.backbones import load_wavlm_backbone
 
     ref = _ref(ws, "wavlm")
     bundle = load_wavlm(ref)
@@ -94,7 +94,7 @@ def test_wavlm_top_on_the_store_reproduces_the_full_model_on_the_audio(ws):
     from extract.audio import decode_audio
     from extract.wavlm import WavlmConfig, compute_wavlm
     from extract.wavlm_model import load_wavlm
-    from train.backbones import load_wavlm_backbone
+    from train.heads.backbones import load_wavlm_backbone
 
     ref = _ref(ws, "wavlm")
     audio = decode_audio(ws / "data" / "videos" / "video20.mp4")
@@ -112,7 +112,7 @@ def test_wavlm_top_on_the_store_reproduces_the_full_model_on_the_audio(ws):
 
 
 def test_clip_tower_on_cached_crops_reproduces_the_clip_store(ws):
-    from train.backbones import load_clip_backbone
+    from train.heads.backbones import load_clip_backbone
 
     crops, clip = _store(ws, "face_crops").read("video20"), _store(ws, "clip").read("video20")
     for top in (1, None):
@@ -173,7 +173,7 @@ def test_clip_finetune_run_is_an_ordinary_run(ws):
         model_refs={"clip": str(run / "backbone")}, only_videos=["video20"],
     ))
     assert summary.ok, summary.failed
-    from train.restore import load_run
+    from train.results.restore import load_run
 
     loaded = load_run("ft-clip", ws / "runs", "cpu")
     crops = _store(ws, "face_crops").read("video20").values
@@ -193,7 +193,7 @@ def test_wavlm_finetune_run_saves_a_loadable_backbone(ws):
     run = ws / "runs" / "ft-wavlm"
     assert (run / "backbone" / "model.safetensors").is_file()
     from extract.wavlm_model import load_wavlm
-    from train.restore import load_run
+    from train.results.restore import load_run
 
     bundle = load_wavlm(str(run / "backbone"))
     loaded = load_run("ft-wavlm", ws / "runs", "cpu")
@@ -262,10 +262,10 @@ def test_wavlm_top_is_windowed_and_stitched_as_extraction(ws):
     from cache.media import frame_times
     from extract.wavlm_model import n_frames, ownership, window_plan
     from train.config import DataConfig, TrainConfig
-    from train.dataset import open_features
-    from train.loop import open_split
-    from train.model import build_model
-    from train.tensors import to_tensors
+    from train.data.dataset import open_features
+    from train.fit.loop import open_split
+    from train.fit.model import build_model
+    from train.data.tensors import to_tensors
 
     summary = run_extraction(RunOptions(
         split="train", features=["wavlm_hidden"], data_root=ws / "data", cache_dir=ws / "cache-w1",
@@ -320,8 +320,8 @@ def test_face_crops_subsampling_and_fill(ws):
     """frames_per_window F: every ceil(L / F)-th frame goes through the tower, the others repeat the sampled
     frame before them; --fill gives a faceless frame the nearest face of its window."""
     from train.config import DataConfig, TrainConfig
-    from train.dataset import open_features
-    from train.loop import open_split
+    from train.data.dataset import open_features
+    from train.fit.loop import open_split
 
     data = DataConfig(features=["face_crops"], data_root=str(ws / "data"), cache_dir=str(ws / "cache"),
                       window=32, stride=32, nearest_fill={"face_crops": 0.1})

@@ -9,7 +9,7 @@ import torch
 from test_heads_util import DIMS, SMALL, extend, make_batch
 from train.heads import HEADS, HeadConfig, HeadOutput, build_head, register_head
 from train.heads.common import split_modalities
-from train.losses import ccc_loss
+from train.fit.losses import ccc_loss
 
 torch.set_num_threads(1)
 NAMES = sorted(SMALL)

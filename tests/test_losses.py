@@ -1,4 +1,4 @@
-"""CCC loss against train/metrics.py, soft region labels, region KL and its gradient path."""
+"""CCC loss against train/scoring/metrics.py, soft region labels, region KL and its gradient path."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 
 from test_heads_util import SMALL, make_batch
 from train.heads import build_head
-from train.losses import (
+from train.fit.losses import (
     VALossConfig, ccc_loss, region_centres, region_kl_loss, regression_loss, soft_region_labels, va_loss,
 )
-from train.metrics import ccc
+from train.scoring.metrics import ccc
 
 torch.set_num_threads(1)
 

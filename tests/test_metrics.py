@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from train.metrics import ccc, va_scores
+from train.scoring.metrics import ccc, va_scores
 
 
 def reference_ccc(x, y):

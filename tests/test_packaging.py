@@ -64,7 +64,7 @@ def test_wheel_declares_the_dependencies_and_the_console_command(wheel):
     extra = [r for r in requires if 'extra == "mediapipe"' in r]
     assert _requirement_names(extra) == mediapipe_deps
     # every package is in the wheel, subpackages included
-    for module in ("pipeline.py", "cache/store.py", "extract/runner.py", "train/loop.py", "train/heads/gru.py"):
+    for module in ("pipeline.py", "cache/store.py", "extract/runner.py", "train/fit/loop.py", "train/heads/gru.py"):
         assert module in names, module
     assert "[console_scripts]" in entry_points and "affcache = pipeline:app" in entry_points
 

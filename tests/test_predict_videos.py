@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cache.manifest import load_manifest
 from cache.media import probe_video
 from cache.store import FeatureStore, store_path
-from train.restore import load_run, predict_tracks
+from train.results.restore import load_run, predict_tracks
 
 
 def test_predict_a_bare_folder_of_videos(mini_demo, tmp_path):

@@ -14,7 +14,7 @@ import torch
 
 from cache.sample_data import SampleConfig, write_sample_dataset
 from cache.native_logs import is_noise
-from train.synthetic import SynthConfig, default_tracks, make_synthetic
+from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -104,7 +104,7 @@ def test_train_lines_also_come_every_m_seconds(monkeypatch):
 
     from rich.console import Console
 
-    import train.progress as progress
+    import train.fit.progress as progress
 
     clock = iter([0.0, 1.0, 2.0, 70.0, 71.0, 140.0, 141.0])
     monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))

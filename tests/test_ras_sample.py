@@ -43,7 +43,7 @@ def test_behaviour_branch_on_the_sample(sample):
     from typer.testing import CliRunner
 
     from pipeline import app
-    from train.export import export_run
+    from train.results.export import export_run
 
     store = FeatureStore.open(store_path(sample / "cache", "qwen3vl"))
     assert store.meta.config["input"] == "frames" and store.meta.config["prompt"] == RAS_PROMPT
@@ -63,7 +63,7 @@ def test_audio_branch_on_the_sample(sample):
     from typer.testing import CliRunner
 
     from pipeline import app
-    from train.window_audio import export_windows
+    from train.data.window_audio import export_windows
 
     res = CliRunner().invoke(app, [
         "train", "--model", "blockpool", "--features", "wavlm,audio_reliability", "--level", "audio_window",

@@ -53,7 +53,7 @@ def test_extractor_example_runs_through_the_runner(tmp_path):
 
 def test_head_example_builds_and_learns():
     from train.heads import HEADS, build_head
-    from train.losses import ccc_loss
+    from train.fit.losses import ccc_loss
 
     load_readme_example("head")
     try:
@@ -94,7 +94,7 @@ def test_api_aligned_features_of_a_track(mini_demo, monkeypatch):
 
 
 def test_api_load_a_run_and_predict_a_track(mini_demo, monkeypatch, tmp_path):
-    from train.predict import predict_run
+    from train.results.predict import predict_run
 
     monkeypatch.chdir(mini_demo)
     ex = load_readme_example("api-predict")

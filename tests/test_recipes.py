@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from recipes.extract import build_run_options
 from recipes.loader import CONFIGS_DIR, ConfigError
 from recipes.reproduce import load_reproduce
-from recipes.train import build_train_config
+from train.runs.recipe import build_train_config
 from train.heads import build_head
-from train.losses import VALossConfig, va_loss
+from train.fit.losses import VALossConfig, va_loss
 
 torch.set_num_threads(1)
 TRAIN_FILES = sorted(
@@ -173,7 +173,7 @@ def test_head_default_recipes_hold_the_paper_defaults():
 
 def test_every_train_config_field_has_a_recipe_key():
     """A field added to TrainConfig must be reachable from a recipe (TOP_LEVEL or a group)."""
-    from recipes.train import GROUPS, TOP_LEVEL
+    from train.runs.recipe import GROUPS, TOP_LEVEL
     from train.config import TrainConfig
 
     mapped = set(TOP_LEVEL) | {"data", "head"} | {f for keys in GROUPS.values() for f in keys.values()}
@@ -214,8 +214,8 @@ def test_extract_config_errors_name_the_key():
 
 def test_overrides_beat_files_and_typed_flags_beat_overrides(monkeypatch, tmp_path):
     """`train --config ras/face.yaml head.layers=4 optim.lr=5e-5 --lr 3e-4`: layers 4 (override), lr 3e-4 (flag)."""
-    import recipes.train
-    import train.loop
+    import train.runs.recipe
+    import train.fit.loop
     from pipeline import app
 
     seen = {}
@@ -224,8 +224,8 @@ def test_overrides_beat_files_and_typed_flags_beat_overrides(monkeypatch, tmp_pa
         seen["cfg"] = cfg
         raise SystemExit(0)
 
-    monkeypatch.setattr(train.loop, "train", fake_train)
-    monkeypatch.setattr(recipes.train, "check_stores", lambda cfg: None)
+    monkeypatch.setattr(train.fit.loop, "train", fake_train)
+    monkeypatch.setattr(train.runs.recipe, "check_stores", lambda cfg: None)
     res = CliRunner().invoke(app, ["train", "--config", "configs/ras/face.yaml", "head.layers=4", "optim.lr=5e-5",
                                    "--lr", "3e-4", "--runs-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
@@ -281,8 +281,8 @@ def test_speed_settings_never_enter_a_fingerprint(monkeypatch):
 def test_run_folder_keeps_resolved_config_and_provenance(tmp_path):
     import json
 
-    from train.loop import train
-    from train.synthetic import SynthConfig, default_tracks, make_synthetic
+    from train.fit.loop import train
+    from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
 
     tracks = default_tracks(n_train=2, n_val=1, n_test=0, frames=(80, 100), seed=3)
     make_synthetic(tmp_path / "data", tmp_path / "cache", SynthConfig(tracks=tracks))

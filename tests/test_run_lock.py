@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from train.synthetic import SynthConfig, default_tracks, make_synthetic
+    from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
 
     base = tmp_path_factory.mktemp("run_lock")
     tracks = default_tracks(n_train=3, n_val=1, n_test=0, frames=(150, 200), seed=7)
@@ -81,7 +81,7 @@ def test_a_second_train_on_a_name_in_use_fails_at_once_and_a_killed_run_frees_it
 
 
 def test_lock_is_exclusive_and_a_refused_run_leaves_no_folder(tmp_path: Path) -> None:
-    from train.lock import RunLocked, run_lock
+    from train.runs.lock import RunLocked, run_lock
 
     run = tmp_path / "runs" / "r"
     with run_lock(run):

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from train.checkpoint import CheckpointError, load_checkpoint
+from train.runs.checkpoint import CheckpointError, load_checkpoint
 from train.config import DataConfig, TrainConfig
-from train.evaluate import evaluate_run
-from train.loop import train
-from train.restore import load_run
-from train.synthetic import SynthConfig, default_tracks, make_synthetic
-from train.weights import read_metadata
+from train.scoring.evaluate import evaluate_run
+from train.fit.loop import train
+from train.results.restore import load_run
+from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
+from train.runs.weights import read_metadata
 
 torch.set_num_threads(1)
 RAN = []
@@ -62,8 +62,8 @@ def test_weights_are_safetensors_next_to_config(base):
 
 
 def test_evaluate_predict_export_never_unpickle(base, no_torch_load, monkeypatch):
-    from train.export import export_run
-    from train.predict import predict_run
+    from train.results.export import export_run
+    from train.results.predict import predict_run
 
     monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("pickle.load"))
     monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("pickle.loads"))

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from cache.store import FeatureStore, store_path
 from cache.media import frame_times
-from train.dataset import open_features
-from train.rows import UnknownRow, split_feature
-from train.segments import expand_to_frames, segment_targets
-from train.synthetic import SynthConfig, default_tracks, make_synthetic, write_multirow_segment_store
+from train.data.dataset import open_features
+from train.data.rows import UnknownRow, split_feature
+from train.data.segments import expand_to_frames, segment_targets
+from train.data.synthetic import SynthConfig, default_tracks, make_synthetic, write_multirow_segment_store
 
 torch.set_num_threads(1)
 
@@ -110,8 +110,8 @@ def test_qwen_row_ablation_from_the_cli(qwen_cache):
 
 
 def test_segment_run_evaluates_and_exports_per_frame(qwen_cache):
-    from train.evaluate import evaluate_run
-    from train.export import export_run
+    from train.scoring.evaluate import evaluate_run
+    from train.results.export import export_run
 
     base = qwen_cache
     if not (base / "runs" / "mm_last" / "config.json").is_file():
@@ -131,7 +131,7 @@ def test_segment_run_evaluates_and_exports_per_frame(qwen_cache):
 
 def test_each_row_gets_its_own_standardization(qwen_cache):
     from cache.manifest import load_manifest
-    from train.standardize import fit_standardizer
+    from train.data.standardize import fit_standardizer
 
     sources = open_features(qwen_cache / "cache", ["qwen3vl:mm_last", "qwen3vl:vis_mean"])
     tracks = load_manifest(qwen_cache / "data", splits=("train",)).split("train")

@@ -229,7 +229,7 @@ def test_garbage_store_metadata_is_one_line_naming_the_file(ws: Path) -> None:
 
 
 def test_train_evaluate_export_on_a_damaged_store_are_one_line_each(tmp_path: Path) -> None:
-    from train.synthetic import SynthConfig, default_tracks, make_synthetic
+    from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
 
     tracks = default_tracks(n_train=2, n_val=1, n_test=0, frames=(120, 160), seed=1)
     make_synthetic(tmp_path / "data", tmp_path / "cache", SynthConfig(tracks=tracks, visual_dim=4, audio_dim=4))

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from pipeline import app
 from train.config import DataConfig, TrainConfig
-from train.loop import train
-from train.sweep import SweepError, expand_trials, load_sweep
-from train.synthetic import SynthConfig, SynthTrack, make_synthetic
+from train.fit.loop import train
+from train.fit.sweep import SweepError, expand_trials, load_sweep
+from train.data.synthetic import SynthConfig, SynthTrack, make_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from cache.manifest import load_manifest
-from train.dataset import build_dataset, open_features
-from train.synthetic import SynthConfig, default_tracks, make_synthetic
-from train.torch_data import WindowBatches, deal_tracks
+from train.data.dataset import build_dataset, open_features
+from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
+from train.data.torch_data import WindowBatches, deal_tracks
 
 torch.set_num_threads(1)
 
@@ -71,7 +71,7 @@ def test_workers_share_the_cache_budget_and_tracks_are_dealt_by_windows(dataset)
 
 def test_sequential_order_and_a_training_step(dataset):
     from train.heads import build_head
-    from train.losses import ccc_loss
+    from train.fit.losses import ccc_loss
 
     loader = DataLoader(WindowBatches(dataset, batch_size=8, shuffle=False), batch_size=None, num_workers=2)
     pairs = [(int(t), int(s)) for b in loader for t, s in zip(b["track"], b["start"])]

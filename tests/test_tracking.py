@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from train.config import DataConfig, TrainConfig
-from train.loop import train
-from train.synthetic import SynthConfig, default_tracks, make_synthetic
+from train.fit.loop import train
+from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
 
 torch.set_num_threads(1)
 

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from cache.manifest import load_manifest
-from train.dataset import TrackDataset, open_features, window_starts
-from train.evaluate import (
+from train.data.dataset import TrackDataset, open_features, window_starts
+from train.scoring.evaluate import (
     SplitPredictions,
     accumulate_windows,
     choose_smoothing,
@@ -20,7 +20,7 @@ from train.evaluate import (
     predict_split,
 )
 from train.heads import HeadOutput
-from train.synthetic import SynthConfig, SynthTrack, make_synthetic
+from train.data.synthetic import SynthConfig, SynthTrack, make_synthetic
 
 torch.set_num_threads(1)
 

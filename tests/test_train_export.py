@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 from cache.media import frame_times
 from cache.store import FeatureStore, FingerprintMismatch, list_stores, store_path
 from train.config import DataConfig, TrainConfig
-from train.dataset import open_features
-from train.evaluate import accumulate_windows, predict_split
-from train.export import checkpoint_digest, export_meta, export_run
-from train.loop import train
-from train.restore import load_run
-from train.synthetic import SynthConfig, default_tracks, make_synthetic
-from train.tensors import to_tensors
+from train.data.dataset import open_features
+from train.scoring.evaluate import accumulate_windows, predict_split
+from train.results.export import checkpoint_digest, export_meta, export_run
+from train.fit.loop import train
+from train.results.restore import load_run
+from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
+from train.data.tensors import to_tensors
 
 torch.set_num_threads(1)
 HIDDEN = 12

@@ -18,14 +18,14 @@ from cache.align import align_to_frames
 from cache.media import frame_times
 from cache.store import FeatureStore, store_path
 from train.config import DataConfig, TrainConfig
-from train.evaluate import evaluate_predictions, postprocess, predict_split
-from train.export import export_run
-from train.loop import train
-from train.restore import load_run
-from train.synthetic import (
+from train.scoring.evaluate import evaluate_predictions, postprocess, predict_split
+from train.results.export import export_run
+from train.fit.loop import train
+from train.results.restore import load_run
+from train.data.synthetic import (
     SynthConfig, default_tracks, make_synthetic, write_reliability_store, write_segment_store,
 )
-from train.tensors import to_tensors
+from train.data.tensors import to_tensors
 
 torch.set_num_threads(1)
 WINDOW, STRIDE = 64, 32

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from cache.store import FeatureMeta, store_path
 from train.config import DataConfig, TrainConfig
-from train.loop import RunExists, train
-from train.predict import sample_locations
-from train.run import FingerprintChanged
-from train.synthetic import SynthConfig, default_tracks, make_synthetic
+from train.fit.loop import RunExists, train
+from train.results.predict import sample_locations
+from train.runs.folder import FingerprintChanged
+from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

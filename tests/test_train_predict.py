@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.predict import (
+from train.results.predict import (
     SubmissionError,
     expected_locations,
     frame_location,

@@ -14,8 +14,8 @@ import pytest
 
 from cache.manifest import load_manifest
 from cache.store import FeatureStore, store_path
-from train.dataset import TrackDataset, open_features
-from train.synthetic import SynthConfig, SynthTrack, make_synthetic
+from train.data.dataset import TrackDataset, open_features
+from train.data.synthetic import SynthConfig, SynthTrack, make_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ["clip", "wavlm"]
@@ -88,7 +88,7 @@ def test_views_give_the_lazy_batches_and_are_reused(synth):
 
 
 def test_standardized_batches_are_the_same_from_views(synth):
-    from train.standardize import fit_standardizer
+    from train.data.standardize import fit_standardizer
 
     lazy = _dataset(synth, None)
     lazy.standardizer = fit_standardizer(lazy.sources, lazy.tracks)
@@ -134,8 +134,8 @@ import sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
 from cache.manifest import load_manifest
-from train.dataset import TrackDataset, open_features
-import train.views as views
+from train.data.dataset import TrackDataset, open_features
+import train.data.views as views
 
 slow = views.FeatureViews.write
 def write(self, *a, **k):

@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from train.synthetic import SynthConfig, default_tracks, make_synthetic, write_reliability_store, write_segment_store
+from train.data.synthetic import SynthConfig, default_tracks, make_synthetic, write_reliability_store, write_segment_store
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def _train(base: Path, name: str, features: str) -> None:
 
 def test_ensemble_is_an_ordinary_run_folder(synth):
     from pipeline import app
-    from train.ensemble import EnsembleSpec
+    from train.results.ensemble import EnsembleSpec
 
     _train(synth, "face", "clip")
     _train(synth, "voice", "wavlm")

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 from cache.media import frame_times
 from cache.store import FeatureMeta, FeatureStore, store_path
 from extract.reliability import ReliabilityConfig, reliability_windows
-from train.dataset import build_dataset, open_features
+from train.data.dataset import build_dataset, open_features
 from train.heads import build_head
 from train.heads.blockpool import AttentiveStatsPool, block_index
-from train.synthetic import SynthConfig, SynthTrack, default_tracks, make_synthetic
-from train.window_audio import central_spans, keep_windows, label_coverage, open_share
+from train.data.synthetic import SynthConfig, SynthTrack, default_tracks, make_synthetic
+from train.data.window_audio import central_spans, keep_windows, label_coverage, open_share
 
 torch.set_num_threads(1)
 
@@ -135,7 +135,7 @@ def test_dataset_filters_training_windows_only(audio_cache):
 
 def test_window_audio_run_export_and_raav_window_tokens(audio_cache):
     from pipeline import app
-    from train.window_audio import export_windows
+    from train.data.window_audio import export_windows
 
     base, tracks = audio_cache
     common = ["--data-root", str(base / "data"), "--cache-dir", str(base / "cache"), "--runs-dir", str(base / "runs"),
@@ -226,7 +226,7 @@ def test_wavlm_top_window_encoder_trains_the_top_layers_at_the_backbone_rate(tmp
     over a window of `wavlm_hidden` rows; only the top layers (and the final norm) train, at backbone_lr,
     and the store's input is not standardized."""
     from extract.wavlm_model import build_tiny_wavlm
-    from train.finetune import backbone_feature, parameter_groups
+    from train.fit.finetune import backbone_feature, parameter_groups
     from train.heads.blockpool import WavlmTopEncoder
 
     ref = str(build_tiny_wavlm(tmp_path / "wavlm"))

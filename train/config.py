@@ -26,7 +26,7 @@ class DataConfig:
     block_tracks: int = 8  # training windows are shuffled within blocks of this many tracks
     prefetch_batches: int = 4
     align_workers: int = 2
-    # aligned views (train/views.py): each (track, feature) aligned once and kept on disk, shared by runs;
+    # aligned views (train/data/views.py): each (track, feature) aligned once and kept on disk, shared by runs;
     # off = align lazily in RAM every epoch (one-off runs, or no disk for them). views_dir default:
     # CACHE_DIR/_views for a local cache, artifacts/views for a URL cache
     views: bool = True
@@ -35,13 +35,13 @@ class DataConfig:
     holdout: list[str] = field(default_factory=list)
     # what a window's positions are (window/stride count them): "frame" label frames; "segment" the rows of
     # the first feature, a segment store such as qwen3vl:mm_last (segment targets, predictions expanded onto
-    # frames by overlap averaging: train/segments.py; RAS 16 / 8); "audio_window" the rows of an audio store
-    # (RAS 200 / 100 = 4 s / 2 s at 50 Hz; training windows filtered: train/window_audio.py)
+    # frames by overlap averaging: train/data/segments.py; RAS 16 / 8); "audio_window" the rows of an audio store
+    # (RAS 200 / 100 = 4 s / 2 s at 50 Hz; training windows filtered: train/data/window_audio.py)
     level: str = "frame"
     # audio_window training filter: min_open (mouth-open share of the window), min_coverage (valid-label
     # share); unnamed keys take RAS's 0.25 / 0.8; {"min_open": 0, "min_coverage": 0} keeps every window
     window_filter: dict[str, float] = field(default_factory=dict)
-    # standardize each feature dimension with mean/std of the train split (train/standardize.py)
+    # standardize each feature dimension with mean/std of the train split (train/data/standardize.py)
     normalize: bool = True
 
     def __post_init__(self) -> None:
@@ -80,7 +80,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     smooth_grid: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 12, 16, 25, 32, 50, 75, 100])
     n_plot_tracks: int = 3
-    # backbone top trained from the cache (train.finetune.FinetuneConfig as a dict); empty: heads only
+    # backbone top trained from the cache (train.fit.finetune.FinetuneConfig as a dict); empty: heads only
     finetune: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

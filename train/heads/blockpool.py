@@ -2,7 +2,7 @@
 window encoder, is cut into `blocks` (4) equal blocks, each block is pooled by attentive statistics
 (attention-weighted mean and standard deviation), and a regression head maps each block to a 256-d
 embedding and a VA prediction. Every frame of a block carries its block's embedding and VA, so the
-ordinary loop, evaluation and export work per frame (train/window_audio.py cuts the windows).
+ordinary loop, evaluation and export work per frame (train/data/window_audio.py cuts the windows).
 
 Following RAS's public code (SMIL-SPCRAS/CVPRW-26, src_audio_and_fusion/src/audio/models/):
 attention scores = Linear(D, 128) -> Tanh -> Dropout -> Linear(128, 1); std = sqrt(var + 1e-6);
@@ -11,7 +11,7 @@ head = LayerNorm(2D) -> Dropout -> Linear(2D, 256) -> GELU (the 256-d embedding)
 
 Window encoders (`window_encoder=NAME`, options in `window_encoder_options`) map (B, L, D) frames and
 their (B, L) validity to (B, L, D'): `identity` for frozen stored states (`wavlm`); `wavlm_top` runs
-WavLM's top layers (train/backbones.py `WavlmTop`, issue 13) over a window of a `wavlm_hidden` store (the
+WavLM's top layers (train/heads/backbones.py `WavlmTop`, issue 13) over a window of a `wavlm_hidden` store (the
 input of those layers), as RAS fine-tunes WavLM-Large's top 4 layers on each 4 s window: options `top`
 (trained layers, 4), `stored` (layers the store holds the input of; default `top`), `ref` (weights; default
 the profile's), `profile`, `models_dir`, `backbone_lr` (5e-6, RAS), `grad_checkpointing`. Its input is
@@ -65,7 +65,7 @@ class WavlmTopEncoder(nn.Module):
                  profile: str = "full", models_dir: str = "artifacts/models", backbone_lr: float = 5e-6,
                  grad_checkpointing: bool = False) -> None:
         super().__init__()
-        from train.backbones import BackboneMismatch, load_wavlm_backbone
+        from train.heads.backbones import BackboneMismatch, load_wavlm_backbone
 
         if ref is None:
             from extract.models import resolve_model_ref

@@ -50,7 +50,7 @@ class RAAVConfig(HeadConfig):
     reliability_rule: str = "threshold"
     # audio keys the latents attend to: "frames" (every frame's aligned audio) or "windows" (one token per
     # audio window: a frame starts a token where its audio row differs from the previous frame's, which
-    # gives one per window for a window store exported by train/window_audio.py; RAS's fusion reads the
+    # gives one per window for a window store exported by train/data/window_audio.py; RAS's fusion reads the
     # audio as window tokens)
     audio_tokens: str = "frames"
     reliability_threshold: float = 0.5

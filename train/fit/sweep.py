@@ -18,12 +18,12 @@ A sweep file is YAML:
         head.hidden: [64, 128]        # a list: one of its values
 
 Keys are those of a training recipe (`configs/README.md`), loaded and validated by the recipe loader
-(`recipes/train.py`): base file < `set` < the trial's values.
+(`train/runs/recipe.py`): base file < `set` < the trial's values.
 
 Every trial is an ordinary run (its folder, config, metrics, report), named after the values it sets.
 A trial whose run folder holds a final evaluation is skipped; one with a checkpoint is resumed. Trials
 run one after another here, or as Ray tasks (`backend="ray"`), one task per trial with its CPU/GPU
-share. The views the trials read are built once, before the first trial (`train/views.py`).
+share. The views the trials read are built once, before the first trial (`train/data/views.py`).
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def trial_name(values: Mapping[str, Any]) -> str:
 def trial_config(spec: SweepSpec, trial: Trial) -> TrainConfig:
     """The trial's full training config: base recipe < the sweep's settings < the trial's values."""
     from recipes.loader import ConfigError
-    from recipes.train import build_train_config
+    from train.runs.recipe import build_train_config
 
     explicit = {**spec.settings, **trial.values, "name": trial.name, "runs_dir": spec.runs_dir}
     try:
@@ -177,7 +177,7 @@ def trial_state(cfg: TrainConfig) -> str:
 
 def run_trial(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     """One trial as an ordinary training run (also the body of a Ray task)."""
-    from train.loop import train
+    from train.fit.loop import train
 
     cfg = TrainConfig.from_dict(cfg_dict)
     state = trial_state(cfg)
@@ -190,8 +190,8 @@ def run_trial(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 def prepare_views(spec: SweepSpec) -> None:
     """Build the views of every feature set the trials read, once, before any trial (so Ray tasks
     and local trials only read them)."""
-    from train.dataset import open_features
-    from train.loop import open_split
+    from train.data.dataset import open_features
+    from train.fit.loop import open_split
 
     done: set[str] = set()
     for trial in spec.trials:
@@ -284,7 +284,7 @@ def summarize(spec: SweepSpec) -> list[dict[str, Any]]:
 def save_best(spec: SweepSpec, rows: Sequence[Mapping[str, Any]]) -> Path | None:
     """The best trial's full recipe as YAML next to the trials (`train --config` it to start from there)."""
     from recipes.loader import dump_yaml
-    from recipes.train import train_config_to_recipe
+    from train.runs.recipe import train_config_to_recipe
 
     best = next((r for r in rows if r["P"] is not None), None)
     if best is None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from train.config import TrainConfig
-from train.dataset import TrackDataset
-from train.evaluate import EvalResult, SplitPredictions, postprocess
-from train.run import RunDir
-from train.standardize import Standardizer
+from train.data.dataset import TrackDataset
+from train.scoring.evaluate import EvalResult, SplitPredictions, postprocess
+from train.runs.folder import RunDir
+from train.data.standardize import Standardizer
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import logging
 import numpy as np
 
 from cache.align import align_to_frames
-from train.dataset import AlignedTrack, TrackDataset, _align_in_column_blocks
+from train.data.dataset import AlignedTrack, TrackDataset, _align_in_column_blocks
 
 log = logging.getLogger(__name__)
 

@@ -3,12 +3,12 @@
 Label frame k of a track is the k-th frame its video presents: [k/fps, (k+1)/fps) with the container fps,
 or, for a variable-rate video, the presentation times recorded at extraction (`cache.frametimes`). Each
 feature is aligned onto those frames by `cache.align.align_to_frames` when a track is first needed (in
-the store's precision), and standardized when the dataset has a `standardizer` (train/standardize.py: a
+the store's precision), and standardized when the dataset has a `standardizer` (train/data/standardize.py: a
 separate step on the aligned array, also on slices read from a view).
 
 Two data paths give the same batches:
 - aligned views (`views_dir` set, the default in training): each (track, feature) is aligned once and
-  kept on disk (`train/views.py`); a batch is then a few contiguous reads, whatever the run;
+  kept on disk (`train/data/views.py`); a batch is then a few contiguous reads, whatever the run;
 - the lazy path (no `views_dir`): aligned float16 (T, D) arrays are kept in an LRU bounded in bytes
   (`cache_mb`). Training order shuffles tracks, then windows within blocks of a few tracks, so each
   track is aligned about once per epoch and the LRU holds a block (plus what the prefetcher aligns
@@ -38,11 +38,11 @@ from cache.location import parent
 from cache.manifest import Track
 from cache.media import MediaError, probe_video
 from cache.store import FeatureGroup, FeatureStore, store_exists, store_path
-from train.rows import select_row, split_feature
-from train.views import FeatureViews, ViewFile, track_key
+from train.data.rows import select_row, split_feature
+from train.data.views import FeatureViews, ViewFile, track_key
 
 if TYPE_CHECKING:
-    from train.standardize import Standardizer
+    from train.data.standardize import Standardizer
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class FeatureSource:
     store: FeatureStore
     dim: int
     fill: float | None = None  # nearest-fill distance in seconds, None = no fill
-    row: str | None = None  # `store:row` reads values[:, row] of a multi-row store (train/rows.py)
+    row: str | None = None  # `store:row` reads values[:, row] of a multi-row store (train/data/rows.py)
 
     @property
     def unit(self) -> str:
@@ -86,7 +86,7 @@ def open_features(
     cache_dir: Path, names: Sequence[str], nearest_fill: Mapping[str, float] | None = None
 ) -> dict[str, FeatureSource]:
     """Open each named feature's store and read its flattened dimension from its first group
-    (`store:row` names one row of a multi-row store, train/rows.py)."""
+    (`store:row` names one row of a multi-row store, train/data/rows.py)."""
     sources: dict[str, FeatureSource] = {}
     for name in names:
         store_name, row = split_feature(name)
@@ -198,7 +198,7 @@ class TrackDataset:
                     "feature %s: %d of %d tracks have no complete group (masked), e.g. %s",
                     name, len(missing), len(self.tracks), ", ".join(missing[:3]),
                 )
-        # positions a window runs over: label frames here, segments in train.segments.SegmentDataset
+        # positions a window runs over: label frames here, segments in train.data.segments.SegmentDataset
         self.n_positions = self._positions()
         self.windows: list[tuple[int, int]] = []
         self.track_windows: list[list[int]] = []
@@ -603,16 +603,16 @@ def build_dataset(
     window_filter: Mapping[str, float] | None = None,
 ) -> TrackDataset:
     """A `TrackDataset` (kept as a function so the loop, evaluation and bench build it one way);
-    level `segment`: windows over the first feature's segments (train/segments.py); `audio_window`:
-    windows over an audio store's rows, training windows filtered (train/window_audio.py). Those two
+    level `segment`: windows over the first feature's segments (train/data/segments.py); `audio_window`:
+    windows over an audio store's rows, training windows filtered (train/data/window_audio.py). Those two
     align onto their own rows, not label frames: no aligned views."""
     if level == "segment":
-        from train.segments import SegmentDataset
+        from train.data.segments import SegmentDataset
 
         return SegmentDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers,
                               standardizer=standardizer)
     if level == "audio_window":
-        from train.window_audio import WindowAudioDataset
+        from train.data.window_audio import WindowAudioDataset
 
         return WindowAudioDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers,
                                   standardizer=standardizer, window_filter=window_filter)

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from train.run import RunDir
+from train.runs.folder import RunDir
 
 SORT_KEYS = ("date", "name", "head", "epochs", "P", "ccc_v", "ccc_a")
 

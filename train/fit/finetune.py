@@ -47,8 +47,8 @@ from torch import Tensor, nn
 
 from cache.manifest import Track
 from cache.media import frame_times
-from train.backbones import STORES, BackboneMismatch
-from train.dataset import Batch, FeatureSource, TrackDataset
+from train.heads.backbones import STORES, BackboneMismatch
+from train.data.dataset import Batch, FeatureSource, TrackDataset
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +387,7 @@ class FinetuneModel(nn.Module):
         return torch.bmm(weights.to(stitched.dtype), stitched)
 
     def save_backbone(self, folder: Path) -> str:
-        from train.backbones import save_clip_backbone, save_wavlm_backbone
+        from train.heads.backbones import save_clip_backbone, save_wavlm_backbone
 
         if self.ft.family == "clip":
             return save_clip_backbone(self.backbone, self.ref, folder)
@@ -396,9 +396,9 @@ class FinetuneModel(nn.Module):
 
 def build_finetune_model(cfg: Any, sources: Mapping[str, FeatureSource]) -> tuple[nn.Module, bool]:
     """Backbone (checked against its store) + the head over the other features and its output."""
-    from train.backbones import check_crops_spec, load_clip_backbone, load_wavlm_backbone
+    from train.heads.backbones import check_crops_spec, load_clip_backbone, load_wavlm_backbone
     from train.heads import build_head
-    from train.model import head_options
+    from train.fit.model import head_options
 
     ft = finetune_config(cfg)
     name = ft.feature

@@ -199,7 +199,7 @@ def check_stores(cfg: TrainConfig) -> None:
 
     data = cfg.data
     require_dataset(Path(data.data_root), data.videos and Path(data.videos), data.labels and Path(data.labels))
-    from train.rows import split_feature
+    from train.data.rows import split_feature
 
     for name in cfg.data.features:
         path = store_path(as_location(cfg.data.cache_dir), split_feature(name)[0])  # `store:row` reads STORE

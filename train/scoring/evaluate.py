@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from train.dataset import TrackDataset
-from train.metrics import ccc, va_scores
+from train.data.dataset import TrackDataset
+from train.scoring.metrics import ccc, va_scores
 from cache.prefetch import Prefetcher
-from train.tensors import autocast, to_tensors
+from train.data.tensors import autocast, to_tensors
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class EvalResult:
     half_windows: tuple[int, int]  # (valence, arousal) half-windows of the moving average
     frames: int  # valid frames scored
     grid: dict[str, dict[int, float]] = field(default_factory=dict)  # ccc per half-window, when chosen
-    missing: dict = field(default_factory=dict)  # gaps accepted with --allow-missing (train.coverage.Coverage)
+    missing: dict = field(default_factory=dict)  # gaps accepted with --allow-missing (train.results.coverage.Coverage)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -216,8 +216,8 @@ def evaluate_run(
     validation at the end of training) and write it to evaluate_<split>.json."""
     from pathlib import Path
 
-    from train.coverage import check_coverage
-    from train.restore import run_split_predictions
+    from train.results.coverage import check_coverage
+    from train.results.restore import run_split_predictions
 
     loaded = run_split_predictions(
         run, split, Path(runs_dir), device, check=lambda ds: check_coverage(ds, split, allow_missing), **locations

@@ -20,21 +20,21 @@ from rich.console import Console
 from cache.checks import check_no_overlap, dataset_dirs, require_dataset
 from cache.location import as_location
 from cache.manifest import load_manifest
-from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from train.runs.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.config import TrainConfig
-from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
-from train.lock import run_lock
-from train.views import views_dir_for
-from train.evaluate import EvalResult, evaluate_predictions, input_features, predict_split, score, postprocess
-from train.finetune import backbone_feature, parameter_groups, save_backbone
-from train.model import build_model
-from train.progress import EpochProgress, ProgressSettings
+from train.data.dataset import FeatureSource, TrackDataset, build_dataset, open_features
+from train.runs.lock import run_lock
+from train.data.views import views_dir_for
+from train.scoring.evaluate import EvalResult, evaluate_predictions, input_features, predict_split, score, postprocess
+from train.fit.finetune import backbone_feature, parameter_groups, save_backbone
+from train.fit.model import build_model
+from train.fit.progress import EpochProgress, ProgressSettings
 from cache.prefetch import Prefetcher
-from train.run import RunDir
-from train.tracking import MetricsWriter
-from train.weights import load_weights, save_weights, weights_file
-from train.standardize import Standardizer, run_standardizer
-from train.tensors import autocast, resolve_device, to_tensors
+from train.runs.folder import RunDir
+from train.runs.tracking import MetricsWriter
+from train.runs.weights import load_weights, save_weights, weights_file
+from train.data.standardize import Standardizer, run_standardizer
+from train.data.tensors import autocast, resolve_device, to_tensors
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ def open_split(
     if cfg.finetune and data.level != "frame":
         raise ValueError(f"--finetune trains at frame level, not level '{data.level}' (the window-level audio model "
                          "trains WavLM's top with --head window_encoder=wavlm_top)")
-    if cfg.finetune:  # the backbone's feature is read as its input, not aligned (train/finetune.py)
-        from train.finetune import build_finetune_dataset
+    if cfg.finetune:  # the backbone's feature is read as its input, not aligned (train/fit/finetune.py)
+        from train.fit.finetune import build_finetune_dataset
 
         return build_finetune_dataset(cfg, tracks, sources, fps, training, standardizer)
     return build_dataset(
@@ -144,7 +144,7 @@ def _train(
     run.make()  # only once the data is known to be usable: a refused run leaves no folder behind
     cfg.name = run.path.name
     cfg.save(run.config)
-    from recipes.provenance import write_provenance
+    from train.runs.provenance import write_provenance
 
     write_provenance(run.path, cfg)
     run.write_features(sources)
@@ -159,7 +159,7 @@ def _train(
     # values); set before the first track is aligned
     inputs = {n: sources[n] for n in input_features(model, list(sources)) if n != backbone_feature(model)}
     train_ds.standardizer = val_ds.standardizer = run_standardizer(run, cfg, inputs, train_ds.tracks, state is not None)
-    from train.losses import VALossConfig
+    from train.fit.losses import VALossConfig
 
     loss_cfg = VALossConfig(
         ccc_weights=tuple(cfg.loss_weights), regression=cfg.regression, regression_weight=cfg.regression_weight,
@@ -232,7 +232,7 @@ def _train_epoch(
     console: Console,
     settings: ProgressSettings | None = None,
 ) -> dict[str, Any]:
-    from train.losses import va_loss
+    from train.fit.losses import va_loss
 
     model.train()
     order = dataset.epoch_order(np.random.default_rng([cfg.seed, epoch]), cfg.data.block_tracks)
@@ -302,7 +302,7 @@ def _weights_metadata(run: RunDir, epoch: int) -> dict[str, str]:
 def _final_evaluation(
     cfg: TrainConfig, run: RunDir, model: torch.nn.Module, val_ds: TrackDataset, device: torch.device, loop: dict
 ) -> TrainResult:
-    from train.report import write_report
+    from train.scoring.report import write_report
 
     if weights_file(run.path, "best").is_file():
         load_weights(model, weights_file(run.path, "best"), device)

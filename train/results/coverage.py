@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from train.dataset import TrackDataset
+from train.data.dataset import TrackDataset
 
 log = logging.getLogger(__name__)
 

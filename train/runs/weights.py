@@ -33,7 +33,7 @@ def load_weights(model: nn.Module, path: Path, device: str | torch.device = "cpu
     """Load into `model`; a damaged file or weights of another shape is a CheckpointError naming the file."""
     from safetensors.torch import load_model
 
-    from train.checkpoint import CheckpointError
+    from train.runs.checkpoint import CheckpointError
 
     try:
         load_model(model, str(path), strict=True, device=str(device))

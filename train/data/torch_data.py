@@ -27,7 +27,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from cache.location import Location
 from cache.manifest import Track
 from cache.store import FeatureStore
-from train.dataset import Batch, FeatureSource, TrackDataset, build_dataset
+from train.data.dataset import Batch, FeatureSource, TrackDataset, build_dataset
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class DatasetRecipe:
     cache_mb: float
     align_workers: int
     standardizer: Any = None  # the run's train-split statistics, applied as in training
-    level: str = "frame"  # what windows run over (train/segments.py, train/window_audio.py)
+    level: str = "frame"  # what windows run over (train/data/segments.py, train/data/window_audio.py)
     window_filter: Any = None
 
     @classmethod

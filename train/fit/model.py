@@ -10,7 +10,7 @@ import numpy as np
 from torch import nn
 
 from train.config import TrainConfig
-from train.dataset import FeatureSource
+from train.data.dataset import FeatureSource
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def build_model(cfg: TrainConfig, sources: Mapping[str, FeatureSource]) -> tuple
     model loaders from extract/ (extract.models, extract.wavlm_model) too."""
     from train.heads import build_head
 
-    if getattr(cfg, "finetune", None):  # a trainable backbone top computes one feature (train/finetune.py)
-        from train.finetune import build_finetune_model
+    if getattr(cfg, "finetune", None):  # a trainable backbone top computes one feature (train/fit/finetune.py)
+        from train.fit.finetune import build_finetune_model
 
         return build_finetune_model(cfg, sources)
     options, has_regions = head_options(cfg, sources)

@@ -1,7 +1,7 @@
 """The run folder: where each artefact of a training run lives, and the checks on reopening one.
 
 <runs>/<name>/
-  .lock                  flock held by the training process (train/lock.py): one run per folder
+  .lock                  flock held by the training process (train/runs/lock.py): one run per folder
   config.json            resolved TrainConfig
   features.json          per feature: fingerprint, unit, kind, dim, store path
   standardization.json   per feature: the train-split mean/std applied to its inputs (absent: raw inputs)
@@ -14,7 +14,7 @@
   eval_<split>.json      raw and smoothed CCC table, smoothing half-windows
   report.md              the CCC table and the plots
   plots/*.png            learning curves, predicted vs true V/A for a few validation tracks
-  predictions/<split>.csv, <split>.csv.json   submission and what it was made from (train/coverage.py)
+  predictions/<split>.csv, <split>.csv.json   submission and what it was made from (train/results/coverage.py)
   predictions/videos/    predict --videos: <video>.csv and <video>.png per bare video
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from train.dataset import FeatureSource
+from train.data.dataset import FeatureSource
 
 
 # per-part loss columns were named like scores before; they hold losses (1 - CCC, MSE, MAE, KL)

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from train.config import TrainConfig
-from train.dataset import TrackDataset
-from train.evaluate import EvalResult, SplitPredictions, concat_valid, evaluate_predictions, fill_missing
-from train.metrics import ccc
-from train.run import RunDir
+from train.data.dataset import TrackDataset
+from train.scoring.evaluate import EvalResult, SplitPredictions, concat_valid, evaluate_predictions, fill_missing
+from train.scoring.metrics import ccc
+from train.runs.folder import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def member_split(
 ) -> tuple[TrackDataset, list[np.ndarray], list[np.ndarray], Any]:
     """A member run's dataset of `split`, its per-frame predictions (featureless frames filled), the
     feature-present masks and what `check(dataset)` returned."""
-    from train.restore import run_split_predictions
+    from train.results.restore import run_split_predictions
 
     result = run_split_predictions(member, split, runs_dir, device, check, **locations)
     filled = [fill_missing(p, m) for p, m in zip(result.preds.va, result.preds.has_feature)]
@@ -202,7 +202,7 @@ def ensemble_predictions(
 
 
 def _write_report(run: RunDir, spec: EnsembleSpec, result: EvalResult) -> None:
-    from train.report import ccc_table
+    from train.scoring.report import ccc_table
 
     lines = [
         f"# Run {run.path.name} (ensemble)",

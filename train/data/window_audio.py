@@ -35,8 +35,8 @@ import torch
 
 from cache.align import align_to_frames
 from cache.store import FeatureStore, store_path
-from train.segments import SegmentDataset
-from train.tensors import autocast, to_tensors
+from train.data.segments import SegmentDataset
+from train.data.tensors import autocast, to_tensors
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,8 @@ def export_windows(
 ) -> dict[str, int]:
     """Write an `audio_window` run's per-window [embedding, VA] as a window-kind store `name` (one group
     per track); returns groups written per split."""
-    from train.export import export_meta, load_json, open_export_split, weights_digest
-    from train.restore import load_run
+    from train.results.export import export_meta, load_json, open_export_split, weights_digest
+    from train.results.restore import load_run
 
     loaded = load_run(run, Path(runs_dir), device, data_root=data_root, cache_dir=cache_dir, checkpoint=checkpoint)
     if loaded.cfg.data.level != "audio_window":

@@ -14,8 +14,8 @@ from cache.frametimes import FrameClock
 from cache.location import parent
 from cache.manifest import Track
 from cache.media import probe_video
-from train.restore import LoadedRun, predict_tracks
-from train.report import plot_track
+from train.results.restore import LoadedRun, predict_tracks
+from train.scoring.report import plot_track
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def predict_videos(loaded: LoadedRun, tracks: list[Track], out_dir: Path, allow_
     """Predict every frame of every track (one per video) that has every feature the run needs; the others
     are listed in `skipped`. With allow_missing, a track that lacks some (e.g. no audio) is predicted with
     them masked, as in training, and noted; one with none of the model's inputs never is."""
-    from train.evaluate import input_features
+    from train.scoring.evaluate import input_features
 
     out = VideoPredictions()
     ready: list[Track] = []

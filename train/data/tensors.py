@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from train.dataset import Batch
+from train.data.dataset import Batch
 
 
 @dataclass

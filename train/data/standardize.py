@@ -32,11 +32,11 @@ import numpy as np
 
 from cache.manifest import Track
 from cache.store import FeatureStore
-from train.dataset import FeatureSource
+from train.data.dataset import FeatureSource
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
-    from train.run import RunDir
+    from train.runs.folder import RunDir
 
 log = logging.getLogger(__name__)
 

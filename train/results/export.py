@@ -34,12 +34,12 @@ import numpy as np
 import torch
 
 from cache.store import FeatureMeta, FeatureStore, store_path
-from train.checkpoint import load_checkpoint
-from train.dataset import TrackDataset
-from train.evaluate import input_features
-from train.run import RunDir
+from train.runs.checkpoint import load_checkpoint
+from train.data.dataset import TrackDataset
+from train.scoring.evaluate import input_features
+from train.runs.folder import RunDir
 from cache.prefetch import Prefetcher
-from train.tensors import autocast, to_tensors
+from train.data.tensors import autocast, to_tensors
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ def train_fold_runs(run: RunDir, folds: int, overrides: dict[str, Any], device: 
     the other folds (kept under RUN/folds/, resumed or skipped when already trained). Returns
     (held-out tracks, fold run folder) per fold."""
     from train.config import TrainConfig
-    from train.loop import open_split, train
-    from train.dataset import open_features
+    from train.fit.loop import open_split, train
+    from train.data.dataset import open_features
 
     base = TrainConfig.load(run.config)
     for key, value in overrides.items():
@@ -240,7 +240,7 @@ def export_run(
     trained (with the same config) on the other folds, so a fusion head trained on the export sees train
     inputs as good as the val/test ones, not the unimodal run's fit to its own training data. Such an
     export holds the (V, A) predictions only: the hidden spaces of the fold runs and of the run differ."""
-    from train.restore import load_run
+    from train.results.restore import load_run
 
     loaded = load_run(run, Path(runs_dir), device, data_root=data_root, cache_dir=cache_dir, videos=videos,
                       labels=labels, checkpoint=checkpoint)
@@ -307,7 +307,7 @@ def _models_for(split: str, loaded: Any, fold_runs: list[tuple[list[str], Path]]
     if split != "train" or not fold_runs:
         yield loaded.model, todo
         return
-    from train.restore import load_run
+    from train.results.restore import load_run
 
     for held, folder in fold_runs:
         ids = [ti for ti in todo if dataset.tracks[ti].name in set(held)]

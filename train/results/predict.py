@@ -114,9 +114,9 @@ def predict_run(
     frames without features interpolated, clipped) and write the checked submission CSV, with a sidecar
     CSV.json saying what it was made from. Tracks lacking a feature the run needs are refused unless
     `allow_missing` (then the sidecar lists them). An ensemble run predicts with its members combined."""
-    from train.coverage import check_coverage, write_sidecar
-    from train.evaluate import postprocess
-    from train.restore import run_split_predictions
+    from train.results.coverage import check_coverage, write_sidecar
+    from train.scoring.evaluate import postprocess
+    from train.results.restore import run_split_predictions
 
     loaded = run_split_predictions(
         run, split, Path(runs_dir), device, check=lambda ds: check_coverage(ds, split, allow_missing), **locations

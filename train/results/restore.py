@@ -14,17 +14,17 @@ import numpy as np
 import torch
 
 from cache.location import as_location
-from train.checkpoint import load_checkpoint
+from train.runs.checkpoint import load_checkpoint
 from train.config import TrainConfig
 from cache.manifest import Track
-from train.dataset import FeatureSource, TrackDataset, build_dataset, open_features
-from train.evaluate import SplitPredictions, predict_split
-from train.loop import open_split
-from train.model import build_model
-from train.run import RunDir
-from train.standardize import Standardizer
-from train.tensors import resolve_device
-from train.weights import load_weights, weights_file
+from train.data.dataset import FeatureSource, TrackDataset, build_dataset, open_features
+from train.scoring.evaluate import SplitPredictions, predict_split
+from train.fit.loop import open_split
+from train.fit.model import build_model
+from train.runs.folder import RunDir
+from train.data.standardize import Standardizer
+from train.data.tensors import resolve_device
+from train.runs.weights import load_weights, weights_file
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def load_run(
 ) -> LoadedRun:
     """Locations default to the run's own; a store whose fingerprint changed is refused."""
     rd = RunDir.resolve(run, runs_dir)
-    from train.ensemble import is_ensemble
+    from train.results.ensemble import is_ensemble
 
     if is_ensemble(rd):
         raise ValueError(f"run {rd.path.name} is an ensemble of runs: it has no model of its own (evaluate and predict work on it)")
@@ -102,7 +102,7 @@ def load_run_weights(rd: RunDir, model: torch.nn.Module, device: torch.device, c
 def predict_tracks(loaded: LoadedRun, tracks: list[Track]) -> dict[str, np.ndarray]:
     """Per-frame (T, 2) valence/arousal of each track, as the submission has them: windows averaged,
     featureless frames interpolated, smoothed as chosen on validation, clipped to [-1, 1]."""
-    from train.evaluate import postprocess, predict_split
+    from train.scoring.evaluate import postprocess, predict_split
 
     data = loaded.cfg.data
     dataset = build_dataset(tracks, loaded.sources, data.window, data.stride, cache_mb=data.cache_mb,
@@ -144,7 +144,7 @@ def run_split_predictions(
 ) -> RunSplit:
     """Predictions of a trained run (its best checkpoint) or of an ensemble run (its members combined).
     `check(dataset)` runs before predicting (e.g. the coverage check); its result is kept as `checked`."""
-    from train.ensemble import ensemble_predictions, is_ensemble
+    from train.results.ensemble import ensemble_predictions, is_ensemble
 
     rd = RunDir.resolve(run, Path(runs_dir))
     if is_ensemble(rd):

@@ -12,7 +12,7 @@ from typing import Any
 
 from recipes.loader import dump_yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # distribution names of the packages whose versions change results
 PACKAGES = {"torch": "torch", "transformers": "transformers", "open_clip": "open_clip_torch", "zarr": "zarr",
             "numpy": "numpy", "omegaconf": "omegaconf"}
@@ -49,7 +49,7 @@ def provenance() -> dict[str, Any]:
 
 def write_provenance(run_path: Path, cfg: Any) -> None:
     """config.yaml (the resolved recipe) and provenance.json into a run folder."""
-    from recipes.train import train_config_to_recipe
+    from train.runs.recipe import train_config_to_recipe
 
     run_path = Path(run_path)
     header = "# resolved recipe of this run; `pipeline.py train --config RUN/config.yaml name=NEW` trains it again\n"

@@ -245,8 +245,8 @@ def build_split_views(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from train.config import DataConfig, TrainConfig, parse_fill
-    from train.dataset import open_features
-    from train.loop import open_split
+    from train.data.dataset import open_features
+    from train.fit.loop import open_split
 
     data = DataConfig(
         features=features, data_root=str(data_root), videos=str(videos) if videos else None,

@@ -1,0 +1,1 @@
+"""Fitting a head: the model builder, losses, fine-tuning, the training loop, progress, sweeps, head options."""
