@@ -130,21 +130,10 @@ def status(
 ) -> None:
     """Tracks, labelled and valid frames per split (videos found or not), complete tracks per feature
     store, and one line per kind of problem (exit status 1 when extract or train would refuse the data)."""
-    from cache.checks import dataset_dirs, dataset_problems, require_dataset
-    from cache.manifest import load_manifest
-    from cache.status import dataset_status
+    from cache.status import status_report
 
     with one_line_errors("status"):
-        require_dataset(data_root, videos, labels)
-        manifest_log = logging.getLogger("cache.manifest")
-        manifest_log.disabled = True  # its problems are summarised below, not logged one by one
-        try:
-            manifest = load_manifest(data_root, videos, labels)
-        finally:
-            manifest_log.disabled = False
-        damaged: list[str] = []
-        rows = dataset_status(manifest, cache_dir, damaged)
-        problems = dataset_problems(manifest, dataset_dirs(data_root, videos, labels)[1])
+        rows, damaged, problems = status_report(data_root, videos, labels, cache_dir)
     splits = Table(title=f"tracks and frames in {data_root}")
     for col in ("split", "tracks", "labelled frames", "valid frames", "with video"):
         splits.add_column(col, justify="left" if col == "split" else "right")
@@ -354,7 +343,8 @@ def extract(
     Exit status 1 also when a video is partial: stored, but fewer frames decoded than its container
     declares or its labels need (listed with the counts)."""
     from extract.progress import print_summary
-    from extract.runner import ExtractionError, parse_shard, run_extraction
+    from extract.runner import ExtractionError, parse_shard
+    from extract.backends import run_extraction
     from recipes.cli import explicit_extract_values, typed_flags
     from recipes.extract import build_run_options, default_profile
 
@@ -479,7 +469,8 @@ def evaluate(
 ) -> None:
     """Recompute a run's CCC table (raw and smoothed) from its best checkpoint. Refused when a track of
     the split lacks a feature the run needs, unless --allow-missing."""
-    from train.scoring.evaluate import evaluate_run
+    from train.results.coverage import gap_text
+    from train.results.evaluate import evaluate_run
     from train.scoring.report import ccc_table
 
     with one_line_errors("evaluate"):
@@ -488,7 +479,7 @@ def evaluate(
         )
     console.print(ccc_table({split: result}), markup=False)
     if result.missing:
-        console.print(f"[yellow]scored with gaps (--allow-missing):[/yellow] {escape(_gap_text(result.missing))}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]scored with gaps (--allow-missing):[/yellow] {escape(gap_text(result.missing))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -513,7 +504,7 @@ def predict(
         with one_line_errors("predict"):
             predict_bare_videos(run, videos, runs_dir, out, cache_dir, models_dir, device, allow_missing)
         return
-    from train.results.coverage import read_sidecar
+    from train.results.coverage import gap_text, read_sidecar
     from train.results.predict import predict_run
 
     with one_line_errors("predict"):
@@ -523,17 +514,9 @@ def predict(
     sidecar = read_sidecar(path)
     if sidecar and not sidecar.get("complete", True):
         console.print(f"[yellow]submission written with gaps (--allow-missing):[/yellow] {escape(str(path))}; "
-                      f"{escape(_gap_text(sidecar))} (recorded in {escape(path.name)}.json)", highlight=False, soft_wrap=True)
+                      f"{escape(gap_text(sidecar))} (recorded in {escape(path.name)}.json)", highlight=False, soft_wrap=True)
     else:
         console.print(f"submission written and checked: {path}")
-
-
-def _gap_text(coverage: dict) -> str:
-    """One line from a train.results.coverage.Coverage dict."""
-    parts = [f"{len(names)} track(s) without {feature}" for feature, names in coverage.get("missing", {}).items()]
-    if coverage.get("unreadable"):
-        parts.append(f"{len(coverage['unreadable'])} track(s) with an unreadable video left out")
-    return ", ".join(parts)
 
 
 @app.command()
@@ -550,7 +533,7 @@ def align(
     """Align features onto a split's label frames once and keep them on disk (aligned views) for every later run.
 
     Training builds missing views on first use; this does it ahead of time (e.g. before a sweep)."""
-    from train.data.views import build_split_views
+    from train.fit.split_views import build_split_views
 
     with one_line_errors("align"):
         report = build_split_views(
@@ -609,27 +592,17 @@ def predict_bare_videos(
     allow_missing: bool = False,
 ) -> None:
     """`predict RUN --videos DIR`: extract the run's features for each video with the settings of the run's
-    own stores (same fingerprints), then predict every frame."""
-    from extract.bare import extract_videos, extractable
+    own stores (same fingerprints), then predict every frame (train/results/predict_videos.py)."""
     from extract.progress import print_summary
-    from train.config import TrainConfig
-    from train.results.predict_videos import predict_videos
-    from train.results.restore import load_run
-    from train.runs.folder import RunDir
+    from train.results.predict_videos import bare_video_plan, extract_bare_videos, predict_bare_videos as predict_bare
 
-    rd = RunDir.resolve(run, runs_dir)
-    cfg = TrainConfig.load(rd.config)
-    target = as_location(cache_dir) if cache_dir else rd.path.resolve().parent.parent / "video-features"
-    made, other = extractable(cfg.data.features)
-    console.print(f"features of {rd.path.name} for {videos}: extracting {', '.join(made) or 'none'} into {target}", highlight=False)
-    manifest, summary = extract_videos(videos, made, target, reference_cache=cfg.data.cache_dir, models_dir=models_dir,
-                                       device=device)
+    plan = bare_video_plan(run, runs_dir, cache_dir)
+    console.print(f"features of {plan.run.path.name} for {videos}: extracting {', '.join(plan.made) or 'none'} into {plan.target}", highlight=False)
+    manifest, summary = extract_bare_videos(plan, videos, models_dir, device)
     print_summary(console, summary)
-    if other:
-        console.print(f"not made by an extractor, read from {target}: {', '.join(other)}", highlight=False)
-    loaded = load_run(rd.path, runs_dir, device, cache_dir=target)
-    out_dir = out or rd.predictions / "videos"
-    result = predict_videos(loaded, manifest.tracks, out_dir, allow_missing)
+    if plan.other:
+        console.print(f"not made by an extractor, read from {plan.target}: {', '.join(plan.other)}", highlight=False)
+    out_dir, result = predict_bare(plan, manifest, runs_dir, out, device, allow_missing)
     for line in result.notes:
         console.print(f"  note: {line}", markup=False, highlight=False, soft_wrap=True)
     for line in result.skipped:
@@ -704,7 +677,7 @@ def export_cmd(
 
     with one_line_errors("export", hint=" (--new-store moves it aside)"):
         if windows:
-            from train.data.window_audio import export_windows
+            from train.results.window_export import export_windows
 
             written = export_windows(
                 run, name, [s.strip() for s in splits.split(",") if s.strip()], runs_dir=runs_dir, cache_dir=cache_dir,
@@ -814,7 +787,7 @@ def demo(
                        new_store=True, device=device)
 
     console.print(Rule("5/5 evaluate and write the test submission"))
-    from train.scoring.evaluate import evaluate_run
+    from train.results.evaluate import evaluate_run
 
     table = Table(title="validation CCC (all valid frames concatenated; smoothed as chosen on validation)")
     for col in ("run", "features", "CCC_V", "CCC_A", "P", "P raw"):

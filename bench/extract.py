@@ -40,7 +40,8 @@ def child(data: str, cache: str, models: str, profile: str, device: str, threads
     import torch
 
     torch.set_num_threads(threads)
-    from extract.runner import RunOptions, run_extraction
+    from extract.runner import RunOptions
+    from extract.backends import run_extraction
 
     opts = RunOptions(split="train", features=FEATURES, data_root=Path(data), cache_dir=Path(cache),
                       models_dir=Path(models), profile=profile, device=device, progress=False, force=True)
@@ -74,7 +75,8 @@ def bench_audio(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     from cache.store import FeatureStore, store_path
-    from extract.runner import RunOptions, run_extraction
+    from extract.runner import RunOptions
+    from extract.backends import run_extraction
 
     seconds = max(args.seconds, 10.0)
     with tempfile.TemporaryDirectory() as tmp:

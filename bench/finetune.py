@@ -72,7 +72,7 @@ def options(work: Path, features: list[str], cache: str, refs: dict[str, str], f
 
 def phase_setup(work: Path, args: argparse.Namespace) -> dict:
     from cache.sample_data import SampleConfig, write_sample_dataset
-    from extract.runner import run_extraction
+    from extract.backends import run_extraction
 
     if not (work / "data").is_dir():
         write_sample_dataset(work / "data", SampleConfig.short(VIDEOS, args.seconds))
@@ -105,7 +105,7 @@ def phase_cached(work: Path, spec: str, refs: dict[str, str], steps: int, window
 
     from cache.location import as_location
     from cache.prefetch import Prefetcher
-    from train.data.dataset import open_features
+    from train.data.sources import open_features
     from train.fit.finetune import parameter_groups
     from train.fit.loop import open_split
     from train.fit.losses import va_loss
@@ -154,7 +154,7 @@ def phase_raw(work: Path, spec: str, refs: dict[str, str]) -> dict:
     """What raw video costs per epoch before the same step: the extraction the cache saves."""
     from cache.store import StoreLayout
     from extract.face_crops import FaceCropsExtractor
-    from extract.runner import run_extraction
+    from extract.backends import run_extraction
 
     if spec.startswith("wavlm"):
         features = ["wavlm_hidden"]

@@ -38,7 +38,8 @@ def extraction(work: Path, features: list[str], workers: int) -> dict[str, float
     import ray
     import torch
 
-    from extract.runner import RunOptions, run_extraction
+    from extract.runner import RunOptions
+    from extract.backends import run_extraction
 
     def options(cache: str, **kw):
         return RunOptions(split="train", features=features, data_root=work / "data", cache_dir=work / cache,

@@ -107,7 +107,8 @@ def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, s
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     from cache.manifest import load_manifest
     from cache.prefetch import Prefetcher
-    from train.data.dataset import TrackDataset, open_features
+    from train.data.dataset import TrackDataset
+    from train.data.sources import open_features
     from train.heads import build_head
     from train.fit.losses import VALossConfig, va_loss
     from train.data.tensors import to_tensors

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cache.manifest import Manifest
+from cache.checks import ProblemKind, dataset_dirs, dataset_problems, require_dataset
+from cache.manifest import Manifest, load_manifest
 from cache.store import DamagedGroup, DamagedStore, FeatureStore, FingerprintMismatch, list_stores
 
 
@@ -68,3 +70,20 @@ def dataset_status(manifest: Manifest, cache_dir: Path, damaged: list[str] | Non
             status.complete[name] = sum(key(t) in done for t in tracks)
         result.append(status)
     return result
+
+
+def status_report(data_root: Path, videos: Path | None, labels: Path | None, cache_dir: str | Path
+                  ) -> tuple[list[SplitStatus], list[str], list[ProblemKind]]:
+    """`pipeline.py status`: counts per split and store, damaged groups (one line each) and the dataset's
+    problems by kind (the manifest's own warnings are summarised there, not logged one by one)."""
+    require_dataset(data_root, videos, labels)
+    manifest_log = logging.getLogger("cache.manifest")
+    manifest_log.disabled = True
+    try:
+        manifest = load_manifest(data_root, videos, labels)
+    finally:
+        manifest_log.disabled = False
+    damaged: list[str] = []
+    rows = dataset_status(manifest, cache_dir, damaged)
+    problems = dataset_problems(manifest, dataset_dirs(data_root, videos, labels)[1])
+    return rows, damaged, problems

@@ -12,7 +12,8 @@ from cache.location import Location
 from cache.manifest import Manifest, Track, VIDEO_EXTENSIONS, find_videos
 from cache.store import FeatureStore, store_exists, store_path
 from extract.base import DEFAULT_MODELS_DIR, get_extractor, with_dependencies
-from extract.runner import RunOptions, RunSummary, run_extraction
+from extract.runner import RunOptions, RunSummary
+from extract.backends import run_extraction
 
 log = logging.getLogger(__name__)
 

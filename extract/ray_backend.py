@@ -185,7 +185,7 @@ def _init_ray(address: str | None) -> bool:
 def run_extraction_ray(
     options: RunOptions, manifest: Manifest | None = None, audio_decoder: Any = None
 ) -> RunSummary:
-    """The Ray backend of `extract.runner.run_extraction` (same arguments, same summary)."""
+    """The Ray backend of `extract.backends.run_extraction` (same arguments, same summary)."""
     try:
         import ray
     except ImportError as err:  # pragma: no cover

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cache.checks import DatasetError, check_dataset, empty_split_text, warn_tiny_profile
+from cache.checks import DatasetError, check_dataset, empty_split_text
 from cache.location import Location
 from cache.manifest import Manifest, load_manifest
 from cache.media import MediaError, SourceStat, probe_video
@@ -467,23 +467,14 @@ def plan_videos(
     return plan
 
 
-def run_extraction(
+def run_local(
     options: RunOptions,
     manifest: Manifest | None = None,
     audio_decoder: Callable[[Path, int], Any] | None = None,
 ) -> RunSummary:
-    """Extract the requested features for every video of a split; returns the summary (see RunSummary).
-
-    `options.backend == "ray"` hands the run to `extract.ray_backend` (same summary, same stores)."""
+    """The local backend of `extract.backends.run_extraction`: every video of the split in this process."""
     from extract.progress import split_progress
 
-    warn_tiny_profile(options.profile, options.data_root)
-    if options.backend == "ray":
-        from extract.ray_backend import run_extraction_ray
-
-        return run_extraction_ray(options, manifest, audio_decoder)
-    if options.backend != "local":
-        raise ExtractionError(f"--backend must be local or ray, got {options.backend!r}")
     t_start = time.perf_counter()
     if manifest is None:
         manifest = split_manifest(options)

@@ -176,9 +176,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 def reproduce(recipe: str, opts: ReproduceOptions, console: Any) -> Path:
     """Run every step of the recipe, skipping what is done; returns the report's path."""
     from extract.progress import print_summary
-    from extract.runner import run_extraction
+    from extract.backends import run_extraction
     from recipes.extract import build_run_options
-    from train.results.ensemble import build_ensemble, is_ensemble
+    from train.results.ensemble import build_ensemble
+    from train.runs.folder import is_ensemble
     from train.results.export import export_run
     from train.results.predict import predict_run
     from train.runs.folder import RunDir
@@ -217,7 +218,7 @@ def reproduce(recipe: str, opts: ReproduceOptions, console: Any) -> Path:
         if step.export:
             start = time.perf_counter()
             if step.export_windows:
-                from train.data.window_audio import export_windows
+                from train.results.window_export import export_windows
 
                 by_split = export_windows(result.run, step.export, SPLITS, runs_dir=runs_dir, cache_dir=opts.cache_dir,
                                           data_root=opts.data_root, device=opts.device, on_mismatch="new")

@@ -20,7 +20,8 @@ def mini_demo(tmp_path_factory):
     import torch
 
     from cache.sample_data import SampleConfig, write_sample_dataset
-    from extract.runner import RunOptions, run_extraction
+    from extract.runner import RunOptions
+    from extract.backends import run_extraction
     from train.config import DataConfig, TrainConfig
     from train.fit.loop import train
 

@@ -70,7 +70,8 @@ def _decode_all(path: Path, **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray, d
 
 
 def _extract(root: Path, cache: Path):
-    from extract.runner import RunOptions, run_extraction
+    from extract.runner import RunOptions
+    from extract.backends import run_extraction
 
     return run_extraction(RunOptions(split="train", features=[FEATURE], data_root=root, cache_dir=cache, progress=False))
 
@@ -122,7 +123,8 @@ def test_rows_move_from_frame_index_clock_to_container_clock() -> None:
 
 
 def test_vfr_rows_and_labels_are_on_real_time(tmp_path: Path, patch_feature) -> None:
-    from train.data.dataset import TrackDataset, open_features
+    from train.data.dataset import TrackDataset
+    from train.data.sources import open_features
 
     root = tmp_path / "data"
     path = write_mp4(_dataset(root, "vfr", 90), VFR_TIMES)

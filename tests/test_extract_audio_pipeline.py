@@ -21,7 +21,8 @@ from cache.sample_data import SAMPLE_VIDEOS, TRAIN, SampleConfig, write_sample_d
 from cache.store import FeatureMeta, FeatureStore, store_path  # noqa: E402
 from extract.base import VideoContext  # noqa: E402
 from extract.reliability import AudioReliabilityExtractor  # noqa: E402
-from extract.runner import RunOptions, run_extraction  # noqa: E402
+from extract.runner import RunOptions  # noqa: E402
+from extract.backends import run_extraction  # noqa: E402
 
 FEATURES = ["ast", "wavlm", "audio_reliability", "qwen3vl"]
 TRACKS = {"5-60-1920x1080": ["5-60-1920x1080"], "video48": ["video48_left", "video48_right"], "video55": ["video55"]}

@@ -70,7 +70,8 @@ def test_weights_are_part_of_the_fingerprint(tmp_path):
 
 
 def test_extract_on_the_sample_with_the_tiny_profile(tmp_path):
-    from extract.runner import RunOptions, run_extraction
+    from extract.runner import RunOptions
+    from extract.backends import run_extraction
 
     data = tmp_path / "data"
     videos = tuple(v for v in SAMPLE_VIDEOS if v.stem == "video20")

@@ -18,7 +18,8 @@ torch.set_num_threads(1)
 
 from cache.sample_data import SAMPLE_VIDEOS, SampleConfig, write_av_file, write_sample_dataset  # noqa: E402
 from cache.store import FeatureStore, store_path  # noqa: E402
-from extract.runner import RunOptions, run_extraction  # noqa: E402
+from extract.runner import RunOptions  # noqa: E402
+from extract.backends import run_extraction  # noqa: E402
 
 FEATURES = ["faces", "mouth", "landmarks", "clip"]
 GOOD = {"video20": ["video20"], "video48": ["video48_left", "video48_right"], "noface": ["noface"]}

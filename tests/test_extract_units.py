@@ -159,7 +159,8 @@ def test_tiny_yolo_face_model_round_trips(tmp_path: Path, monkeypatch) -> None:
 def test_a_model_that_cannot_load_fails_the_run_once(tmp_path: Path) -> None:
     """Missing weights (e.g. no network for PROFILE=full) end the run with one line, not one failure per video."""
     from extract.base import FrameExtractor, register, unregister
-    from extract.runner import ExtractionError, RunOptions, run_extraction
+    from extract.runner import ExtractionError, RunOptions
+    from extract.backends import run_extraction
 
     loads = []
 

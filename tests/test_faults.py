@@ -30,7 +30,8 @@ torch.set_num_threads(1)
 from cache.manifest import load_manifest  # noqa: E402
 from cache.sample_data import SampleConfig, write_sample_dataset  # noqa: E402
 from cache.store import FeatureMeta, FeatureStore, IncompleteGroup, store_path  # noqa: E402
-from extract.runner import RunOptions, run_extraction  # noqa: E402
+from extract.runner import RunOptions  # noqa: E402
+from extract.backends import run_extraction  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ["faces", "mouth"]
@@ -357,7 +358,8 @@ def test_extraction_refuses_another_fingerprint_unless_new_store(workspace: Path
 
 # ---- 6. NaN / inf in a feature -------------------------------------------------------------------
 def test_nan_and_inf_are_found_and_masked_never_trained_on(tmp_path: Path, caplog) -> None:
-    from train.data.dataset import TrackDataset, open_features
+    from train.data.dataset import TrackDataset
+    from train.data.sources import open_features
     from train.data.synthetic import SynthConfig, SynthTrack, make_synthetic
 
     # the writer: rows with NaN/inf are stored invalid (and zeroed), with a logged count

@@ -237,7 +237,7 @@ def test_a_signal_of_scale_1e_3_next_to_1e4_is_learnt_only_with_standardization(
 
 
 def test_statistics_are_recorded_kept_with_the_store_and_reapplied(scaled, scaled_runs, caplog):
-    from train.scoring.evaluate import evaluate_run
+    from train.results.evaluate import evaluate_run
     from train.results.restore import load_run
     from train.data.standardize import EXTRA_PREFIX, Standardizer
 
@@ -269,7 +269,7 @@ def test_statistics_are_recorded_kept_with_the_store_and_reapplied(scaled, scale
 
 
 def test_old_run_folders_open_with_their_raw_inputs_and_old_column_names(scaled_runs):
-    from train.scoring.evaluate import evaluate_run
+    from train.results.evaluate import evaluate_run
     from train.scoring.report import plot_learning_curves
     from train.results.restore import load_run
 

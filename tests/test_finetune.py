@@ -20,7 +20,8 @@ from typer.testing import CliRunner  # noqa: E402
 
 from cache.sample_data import SampleConfig, write_sample_dataset  # noqa: E402
 from cache.store import FeatureStore, store_path  # noqa: E402
-from extract.runner import RunOptions, run_extraction  # noqa: E402
+from extract.runner import RunOptions  # noqa: E402
+from extract.backends import run_extraction  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ["faces", "clip", "face_crops", "wavlm", "wavlm_hidden"]
@@ -262,7 +263,7 @@ def test_wavlm_top_is_windowed_and_stitched_as_extraction(ws):
     from cache.media import frame_times
     from extract.wavlm_model import n_frames, ownership, window_plan
     from train.config import DataConfig, TrainConfig
-    from train.data.dataset import open_features
+    from train.data.sources import open_features
     from train.fit.loop import open_split
     from train.fit.model import build_model
     from train.data.tensors import to_tensors
@@ -320,7 +321,7 @@ def test_face_crops_subsampling_and_fill(ws):
     """frames_per_window F: every ceil(L / F)-th frame goes through the tower, the others repeat the sampled
     frame before them; --fill gives a faceless frame the nearest face of its window."""
     from train.config import DataConfig, TrainConfig
-    from train.data.dataset import open_features
+    from train.data.sources import open_features
     from train.fit.loop import open_split
 
     data = DataConfig(features=["face_crops"], data_root=str(ws / "data"), cache_dir=str(ws / "cache"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "README.md", "pipeline.py", "cache", "extract", "train")
+SOURCES = ("pyproject.toml", "README.md", "pipeline.py", "cache", "extract", "train", "recipes")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,9 @@ def test_wheel_declares_the_dependencies_and_the_console_command(wheel):
     extra = [r for r in requires if 'extra == "mediapipe"' in r]
     assert _requirement_names(extra) == mediapipe_deps
     # every package is in the wheel, subpackages included
-    for module in ("pipeline.py", "cache/store.py", "extract/runner.py", "train/fit/loop.py", "train/heads/gru.py"):
+    for module in ("pipeline.py", "cache/store.py", "extract/runner.py", "recipes/loader.py", "train/config.py",
+                   "train/data/dataset.py", "train/heads/gru.py", "train/runs/folder.py", "train/scoring/evaluate.py",
+                   "train/fit/loop.py", "train/results/kinds.py"):
         assert module in names, module
     assert "[console_scripts]" in entry_points and "affcache = pipeline:app" in entry_points
 

@@ -16,7 +16,8 @@ torch.set_num_threads(1)
 from cache.sample_data import SampleConfig, write_sample_dataset  # noqa: E402
 from cache.store import FeatureStore, store_path  # noqa: E402
 from extract.qwen3vl import RAS_PROMPT  # noqa: E402
-from extract.runner import RunOptions, run_extraction  # noqa: E402
+from extract.runner import RunOptions  # noqa: E402
+from extract.backends import run_extraction  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_audio_branch_on_the_sample(sample):
     from typer.testing import CliRunner
 
     from pipeline import app
-    from train.data.window_audio import export_windows
+    from train.results.window_export import export_windows
 
     res = CliRunner().invoke(app, [
         "train", "--model", "blockpool", "--features", "wavlm,audio_reliability", "--level", "audio_window",

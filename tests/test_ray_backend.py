@@ -20,7 +20,8 @@ torch.set_num_threads(1)
 from cache.sample_data import SampleConfig, write_sample_dataset  # noqa: E402
 from cache.store import FeatureStore, store_path  # noqa: E402
 from extract.ray_backend import _portable, extract_video, task_resources  # noqa: E402
-from extract.runner import ExtractionError, RunOptions, iter_videos, parse_shard, run_extraction, shard_videos  # noqa: E402
+from extract.runner import ExtractionError, RunOptions, iter_videos, parse_shard, shard_videos  # noqa: E402
+from extract.backends import run_extraction  # noqa: E402
 
 FEATURES = ["faces", "mouth", "clip"]  # clip: the backend's extras path (region prototypes)
 TRACKS = ["video20", "video48_left", "video48_right"]

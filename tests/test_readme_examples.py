@@ -31,7 +31,8 @@ def load_readme_example(tag: str) -> types.ModuleType:
 
 def test_extractor_example_runs_through_the_runner(tmp_path):
     from extract.base import unregister
-    from extract.runner import RunOptions, run_extraction
+    from extract.runner import RunOptions
+    from extract.backends import run_extraction
 
     os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics"))
     load_readme_example("extractor")

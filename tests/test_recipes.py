@@ -238,7 +238,7 @@ def test_overrides_beat_files_and_typed_flags_beat_overrides(monkeypatch, tmp_pa
 
 
 def test_extract_cli_takes_config_and_overrides(monkeypatch):
-    import extract.runner
+    import extract.backends
     from pipeline import app
 
     seen = {}
@@ -247,7 +247,7 @@ def test_extract_cli_takes_config_and_overrides(monkeypatch):
         seen["opts"] = opts
         raise SystemExit(0)
 
-    monkeypatch.setattr(extract.runner, "run_extraction", fake_run)
+    monkeypatch.setattr(extract.backends, "run_extraction", fake_run)
     res = CliRunner().invoke(app, ["extract", "--config", "configs/ras/extract.yaml", "configs.wavlm.hop_s=1.0",
                                    "--split", "val", "--batch-size", "4"])
     assert res.exit_code == 0, res.output

@@ -15,7 +15,7 @@ import torch
 
 from train.runs.checkpoint import CheckpointError, load_checkpoint
 from train.config import DataConfig, TrainConfig
-from train.scoring.evaluate import evaluate_run
+from train.results.evaluate import evaluate_run
 from train.fit.loop import train
 from train.results.restore import load_run
 from train.data.synthetic import SynthConfig, default_tracks, make_synthetic

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cache.store import FeatureStore, store_path
 from cache.media import frame_times
-from train.data.dataset import open_features
+from train.data.sources import open_features
 from train.data.rows import UnknownRow, split_feature
 from train.data.segments import expand_to_frames, segment_targets
 from train.data.synthetic import SynthConfig, default_tracks, make_synthetic, write_multirow_segment_store
@@ -110,7 +110,7 @@ def test_qwen_row_ablation_from_the_cli(qwen_cache):
 
 
 def test_segment_run_evaluates_and_exports_per_frame(qwen_cache):
-    from train.scoring.evaluate import evaluate_run
+    from train.results.evaluate import evaluate_run
     from train.results.export import export_run
 
     base = qwen_cache

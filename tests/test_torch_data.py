@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from cache.manifest import load_manifest
-from train.data.dataset import build_dataset, open_features
+from train.data.build import build_dataset
+from train.data.sources import open_features
 from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
 from train.data.torch_data import WindowBatches, deal_tracks
 

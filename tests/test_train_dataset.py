@@ -11,7 +11,8 @@ from cache.align import align_to_frames
 from cache.manifest import load_manifest
 from cache.media import frame_times
 from cache.store import FeatureMeta, FeatureStore, store_path
-from train.data.dataset import MissingFeatureStore, TrackDataset, open_features, window_starts
+from train.data.sources import MissingFeatureStore, open_features
+from train.data.dataset import TrackDataset, window_starts
 from train.data.synthetic import SynthConfig, SynthTrack, make_synthetic
 
 

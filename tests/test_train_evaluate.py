@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from cache.manifest import load_manifest
-from train.data.dataset import TrackDataset, open_features, window_starts
+from train.data.dataset import TrackDataset, window_starts
+from train.data.sources import open_features
 from train.scoring.evaluate import (
     SplitPredictions,
     accumulate_windows,

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cache.media import frame_times
 from cache.store import FeatureStore, FingerprintMismatch, list_stores, store_path
 from train.config import DataConfig, TrainConfig
-from train.data.dataset import open_features
+from train.data.sources import open_features
 from train.scoring.evaluate import accumulate_windows, predict_split
 from train.results.export import checkpoint_digest, export_meta, export_run
 from train.fit.loop import train

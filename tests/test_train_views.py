@@ -14,7 +14,8 @@ import pytest
 
 from cache.manifest import load_manifest
 from cache.store import FeatureStore, store_path
-from train.data.dataset import TrackDataset, open_features
+from train.data.dataset import TrackDataset
+from train.data.sources import open_features
 from train.data.synthetic import SynthConfig, SynthTrack, make_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +135,8 @@ import sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
 from cache.manifest import load_manifest
-from train.data.dataset import TrackDataset, open_features
+from train.data.dataset import TrackDataset
+from train.data.sources import open_features
 import train.data.views as views
 
 slow = views.FeatureViews.write

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from cache.media import frame_times
 from cache.store import FeatureMeta, FeatureStore, store_path
 from extract.reliability import ReliabilityConfig, reliability_windows
-from train.data.dataset import build_dataset, open_features
+from train.data.build import build_dataset
+from train.data.sources import open_features
 from train.heads import build_head
 from train.heads.blockpool import AttentiveStatsPool, block_index
 from train.data.synthetic import SynthConfig, SynthTrack, default_tracks, make_synthetic
@@ -135,7 +136,7 @@ def test_dataset_filters_training_windows_only(audio_cache):
 
 def test_window_audio_run_export_and_raav_window_tokens(audio_cache):
     from pipeline import app
-    from train.data.window_audio import export_windows
+    from train.results.window_export import export_windows
 
     base, tracks = audio_cache
     common = ["--data-root", str(base / "data"), "--cache-dir", str(base / "cache"), "--runs-dir", str(base / "runs"),

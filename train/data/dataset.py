@@ -37,8 +37,8 @@ from cache.frametimes import FrameClock
 from cache.location import parent
 from cache.manifest import Track
 from cache.media import MediaError, probe_video
-from cache.store import FeatureGroup, FeatureStore, store_exists, store_path
-from train.data.rows import select_row, split_feature
+from train.data.levels import register_level
+from train.data.sources import FeatureSource
 from train.data.views import FeatureViews, ViewFile, track_key
 
 if TYPE_CHECKING:
@@ -47,62 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ALIGN_BLOCK_BYTES = 32 * 2**20
-
-
-class MissingFeatureStore(FileNotFoundError):
-    """A feature asked for has no store in the cache dir."""
-
-
-@dataclass(frozen=True)
-class FeatureSource:
-    """One feature store as the dataset reads it."""
-
-    name: str
-    store: FeatureStore
-    dim: int
-    fill: float | None = None  # nearest-fill distance in seconds, None = no fill
-    row: str | None = None  # `store:row` reads values[:, row] of a multi-row store (train/data/rows.py)
-
-    @property
-    def unit(self) -> str:
-        return self.store.meta.unit
-
-    @property
-    def fingerprint(self) -> str:
-        return self.store.fingerprint
-
-    def group_for(self, track: Track) -> str:
-        return track.video_stem if self.unit == "video" else track.name
-
-    def read(self, group: str, rows: slice | None = None) -> FeatureGroup:
-        """The group as stored, with the selected row only (when the feature names one)."""
-        raw = self.store.read(group, rows=rows)
-        if self.row is not None:
-            raw.values = select_row(raw.values, self.row, raw.attrs, self.store.meta.config, f"feature '{self.name}', group {group}")
-        return raw
-
-
-def open_features(
-    cache_dir: Path, names: Sequence[str], nearest_fill: Mapping[str, float] | None = None
-) -> dict[str, FeatureSource]:
-    """Open each named feature's store and read its flattened dimension from its first group
-    (`store:row` names one row of a multi-row store, train/data/rows.py)."""
-    sources: dict[str, FeatureSource] = {}
-    for name in names:
-        store_name, row = split_feature(name)
-        path = store_path(cache_dir, store_name)
-        if not store_exists(path):
-            raise MissingFeatureStore(f"feature '{name}': no store at {path}")
-        store = FeatureStore.open(path)
-        units = store.units()
-        if not units:
-            raise MissingFeatureStore(f"feature '{name}': store {path} has no complete group")
-        fill = (nearest_fill or {}).get(name)
-        source = FeatureSource(name=name, store=store, dim=0, fill=fill, row=row)
-        sample = source.read(units[0], rows=slice(0, 1)).values
-        dim = int(np.prod(sample.shape[1:])) if sample.ndim > 1 else 1
-        sources[name] = FeatureSource(name=name, store=store, dim=dim, fill=fill, row=row)
-    return sources
 
 
 def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
@@ -151,10 +95,11 @@ class DatasetStats:
     aligned_tracks: int = 0  # alignments done (cache misses)
 
 
+@register_level
 class TrackDataset:
     """Tracks of one split, their frames, windows and (lazily) aligned features."""
 
-    level = "frame"  # what windows run over (build_dataset's `level`)
+    level = "frame"  # what windows run over (the `level` of train/data/build.py's build_dataset)
 
     def __init__(
         self,
@@ -219,6 +164,12 @@ class TrackDataset:
         self._inflight: dict[int, Future] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(1, align_workers), thread_name_prefix="align")
+
+    @classmethod
+    def build(cls, tracks: Sequence[Track], sources: Mapping[str, FeatureSource], window: int, stride: int, *,
+              views_dir: Path | None = None, window_filter: Mapping[str, float] | None = None, **kwargs) -> "TrackDataset":
+        """The dataset of this level from `build_dataset`'s options (label frames: aligned views when asked)."""
+        return cls(tracks, sources, window, stride, views_dir=views_dir, **kwargs)
 
     # ---------------------------------------------------------------- frames and fps
     def _leave_out_unreadable(self) -> dict[str, str]:
@@ -589,34 +540,3 @@ def _same_frames(
     return out, mask
 
 
-def build_dataset(
-    tracks: Sequence[Track],
-    sources: Mapping[str, FeatureSource],
-    window: int,
-    stride: int,
-    fps: Mapping[str, float] | None = None,
-    cache_mb: float = 1024.0,
-    align_workers: int = 2,
-    views_dir: Path | None = None,
-    standardizer: "Standardizer | None" = None,
-    level: str = "frame",
-    window_filter: Mapping[str, float] | None = None,
-) -> TrackDataset:
-    """A `TrackDataset` (kept as a function so the loop, evaluation and bench build it one way);
-    level `segment`: windows over the first feature's segments (train/data/segments.py); `audio_window`:
-    windows over an audio store's rows, training windows filtered (train/data/window_audio.py). Those two
-    align onto their own rows, not label frames: no aligned views."""
-    if level == "segment":
-        from train.data.segments import SegmentDataset
-
-        return SegmentDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers,
-                              standardizer=standardizer)
-    if level == "audio_window":
-        from train.data.window_audio import WindowAudioDataset
-
-        return WindowAudioDataset(tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers,
-                                  standardizer=standardizer, window_filter=window_filter)
-    return TrackDataset(
-        tracks, sources, window, stride, fps=fps, cache_mb=cache_mb, align_workers=align_workers, views_dir=views_dir,
-        standardizer=standardizer,
-    )

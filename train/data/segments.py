@@ -18,11 +18,16 @@ else is the ordinary loop, evaluation, prediction and export:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from cache.align import align_to_frames
+from cache.manifest import Track
 from train.data.dataset import AlignedTrack, TrackDataset, _align_in_column_blocks
+from train.data.levels import register_level
+from train.data.sources import FeatureSource
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +48,17 @@ def expand_to_frames(
     return align_to_frames(values, segments, label_times, valid=present)
 
 
+@register_level
 class SegmentDataset(TrackDataset):
     """A `TrackDataset` whose positions are the segments of the first feature (the grid)."""
 
     level = "segment"
+
+    @classmethod
+    def build(cls, tracks: Sequence[Track], sources: Mapping[str, FeatureSource], window: int, stride: int, *,
+              views_dir: Path | None = None, window_filter: Mapping[str, float] | None = None, **kwargs) -> "SegmentDataset":
+        """Aligned onto its own rows, not label frames: no aligned views (`views_dir` unused)."""
+        return cls(tracks, sources, window, stride, **kwargs)
 
     @property
     def grid_feature(self) -> str:

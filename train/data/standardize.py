@@ -26,17 +26,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from cache.manifest import Track
 from cache.store import FeatureStore
-from train.data.dataset import FeatureSource
-
-if TYPE_CHECKING:
-    from train.config import TrainConfig
-    from train.runs.folder import RunDir
+from train.data.sources import FeatureSource
 
 log = logging.getLogger(__name__)
 
@@ -198,20 +194,3 @@ def fit_standardizer(sources: Mapping[str, FeatureSource], train_tracks: Sequenc
     return Standardizer(stats)
 
 
-def run_standardizer(
-    run: "RunDir", cfg: "TrainConfig", sources: Mapping[str, FeatureSource], train_tracks: Sequence[Track], resumed: bool
-) -> Standardizer | None:
-    """The statistics a run trains with, recorded in its folder: a resumed run keeps what it recorded (none
-    for a run from before standardization); a new one fits them on its train tracks unless data.normalize
-    is off."""
-    if resumed:
-        recorded = Standardizer.load(run.standardization)
-        if recorded is not None:
-            recorded.check(sources)
-        return recorded
-    run.standardization.unlink(missing_ok=True)
-    if not cfg.data.normalize:
-        return None
-    standardizer = fit_standardizer(sources, train_tracks)
-    standardizer.save(run.standardization)
-    return standardizer

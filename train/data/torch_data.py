@@ -27,7 +27,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from cache.location import Location
 from cache.manifest import Track
 from cache.store import FeatureStore
-from train.data.dataset import Batch, FeatureSource, TrackDataset, build_dataset
+from train.data.dataset import Batch, TrackDataset
+from train.data.sources import FeatureSource
+from train.data.build import build_dataset
 
 
 @dataclass(frozen=True)

@@ -25,18 +25,17 @@ the full window spans are in the group attribute `window_times`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cache.align import align_to_frames
-from cache.store import FeatureStore, store_path
+from cache.manifest import Track
+from train.data.levels import register_level
 from train.data.segments import SegmentDataset
-from train.data.tensors import autocast, to_tensors
+from train.data.sources import FeatureSource
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +98,18 @@ def central_spans(spans: np.ndarray) -> np.ndarray:
     return np.stack([np.concatenate([[spans[0, 0]], cuts]), np.concatenate([cuts, [spans[-1, 1]]])], axis=1)
 
 
+@register_level
 class WindowAudioDataset(SegmentDataset):
     """Windows over the rows of an audio store; training windows filtered (see the module doc)."""
 
     level = "audio_window"
+
+    @classmethod
+    def build(cls, tracks: Sequence[Track], sources: Mapping[str, FeatureSource], window: int, stride: int, *,
+              views_dir: Path | None = None, window_filter: Mapping[str, float] | None = None,
+              **kwargs) -> "WindowAudioDataset":
+        """Aligned onto the audio store's rows (`views_dir` unused); training windows filtered by `window_filter`."""
+        return cls(tracks, sources, window, stride, window_filter=window_filter, **kwargs)
 
     def __init__(self, *args, window_filter: Mapping[str, float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -155,63 +162,3 @@ class WindowAudioDataset(SegmentDataset):
         return [w for w in super().epoch_order(rng, block_tracks) if self.keep[w]]
 
 
-@torch.no_grad()
-def window_rows(model: torch.nn.Module, dataset: WindowAudioDataset, device: torch.device, ti: int,
-                batch_size: int = 8) -> np.ndarray:
-    """(W, H + 2) float32: per window of track `ti`, the mean over its rows of [hidden, VA]."""
-    model.eval()
-    out = []
-    ids = dataset.track_windows[ti]
-    for i in range(0, len(ids), batch_size):
-        batch = dataset.collate(ids[i : i + batch_size])
-        tb = to_tensors(batch, device)
-        with autocast(device):
-            res = model(tb.features, tb.masks, tb.pad)
-        rows = torch.cat([res.hidden.float(), res.va.float()], dim=-1)
-        w = tb.pad.float().unsqueeze(-1)
-        out.append(((rows * w).sum(1) / w.sum(1).clamp_min(1.0)).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-def export_windows(
-    run: str | Path, name: str, splits: Sequence[str] = ("train", "val", "test"), runs_dir: Path = Path("artifacts/runs"),
-    cache_dir: Path | None = None, data_root: Path | None = None, device: str = "auto", force: bool = False,
-    on_mismatch: str = "refuse", checkpoint: str = "best",
-) -> dict[str, int]:
-    """Write an `audio_window` run's per-window [embedding, VA] as a window-kind store `name` (one group
-    per track); returns groups written per split."""
-    from train.results.export import export_meta, load_json, open_export_split, weights_digest
-    from train.results.restore import load_run
-
-    loaded = load_run(run, Path(runs_dir), device, data_root=data_root, cache_dir=cache_dir, checkpoint=checkpoint)
-    if loaded.cfg.data.level != "audio_window":
-        raise ValueError(f"run {loaded.run.path.name} is not an audio-window run (level {loaded.cfg.data.level!r})")
-    if name in loaded.cfg.data.features:
-        raise ValueError(f"export name '{name}' is one of the run's own input features: choose another")
-    ckpt_used = "best" if checkpoint == "best" and loaded.run.best.is_file() else "last"
-    hidden = getattr(loaded.model.cfg, "hidden", None)
-    meta = export_meta(name, loaded.run.path.name, load_json(loaded.run.config),
-                       {n: s.fingerprint for n, s in loaded.sources.items()}, weights_digest(loaded.model), ckpt_used, hidden)
-    meta = dataclasses.replace(meta, kind="window", config={**meta.config, "rows": "one per audio window (mean over its rows)"})
-    store = FeatureStore.create_or_open(store_path(loaded.cfg.data.cache_dir, name), meta, on_mismatch=on_mismatch)
-    written: dict[str, int] = {}
-    for split in splits:
-        dataset = open_export_split(loaded, split, name)
-        if dataset is None:
-            continue
-        written[split] = 0
-        try:
-            for ti, track in enumerate(dataset.tracks):
-                if not dataset.track_windows[ti] or (store.is_complete(track.name) and not force):
-                    continue
-                spans = dataset.window_spans(ti)
-                rows = window_rows(loaded.model, dataset, loaded.device, ti, loaded.cfg.batch_size)
-                store.write(track.name, rows, central_spans(spans), np.ones(len(rows), bool), attrs={
-                    "fps": float(dataset.fps[ti]), "split": split, "run": loaded.run.path.name,
-                    "window_times": spans.tolist(),
-                }, dtype="auto")  # float16 unless a column would lose precision (few windows: small spreads)
-                written[split] += 1
-        finally:
-            dataset.close()
-        log.info("export %s, %s: %d windowed tracks written", name, split, written[split])
-    return written

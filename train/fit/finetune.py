@@ -48,7 +48,8 @@ from torch import Tensor, nn
 from cache.manifest import Track
 from cache.media import frame_times
 from train.heads.backbones import STORES, BackboneMismatch
-from train.data.dataset import Batch, FeatureSource, TrackDataset
+from train.data.dataset import Batch, TrackDataset
+from train.data.sources import FeatureSource
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +399,7 @@ def build_finetune_model(cfg: Any, sources: Mapping[str, FeatureSource]) -> tupl
     """Backbone (checked against its store) + the head over the other features and its output."""
     from train.heads.backbones import check_crops_spec, load_clip_backbone, load_wavlm_backbone
     from train.heads import build_head
-    from train.fit.model import head_options
+    from train.fit.head_inputs import head_options
 
     ft = finetune_config(cfg)
     name = ft.feature

@@ -22,7 +22,9 @@ from cache.location import as_location
 from cache.manifest import load_manifest
 from train.runs.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.config import TrainConfig
-from train.data.dataset import FeatureSource, TrackDataset, build_dataset, open_features
+from train.data.sources import FeatureSource, open_features
+from train.data.dataset import TrackDataset
+from train.data.build import build_dataset
 from train.runs.lock import run_lock
 from train.data.views import views_dir_for
 from train.scoring.evaluate import EvalResult, evaluate_predictions, input_features, predict_split, score, postprocess
@@ -33,7 +35,8 @@ from cache.prefetch import Prefetcher
 from train.runs.folder import RunDir
 from train.runs.tracking import MetricsWriter
 from train.runs.weights import load_weights, save_weights, weights_file
-from train.data.standardize import Standardizer, run_standardizer
+from train.data.standardize import Standardizer
+from train.runs.standardization import run_standardizer
 from train.data.tensors import autocast, resolve_device, to_tensors
 
 log = logging.getLogger(__name__)

@@ -190,7 +190,7 @@ def run_trial(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 def prepare_views(spec: SweepSpec) -> None:
     """Build the views of every feature set the trials read, once, before any trial (so Ray tasks
     and local trials only read them)."""
-    from train.data.dataset import open_features
+    from train.data.sources import open_features
     from train.fit.loop import open_split
 
     done: set[str] = set()

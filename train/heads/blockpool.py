@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import register_head
+from .registry import register_head
 from .common import BaseHead, HeadConfig, HeadOutput, frame_valid, get_feature
 
 WINDOW_ENCODERS: dict[str, Callable[..., nn.Module]] = {}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from . import register_head
+from .registry import register_head
 from .common import BaseHead, BiGRUEncoder, CrossAttentionBlock, GroupProjector, HeadConfig, HeadOutput, trailing_lengths
 
 

@@ -11,7 +11,7 @@ from itertools import permutations
 import torch
 from torch import Tensor, nn
 
-from . import register_head
+from .registry import register_head
 from .common import (
     BaseHead, CrossAttentionBlock, HeadConfig, HeadOutput, StreamProjector, frame_valid, get_feature,
     sinusoidal_encoding,

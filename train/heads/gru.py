@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from . import register_head
+from .registry import register_head
 from .common import BaseHead, BiGRUEncoder, HeadConfig, HeadOutput, StreamProjector, frame_valid, get_feature, trailing_lengths
 
 

@@ -9,7 +9,7 @@ import torch
 from mambapy.mamba import Mamba, MambaConfig
 from torch import Tensor, nn
 
-from . import register_head
+from .registry import register_head
 from .common import BaseHead, GroupProjector, HeadConfig, HeadOutput, trailing_lengths
 
 

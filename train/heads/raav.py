@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from . import register_head
+from .registry import register_head
 from .common import (
     BaseHead, GroupProjector, HeadConfig, HeadOutput, PositionalEncoding, StreamProjector, frame_valid,
     get_feature, safe_key_padding,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from . import register_head
+from .registry import register_head
 from .common import BaseHead, GroupProjector, HeadConfig, HeadOutput, PositionalEncoding, safe_key_padding
 
 

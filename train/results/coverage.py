@@ -79,6 +79,14 @@ def read_sidecar(result_path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def gap_text(coverage: dict) -> str:
+    """One line from a `Coverage` dict (`to_dict`, as recorded in a sidecar or an evaluation)."""
+    parts = [f"{len(names)} track(s) without {feature}" for feature, names in coverage.get("missing", {}).items()]
+    if coverage.get("unreadable"):
+        parts.append(f"{len(coverage['unreadable'])} track(s) with an unreadable video left out")
+    return ", ".join(parts)
+
+
 def _gaps(dataset: TrackDataset) -> dict[str, list[str]]:
     """Missing groups less the expected ones: an audio feature has no group for a video without an
     audio stream (extraction logs that and moves on)."""

@@ -25,19 +25,16 @@ from train.config import TrainConfig
 from train.data.dataset import TrackDataset
 from train.scoring.evaluate import EvalResult, SplitPredictions, concat_valid, evaluate_predictions, fill_missing
 from train.scoring.metrics import ccc
-from train.runs.folder import RunDir
+from train.results.kinds import register_kind, run_split_predictions
+from train.results.restore import RunSplit, chosen_half_windows
+from train.runs.folder import ENSEMBLE_FILE, RunDir, is_ensemble
 
 log = logging.getLogger(__name__)
 
 ENSEMBLE_MODEL = "ensemble"
-ENSEMBLE_FILE = "ensemble.json"
 METHODS = ("weighted", "mean")
 PAIR_STEP = 0.05  # RAS: grid step for two members
 DIRICHLET_SAMPLES = 2000  # RAS: Dirichlet samples (they drew 5000) plus the mean and each member alone
-
-
-def is_ensemble(run: RunDir) -> bool:
-    return (run.path / ENSEMBLE_FILE).is_file()
 
 
 @dataclass
@@ -65,8 +62,6 @@ def member_split(
 ) -> tuple[TrackDataset, list[np.ndarray], list[np.ndarray], Any]:
     """A member run's dataset of `split`, its per-frame predictions (featureless frames filled), the
     feature-present masks and what `check(dataset)` returned."""
-    from train.results.restore import run_split_predictions
-
     result = run_split_predictions(member, split, runs_dir, device, check, **locations)
     filled = [fill_missing(p, m) for p, m in zip(result.preds.va, result.preds.has_feature)]
     return result.dataset, filled, result.preds.has_feature, result.checked
@@ -199,6 +194,24 @@ def ensemble_predictions(
     assert ref is not None
     va = combine(preds, np.asarray(spec.weights_v), np.asarray(spec.weights_a))
     return ref, SplitPredictions(va=va, has_feature=[np.logical_or.reduce(m) for m in zip(*present)]), checked
+
+
+@register_kind
+class EnsembleRun:
+    """A run folder holding an ensemble (a run kind, train/results/kinds.py): its members' predictions combined."""
+
+    def __init__(self, run: RunDir, runs_dir: Path = Path("artifacts/runs")):
+        self.run = run
+
+    @staticmethod
+    def holds(run: RunDir) -> bool:
+        return is_ensemble(run)
+
+    def predictions(
+        self, split: str, device: str = "auto", check: Callable[[TrackDataset], Any] | None = None, **locations: Any
+    ) -> RunSplit:
+        dataset, preds, checked = ensemble_predictions(self.run, split, device, check, **locations)
+        return RunSplit(self.run, TrainConfig.load(self.run.config), dataset, preds, chosen_half_windows(self.run), checked)
 
 
 def _write_report(run: RunDir, spec: EnsembleSpec, result: EvalResult) -> None:

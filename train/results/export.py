@@ -114,7 +114,7 @@ def train_fold_runs(run: RunDir, folds: int, overrides: dict[str, Any], device: 
     (held-out tracks, fold run folder) per fold."""
     from train.config import TrainConfig
     from train.fit.loop import open_split, train
-    from train.data.dataset import open_features
+    from train.data.sources import open_features
 
     base = TrainConfig.load(run.config)
     for key, value in overrides.items():

@@ -116,7 +116,7 @@ def predict_run(
     `allow_missing` (then the sidecar lists them). An ensemble run predicts with its members combined."""
     from train.results.coverage import check_coverage, write_sidecar
     from train.scoring.evaluate import postprocess
-    from train.results.restore import run_split_predictions
+    from train.results.kinds import run_split_predictions
 
     loaded = run_split_predictions(
         run, split, Path(runs_dir), device, check=lambda ds: check_coverage(ds, split, allow_missing), **locations

@@ -11,10 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from cache.frametimes import FrameClock
-from cache.location import parent
-from cache.manifest import Track
+from cache.location import Location, as_location, parent
+from cache.manifest import Manifest, Track
 from cache.media import probe_video
-from train.results.restore import LoadedRun, predict_tracks
+from extract.bare import extract_videos, extractable
+from extract.runner import RunSummary
+from train.config import TrainConfig
+from train.results.restore import LoadedRun, load_run, predict_tracks
+from train.runs.folder import RunDir
 from train.scoring.report import plot_track
 
 log = logging.getLogger(__name__)
@@ -79,3 +83,37 @@ def predict_videos(loaded: LoadedRun, tracks: list[Track], out_dir: Path, allow_
         plot_track(track.name, fps, va, None, None, plot)
         out.plots.append(plot)
     return out
+
+
+@dataclass
+class BareVideoPlan:
+    """What `predict RUN --videos` extracts for a run, and where (the run's own store settings, same fingerprints)."""
+
+    run: RunDir
+    cfg: TrainConfig
+    target: Location  # where the videos' features go
+    made: list[str]  # features an extractor makes
+    other: list[str]  # features read from `target` as they are
+
+
+def bare_video_plan(run: str | Path, runs_dir: Path, cache_dir: str | None) -> BareVideoPlan:
+    """Features go to `cache_dir`, default `video-features` beside the runs folder."""
+    rd = RunDir.resolve(run, runs_dir)
+    cfg = TrainConfig.load(rd.config)
+    target = as_location(cache_dir) if cache_dir else rd.path.resolve().parent.parent / "video-features"
+    made, other = extractable(cfg.data.features)
+    return BareVideoPlan(rd, cfg, target, made, other)
+
+
+def extract_bare_videos(plan: BareVideoPlan, videos: Path, models_dir: Path, device: str) -> tuple[Manifest, RunSummary]:
+    """The run's features of every video under `videos`, made as the run's own stores were."""
+    return extract_videos(videos, plan.made, plan.target, reference_cache=plan.cfg.data.cache_dir, models_dir=models_dir,
+                          device=device)
+
+
+def predict_bare_videos(plan: BareVideoPlan, manifest: Manifest, runs_dir: Path, out: Path | None, device: str,
+                        allow_missing: bool = False) -> tuple[Path, VideoPredictions]:
+    """One CSV and one plot per video into `out` (default RUN/predictions/videos)."""
+    loaded = load_run(plan.run.path, runs_dir, device, cache_dir=plan.target)
+    out_dir = out or plan.run.predictions / "videos"
+    return out_dir, predict_videos(loaded, manifest.tracks, out_dir, allow_missing)

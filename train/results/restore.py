@@ -17,11 +17,13 @@ from cache.location import as_location
 from train.runs.checkpoint import load_checkpoint
 from train.config import TrainConfig
 from cache.manifest import Track
-from train.data.dataset import FeatureSource, TrackDataset, build_dataset, open_features
+from train.data.sources import FeatureSource, open_features
+from train.data.dataset import TrackDataset
+from train.data.build import build_dataset
 from train.scoring.evaluate import SplitPredictions, predict_split
 from train.fit.loop import open_split
 from train.fit.model import build_model
-from train.runs.folder import RunDir
+from train.runs.folder import RunDir, is_ensemble
 from train.data.standardize import Standardizer
 from train.data.tensors import resolve_device
 from train.runs.weights import load_weights, weights_file
@@ -55,8 +57,6 @@ def load_run(
 ) -> LoadedRun:
     """Locations default to the run's own; a store whose fingerprint changed is refused."""
     rd = RunDir.resolve(run, runs_dir)
-    from train.results.ensemble import is_ensemble
-
     if is_ensemble(rd):
         raise ValueError(f"run {rd.path.name} is an ensemble of runs: it has no model of its own (evaluate and predict work on it)")
     cfg = TrainConfig.load(rd.config)
@@ -116,7 +116,7 @@ def predict_tracks(loaded: LoadedRun, tracks: list[Track]) -> dict[str, np.ndarr
 
 
 
-def _half_windows(rd: RunDir) -> tuple[int, int]:
+def chosen_half_windows(rd: RunDir) -> tuple[int, int]:
     if rd.eval_file("val").is_file():
         return tuple(json.loads(rd.eval_file("val").read_text(encoding="utf-8"))["half_windows"])
     return (0, 0)
@@ -134,28 +134,24 @@ class RunSplit:
     checked: Any = None  # what the `check` hook returned
 
 
-def run_split_predictions(
-    run: str | Path,
-    split: str,
-    runs_dir: Path = Path("artifacts/runs"),
-    device: str = "auto",
-    check: Callable[[TrackDataset], Any] | None = None,
-    **locations,
-) -> RunSplit:
-    """Predictions of a trained run (its best checkpoint) or of an ensemble run (its members combined).
-    `check(dataset)` runs before predicting (e.g. the coverage check); its result is kept as `checked`."""
-    from train.results.ensemble import ensemble_predictions, is_ensemble
+class TrainedRun:
+    """A run folder with a trained head (a run kind, train/results/kinds.py): predictions of its best checkpoint."""
 
-    rd = RunDir.resolve(run, Path(runs_dir))
-    if is_ensemble(rd):
-        dataset, preds, checked = ensemble_predictions(rd, split, device, check, **locations)
-        return RunSplit(rd, TrainConfig.load(rd.config), dataset, preds, _half_windows(rd), checked)
-    loaded = load_run(rd.path, Path(runs_dir), device, **locations)
-    dataset = loaded.dataset(split)
-    try:
-        checked = check(dataset) if check is not None else None
-        preds = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
-    except BaseException:
-        dataset.close()
-        raise
-    return RunSplit(loaded.run, loaded.cfg, dataset, preds, loaded.half_windows, checked)
+    def __init__(self, run: RunDir, runs_dir: Path = Path("artifacts/runs")):
+        self.run, self.runs_dir = run, Path(runs_dir)
+
+    def predictions(
+        self, split: str, device: str = "auto", check: Callable[[TrackDataset], Any] | None = None, **locations
+    ) -> RunSplit:
+        """`check(dataset)` runs before predicting (e.g. the coverage check); its result is kept as `checked`."""
+        loaded = load_run(self.run.path, self.runs_dir, device, **locations)
+        dataset = loaded.dataset(split)
+        try:
+            checked = check(dataset) if check is not None else None
+            preds = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
+        except BaseException:
+            dataset.close()
+            raise
+        return RunSplit(loaded.run, loaded.cfg, dataset, preds, loaded.half_windows, checked)
+
+

@@ -16,6 +16,7 @@
   plots/*.png            learning curves, predicted vs true V/A for a few validation tracks
   predictions/<split>.csv, <split>.csv.json   submission and what it was made from (train/results/coverage.py)
   predictions/videos/    predict --videos: <video>.csv and <video>.png per bare video
+  ensemble.json          only in an ensemble's folder: its members and weights (train/results/ensemble.py)
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from train.data.dataset import FeatureSource
+from train.data.sources import FeatureSource
+
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def is_ensemble(run: "RunDir") -> bool:
+    """The folder holds an ensemble of runs (no model of its own), not a trained head."""
+    return (run.path / ENSEMBLE_FILE).is_file()
 
 
 # per-part loss columns were named like scores before; they hold losses (1 - CCC, MSE, MAE, KL)

@@ -204,33 +204,3 @@ def evaluate_predictions(
     return EvalResult(raw=raw, smoothed=smoothed, half_windows=tuple(half_windows), frames=frames, grid=curves)
 
 
-def evaluate_run(
-    run: str,
-    split: str = "val",
-    runs_dir: str = "artifacts/runs",
-    device: str = "auto",
-    allow_missing: bool = False,
-    **locations,
-) -> EvalResult:
-    """Recompute the CCC table of a run's best checkpoint on a labelled split (smoothing as chosen on
-    validation at the end of training) and write it to evaluate_<split>.json."""
-    from pathlib import Path
-
-    from train.results.coverage import check_coverage
-    from train.results.restore import run_split_predictions
-
-    loaded = run_split_predictions(
-        run, split, Path(runs_dir), device, check=lambda ds: check_coverage(ds, split, allow_missing), **locations
-    )
-    dataset = loaded.dataset
-    try:
-        if not dataset.has_labels:
-            raise ValueError(f"split '{split}' has no labels to evaluate against")
-        result = evaluate_predictions(dataset, loaded.preds, half_windows=loaded.half_windows)
-        coverage = loaded.checked
-        if not coverage.complete:
-            result.missing = coverage.to_dict()
-    finally:
-        dataset.close()
-    loaded.run.write_json(loaded.run.path / f"evaluate_{split}.json", result.to_dict())
-    return result
