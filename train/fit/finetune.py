@@ -395,6 +395,46 @@ class FinetuneModel(nn.Module):
         return save_wavlm_backbone(self.backbone, self.ref, folder)
 
 
+def build_finetune_model(cfg: Any, sources: Mapping[str, FeatureSource], options: dict[str, Any], has_regions: bool
+                         ) -> tuple[nn.Module, bool]:
+    """Backbone (checked against its store) + the head over the other features and its output; `options`
+    and `has_regions`: the head's options over the other features (`train.fit.model.head_options`)."""
+    from train.heads.backbones import check_crops_spec, load_clip_backbone, load_wavlm_backbone
+    from train.heads import build_head
+
+    ft = finetune_config(cfg)
+    name = ft.feature
+    if name not in sources:
+        raise ValueError(f"--finetune {ft.spec} trains on the {name} store: add {name} to --features")
+    store = sources[name].store
+    ref = ft.model_ref()
+    prototypes = None
+    if ft.family == "clip":
+        bb = load_clip_backbone(ref, ft.top, ft.grad_checkpointing)
+        try:
+            _, spec = store.get_extra("input_spec")
+        except KeyError:
+            raise BackboneMismatch(f"{store.path} records no input_spec: not a face_crops store") from None
+        check_crops_spec(spec, bb.spec, str(store.path))
+        module, out_dim = bb.tower, bb.tower.out_dim
+        if cfg.lambda_region > 0:
+            prototypes = bb.prototypes
+    else:
+        stored = int(store.meta.config.get("top_layers", 0))
+        bb = load_wavlm_backbone(ref, ft.top, stored, ft.grad_checkpointing)
+        if store.meta.weights_digest and bb.digest != store.meta.weights_digest:
+            raise BackboneMismatch(
+                f"{store.path} was made by {store.meta.model_ref} (weights {store.meta.weights_digest}), but the "
+                f"backbone is {ref} (weights {bb.digest}): the cached layers must come from the same model"
+            )
+        module, out_dim = bb.top, bb.top.out_dim
+    dims = {n: s.dim for n, s in sources.items()}
+    dims[name] = out_dim
+    head = build_head(cfg.model, dims, options)
+    model = FinetuneModel(head, module, ft, ref, prototypes)
+    return model, has_regions or prototypes is not None
+
+
 def parameter_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]] | Any:
     """AdamW groups: the head at cfg.lr, the backbone at its own lr; plain parameters otherwise."""
     if not isinstance(model, FinetuneModel):  # a head may train a backbone of its own (blockpool's wavlm_top)
@@ -422,4 +462,4 @@ def save_backbone(model: nn.Module, run_path: Path) -> str | None:
 
 
 __all__ = ["BackboneDataset", "FinetuneConfig", "FinetuneModel", "backbone_feature", "build_finetune_dataset",
-           "parameter_groups", "parse_spec", "save_backbone"]
+           "build_finetune_model", "parameter_groups", "parse_spec", "save_backbone"]

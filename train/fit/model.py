@@ -48,48 +48,12 @@ def build_model(cfg: TrainConfig, sources: Mapping[str, FeatureSource]) -> tuple
     from train.heads import build_head
 
     if getattr(cfg, "finetune", None):  # a trainable backbone top computes one feature (train/fit/finetune.py)
-        return build_finetune_model(cfg, sources)
+        from train.fit.finetune import build_finetune_model, finetune_config
+
+        backbone_input = finetune_config(cfg).feature
+        options, has_regions = head_options(cfg, {n: s for n, s in sources.items() if n != backbone_input})
+        return build_finetune_model(cfg, sources, options, has_regions)
     options, has_regions = head_options(cfg, sources)
     dims = {name: s.dim for name, s in sources.items()}
     model = build_head(cfg.model, dims, options)
     return model, has_regions
-
-
-def build_finetune_model(cfg: TrainConfig, sources: Mapping[str, FeatureSource]) -> tuple[nn.Module, bool]:
-    """Backbone (checked against its store) + the head over the other features and its output."""
-    from train.fit.finetune import FinetuneModel, finetune_config
-    from train.heads import build_head
-    from train.heads.backbones import BackboneMismatch, check_crops_spec, load_clip_backbone, load_wavlm_backbone
-
-    ft = finetune_config(cfg)
-    name = ft.feature
-    if name not in sources:
-        raise ValueError(f"--finetune {ft.spec} trains on the {name} store: add {name} to --features")
-    store = sources[name].store
-    ref = ft.model_ref()
-    prototypes = None
-    if ft.family == "clip":
-        bb = load_clip_backbone(ref, ft.top, ft.grad_checkpointing)
-        try:
-            _, spec = store.get_extra("input_spec")
-        except KeyError:
-            raise BackboneMismatch(f"{store.path} records no input_spec: not a face_crops store") from None
-        check_crops_spec(spec, bb.spec, str(store.path))
-        module, out_dim = bb.tower, bb.tower.out_dim
-        if cfg.lambda_region > 0:
-            prototypes = bb.prototypes
-    else:
-        stored = int(store.meta.config.get("top_layers", 0))
-        bb = load_wavlm_backbone(ref, ft.top, stored, ft.grad_checkpointing)
-        if store.meta.weights_digest and bb.digest != store.meta.weights_digest:
-            raise BackboneMismatch(
-                f"{store.path} was made by {store.meta.model_ref} (weights {store.meta.weights_digest}), but the "
-                f"backbone is {ref} (weights {bb.digest}): the cached layers must come from the same model"
-            )
-        module, out_dim = bb.top, bb.top.out_dim
-    options, has_regions = head_options(cfg, {n: s for n, s in sources.items() if n != name})
-    dims = {n: s.dim for n, s in sources.items()}
-    dims[name] = out_dim
-    head = build_head(cfg.model, dims, options)
-    model = FinetuneModel(head, module, ft, ref, prototypes)
-    return model, has_regions or prototypes is not None
