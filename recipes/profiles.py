@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 PROFILES_DIR = CONFIGS_DIR / "profiles"
 FULL = "full"
 SECTIONS = ("train", "extract", "backbone_depth")
-BACKBONE_NAMES = {"clip": "CLIP visual tower", "wavlm": "WavLM"}
+BACKBONES = {"clip": ("CLIP visual tower", "blocks"), "wavlm": ("WavLM", "layers")}  # family: (name, what its depth counts)
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ def load_profile(name: str) -> Profile:
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {unknown}; sections: {', '.join(SECTIONS)}")
     depth = raw.get("backbone_depth") or {}
-    bad = {k: v for k, v in depth.items() if k not in BACKBONE_NAMES or not isinstance(v, int) or v < 1}
+    bad = {k: v for k, v in depth.items() if k not in BACKBONES or not isinstance(v, int) or v < 1}
     if bad:
-        raise ConfigError(f"{path}: backbone_depth must give whole numbers >= 1 for {', '.join(BACKBONE_NAMES)}, got {bad}")
+        raise ConfigError(f"{path}: backbone_depth must give whole numbers >= 1 for {', '.join(BACKBONES)}, got {bad}")
     return Profile(name, dict(raw.get("train") or {}), dict(raw.get("extract") or {}), dict(depth))
 
 
@@ -66,14 +66,15 @@ def fit_top(family: str, top: int, profile: str, what: str = "") -> int:
     """K layers of backbone `family` for the profile's model: K deeper than the full model is an error; K
     deeper than the profile's model becomes that model's depth, with a note naming the profile file."""
     full = load_profile(FULL).backbone_depth.get(family)
+    name, unit = BACKBONES.get(family, (family, "layers"))
     what = what or f"{family}:{top}"
     if full is not None and top > full:
-        raise ConfigError(f"{what} asks for the top {top} layers, but the full {BACKBONE_NAMES.get(family, family)} has {full}")
+        raise ConfigError(f"{what} asks for the top {top} {unit}, but the full {name} has {full}")
     depth = load_profile(profile).backbone_depth.get(family)
     if depth is None or top <= depth:
         return top
-    log.warning("profile %s: %s trains the top %d layers, all the %s model's (configs/profiles/%s.yaml backbone_depth.%s)",
-                profile, what, depth, profile, profile, family)
+    log.warning("profile %s: %s trains the top %d %s, all of the %s %s's (configs/profiles/%s.yaml backbone_depth.%s)",
+                profile, what, depth, unit, profile, name, profile, family)
     return depth
 
 

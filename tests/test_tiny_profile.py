@@ -95,13 +95,13 @@ def test_a_top_deeper_than_the_full_model_is_an_error_on_every_profile(caplog):
     assert spec("full", "wavlm:4") == "wavlm:4" and spec("full", "clip:3") == "clip:3"
     with caplog.at_level("WARNING"):
         assert spec("tiny", "wavlm:4") == "wavlm:2" and spec("tiny", "clip:all") == "clip:all"
-    assert "trains the top 2 layers" in caplog.text and "tiny.yaml" in caplog.text
+    assert "trains the top 2 layers, all of the tiny WavLM's" in caplog.text and "tiny.yaml" in caplog.text
     assert spec("tiny", "wavlm:1") == "wavlm:1" and spec("tiny", "clip:12") == "clip:2"
     assert spec("tiny", "wavlm:4", ref="/some/model") == "wavlm:4"  # a model of one's own: checked when it loads
     for profile in ("full", "tiny"):
         with pytest.raises(ConfigError, match="wavlm:25 asks for the top 25 layers, but the full WavLM has 24"):
             spec(profile, "wavlm:25")
-        with pytest.raises(ConfigError, match="clip:13 .* full CLIP visual tower has 12"):
+        with pytest.raises(ConfigError, match="clip:13 asks for the top 13 blocks, but the full CLIP visual tower has 12"):
             spec(profile, "clip:13")
     audio = build_train_config([CONFIGS_DIR / "ras/audio-wavlm-top4.yaml"], ["head.window_encoder_options.profile=tiny"])
     assert audio.head["window_encoder_options"]["top"] == 2
@@ -160,3 +160,35 @@ def test_every_readme_finetune_spec_trains_with_the_tiny_profile(ws, args):
 
     stored = json.loads((run / "config.json").read_text())["finetune"]["spec"]
     assert stored == (spec if spec.endswith(":all") else f"{family}:{min(int(spec.split(':')[1]), 2)}")
+
+
+def test_ras_wavlm_top4_recipe_trains_with_the_tiny_profile(ws, caplog):
+    """RAS's audio recipe (WavLM-Large's top 4 layers in its window encoder) on the tiny WavLM: top 2."""
+    from pipeline import app
+
+    res = CliRunner().invoke(app, [
+        "train", "--config", "ras/audio-wavlm-top4.yaml", "head.window_encoder_options.profile=tiny",
+        f"head.window_encoder_options.models_dir={ws / 'models'}", "optim.max_steps_per_epoch=2", "--epochs", "1",
+        "--name", "ras-audio-top", "--data-root", str(ws / "data"), "--cache-dir", str(ws / "cache"),
+        "--runs-dir", str(ws / "runs"), "--device", "cpu",
+    ])
+    assert res.exit_code == 0, res.output
+    import json
+
+    options = json.loads((ws / "runs" / "ras-audio-top" / "config.json").read_text())["head"]["window_encoder_options"]
+    assert (options["top"], options["profile"]) == (2, "tiny")
+
+
+def test_a_model_of_ones_own_is_checked_against_its_own_depth(ws):
+    """An explicit reference is never fitted: K deeper than that model is refused when it loads (one line)."""
+    from pipeline import app
+
+    ref = (ws / "models" / "tiny" / "wavlm").resolve()
+    res = CliRunner().invoke(app, [
+        "train", "--model", "gru", "--features", "wavlm_hidden", "--finetune", "wavlm:3", "--profile", "tiny",
+        "--finetune-opt", f"ref={ref}", "--name", "own-ref", "--epochs", "1", "--max-steps", "1",
+        "--data-root", str(ws / "data"), "--cache-dir", str(ws / "cache"), "--runs-dir", str(ws / "runs"), "--device", "cpu",
+    ])
+    assert res.exit_code == 1, res.output
+    line = " ".join(res.stdout.split())
+    assert line.startswith("train failed:") and "wavlm:3 asks for the top 3 layers" in line and "has 2" in line, res.output
