@@ -63,15 +63,15 @@ def build_run_options(
     from recipes.profiles import load_profile
 
     files, overrides = list(files), list(overrides)
-    raw = merge_layers(files, overrides, explicit)
-    if defaults:
-        raw = OmegaConf.merge(nested(defaults), raw)
+
+    def merged(*profile_layers: DictConfig) -> DictConfig:
+        raw = merge_layers([*files, *profile_layers], overrides, explicit)
+        return OmegaConf.merge(nested(defaults), raw) if defaults else raw
+
+    raw = merged()
     profile = load_profile(str(raw.get("profile") or RunOptions.profile))
     if profile.extract:
-        layers = [*files, profile.layer("extract")]
-        raw = merge_layers(layers, overrides, explicit)
-        if defaults:
-            raw = OmegaConf.merge(nested(defaults), raw)
+        raw = merged(profile.layer("extract"))
     named = list((raw.get("configs") or {}).keys())
     for name in named:
         _extractor(str(name))
