@@ -149,7 +149,8 @@ class WavlmHiddenConfig:
 def hidden_layer_index(depth: int, top_layers: int, ref: str = "") -> int:
     """Index into `hidden_states` of the input of the top `top_layers` of a `depth`-layer model."""
     if not 1 <= top_layers <= depth:
-        raise ValueError(f"top {top_layers} layers asked for, but the WavLM model {ref or ''} has {depth} layers")
+        raise ValueError(f"top {top_layers} layers asked for, but the WavLM model {ref or ''} has {depth} layers "
+                         f"(set configs.wavlm_hidden.top_layers to at most {depth})")
     return depth - top_layers
 
 

@@ -46,6 +46,13 @@ def load_wavlm(ref: str | Path = WAVLM_HUB_ID, device: str = "cpu", dtype: str |
     return WavlmBundle(feature_extractor=feature_extractor, model=model, ref=ref)
 
 
+# the tiny model's size (configs/profiles/tiny.yaml states its depth for the settings bound to it)
+TINY_WAVLM_CONFIG = {
+    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+    "conv_dim": (32,) * 7, "feat_extract_norm": "layer", "do_stable_layer_norm": True, "num_conv_pos_embedding_groups": 4,
+}
+
+
 def build_tiny_wavlm(folder: Path, seed: int = 0, pos_kernel: int = 16) -> Path:
     """Save a small randomly initialised WavLMModel (+ feature extractor) to `folder`: the real classes
     and the real 400/320-sample front end with narrow layers (WavLM-Large's layer-norm variant)."""
@@ -55,11 +62,7 @@ def build_tiny_wavlm(folder: Path, seed: int = 0, pos_kernel: int = 16) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = WavLMConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-        conv_dim=(32,) * 7, feat_extract_norm="layer", do_stable_layer_norm=True,
-        num_conv_pos_embeddings=pos_kernel, num_conv_pos_embedding_groups=4,
-    )
+    config = WavLMConfig(**TINY_WAVLM_CONFIG, num_conv_pos_embeddings=pos_kernel)
     WavLMModel(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True

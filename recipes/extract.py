@@ -54,13 +54,24 @@ def build_run_options(
     files: Iterable[str | Path] = (), overrides: Iterable[str] = (), explicit: Mapping[str, Any] | None = None,
     defaults: Mapping[str, Any] | None = None,
 ) -> Any:
-    """RunOptions from defaults < config files < overrides < explicit values (dotted keys)."""
+    """RunOptions from defaults < config files < the profile's `extract` settings < overrides < explicit
+    values (dotted keys). The profile (`profile` of the merge, else of `defaults`, else full) lays its
+    model-bound settings (configs/profiles/<profile>.yaml `extract:`, e.g. the tiny WavLM's top layers)
+    over the files, so a recipe written for the real models runs on the profile's."""
     from cache.location import as_location
     from extract.runner import RunOptions
+    from train.runs.profiles import load_profile
 
-    raw = merge_layers(list(files), list(overrides), explicit)
-    if defaults:
-        raw = OmegaConf.merge(nested(defaults), raw)
+    files, overrides = list(files), list(overrides)
+
+    def merged(*profile_layers: DictConfig) -> DictConfig:
+        raw = merge_layers([*files, *profile_layers], overrides, explicit)
+        return OmegaConf.merge(nested(defaults), raw) if defaults else raw
+
+    raw = merged()
+    profile = load_profile(str(raw.get("profile") or RunOptions.profile))
+    if profile.extract:
+        raw = merged(profile.layer("extract"))
     named = list((raw.get("configs") or {}).keys())
     for name in named:
         _extractor(str(name))

@@ -66,9 +66,11 @@ def nested(flat: Mapping[str, Any]) -> DictConfig:
     return out
 
 
-def merge_layers(files: Iterable[str | Path] = (), overrides: Iterable[str] = (), explicit: Mapping[str, Any] | None = None) -> DictConfig:
-    """Files, then overrides, then explicit values (dotted keys), merged without a schema."""
-    layers = [load_file(f) for f in files]
+def merge_layers(files: Iterable[str | Path | DictConfig] = (), overrides: Iterable[str] = (),
+                 explicit: Mapping[str, Any] | None = None) -> DictConfig:
+    """Files (or layers already loaded, e.g. a profile's section), then overrides, then explicit values
+    (dotted keys), merged without a schema."""
+    layers = [f if isinstance(f, DictConfig) else load_file(f) for f in files]
     layers.append(parse_overrides(overrides))
     if explicit:
         layers.append(nested(explicit))

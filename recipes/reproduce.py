@@ -21,12 +21,12 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from recipes.loader import CONFIGS_DIR, ConfigError, load_file, resolve_config_path, validate
+from recipes.loader import ConfigError, load_file, resolve_config_path, validate
+from train.runs.profiles import load_profile
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-PROFILES_DIR = "profiles"
 
 
 @dataclass
@@ -111,11 +111,6 @@ class ReproduceOptions:
     device: str = "auto"
 
 
-def _profile_file(profile: str) -> list[Path]:
-    path = CONFIGS_DIR / PROFILES_DIR / f"{profile}.yaml"
-    return [path] if path.is_file() else []
-
-
 def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     out = json.loads(json.dumps(cfg_dict, default=str))
     for key in ("name", "runs_dir", "device"):
@@ -132,7 +127,7 @@ def train_step(step: TrainStep, run_name: str, opts: ReproduceOptions, runs_dir:
     explicit = {"name": run_name, "runs_dir": str(runs_dir), "device": opts.device,
                 "data.data_root": str(opts.data_root), "data.cache_dir": str(opts.cache_dir)}
     overrides = [*step.overrides, *step.profiles.get(opts.profile, [])]
-    cfg = build_train_config([step.train, *_profile_file(opts.profile)], overrides, explicit)
+    cfg = build_train_config([step.train, load_profile(opts.profile).layer("train")], overrides, explicit)
     run = RunDir(runs_dir / run_name)
     what = f"{cfg.model} on {', '.join(cfg.data.features)}"
     start = time.perf_counter()

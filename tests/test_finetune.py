@@ -217,8 +217,9 @@ def test_wavlm_finetune_run_saves_a_loadable_backbone(ws):
 @pytest.mark.parametrize(
     ("features", "spec", "words"),
     [
-        ("face_crops", "clip:5", ["clip:5", "affcache-tiny-clip has 2"]),
-        ("wavlm_hidden", "wavlm:5", ["wavlm:5", "has 2"]),
+        # deeper than the real model: an error on every profile (the tiny one fits K up to that: test_tiny_profile.py)
+        ("face_crops", "clip:13", ["clip:13", "full CLIP visual tower has 12"]),
+        ("wavlm_hidden", "wavlm:25", ["wavlm:25", "full WavLM has 24"]),
         ("wavlm", "wavlm:1", ["wavlm_hidden", "--features"]),
     ],
 )

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from recipes.extract import build_run_options
 from recipes.loader import CONFIGS_DIR, ConfigError
+from train.runs.profiles import load_profile
 from recipes.reproduce import load_reproduce
 from train.runs.recipe import build_train_config
 from train.heads import build_head
@@ -61,7 +62,7 @@ def _forward_and_loss(cfg, models_dir=None) -> float:
 def test_every_train_config_loads_and_builds_its_head_and_loss(path, tmp_path):
     cfg = build_train_config([path])
     assert math.isfinite(_forward_and_loss(cfg, tmp_path))
-    tiny = build_train_config([path, CONFIGS_DIR / "profiles" / "tiny.yaml"])
+    tiny = build_train_config([path, load_profile("tiny").layer("train")])
     assert tiny.head["hidden"] == 64 and tiny.model == cfg.model
 
 
@@ -81,7 +82,7 @@ def test_every_reproduce_list_names_loadable_steps(path):
     name, spec = load_reproduce(str(path))
     assert name == path.parent.name
     for step in spec.steps:
-        build_train_config([step.train, CONFIGS_DIR / "profiles" / "tiny.yaml"], step.overrides)
+        build_train_config([step.train, load_profile("tiny").layer("train")], step.overrides)
     build_run_options([spec.extract.config])
 
 

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from cache.manifest import Track
 from cache.media import frame_times
-from train.heads.backbones import STORES, BackboneMismatch
+from train.heads.backbones import STORES, BackboneMismatch, parse_spec
 from train.data.dataset import Batch, TrackDataset
 from train.data.sources import FeatureSource
 
@@ -101,22 +101,6 @@ class FinetuneConfig:
             import extract.wavlm_model  # noqa: F401  (registers the wavlm family)
         family = {"clip": "open_clip", "wavlm": "wavlm"}[self.family]
         return resolve_model_ref(family, self.profile, Path(self.models_dir))
-
-
-def parse_spec(spec: str) -> tuple[str, int | None]:
-    """`clip:2` -> ('clip', 2); `clip:all` -> ('clip', None); `wavlm:4` -> ('wavlm', 4)."""
-    family, sep, depth = str(spec).partition(":")
-    if family not in STORES or not sep:
-        raise ValueError(f"--finetune must be clip:K, clip:all or wavlm:K, got {spec!r}")
-    if depth == "all" and family == "clip":
-        return family, None
-    try:
-        k = int(depth)
-    except ValueError:
-        raise ValueError(f"--finetune {spec} (K must be a whole number{' or all' if family == 'clip' else ''})") from None
-    if k < 1:
-        raise ValueError(f"--finetune {spec} (K must be at least 1)")
-    return family, k
 
 
 def finetune_config(cfg: Any) -> FinetuneConfig | None:

@@ -244,3 +244,19 @@ def save_wavlm_backbone(top: WavlmTop, ref: str, folder: Path) -> str:
     bundle.model.save_pretrained(folder, safe_serialization=True)
     bundle.feature_extractor.save_pretrained(folder)
     return str(folder)
+
+
+def parse_spec(spec: str) -> tuple[str, int | None]:
+    """`clip:2` -> ('clip', 2); `clip:all` -> ('clip', None); `wavlm:4` -> ('wavlm', 4)."""
+    family, sep, depth = str(spec).partition(":")
+    if family not in STORES or not sep:
+        raise ValueError(f"--finetune must be clip:K, clip:all or wavlm:K, got {spec!r}")
+    if depth == "all" and family == "clip":
+        return family, None
+    try:
+        k = int(depth)
+    except ValueError:
+        raise ValueError(f"--finetune {spec} (K must be a whole number{' or all' if family == 'clip' else ''})") from None
+    if k < 1:
+        raise ValueError(f"--finetune {spec} (K must be at least 1)")
+    return family, k

@@ -89,7 +89,7 @@ def head_recipe_path(model: str) -> Path | None:
 
 
 def load_recipe(
-    files: Iterable[str | Path] = (), overrides: Iterable[str] = (), explicit: Mapping[str, Any] | None = None
+    files: Iterable[str | Path | DictConfig] = (), overrides: Iterable[str] = (), explicit: Mapping[str, Any] | None = None
 ) -> tuple[DictConfig, DictConfig]:
     """Merged and validated recipe (files < overrides < explicit dotted values), and the unvalidated merge."""
     raw = merge_layers(list(files), list(overrides), explicit)
@@ -120,10 +120,14 @@ def recipe_to_train_config(recipe: DictConfig, raw: DictConfig | None = None) ->
 
 
 def build_train_config(
-    files: Iterable[str | Path] = (), overrides: Iterable[str] = (), explicit: Mapping[str, Any] | None = None
+    files: Iterable[str | Path | DictConfig] = (), overrides: Iterable[str] = (), explicit: Mapping[str, Any] | None = None
 ) -> TrainConfig:
+    from train.runs.profiles import fit_finetune, fit_window_encoder
+
     recipe, raw = load_recipe(files, overrides, explicit)
     cfg = recipe_to_train_config(recipe, raw)
+    cfg.finetune = fit_finetune(cfg.finetune)  # a backbone top as deep as the profile's model holds
+    cfg.head = fit_window_encoder(cfg.head)
     _check_head(cfg)
     return cfg
 
