@@ -85,7 +85,7 @@ def test_profile_lies_between_config_files_and_overrides():
 
 
 def test_a_top_deeper_than_the_full_model_is_an_error_on_every_profile(caplog):
-    from recipes.train import build_train_config
+    from train.runs.recipe import build_train_config
 
     def spec(profile: str, k: str, **more) -> str:
         cfg = build_train_config([], [], {"model": "gru", "data.features": ["wavlm_hidden"],
