@@ -598,18 +598,24 @@ def predict_bare_videos(
 
     plan = bare_video_plan(run, runs_dir, cache_dir)
     console.print(f"features of {plan.run.path.name} for {videos}: extracting {', '.join(plan.made) or 'none'} into {plan.target}", highlight=False)
-    manifest, summary = extract_bare_videos(plan, videos, models_dir, device)
-    print_summary(console, summary)
+    if plan.exports:
+        console.print("exported by runs, made for the videos after extraction: "
+                      + ", ".join(f"{n} ({Path(r).name})" for n, r in plan.exports.items()), highlight=False)
+    manifest, summaries = extract_bare_videos(plan, videos, models_dir, device)
+    for summary in summaries:
+        print_summary(console, summary)
     if plan.other:
         console.print(f"not made by an extractor, read from {plan.target}: {', '.join(plan.other)}", highlight=False)
     out_dir, result = predict_bare(plan, manifest, runs_dir, out, device, allow_missing)
+    for line in result.summaries:
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     for line in result.notes:
         console.print(f"  note: {line}", markup=False, highlight=False, soft_wrap=True)
     for line in result.skipped:
         console.print(f"  [red]not predicted:[/red] {escape(line)}", highlight=False, soft_wrap=True)
-    console.print(f"{len(result.written)} video(s) predicted: one CSV (frame,time,valence,arousal) and one plot each in {out_dir}",
+    console.print(f"{len(result.written)} video(s) predicted: one CSV (frame,time,valence,arousal,valid) and one plot each in {out_dir}",
                   highlight=False)
-    if result.skipped or not summary.ok:
+    if result.skipped or not all(s.ok for s in summaries):
         raise typer.Exit(1)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from cache.location import Location
 from cache.manifest import Manifest, Track, VIDEO_EXTENSIONS, find_videos
 from cache.store import FeatureStore, store_exists, store_path
-from extract.base import DEFAULT_MODELS_DIR, get_extractor, with_dependencies
+from extract.base import DEFAULT_MODELS_DIR, get_extractor, is_tiny_ref, with_dependencies
 from extract.runner import RunOptions, RunSummary
 from extract.backends import run_extraction
 
@@ -65,7 +65,7 @@ def options_like(
             continue
         meta = FeatureStore.open(path).meta
         configs[name] = {k: v for k, v in meta.config.items() if k != "inputs"}  # inputs: recomputed
-        if meta.model_ref.startswith("tiny/") or meta.model_ref == "tiny":
+        if is_tiny_ref(meta.model_ref):  # made with the tiny profile: the same tiny models, built under models_dir
             tiny = True
         elif meta.model_ref:
             refs[name] = meta.model_ref

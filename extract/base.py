@@ -445,3 +445,9 @@ def _with_values(cfg: Any, values: Mapping[str, Any]) -> Any:
         current = getattr(cfg, key)
         changes[key] = _with_values(current, value) if is_dataclass(current) and isinstance(value, Mapping) else value
     return replace(cfg, **changes)
+
+
+def is_tiny_ref(public_ref: str) -> bool:
+    """Whether a stored (public) model reference names a tiny-profile model: `tiny`, `tiny/...` or a
+    reference whose weights part is `tiny/...` (e.g. `affcache-tiny-clip:tiny/open_clip/...`)."""
+    return any(part == "tiny" or part.startswith("tiny/") for part in public_ref.split(":"))

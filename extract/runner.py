@@ -130,6 +130,7 @@ def model_context(device: str, allow_autocast: bool) -> Iterator[None]:
 
 def _reason(err: BaseException) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = text.split(". Available:", 1)[0]  # open_clip lists every built-in config after this
     return f"{type(err).__name__}: {text}"[:300] if not isinstance(err, MediaError) else text[:300]
 
 
@@ -195,7 +196,8 @@ class Runner:
                 ext.load(self.device)
             except Exception as err:  # a model that cannot load fails the run once, not every video
                 ref = ext.public_model_ref() or "-"
-                raise ExtractionError(f"{name}: cannot load model '{ref}' on {self.device}: {_reason(err)}") from err
+                raise ExtractionError(f"{name}: cannot load model '{ref}' on {self.device}: {_reason(err)}; "
+                                      f"give one with --model {name}=PATH") from None
             self._loaded.add(name)
             log.debug("%s: model loaded in %.1f s (%s)", name, time.perf_counter() - t0, ext.public_model_ref() or "-")
             if self.write_extras:

@@ -186,7 +186,7 @@ def test_a_model_that_cannot_load_fails_the_run_once(tmp_path: Path) -> None:
             (labels / f"{stem}.txt").write_text("valence,arousal\n" + "0,0\n" * 4)
         opts = RunOptions(split="train", features=["unloadable"], data_root=tmp_path / "data",
                           cache_dir=tmp_path / "cache", profile="tiny", device="cpu", progress=False)
-        with pytest.raises(ExtractionError, match=r"unloadable: cannot load model .*OSError: weights not found: no network$"):
+        with pytest.raises(ExtractionError, match=r"unloadable: cannot load model .*OSError: weights not found: no network; give one with --model unloadable=PATH$"):
             run_extraction(opts)
         assert loads == ["cpu"]
     finally:

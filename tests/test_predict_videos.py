@@ -47,14 +47,15 @@ def test_predict_a_bare_folder_of_videos(mini_demo, tmp_path):
     expected = predict_tracks(run, [track])["video20"]
     with open(out / "interview.csv", newline="") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ["frame", "time", "valence", "arousal"]
+    assert rows[0] == ["frame", "time", "valence", "arousal", "valid"]
     info = probe_video(clips / "interview.mp4")
     body = np.array(rows[1:], dtype=np.float64)
     assert len(body) == info.n_frames == len(expected)
     np.testing.assert_array_equal(body[:, 0], np.arange(info.n_frames))
     np.testing.assert_allclose(body[:, 1], np.arange(info.n_frames) / info.fps, atol=1e-6)
-    np.testing.assert_allclose(body[:, 2:], expected, atol=1e-5)
-    assert np.abs(body[:, 2:]).max() <= 1 and np.ptp(body[:, 2]) > 0
+    np.testing.assert_allclose(body[:, 2:4], expected, atol=1e-5)
+    assert body[:, 4].all()  # a face in every frame
+    assert np.abs(body[:, 2:4]).max() <= 1 and np.ptp(body[:, 2]) > 0
     assert (out / "party.png").stat().st_size > 5000
 
     # again: nothing re-extracted; a clip that cannot be decoded is named and fails the command

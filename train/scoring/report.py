@@ -54,13 +54,37 @@ def plot_learning_curves(rows: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
+GAP_COLORS = ("tab:gray", "tab:blue", "tab:orange", "tab:green")
+
+
+def absent_spans(present: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) frame spans where `present` is False."""
+    absent = ~np.asarray(present, dtype=bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], absent.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def shade_gaps(ax, inputs: dict[str, np.ndarray], fps: float) -> int:
+    """Shade on `ax` the spans where each modality had no input ("no face"); returns how many were shaded."""
+    n = 0
+    for (modality, present), color in zip(inputs.items(), GAP_COLORS):
+        for i, (a, b) in enumerate(absent_spans(present)):
+            ax.axvspan(a / fps, b / fps, color=color, alpha=0.2, lw=0, label=f"no {modality}" if i == 0 else None)
+            n += 1
+    return n
+
+
 def plot_track(
-    name: str, fps: float, pred: np.ndarray, true: np.ndarray | None, valid: np.ndarray | None, path: Path
+    name: str, fps: float, pred: np.ndarray, true: np.ndarray | None, valid: np.ndarray | None, path: Path,
+    inputs: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Predicted (and, when given, true) valence and arousal over time."""
+    """Predicted (and, when given, true) valence and arousal over time. `inputs`: per modality, the frames
+    that had input; spans without are shaded and labelled "no <modality>"."""
     plt = _plt()
     t = np.arange(len(pred)) / fps
     fig, axes = plt.subplots(2, 1, figsize=(10, 4.5), sharex=True)
+    for ax in axes:
+        shade_gaps(ax, inputs or {}, fps)
     for ax, c, label in zip(axes, (0, 1), ("valence", "arousal")):
         if true is not None:
             ax.plot(t, np.where(valid, true[:, c], np.nan), color="black", lw=1, label="true")
