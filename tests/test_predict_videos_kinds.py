@@ -30,13 +30,14 @@ def _cli(*args: str):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """`make demo`'s runs in miniature: demo-gru-landmarks, its export face_gru, demo-dcmmoe on
-    face_gru,clip,wavlm,qwen3vl, and an ensemble demo-ens of the two (tiny profile, 2 s videos)."""
+    face_gru,clip,wavlm,qwen3vl, an ensemble demo-ens of the two, and demo-ft, a gru over WavLM's top
+    layer fine-tuned from wavlm_hidden (tiny profile, 2 s videos)."""
     root = tmp_path_factory.mktemp("kinds")
     art = root / "artifacts"
     write_sample_dataset(art / "sample", SampleConfig.short(("video20", "video7", "video2"), 2.0))
     where = ["--data-root", art / "sample", "--cache-dir", art / "features"]
     for split in ("train", "val"):
-        res = _cli("extract", "--split", split, "--features", "landmarks,clip,wavlm,qwen3vl", "--profile", "tiny",
+        res = _cli("extract", "--split", split, "--features", "landmarks,clip,wavlm,qwen3vl,wavlm_hidden", "--profile", "tiny",
                    "--models-dir", art / "models", "--device", "cpu", *where)
         assert res.exit_code == 0, res.output
     common = ["--epochs", "1", "--window", "32", "--stride", "16", "--runs-dir", art / "runs", "--device", "cpu",
@@ -45,6 +46,8 @@ def demo(tmp_path_factory) -> Path:
         ("train", "--model", "gru", "--features", "landmarks", "--name", "demo-gru-landmarks", *common),
         ("export", "demo-gru-landmarks", "--name", "face_gru", "--runs-dir", art / "runs", "--device", "cpu", *where),
         ("train", "--model", "dcmmoe", "--features", "face_gru,clip,wavlm,qwen3vl", "--name", "demo-dcmmoe", *common),
+        ("train", "--model", "gru", "--features", "wavlm_hidden", "--finetune", "wavlm:1", "--profile", "tiny",
+         "--finetune-opt", f"models_dir={art / 'models'}", "--name", "demo-ft", *common),
         ("ensemble", "demo-gru-landmarks", "demo-dcmmoe", "--name", "demo-ens", "--runs-dir", art / "runs", "--device", "cpu"),
     ]
     for step in steps:
@@ -78,15 +81,20 @@ def _split_prediction(demo: Path, run: str, track: str) -> np.ndarray:
     return postprocess(res.preds.va[ti], res.preds.has_feature[ti], res.half_windows)
 
 
-@pytest.mark.parametrize("run", ["demo-dcmmoe", "demo-ens"])
-def test_a_fusion_run_and_an_ensemble_predict_bare_videos(demo, tmp_path, run):
+@pytest.mark.parametrize("run, summary, exported", [
+    ("demo-dcmmoe", "interview: 60/60 frames with a face, 60/60 with audio", True),
+    ("demo-ens", "interview: 60/60 frames with a face, 60/60 with audio", True),
+    ("demo-ft", "interview: 60/60 frames with audio", False),
+])
+def test_every_run_kind_predicts_bare_videos(demo, tmp_path, run, summary, exported):
     """The user's `predict demo-dcmmoe --videos DIR` (it failed: the tiny clip could not be loaded): the videos'
-    clip/wavlm/qwen3vl are made with the run's tiny models, face_gru by the run that exported it, and the
-    values are the run's own predictions for the same video found through the dataset."""
+    clip/wavlm/qwen3vl are made with the run's tiny models, face_gru by the run that exported it; an ensemble
+    combines its members; a fine-tuned run reads its backbone's input. The values are the run's own
+    predictions for the same video found through the dataset."""
     res = _predict(demo, run, tmp_path / "out")
     assert res.exit_code == 0, res.output
-    assert "face_gru (demo-gru-landmarks)" in res.output
-    assert "interview: 60/60 frames with a face, 60/60 with audio" in res.output
+    assert ("face_gru (demo-gru-landmarks)" in res.output) == exported
+    assert summary in res.output
     assert "2 video(s) predicted" in res.output
     header, body = _rows(tmp_path / "out" / "interview.csv")
     assert header == ["frame", "time", "valence", "arousal", "valid"]
@@ -137,3 +145,33 @@ def test_a_tiny_models_reference_is_read_as_the_tiny_profile():
     assert is_tiny_ref("affcache-tiny-clip:tiny/open_clip/open_clip_model.pt")
     assert is_tiny_ref("tiny/wavlm") and is_tiny_ref("tiny")
     assert not is_tiny_ref("ViT-L-14-336:openai") and not is_tiny_ref("microsoft/wavlm-base-plus")
+
+
+def test_predict_and_evaluate_write_a_per_frame_csv_with_validity(demo):
+    """`predict RUN --split val` keeps the challenge's three columns in the submission and writes
+    val.frames.csv with `valid`; `evaluate` writes the same rows with the labels beside them."""
+    runs = demo / "artifacts" / "runs"
+    res = _cli("predict", "demo-ens", "--split", "val", "--runs-dir", runs, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    folder = runs / "demo-ens" / "predictions"
+    with open(folder / "val.csv", newline="") as handle:
+        submission = list(csv.reader(handle))
+    assert submission[0] == ["image_location", "valence", "arousal"]
+    with open(folder / "val.frames.csv", newline="") as handle:
+        frames = list(csv.reader(handle))
+    assert frames[0] == ["track", "frame", "valence", "arousal", "valid", "true_valence", "true_arousal", "labelled"]
+    assert len(frames) == len(submission) == 61  # video7: 60 frames
+    assert [r[1] for r in frames[1:4]] == ["0", "1", "2"] and submission[1][0] == "video7/00001.jpg"
+    np.testing.assert_allclose(np.array([r[2:4] for r in frames[1:]], float), np.array([r[1:] for r in submission[1:]], float))
+    raw = run_split_predictions("demo-ens", "val", runs, "cpu")
+    raw.dataset.close()
+    assert [int(r[4]) for r in frames[1:]] == raw.preds.has_feature[0].astype(int).tolist()
+    track = raw.dataset.tracks[0]
+    np.testing.assert_allclose(np.array([r[5:7] for r in frames[1:]], float), track.labels.values, atol=1e-6)
+
+    res = _cli("evaluate", "demo-gru-landmarks", "--runs-dir", runs, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    with open(runs / "demo-gru-landmarks" / "predictions" / "val.frames.csv", newline="") as handle:
+        evaluated = list(csv.reader(handle))
+    assert evaluated[0][4] == "valid" and len(evaluated) == 61
+    np.testing.assert_allclose(np.array([r[2:4] for r in evaluated[1:]], float), _split_prediction(demo, "demo-gru-landmarks", "video7"), atol=1e-6)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from rich.console import Console
 
 from cache.checks import check_no_overlap, dataset_dirs, require_dataset
 from cache.location import as_location
-from cache.manifest import load_manifest
+from cache.manifest import Track, load_manifest
 from train.runs.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.config import TrainConfig
 from train.data.sources import FeatureSource, open_features
@@ -80,6 +80,21 @@ def open_split(
         tracks = [t for t in tracks if t.name not in held]
     if not tracks:
         raise ValueError(f"split '{split}' has no tracks under {data.data_root}")
+    return tracks_dataset(cfg, tracks, sources, fps, standardizer, training, views=True)
+
+
+def tracks_dataset(
+    cfg: TrainConfig,
+    tracks: Sequence[Track],
+    sources: dict[str, FeatureSource],
+    fps: dict[str, float] | None = None,
+    standardizer: Standardizer | None = None,
+    training: bool = False,
+    views: bool = False,
+) -> TrackDataset:
+    """A dataset over any tracks (a split's, or bare videos') as the run reads them: a fine-tuned run's
+    backbone input, else the aligned features (`views`: from the split's aligned views on disk)."""
+    data = cfg.data
     if cfg.finetune and data.level != "frame":
         raise ValueError(f"--finetune trains at frame level, not level '{data.level}' (the window-level audio model "
                          "trains WavLM's top with --head window_encoder=wavlm_top)")
@@ -89,7 +104,7 @@ def open_split(
         return build_finetune_dataset(cfg, tracks, sources, fps, training, standardizer)
     return build_dataset(
         tracks, sources, data.window, data.stride, fps=fps, cache_mb=data.cache_mb, align_workers=data.align_workers,
-        views_dir=views_dir_for(data, tracks, sources),
+        views_dir=views_dir_for(data, tracks, sources) if views else None,
         standardizer=standardizer, level=data.level, window_filter=data.window_filter,
     )
 

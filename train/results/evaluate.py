@@ -6,7 +6,8 @@ from pathlib import Path
 
 from train.results.coverage import check_coverage
 from train.results.kinds import run_split_predictions
-from train.scoring.evaluate import EvalResult, evaluate_predictions
+from train.results.frames_csv import write_frames_csv
+from train.scoring.evaluate import EvalResult, evaluate_predictions, postprocess
 
 
 def evaluate_run(
@@ -18,7 +19,8 @@ def evaluate_run(
     **locations,
 ) -> EvalResult:
     """Recompute the CCC table of a run's best checkpoint on a labelled split (smoothing as chosen on
-    validation at the end of training) and write it to evaluate_<split>.json."""
+    validation at the end of training) and write it to evaluate_<split>.json, the per-frame predictions
+    and labels to predictions/<split>.frames.csv."""
     loaded = run_split_predictions(
         run, split, Path(runs_dir), device, check=lambda ds: check_coverage(ds, split, allow_missing), **locations
     )
@@ -27,6 +29,8 @@ def evaluate_run(
         if not dataset.has_labels:
             raise ValueError(f"split '{split}' has no labels to evaluate against")
         result = evaluate_predictions(dataset, loaded.preds, half_windows=loaded.half_windows)
+        smoothed = [postprocess(p, m, loaded.half_windows) for p, m in zip(loaded.preds.va, loaded.preds.has_feature)]
+        write_frames_csv(loaded.run.predictions / f"{split}.frames.csv", dataset, smoothed, loaded.preds.has_feature)
         coverage = loaded.checked
         if not coverage.complete:
             result.missing = coverage.to_dict()

@@ -115,6 +115,7 @@ def predict_run(
     CSV.json saying what it was made from. Tracks lacking a feature the run needs are refused unless
     `allow_missing` (then the sidecar lists them). An ensemble run predicts with its members combined."""
     from train.results.coverage import check_coverage, write_sidecar
+    from train.results.frames_csv import frames_csv_path, write_frames_csv
     from train.scoring.evaluate import postprocess
     from train.results.kinds import run_split_predictions
 
@@ -142,6 +143,7 @@ def predict_run(
     path = Path(out) if out is not None else loaded.run.predictions / f"{split}.csv"
     write_submission(path, expected, preds)
     rows = validate_submission(path, expected)
+    write_frames_csv(frames_csv_path(path), dataset, [preds[t.name] for t in dataset.tracks], raw.has_feature)
     write_sidecar(path, coverage, run=str(loaded.run.path), rows=rows, checked_against=str(sample) if sample else None)
     log.info("wrote %s: %d rows for %d tracks%s", path, rows, len(order), f", checked against {sample}" if sample else "")
     return path

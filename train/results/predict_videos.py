@@ -23,8 +23,8 @@ from cache.store import FeatureStore, store_exists, store_path
 from extract.bare import bare_manifest, extract_videos, extractable
 from extract.runner import RunSummary
 from train.config import TrainConfig
-from train.data.build import build_dataset
 from train.data.dataset import TrackDataset
+from train.fit.loop import tracks_dataset
 from train.results.export import track_embeddings
 from train.results.restore import LoadedRun, chosen_half_windows, load_run
 from train.runs.folder import ENSEMBLE_FILE, RunDir, is_ensemble
@@ -84,22 +84,17 @@ def modality_of(model, names: list[str]) -> dict[str, list[str]]:
     return groups or {"input": input_features(model, names)}
 
 
-def feature_presence(dataset: TrackDataset, ti: int, names: list[str]) -> np.ndarray:
-    """(T,) label frames of track `ti` where any of `names` has a value."""
-    masks = dataset.track(ti).masks
-    any_pos = np.zeros(int(dataset.n_positions[ti]), dtype=bool)
+def any_of(masks: dict[str, np.ndarray], names: list[str], n: int) -> np.ndarray:
+    """(n,) frames where any of `names` is present."""
+    out = np.zeros(n, dtype=bool)
     for name in names:
-        any_pos |= np.asarray(masks[name], dtype=bool)
-    dummy = np.zeros((len(any_pos), 2), dtype=np.float32)
-    return np.asarray(dataset.to_frames(ti, dummy, any_pos)[1], dtype=bool)
+        out |= masks.get(name, np.zeros(n, dtype=bool))
+    return out
 
 
 def bare_dataset(loaded: LoadedRun, tracks: list[Track]) -> TrackDataset:
     """A dataset over unlabelled tracks with the run's window settings and standardisation."""
-    data = loaded.cfg.data
-    return build_dataset(tracks, loaded.sources, data.window, data.stride, cache_mb=data.cache_mb,
-                         align_workers=data.align_workers, standardizer=loaded.standardizer, level=data.level,
-                         window_filter=data.window_filter)
+    return tracks_dataset(loaded.cfg, tracks, loaded.sources, standardizer=loaded.standardizer)
 
 
 def trained_outputs(loaded: LoadedRun, tracks: list[Track]) -> dict[str, TrackOutput]:
@@ -109,7 +104,8 @@ def trained_outputs(loaded: LoadedRun, tracks: list[Track]) -> dict[str, TrackOu
         groups = modality_of(loaded.model, list(loaded.sources))
         out = {}
         for ti, track in enumerate(dataset.tracks):
-            mods = {label: feature_presence(dataset, ti, names) for label, names in groups.items()}
+            n = len(raw.has_feature[ti])
+            mods = {label: any_of(raw.inputs[ti], names, n) for label, names in groups.items()}
             out[track.name] = TrackOutput(raw.va[ti], np.asarray(raw.has_feature[ti], dtype=bool), mods)
         return out
     finally:

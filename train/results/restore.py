@@ -19,9 +19,8 @@ from train.config import TrainConfig
 from cache.manifest import Track
 from train.data.sources import FeatureSource, open_features
 from train.data.dataset import TrackDataset
-from train.data.build import build_dataset
 from train.scoring.evaluate import SplitPredictions, predict_split
-from train.fit.loop import open_split
+from train.fit.loop import open_split, tracks_dataset
 from train.fit.model import build_model
 from train.runs.folder import RunDir, is_ensemble
 from train.data.standardize import Standardizer
@@ -104,10 +103,7 @@ def predict_tracks(loaded: LoadedRun, tracks: list[Track]) -> dict[str, np.ndarr
     featureless frames interpolated, smoothed as chosen on validation, clipped to [-1, 1]."""
     from train.scoring.evaluate import postprocess, predict_split
 
-    data = loaded.cfg.data
-    dataset = build_dataset(tracks, loaded.sources, data.window, data.stride, cache_mb=data.cache_mb,
-                            align_workers=data.align_workers, standardizer=loaded.standardizer, level=data.level,
-                            window_filter=data.window_filter)
+    dataset = tracks_dataset(loaded.cfg, tracks, loaded.sources, standardizer=loaded.standardizer)
     try:
         raw = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
     finally:

@@ -15,6 +15,7 @@
   report.md              the CCC table and the plots
   plots/*.png            learning curves, predicted vs true V/A for a few validation tracks
   predictions/<split>.csv, <split>.csv.json   submission and what it was made from (train/results/coverage.py)
+  predictions/<split>.frames.csv   per frame: track, frame, valence, arousal, valid (+ labels when known)
   predictions/videos/    predict --videos: <video>.csv and <video>.png per bare video
   ensemble.json          only in an ensemble's folder: its members and weights (train/results/ensemble.py)
 """

@@ -29,6 +29,7 @@ class SplitPredictions:
 
     va: list[np.ndarray]  # per track (T, 2) float32
     has_feature: list[np.ndarray]  # per track (T,) bool: any feature present
+    inputs: list[dict[str, np.ndarray]] = field(default_factory=list)  # per track, per input feature (T,) bool: present
 
 
 @dataclass
@@ -87,6 +88,7 @@ def predict_split(
     count = [np.zeros(int(n), dtype=np.float64) for n in dataset.n_positions]
     has_feature = [np.zeros(int(n), dtype=bool) for n in dataset.n_positions]
     inputs = input_features(model, list(dataset.sources))
+    per_input = [{name: np.zeros(int(n), dtype=bool) for name in inputs} for n in dataset.n_positions]
     loader = Prefetcher(dataset.batches(dataset.sequential_order(), batch_size), depth=prefetch)
     try:
         for batch in loader:
@@ -102,16 +104,20 @@ def predict_split(
                 total[ti][s : s + n] += va[b, :n]
                 count[ti][s : s + n] += 1
                 has_feature[ti][s : s + n] |= any_feature[b, :n]
+                for name in inputs:
+                    per_input[ti][name][s : s + n] |= np.asarray(batch.masks[name][b, :n], dtype=bool)
     finally:
         loader.close()
         model.train(was_training)
-    va_out, present = [], []
+    va_out, present, by_input = [], [], []
     for ti in range(n_tracks):
         c = np.maximum(count[ti], 1)[:, None]
-        va, has = dataset.to_frames(ti, (total[ti] / c).astype(np.float32), has_feature[ti])  # segments -> frames
+        mean = (total[ti] / c).astype(np.float32)
+        va, has = dataset.to_frames(ti, mean, has_feature[ti])  # segments -> frames
         va_out.append(va)
         present.append(has)
-    return SplitPredictions(va=va_out, has_feature=present)
+        by_input.append({name: np.asarray(dataset.to_frames(ti, mean, mask)[1], dtype=bool) for name, mask in per_input[ti].items()})
+    return SplitPredictions(va=va_out, has_feature=present, inputs=by_input)
 
 
 def fill_missing(pred: np.ndarray, present: np.ndarray) -> np.ndarray:
