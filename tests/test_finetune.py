@@ -315,7 +315,7 @@ def test_a_finetuned_run_resumes(ws):
     res = CliRunner().invoke(app, [*args, "--resume"])
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in (ws / "runs" / "ft-resume" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [0, 1]
+    assert [r["epoch"] for r in rows] == [1, 2]
 
 
 def test_face_crops_subsampling_and_fill(ws):

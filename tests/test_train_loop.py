@@ -58,7 +58,7 @@ def test_short_run_learns_and_writes_the_run_folder(base, full_run):
         assert (run / rel).is_file(), rel
     assert len(list((run / "plots").glob("val_*.png"))) == 2
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # numbered from 1, as on the console
     assert {"train_loss", "val_P", "val_ccc_v", "val_ccc_a", "lr", "data_wait_share"} <= set(rows[0])
     assert "train_loss_kl" in rows[0] and "train_kl" not in rows[0]  # region prototypes in the clip store -> KL term active
     features = json.loads((run / "features.json").read_text())
@@ -75,7 +75,7 @@ def test_short_run_learns_and_writes_the_run_folder(base, full_run):
 
 def test_resume_after_interruption_gives_identical_metrics(base, full_run):
     def stop_after_second(epoch, row):
-        if epoch == 1:
+        if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

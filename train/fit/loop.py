@@ -187,12 +187,14 @@ def _train(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", patience=cfg.plateau_patience, factor=cfg.plateau_factor
     )
-    loop = {"epoch": 0, "best_P": -math.inf, "best_epoch": -1, "since_best": 0}
+    # epochs are numbered from 1 everywhere (metrics.jsonl, console, TensorBoard, eval_val.json, report.md);
+    # loop["epoch"] counts the epochs done, loop["best_epoch"] is the best one's number (0: none yet)
+    loop = {"epoch": 0, "best_P": -math.inf, "best_epoch": 0, "since_best": 0, "numbered_from": 1}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        loop = dict(state["loop"])
+        loop = numbered_from_one(dict(state["loop"]))
         set_rng_state(state["rng"])
         run.truncate_metrics(loop["epoch"])
         log.info("resuming %s after epoch %d (best P %.4f at epoch %d)", run.path.name, loop["epoch"], loop["best_P"], loop["best_epoch"])
@@ -202,7 +204,7 @@ def _train(
     tracker = MetricsWriter(run.path, purge_step=loop["epoch"] + 1 if state is not None else None)
     try:
         while loop["epoch"] < cfg.epochs and loop["since_best"] < cfg.early_stop:
-            epoch = loop["epoch"]
+            epoch = loop["epoch"]  # epochs done before this one: this is epoch `epoch + 1`
             row = _train_epoch(cfg, model, optimizer, loss_cfg, train_ds, device, epoch, console, progress)
             preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
             val = score(val_ds, [postprocess(p, m) for p, m in zip(preds.va, preds.has_feature)])
@@ -210,7 +212,7 @@ def _train(
             improved = val["P"] > loop["best_P"]
             loop.update(epoch=epoch + 1)
             if improved:
-                loop.update(best_P=val["P"], best_epoch=epoch, since_best=0)
+                loop.update(best_P=val["P"], best_epoch=epoch + 1, since_best=0)
             else:
                 loop["since_best"] += 1
             row.update({f"val_{k}": v for k, v in val.items()}, best=improved)
@@ -219,16 +221,16 @@ def _train(
             ckpt = _checkpoint(cfg, model, optimizer, scheduler, loop, train_ds.feature_dims)
             if improved:
                 save_checkpoint(run.best, ckpt)
-                save_weights(weights_file(run.path, "best"), model, _weights_metadata(run, epoch))
+                save_weights(weights_file(run.path, "best"), model, _weights_metadata(run, epoch + 1))
             save_checkpoint(run.last, ckpt)
-            save_weights(weights_file(run.path, "last"), model, _weights_metadata(run, epoch))
+            save_weights(weights_file(run.path, "last"), model, _weights_metadata(run, epoch + 1))
             console.print(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  val CCC_V {val['ccc_v']:.4f}  "
                 f"CCC_A {val['ccc_a']:.4f}  P {val['P']:.4f}{'  *' if improved else ''}  lr {row['lr']:.1e}  "
                 f"data wait {100 * row['data_wait_share']:.1f}%"
             )
             if on_epoch_end is not None:
-                on_epoch_end(epoch, row)
+                on_epoch_end(epoch + 1, row)
         if loop["since_best"] >= cfg.early_stop:
             log.info("early stop: no better validation P for %d epochs", cfg.early_stop)
         train_ds.close()
@@ -288,7 +290,7 @@ def _train_epoch(
         loader.close()
     elapsed = time.perf_counter() - start
     row: dict[str, Any] = {
-        "epoch": epoch,
+        "epoch": epoch + 1,  # numbered from 1
         "steps": steps,
         "train_loss": sums.get("total", float("nan")) / max(steps, 1),
         "lr": optimizer.param_groups[0]["lr"],
@@ -299,6 +301,14 @@ def _train_epoch(
         if k != "total":
             row[f"train_loss_{k}"] = v / max(steps, 1)  # a loss (1 - CCC for ccc), not a score
     return row
+
+
+def numbered_from_one(loop: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's loop state with the best epoch numbered from 1 (checkpoints written before
+    `numbered_from` counted it from 0, -1 for none)."""
+    if loop.get("numbered_from") != 1:
+        loop = {**loop, "best_epoch": int(loop.get("best_epoch", -1)) + 1, "numbered_from": 1}
+    return loop
 
 
 def _checkpoint(cfg, model, optimizer, scheduler, loop, feature_dims) -> dict[str, Any]:

@@ -115,15 +115,17 @@ class RunDir:
             handle.write(json.dumps(dict(row), sort_keys=True) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """Rows as written; columns of older runs are read under today's names (`train_ccc` -> `train_loss_ccc`)."""
+        """Rows as written; columns of older runs are read under today's names (`train_ccc` -> `train_loss_ccc`)
+        and their epochs numbered from 1."""
         if not self.metrics.is_file():
             return []
         rows = [json.loads(line) for line in self.metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return [{LEGACY_COLUMNS.get(k, k): v for k, v in row.items()} for row in rows]
+        shift = 1 if rows and rows[0].get("epoch") == 0 else 0  # older runs numbered epochs from 0; today from 1
+        return [{LEGACY_COLUMNS.get(k, k): (v + shift if k == "epoch" else v) for k, v in row.items()} for row in rows]
 
-    def truncate_metrics(self, before_epoch: int) -> None:
-        """Keep only rows of epochs < before_epoch (rows written after the last checkpoint go)."""
-        rows = [r for r in self.read_metrics() if r["epoch"] < before_epoch]
+    def truncate_metrics(self, epochs_done: int) -> None:
+        """Keep only rows of epochs 1..epochs_done (rows written after the last checkpoint go)."""
+        rows = [r for r in self.read_metrics() if r["epoch"] <= epochs_done]
         self.metrics.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
 
     def write_json(self, path: Path, data: Any) -> None:

@@ -39,7 +39,7 @@ def ccc_table(results: dict[str, EvalResult]) -> str:
 def plot_learning_curves(rows: Sequence[dict], path: Path) -> None:
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    epochs = [r["epoch"] + 1 for r in rows]
+    epochs = [r["epoch"] for r in rows]  # numbered from 1
     ax1.plot(epochs, [r["train_loss"] for r in rows], marker="o", label="train loss")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
@@ -132,7 +132,7 @@ def write_report(
         f"window {cfg.data.window}, stride {cfg.data.stride}; batch {cfg.batch_size}, lr {cfg.lr:g}, "
         f"weight decay {cfg.weight_decay:g}, λ_region {cfg.lambda_region:g}, seed {cfg.seed}.",
         "",
-        f"Epochs run: {len(rows)}; best epoch {best.get('epoch', -1) + 1} (validation P {best.get('val_P', float('nan')):.4f}).",
+        f"Epochs run: {len(rows)}; best epoch {best.get('epoch', 0)} (validation P {best.get('val_P', float('nan')):.4f}).",
         "",
         "## CCC (best checkpoint; all valid frames of the split concatenated)",
         "",
