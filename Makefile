@@ -79,7 +79,7 @@ reproduce: $(STAMP)
 	$(PY) pipeline.py reproduce $(RECIPE) --data-root $(DATA) $(if $(filter command line environment,$(origin CACHE)),--cache-dir $(CACHE)) $(PROFILE_ARG) --device $(DEVICE) $(REPRODUCE_ARGS)
 
 # stacking: a run's per-frame [hidden, VA] as the feature store CACHE/NAME.zarr, e.g.
-#   make export RUN=gru-clip-s42 NAME=face_gru && make train MODEL=raav FEATURES=face_gru,wavlm,qwen3vl,audio_reliability
+#   make train MODEL=gru FEATURES=clip TRAIN_ARGS="--name gru-clip" && make export RUN=gru-clip NAME=face_gru && make train MODEL=raav FEATURES=face_gru,wavlm,qwen3vl,audio_reliability
 .PHONY: export
 SPLITS ?= train,val,test
 export: $(STAMP)

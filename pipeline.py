@@ -400,7 +400,8 @@ def train(
     ] = "0.5,0.5",
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Cap on steps per epoch.")] = None,
     cache_mb: Annotated[float, typer.Option("--cache-mb", callback=checked(checks.positive), help="RAM budget of aligned tracks (MiB).")] = 1024.0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint; `train --resume RUN` (or --name RUN --resume) alone continues RUN from its config.yaml, overrides and flags given now applied and said.")] = False,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved recipe (YAML, what config.yaml will hold) and the run's name; train nothing.")] = False,
     finetune: Annotated[str | None, typer.Option("--finetune", help="Train a backbone top from the cache: clip:K | clip:all (on face_crops) | wavlm:K (on wavlm_hidden).")] = None,
     backbone_lr: Annotated[float, typer.Option("--backbone-lr", help="With --finetune: learning rate of the backbone.")] = 5e-6,
     profile: Profile = "full",
@@ -418,7 +419,7 @@ def train(
 
     Settings come from recipe files (--config), then key=value overrides, then the flags typed here."""
     from recipes.cli import explicit_train_values, typed_flags
-    from train.runs.recipe import build_train_config, check_stores, default_recipe_files
+    from train.runs.recipe import build_train_config, check_stores, default_recipe_files, resolved_recipe_text, resume_files
     from train.config import parse_head_options
     from train.fit.loop import train as run_training
     from train.fit.progress import ProgressSettings
@@ -446,8 +447,12 @@ def train(
         if lr is None and not config:
             explicit["optim.lr"] = 2e-4
     with one_line_errors("train"):
-        files = default_recipe_files(config or [], model, features)
-        cfg = build_train_config(files, overrides or [], explicit)
+        files, overrides = resume_files(resume, config or [], model, features, name, overrides or [], explicit)
+        files = default_recipe_files(files, model, features)
+        cfg = build_train_config(files, overrides, explicit)
+        if print_config:
+            console.print(resolved_recipe_text(cfg), markup=False, highlight=False, soft_wrap=True)
+            return
         check_stores(cfg)
         progress = ProgressSettings(every_steps=log_every, every_seconds=log_seconds)
         result = run_training(cfg, resume=resume, console=console, progress=progress)
@@ -466,18 +471,22 @@ def evaluate(
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="Go on when tracks lack a feature the run needs (recorded with the result).")
     ] = False,
+    labels: Annotated[Path | None, typer.Option("--labels", help="Ground truth of a split without labels in the dataset (test): a folder of <track>.txt label files, e.g. DATA_ROOT/ground_truth/Test_Set of the sample.")] = None,
+    per_track: Annotated[bool, typer.Option("--per-track", help="Also the CCC of each track on its own (smoothed), worst first.")] = False,
 ) -> None:
-    """Recompute a run's CCC table (raw and smoothed) from its best checkpoint. Refused when a track of
-    the split lacks a feature the run needs, unless --allow-missing."""
+    """Recompute a run's CCC table (raw and smoothed) from its best checkpoint into RUN/eval_SPLIT.json. Refused
+    when a track of the split lacks a feature the run needs, unless --allow-missing."""
     from train.results.coverage import gap_text
     from train.results.evaluate import evaluate_run
-    from train.scoring.report import ccc_table
+    from train.scoring.report import ccc_table, per_track_table
 
     with one_line_errors("evaluate"):
         result = evaluate_run(
-            run, split, str(runs_dir), device, allow_missing=allow_missing, data_root=data_root, cache_dir=cache_dir
+            run, split, str(runs_dir), device, allow_missing=allow_missing, truth=labels, data_root=data_root, cache_dir=cache_dir
         )
     console.print(ccc_table({split: result}), markup=False)
+    if per_track:
+        console.print(per_track_table(result, split), markup=False, highlight=False)
     if result.missing:
         console.print(f"[yellow]scored with gaps (--allow-missing):[/yellow] {escape(gap_text(result.missing))}", highlight=False, soft_wrap=True)
 
@@ -623,22 +632,27 @@ def predict_bare_videos(
 def runs_cmd(
     runs_dir: RunsDir = DEFAULT_RUNS,
     sort: Annotated[str, typer.Option("--sort", help="date | name | head | epochs | P | ccc_v | ccc_a (numbers: best first).")] = "date",
-    diff: Annotated[tuple[str, str] | None, typer.Option("--diff", help="Two runs (names or folders): the config keys that differ.")] = None,
+    diff: Annotated[tuple[str, str] | None, typer.Option("--diff", help="Two runs (names or folders): the resolved config keys that differ (dotted, defaults filled) and their metrics side by side.")] = None,
 ) -> None:
     """A table of every run in RUNS_DIR (head, features, epochs, best validation P, CCC, smoothing, date)."""
     import json
 
-    from train.runs.table import config_diff, list_runs
+    from train.runs.table import config_diff, list_runs, metrics_side_by_side
 
     with one_line_errors("runs"):
         if diff:
             changed = config_diff(Path(diff[0]), Path(diff[1]), runs_dir)
-            table = Table(title=f"config keys that differ: {diff[0]} vs {diff[1]}")
+            metrics = metrics_side_by_side(Path(diff[0]), Path(diff[1]), runs_dir)
+            table = Table(title=f"resolved config keys that differ, then metrics: {diff[0]} vs {diff[1]}")
             for col in ("key", diff[0], diff[1]):
                 table.add_column(col)
             for key, a, b in changed:
                 table.add_row(key, json.dumps(a), json.dumps(b))
-            console.print(table if changed else f"{diff[0]} and {diff[1]} have the same config (names aside)")
+            if not changed:
+                table.add_row("(config)", "same config (name, runs dir, device aside)", "")
+            for key, a, b in metrics:
+                table.add_row(key, a, b)
+            console.print(table)
             return
         rows = list_runs(runs_dir, sort)
     if not rows:

@@ -28,6 +28,7 @@ from cache.manifest import CHALLENGE_DIR, LABEL_HEADER, SPLIT_DIRS, SUBMISSION_H
 
 TRAIN, VAL, TEST = "train", "val", "test"
 GROUND_TRUTH_INDEX = "ground_truth/tracks.json"  # written last: its presence means the dataset is complete
+TEST_LABELS_DIR = "ground_truth/Test_Set"  # the test tracks' labels, challenge format (`evaluate --split test --labels`)
 SUBMISSION_NAME = "CVPR_10th_ABAW_VA_test_set_sample.txt"
 TEST_NAMES_NAME = "test_set_names.txt"
 INVALID = -5
@@ -788,6 +789,9 @@ def _write_video(out: Path, spec: VideoSpec, index: int, config: SampleConfig) -
             label_lines[track] = rows
         else:
             label_lines[track] = 0
+            test_labels = out / TEST_LABELS_DIR
+            test_labels.mkdir(parents=True, exist_ok=True)
+            (test_labels / f"{track}.txt").write_text(_label_text(truth.valence[face, :n], truth.arousal[face, :n], valid[face, :n]))
     truth_arrays = _ground_truth(spec, truth, valid, config.sample_rate)
     np.savez_compressed(out / "ground_truth" / f"{spec.stem}.npz", **truth_arrays)
     return VideoSummary(

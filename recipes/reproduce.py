@@ -119,7 +119,7 @@ def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_step(step: TrainStep, run_name: str, opts: ReproduceOptions, runs_dir: Path, console: Any) -> StepResult:
-    from train.runs.recipe import build_train_config, check_stores
+    from train.runs.recipe import build_train_config, check_stores, with_full_head
     from train.config import TrainConfig
     from train.fit.loop import train as run_training
     from train.runs.folder import RunDir
@@ -133,7 +133,8 @@ def train_step(step: TrainStep, run_name: str, opts: ReproduceOptions, runs_dir:
     start = time.perf_counter()
     resume = False
     if run.config.is_file():
-        same = _comparable(TrainConfig.load(run.config).to_dict()) == _comparable(cfg.to_dict()) and _same_inputs(run, cfg)
+        same = (_comparable(with_full_head(TrainConfig.load(run.config)).to_dict()) == _comparable(with_full_head(cfg).to_dict())
+                and _same_inputs(run, cfg))
         if same and run.eval_file("val").is_file():
             return StepResult(step.name, run_name, what, "skipped (done)", 0.0, _read_json(run.eval_file("val")), step.paper)
         if same and run.last.is_file():

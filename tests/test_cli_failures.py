@@ -185,7 +185,7 @@ def test_evaluate_refuses_a_track_without_a_needed_feature(synth: Path, trained:
     allowed = runner.invoke(pipeline.app, [*base, "--allow-missing"])
     assert allowed.exit_code == 0, allowed.output
     assert "scored with gaps (--allow-missing): 1 track(s) without clip" in " ".join(allowed.output.split())
-    recorded = json.loads((trained / "evaluate_val.json").read_text())["missing"]
+    recorded = json.loads((trained / "eval_val.json").read_text())["missing"]
     assert recorded["missing"] == {"clip": ["val0"]}
 
 

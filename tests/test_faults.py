@@ -481,7 +481,7 @@ def test_training_refuses_a_changed_store_on_resume_only(synth: Path) -> None:
         from train.config import TrainConfig
         from train.fit.loop import train
 
-        cfg = TrainConfig.load(synth / "runs" / "fp_run" / "config.json")
+        cfg = TrainConfig.load(synth / "runs" / "fp_run" / "config.yaml")
         cfg.data.cache_dir = str(cache)
         train(cfg, resume=True)
     assert len(_metrics(synth / "runs" / "fp_run")) == 1  # nothing trained on the changed store

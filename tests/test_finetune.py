@@ -22,6 +22,7 @@ from cache.sample_data import SampleConfig, write_sample_dataset  # noqa: E402
 from cache.store import FeatureStore, store_path  # noqa: E402
 from extract.runner import RunOptions  # noqa: E402
 from extract.backends import run_extraction  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ["faces", "clip", "face_crops", "wavlm", "wavlm_hidden"]
@@ -151,7 +152,7 @@ def test_clip_finetune_run_is_an_ordinary_run(ws):
     # the model loaders, never an extractor
     assert "EXTRACT_MODULES ['extract', 'extract.models']" in out.stdout, out.stdout[-500:]
     run = ws / "runs" / "ft-clip"
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = TrainConfig.load(run / "config.yaml").to_dict()
     assert cfg["finetune"]["spec"] == "clip:1" and cfg["lr"] == 2e-4 and cfg["finetune"]["backbone_lr"] == 1e-2
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["train_loss_kl"] > 0  # the region term ran

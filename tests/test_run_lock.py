@@ -46,11 +46,11 @@ def test_a_second_train_on_a_name_in_use_fails_at_once_and_a_killed_run_frees_it
                              stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 180
-        while not (run / "config.json").is_file():  # written once the first run holds the lock and its data
+        while not (run / "config.yaml").is_file():  # written once the first run holds the lock and its data
             assert first.poll() is None, first.stdout.read()
             assert time.monotonic() < deadline, "the first run did not start"
             time.sleep(0.05)
-        config = (run / "config.json").read_text()
+        config = (run / "config.yaml").read_text()
 
         second = subprocess.run(_cmd(synth, "--epochs", "1", "--lr", "1e-2"), cwd=ROOT, env=_env(),
                                 capture_output=True, text=True, timeout=120)
@@ -60,7 +60,7 @@ def test_a_second_train_on_a_name_in_use_fails_at_once_and_a_killed_run_frees_it
         lines = [line for line in out.splitlines() if "train failed:" in line]
         assert len(lines) == 1 and f"is in use by another training process (pid {first.pid})" in lines[0], out
         assert first.poll() is None  # the first run goes on, its config untouched
-        assert (run / "config.json").read_text() == config
+        assert (run / "config.yaml").read_text() == config
 
         first.send_signal(signal.SIGKILL)
         assert first.wait(timeout=30) == -signal.SIGKILL
@@ -88,9 +88,9 @@ def test_lock_is_exclusive_and_a_refused_run_leaves_no_folder(tmp_path: Path) ->
         with pytest.raises(RunLocked, match=rf"in use by another training process \(pid {os.getpid()}\)"):
             with run_lock(run):
                 pass
-        (run / "config.json").write_text("{}")
+        (run / "config.yaml").write_text("model: gru\n")
     with run_lock(run):  # free again once released; the run's files stay
-        assert (run / "config.json").is_file()
+        assert (run / "config.yaml").is_file()
     with run_lock(tmp_path / "runs" / "failed"):  # a run that wrote nothing (refused data) leaves no folder
         pass
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r"]

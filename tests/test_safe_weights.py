@@ -57,8 +57,8 @@ def test_weights_are_safetensors_next_to_config(base):
     for key, value in ckpt["model"].items():
         assert torch.equal(best[key], value), key
     assert set(last) == set(best)
-    assert read_metadata(run / "model.safetensors")["config"] == "config.json"
-    assert TrainConfig.load(run / "config.json").model == "gru"
+    assert read_metadata(run / "model.safetensors")["config"] == "config.yaml"
+    assert TrainConfig.load(run / "config.yaml").model == "gru"
 
 
 def test_evaluate_predict_export_never_unpickle(base, no_torch_load, monkeypatch):

@@ -4,6 +4,7 @@ ablation: the informative row beats the noisy one), evaluated and exported like 
 
 from __future__ import annotations
 
+from train.config import TrainConfig  # noqa: E402
 import json
 
 import numpy as np
@@ -105,7 +106,7 @@ def test_qwen_row_ablation_from_the_cli(qwen_cache):
     scores = {n: json.loads((base / "runs" / n / "eval_val.json").read_text())["raw"]["P"] for n in ("mm_last", "vis_mean")}
     assert scores["mm_last"] > 0.5, scores
     assert scores["mm_last"] > scores["vis_mean"] + 0.2, scores
-    config = json.loads((base / "runs" / "mm_last" / "config.json").read_text())
+    config = TrainConfig.load(base / "runs" / "mm_last" / "config.yaml").to_dict()
     assert config["data"]["level"] == "segment" and config["data"]["features"] == ["qwen3vl:mm_last"]
 
 
@@ -114,7 +115,7 @@ def test_segment_run_evaluates_and_exports_per_frame(qwen_cache):
     from train.results.export import export_run
 
     base = qwen_cache
-    if not (base / "runs" / "mm_last" / "config.json").is_file():
+    if not (base / "runs" / "mm_last" / "config.yaml").is_file():
         _train(base, "qwen3vl:mm_last", "mm_last")
     result = evaluate_run("mm_last", "val", str(base / "runs"), "cpu")
     stored = json.loads((base / "runs" / "mm_last" / "eval_val.json").read_text())

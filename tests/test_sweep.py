@@ -73,8 +73,8 @@ def test_a_sweep_equals_the_runs_started_by_hand_and_resumes(synth, tmp_path):
         train(by_hand)
         trial = runs / "tiny" / f"lr{lr:.3g}_seed{seed}"
         assert _metrics(trial) == _metrics(tmp_path / "hand" / by_hand.name)
-        swept = json.loads((trial / "config.json").read_text())
-        hand = json.loads((tmp_path / "hand" / by_hand.name / "config.json").read_text())
+        swept = TrainConfig.load(trial / "config.yaml").to_dict()
+        hand = TrainConfig.load(tmp_path / "hand" / by_hand.name / "config.yaml").to_dict()
         for cfg in (swept, hand):
             cfg.pop("name"), cfg.pop("runs_dir")
         assert swept == hand

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from train.config import TrainConfig  # noqa: E402
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -158,7 +159,7 @@ def test_every_readme_finetune_spec_trains_with_the_tiny_profile(ws, args):
     family = spec.split(":")[0]
     import json
 
-    stored = json.loads((run / "config.json").read_text())["finetune"]["spec"]
+    stored = TrainConfig.load(run / "config.yaml").to_dict()["finetune"]["spec"]
     assert stored == (spec if spec.endswith(":all") else f"{family}:{min(int(spec.split(':')[1]), 2)}")
 
 
@@ -175,7 +176,7 @@ def test_ras_wavlm_top4_recipe_trains_with_the_tiny_profile(ws, caplog):
     assert res.exit_code == 0, res.output
     import json
 
-    options = json.loads((ws / "runs" / "ras-audio-top" / "config.json").read_text())["head"]["window_encoder_options"]
+    options = TrainConfig.load(ws / "runs" / "ras-audio-top" / "config.yaml").to_dict()["head"]["window_encoder_options"]
     assert (options["top"], options["profile"]) == (2, "tiny")
 
 

@@ -86,8 +86,11 @@ def test_runs_table_sort_and_diff(base):
     diff = runner.invoke(app, ["runs", "--runs-dir", runs, "--diff", "slow", "fast"], env={"COLUMNS": "200"})
     assert diff.exit_code == 0, diff.output
     keys = {l.split("│")[1].strip(): l for l in diff.output.splitlines() if "│" in l}
-    assert set(keys) == {"lr", "data.window", "data.stride", "epochs"}
-    assert "0.0001" in keys["lr"] and "0.03" in keys["lr"]
+    config = {k for k in keys if "." in k and not k.startswith("val ")}
+    assert config == {"optim.lr", "data.window", "data.stride", "optim.epochs"}  # resolved, nested, dotted
+    assert "0.0001" in keys["optim.lr"] and "0.03" in keys["optim.lr"]
+    slow_p = f"{json.loads((base / 'runs' / 'slow' / 'eval_val.json').read_text())['smoothed']['P']:.4f}"
+    assert slow_p in keys["val P (smoothed)"]  # metrics side by side
 
     bad = runner.invoke(app, ["runs", "--runs-dir", runs, "--sort", "loss"])
     assert bad.exit_code == 1 and "--sort must be one of" in bad.output

@@ -127,7 +127,7 @@ def test_fingerprint_follows_the_run_and_its_inputs(base, exported):
     assert other.fingerprint != report.fingerprint
     assert FeatureStore.open(store_path(base / "cache", "face_gru_b")).units() == ["val0", "val1"]
     # same run, other inputs (a re-extracted store) -> another fingerprint; the run's config is recorded
-    cfg = json.loads((base / "runs" / "face" / "config.json").read_text())
+    cfg = TrainConfig.load(base / "runs" / "face" / "config.yaml").to_dict()
     args = ("face_gru", "face", cfg)
     same = export_meta(*args, {"clip": store.meta.config["input_fingerprints"]["clip"]}, store.meta.weights_digest, "best", HIDDEN)
     assert same.fingerprint == store.fingerprint  # locations (runs_dir, cache_dir, ...) are not part of it
@@ -153,7 +153,7 @@ def test_out_of_fold_export_of_the_train_split(base, exported):
     report = export_run("face", "face_oof", runs_dir=base / "runs", device="cpu", folds=2)
     oof = FeatureStore.open(store_path(base / "cache", "face_oof"))
     folds_dir = base / "runs" / "face" / "folds"
-    held = [TrainConfig.load(folds_dir / f"fold{f}" / "config.json").data.holdout for f in range(2)]
+    held = [TrainConfig.load(folds_dir / f"fold{f}" / "config.yaml").data.holdout for f in range(2)]
     train_tracks = sorted(u for u in plain.units() if plain.unit_attrs(u)["split"] == "train")
     assert sorted(held[0] + held[1]) == train_tracks and held[0] and held[1]
     for f in range(2):  # each fold run trained without its held-out tracks

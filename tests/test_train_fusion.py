@@ -71,7 +71,7 @@ def stack(tmp_path_factory):
 @pytest.mark.parametrize("run", ["dcmmoe", "raav"])
 def test_fusion_runs_write_the_run_folder_and_learn(stack, run):
     path = stack["base"] / "runs" / run
-    for rel in ("config.json", "features.json", "metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt",
+    for rel in ("config.yaml", "features.json", "metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt",
                 "report.md", "eval_val.json"):
         assert (path / rel).is_file(), rel
     features = json.loads((path / "features.json").read_text())

@@ -53,7 +53,7 @@ def full_run(base):
 
 def test_short_run_learns_and_writes_the_run_folder(base, full_run):
     run = full_run.run.path
-    for rel in ("config.json", "features.json", "metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt",
+    for rel in ("config.yaml", "features.json", "metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt",
                 "report.md", "eval_val.json", "plots/learning_curves.png"):
         assert (run / rel).is_file(), rel
     assert len(list((run / "plots").glob("val_*.png"))) == 2
@@ -63,7 +63,11 @@ def test_short_run_learns_and_writes_the_run_folder(base, full_run):
     assert "train_loss_kl" in rows[0] and "train_kl" not in rows[0]  # region prototypes in the clip store -> KL term active
     features = json.loads((run / "features.json").read_text())
     assert set(features) == {"clip", "wavlm"} and features["wavlm"]["unit"] == "video"
-    assert TrainConfig.load(run / "config.json").to_dict() == _cfg(base, "full").to_dict()
+    # one config layout: config.yaml (grouped), the head's defaults filled; no flat config.json beside it
+    from train.runs.recipe import train_config_to_recipe
+
+    assert not (run / "config.json").exists()
+    assert train_config_to_recipe(TrainConfig.load(run / "config.yaml")) == train_config_to_recipe(_cfg(base, "full"))
     # a constant predictor scores CCC 0 on both dimensions; the head must do clearly better
     assert full_run.eval.raw["P"] > 0.3
     assert full_run.eval.smoothed["P"] >= full_run.eval.raw["P"] - 1e-9
@@ -108,10 +112,13 @@ def test_evaluate_and_predict_from_the_cli(base, full_run):
     from pipeline import app
 
     runner = CliRunner()
+    stored = json.loads(full_run.run.eval_file("val").read_text())
     res = runner.invoke(app, ["evaluate", "full", "--split", "val", "--runs-dir", str(base / "runs"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    again = json.loads((full_run.run.path / "evaluate_val.json").read_text())
-    stored = json.loads(full_run.run.eval_file("val").read_text())
+    # one evaluation file per split: evaluate rewrites eval_val.json, keeping what only training knows
+    assert not (full_run.run.path / "evaluate_val.json").exists()
+    again = json.loads(full_run.run.eval_file("val").read_text())
+    assert again["best_epoch"] == stored["best_epoch"] and again["grid"] == stored["grid"]
     for key in ("raw", "smoothed"):
         assert again[key] == pytest.approx(stored[key], abs=1e-9)
     assert f"{stored['raw']['P']:.4f}" in res.output

@@ -5,6 +5,7 @@ from a recipe list file, skipping what is done when run again."""
 
 from __future__ import annotations
 
+from train.config import TrainConfig  # noqa: E402
 import json
 import os
 import shutil
@@ -47,7 +48,7 @@ def test_make_train_model_dcmmoe_as_written(synth):
            "TRAIN_ARGS=" + " ".join(["--name", "made", *FAST, "head.heads=2"])]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    cfg = json.loads((synth / "runs" / "made" / "config.json").read_text())
+    cfg = TrainConfig.load(synth / "runs" / "made" / "config.yaml").to_dict()
     assert cfg["model"] == "dcmmoe" and cfg["data"]["features"] == ["clip", "wavlm", "qwen3vl"]
     assert (synth / "runs" / "made" / "config.yaml").is_file() and (synth / "runs" / "made" / "provenance.json").is_file()
 
@@ -94,7 +95,7 @@ def test_ensemble_is_an_ordinary_run_folder(synth):
     stored = json.loads((run / "eval_val.json").read_text())
     res = CliRunner().invoke(app, ["evaluate", "late", "--runs-dir", str(synth / "runs"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    again = json.loads((run / "evaluate_val.json").read_text())
+    again = json.loads((run / "eval_val.json").read_text())
     assert again["smoothed"]["P"] == pytest.approx(stored["smoothed"]["P"], abs=1e-6)
     res = CliRunner().invoke(app, ["predict", "late", "--runs-dir", str(synth / "runs"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
@@ -167,7 +168,7 @@ def test_make_extract_and_make_train_on_the_sample_as_written(tmp_path):
     make("extract", "SPLIT=val", f"EXTRACT_ARGS=--models-dir {tmp_path / 'models'}")
     assert (tmp_path / "cache" / "clip.zarr").is_dir()
     make("train", "MODEL=gru", "TRAIN_ARGS=" + " ".join(["--name", "sample-gru", *FAST]))
-    cfg = json.loads((tmp_path / "runs" / "sample-gru" / "config.json").read_text())
+    cfg = TrainConfig.load(tmp_path / "runs" / "sample-gru" / "config.yaml").to_dict()
     assert cfg["model"] == "gru" and cfg["data"]["features"] == ["clip"]
     assert json.loads((tmp_path / "runs" / "sample-gru" / "eval_val.json").read_text())["frames"] > 0
 

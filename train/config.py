@@ -101,12 +101,65 @@ class TrainConfig:
             kwargs["loss_weights"] = tuple(kwargs["loss_weights"])
         return cls(data=cfg_data, **kwargs)
 
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    def save(self, path: Path, header: str = "") -> None:
+        """`.yaml`: the grouped recipe form (a run folder's config.yaml); else flat JSON (older run folders)."""
+        path = Path(path)
+        if path.suffix in YAML_SUFFIXES:
+            from recipes.loader import dump_yaml
+
+            path.write_text(header + dump_yaml(to_recipe_dict(self)), encoding="utf-8")
+        else:
+            path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """A run's config.yaml (grouped) or an older run's config.json (flat)."""
+        path = Path(path)
+        if path.suffix in YAML_SUFFIXES:
+            from omegaconf import OmegaConf
+
+            return from_recipe_dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+YAML_SUFFIXES = (".yaml", ".yml")
+# recipe group -> {recipe key: TrainConfig field}; fields not named here stay at the top level (train/runs/recipe.py)
+RECIPE_GROUPS: dict[str, dict[str, str]] = {
+    "optim": {
+        "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+        "plateau_patience": "plateau_patience", "plateau_factor": "plateau_factor", "early_stop": "early_stop",
+        "grad_clip": "grad_clip", "max_steps_per_epoch": "max_steps_per_epoch",
+    },
+    "loss": {
+        "weights": "loss_weights", "regression": "regression", "regression_weight": "regression_weight",
+        "lambda_region": "lambda_region", "region_sigma": "region_sigma",
+    },
+    "eval": {"smooth_grid": "smooth_grid", "n_plot_tracks": "n_plot_tracks"},
+}
+RECIPE_TOP_LEVEL = ("model", "name", "runs_dir", "seed", "device", "finetune")
+
+
+def to_recipe_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The grouped (YAML) form of a TrainConfig, its head as given (train_config_to_recipe fills the head's defaults)."""
+    flat = cfg.to_dict()
+    out: dict[str, Any] = {name: flat[name] for name in RECIPE_TOP_LEVEL}
+    out["data"] = flat["data"]
+    out["head"] = dict(flat["head"])
+    for group, keys in RECIPE_GROUPS.items():
+        out[group] = {key: flat[name] for key, name in keys.items()}
+    out["loss"]["weights"] = list(out["loss"]["weights"])
+    return out
+
+
+def from_recipe_dict(nested: dict[str, Any]) -> TrainConfig:
+    """The inverse of to_recipe_dict (a key a group lacks keeps its default)."""
+    flat: dict[str, Any] = {k: v for k, v in nested.items() if k not in RECIPE_GROUPS}
+    for group, keys in RECIPE_GROUPS.items():
+        for key, value in (nested.get(group) or {}).items():
+            if key in keys:
+                flat[keys[key]] = value
+    flat.setdefault("data", {})
+    return TrainConfig.from_dict(flat)
 
 
 def _json_float(value: float) -> float | str:

@@ -5,6 +5,7 @@ compare and reuse the run. Imports nothing from `extract/`."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -58,7 +59,14 @@ class TrainResult:
 
 
 def run_name(cfg: TrainConfig) -> str:
-    return cfg.name or f"{cfg.model}-{'+'.join(cfg.data.features)}-s{cfg.seed}"
+    """cfg.name, else HEAD-FEATURES-DIGEST of the settings (train/runs/recipe.py default_run_name)."""
+    from train.runs.recipe import default_run_name
+
+    return cfg.name or default_run_name(cfg)
+
+
+# a resumed run may change anything but the model it trains (its checkpoint must still load)
+FIXED_ON_RESUME = ("model", "data.features", "data.level", "head.", "finetune.")
 
 
 def open_split(
@@ -115,14 +123,24 @@ def _resolve_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir, d
         return cfg, run, None
     if not resume:
         raise RunExists(f"run folder {run.path} already holds a checkpoint: pass --resume to continue it, or another --name")
+    from train.runs.recipe import changed_keys
+
     stored = TrainConfig.load(run.config)
-    # what may change on resume: where the data is, how long to train, the device
-    stored.epochs, stored.device, stored.runs_dir = cfg.epochs, cfg.device, cfg.runs_dir
-    for key in ("data_root", "videos", "labels", "cache_dir"):
-        setattr(stored.data, key, getattr(cfg.data, key))
-    if stored.to_dict() != cfg.to_dict() | {"name": stored.name}:
-        log.warning("resuming %s with its stored config; other options given now are ignored", run.path)
-    return stored, run, load_checkpoint(run.last)
+    changes = changed_keys(stored, cfg, ("name", "runs_dir", "device"))
+    fixed = [k for k, _, _ in changes if k.startswith(FIXED_ON_RESUME) or k in FIXED_ON_RESUME]
+    if fixed:
+        raise ValueError(f"run {run.path.name} cannot resume with another {', '.join(fixed)} (its checkpoint is of "
+                         f"the stored model): train a new run, e.g. with another --name")
+    if changes:
+        said = ", ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in changes)
+        log.warning("resuming %s with changed settings: %s", run.path.name, said)
+    cfg.name = stored.name or run.path.name
+    return cfg, run, load_checkpoint(run.last)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def train(
@@ -161,8 +179,7 @@ def _train(
         raise
     run.make()  # only once the data is known to be usable: a refused run leaves no folder behind
     cfg.name = run.path.name
-    cfg.save(run.config)
-    from train.runs.provenance import write_provenance
+    from train.runs.provenance import write_provenance  # config.yaml and provenance.json
 
     write_provenance(run.path, cfg)
     run.write_features(sources)
@@ -324,7 +341,7 @@ def _checkpoint(cfg, model, optimizer, scheduler, loop, feature_dims) -> dict[st
 
 
 def _weights_metadata(run: RunDir, epoch: int) -> dict[str, str]:
-    return {"run": run.path.name, "epoch": str(epoch), "config": "config.json"}
+    return {"run": run.path.name, "epoch": str(epoch), "config": run.config.name}
 
 
 def _final_evaluation(

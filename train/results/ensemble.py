@@ -4,7 +4,7 @@ smoothing chosen on validation, written as an ordinary run folder that `evaluate
 report understand.
 
     <runs>/<name>/
-      config.json     a TrainConfig with model "ensemble" (the first member's data settings)
+      config.yaml     a TrainConfig with model "ensemble" (the first member's data settings)
       ensemble.json   members (run folders), method, weights per dimension, validation scores
       eval_val.json   CCC table of the chosen combination, smoothing half-windows
       report.md       members' and the ensemble's validation CCC

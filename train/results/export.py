@@ -250,7 +250,7 @@ def export_run(
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; known: {list(SPLITS)}")
-    run_config = load_json(loaded.run.config)
+    run_config = run_config_dict(loaded.run)
     ckpt_used = "best" if checkpoint == "best" and loaded.run.best.is_file() else "last"
     fold_runs: list[tuple[list[str], Path]] = []
     if folds > 1:
@@ -316,6 +316,14 @@ def _models_for(split: str, loaded: Any, fold_runs: list[tuple[list[str], Path]]
                             cache_dir=loaded.cfg.data.cache_dir, videos=loaded.cfg.data.videos,
                             labels=loaded.cfg.data.labels)
             yield fold.model, ids
+
+
+def run_config_dict(run: RunDir) -> dict[str, Any]:
+    """The run's config as the export's fingerprint records it: a flat config.json as written (older runs,
+    so their exports keep their fingerprints), else config.yaml read as a TrainConfig."""
+    from train.config import TrainConfig
+
+    return load_json(run.config) if run.config.suffix == ".json" else TrainConfig.load(run.config).to_dict()
 
 
 def load_json(path: Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import torch
 from cache.store import FeatureStore, store_path
 from train.data.tensors import autocast, to_tensors
 from train.data.window_audio import WindowAudioDataset, central_spans
-from train.results.export import export_meta, load_json, open_export_split, weights_digest
+from train.results.export import export_meta, run_config_dict, open_export_split, weights_digest
 from train.results.restore import load_run
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def export_windows(
         raise ValueError(f"export name '{name}' is one of the run's own input features: choose another")
     ckpt_used = "best" if checkpoint == "best" and loaded.run.best.is_file() else "last"
     hidden = getattr(loaded.model.cfg, "hidden", None)
-    meta = export_meta(name, loaded.run.path.name, load_json(loaded.run.config),
+    meta = export_meta(name, loaded.run.path.name, run_config_dict(loaded.run),
                        {n: s.fingerprint for n, s in loaded.sources.items()}, weights_digest(loaded.model), ckpt_used, hidden)
     meta = dataclasses.replace(meta, kind="window", config={**meta.config, "rows": "one per audio window (mean over its rows)"})
     store = FeatureStore.create_or_open(store_path(loaded.cfg.data.cache_dir, name), meta, on_mismatch=on_mismatch)

@@ -2,7 +2,8 @@
 
 <runs>/<name>/
   .lock                  flock held by the training process (train/runs/lock.py): one run per folder
-  config.json            resolved TrainConfig
+  config.yaml            resolved recipe (TrainConfig, grouped: data, head, optim, loss, eval); runs written
+                         before it was the only layout also hold config.json (flat), which they keep reading
   features.json          per feature: fingerprint, unit, kind, dim, store path
   standardization.json   per feature: the train-split mean/std applied to its inputs (absent: raw inputs)
   metrics.jsonl          one JSON object per epoch
@@ -11,7 +12,8 @@
   model_last.safetensors model weights after the last finished epoch
   checkpoints/last.pt    model, optimiser, scheduler, loop and RNG state after the last finished epoch (--resume)
   checkpoints/best.pt    same, at the best validation P
-  eval_<split>.json      raw and smoothed CCC table, smoothing half-windows
+  eval_<split>.json      raw and smoothed CCC table, smoothing half-windows (training writes val's, with the
+                         smoothing grid and best epoch; `evaluate` writes any split's, keeping those)
   report.md              the CCC table and the plots
   plots/*.png            learning curves, predicted vs true V/A for a few validation tracks
   predictions/<split>.csv, <split>.csv.json   submission and what it was made from (train/results/coverage.py)
@@ -31,6 +33,8 @@ from train.data.sources import FeatureSource
 
 
 ENSEMBLE_FILE = "ensemble.json"
+CONFIG_FILE = "config.yaml"  # the run's resolved recipe (TrainConfig.save/load read both layouts)
+LEGACY_CONFIG_FILE = "config.json"  # flat, written by runs before config.yaml was the only one
 
 
 def is_ensemble(run: "RunDir") -> bool:
@@ -58,12 +62,22 @@ class RunDir:
     def resolve(cls, run: str | Path, runs_dir: Path) -> "RunDir":
         """A run given by folder path or by name under runs_dir; it must exist."""
         for candidate in (Path(run), Path(runs_dir) / str(run)):
-            if (candidate / "config.json").is_file():
+            if cls(candidate).has_config:
                 return cls(candidate)
         raise RunNotFound(f"no run '{run}' (looked for {Path(run)} and {Path(runs_dir) / str(run)})")
 
     # paths
-    config = property(lambda self: self.path / "config.json")
+    @property
+    def config(self) -> Path:
+        """config.yaml (the resolved recipe, grouped); a run written before it was the only layout keeps
+        reading its flat config.json."""
+        legacy = self.path / LEGACY_CONFIG_FILE
+        return legacy if legacy.is_file() else self.path / CONFIG_FILE
+
+    @property
+    def has_config(self) -> bool:
+        return (self.path / CONFIG_FILE).is_file() or (self.path / LEGACY_CONFIG_FILE).is_file()
+
     features = property(lambda self: self.path / "features.json")
     standardization = property(lambda self: self.path / "standardization.json")
     metrics = property(lambda self: self.path / "metrics.jsonl")

@@ -1,4 +1,4 @@
-"""What a run was made with: the resolved recipe (config.yaml, the grouped YAML form of config.json) and
+"""What a run was made with: the resolved recipe (config.yaml, the grouped form of the TrainConfig) and
 provenance.json (git commit and whether the tree was dirty, package versions, the command line)."""
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ default lives in one place.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -24,22 +26,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.loader import ConfigError, field_spec, merge_layers, resolve_config_path, schema_class, to_plain, validate
-from train.config import DataConfig, TrainConfig
+from train.config import RECIPE_GROUPS, RECIPE_TOP_LEVEL, DataConfig, TrainConfig, to_recipe_dict
 
-# recipe group -> {recipe key: TrainConfig field}; fields not named here stay at the top level
-GROUPS: dict[str, dict[str, str]] = {
-    "optim": {
-        "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
-        "plateau_patience": "plateau_patience", "plateau_factor": "plateau_factor", "early_stop": "early_stop",
-        "grad_clip": "grad_clip", "max_steps_per_epoch": "max_steps_per_epoch",
-    },
-    "loss": {
-        "weights": "loss_weights", "regression": "regression", "regression_weight": "regression_weight",
-        "lambda_region": "lambda_region", "region_sigma": "region_sigma",
-    },
-    "eval": {"smooth_grid": "smooth_grid", "n_plot_tracks": "n_plot_tracks"},
-}
-TOP_LEVEL = ("model", "name", "runs_dir", "seed", "device", "finetune")
+GROUPS, TOP_LEVEL = RECIPE_GROUPS, RECIPE_TOP_LEVEL  # recipe group -> {recipe key: TrainConfig field} (train/config.py)
 HEAD_ONLY_IN_CODE = ("region_prototypes",)  # filled from the clip store, never from a file
 
 HEADS_DIR = "heads"  # configs/heads/<model>.yaml: each head's default recipe
@@ -143,17 +132,98 @@ def _check_head(cfg: TrainConfig) -> None:
 
 def train_config_to_recipe(cfg: TrainConfig, full_head: bool = True) -> dict[str, Any]:
     """The grouped (YAML) form of a TrainConfig: what the run folder keeps as config.yaml."""
-    flat = cfg.to_dict()
-    out: dict[str, Any] = {name: flat[name] for name in TOP_LEVEL}
-    out["data"] = flat["data"]
+    out = to_recipe_dict(cfg)
     head = dict(cfg.head)
     if full_head:
         head = _head_class(cfg.model).from_dict(head).to_dict()
     out["head"] = {k: v for k, v in head.items() if k not in HEAD_ONLY_IN_CODE}
-    for group, keys in GROUPS.items():
-        out[group] = {key: flat[field] for key, field in keys.items()}
-    out["loss"]["weights"] = list(out["loss"]["weights"])
     return out
+
+
+def with_full_head(cfg: TrainConfig) -> TrainConfig:
+    """A copy whose head states every option (its defaults filled), as config.yaml keeps it: two configs
+    of the same recipe compare equal whether their heads were given in part or in full."""
+    out = TrainConfig.from_dict(cfg.to_dict())
+    try:
+        head = _head_class(cfg.model).from_dict(dict(cfg.head)).to_dict()
+    except ConfigError:  # not a head (an ensemble)
+        return out
+    out.head = {k: v for k, v in head.items() if k not in HEAD_ONLY_IN_CODE}
+    return out
+
+
+def resolved_keys(cfg: TrainConfig) -> dict[str, Any]:
+    """The resolved recipe as dotted keys (optim.lr, data.window, head.hidden, ...), the head's defaults filled."""
+    full = with_full_head(cfg)
+    try:
+        recipe = train_config_to_recipe(full, full_head=False)
+    except ConfigError:
+        recipe = to_recipe_dict(full)
+    return _dotted(json.loads(json.dumps(recipe, default=str)))
+
+
+def _dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_keys(a: TrainConfig, b: TrainConfig, ignore: Iterable[str] = ()) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) for every resolved key that differs (None where one lacks it)."""
+    ka, kb = resolved_keys(a), resolved_keys(b)
+    skip = set(ignore)
+    return [(k, ka.get(k), kb.get(k)) for k in sorted(set(ka) | set(kb)) if k not in skip and ka.get(k) != kb.get(k)]
+
+
+# what a run's name and identity do not depend on: where things are, the device, how long it trains, speed knobs
+NOT_IDENTITY = ("name", "runs_dir", "device", "optim.epochs", "data.data_root", "data.videos", "data.labels",
+                "data.cache_dir", "data.views", "data.views_dir", "data.cache_mb", "data.prefetch_batches",
+                "data.align_workers")
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    """HEAD-FEATURES-DIGEST: the digest (6 hex) of every setting that makes the run what it is, so two
+    variants get two names and the same recipe (longer or elsewhere) the same one."""
+    keys = {k: v for k, v in resolved_keys(cfg).items() if k not in NOT_IDENTITY}
+    digest = hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"{cfg.model}-{'+'.join(cfg.data.features)}-{digest}"
+
+
+def resume_files(
+    resume: bool, files: list[str | Path], model: str, features: str, name: str, overrides: list[str],
+    explicit: dict[str, Any],
+) -> tuple[list[str | Path | DictConfig], list[str]]:
+    """`train --resume RUN` (or `--name RUN --resume`) with no --config, --model or --features: the run's own
+    config.yaml is the recipe (overrides and flags given now on top), its name and runs dir the run's.
+    Otherwise the files and overrides as given."""
+    run = overrides[0] if resume and overrides and "=" not in overrides[0] else (name if resume else "")
+    if not run or files or model or features:
+        return list(files), list(overrides)
+    from train.runs.folder import RunDir
+
+    runs_dir = Path(explicit.get("runs_dir", TrainConfig.__dataclass_fields__["runs_dir"].default))
+    rd = RunDir.resolve(run, runs_dir)
+    explicit.update(name=rd.path.name, runs_dir=str(rd.path.parent))
+    stored = TrainConfig.load(rd.config)
+    try:
+        recipe = train_config_to_recipe(stored)
+    except ConfigError:
+        recipe = to_recipe_dict(stored)
+    rest = overrides[1:] if overrides and overrides[0] == run else overrides
+    return [OmegaConf.create(json.loads(json.dumps(recipe, default=str)))], list(rest)
+
+
+def resolved_recipe_text(cfg: TrainConfig) -> str:
+    """`train --print-config`: the resolved recipe as config.yaml will hold it, and the run's name."""
+    from recipes.loader import dump_yaml
+
+    name = cfg.name or default_run_name(cfg)
+    head = f"# resolved recipe; the run: {Path(cfg.runs_dir) / name}\n"
+    return head + dump_yaml(json.loads(json.dumps(train_config_to_recipe(cfg), default=str)))
 
 
 def default_recipe_files(files: Iterable[str | Path], model: str, features: str) -> list[str | Path]:

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from train.config import TrainConfig
 from train.runs.folder import RunDir
 
 SORT_KEYS = ("date", "name", "head", "epochs", "P", "ccc_v", "ccc_a")
@@ -29,7 +30,7 @@ class RunRow:
 
 def read_run(path: Path) -> RunRow:
     run = RunDir(path)
-    cfg = json.loads(run.config.read_text(encoding="utf-8"))
+    cfg = TrainConfig.load(run.config).to_dict()
     rows = run.read_metrics()
     P = ccc_v = ccc_a = math.nan
     smoothing = None
@@ -50,14 +51,14 @@ def read_run(path: Path) -> RunRow:
 
 
 def list_runs(runs_dir: Path, sort: str = "date") -> list[RunRow]:
-    """Every run folder (a folder with config.json) directly under runs_dir. Numbers and dates sort
+    """Every run folder (a folder with config.yaml or config.json) directly under runs_dir. Numbers and dates sort
     best / newest first, names and heads alphabetically; runs without a value go last."""
     if sort not in SORT_KEYS:
         raise ValueError(f"--sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"no runs dir {runs_dir}")
-    rows = [read_run(p) for p in sorted(runs_dir.iterdir()) if (p / "config.json").is_file()]
+    rows = [read_run(p) for p in sorted(runs_dir.iterdir()) if RunDir(p).has_config]
     if sort in ("name", "head"):
         return sorted(rows, key=lambda r: (getattr(r, sort), r.name))
     if sort == "date":
@@ -70,20 +71,27 @@ def list_runs(runs_dir: Path, sort: str = "date") -> list[RunRow]:
     return sorted(rows, key=key)
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
+DIFF_IGNORED = ("name", "runs_dir", "device")  # where and under which name, not what was trained
 
 
 def config_diff(a: Path, b: Path, runs_dir: Path) -> list[tuple[str, Any, Any]]:
-    """(key, value in A, value in B) for every config key (dotted, e.g. data.window) that differs; the run
-    name itself is left out. A key one run lacks shows as None."""
-    configs = [flatten(json.loads(RunDir.resolve(r, runs_dir).config.read_text(encoding="utf-8"))) for r in (a, b)]
-    keys = sorted(set(configs[0]) | set(configs[1]))
-    return [(k, configs[0].get(k), configs[1].get(k)) for k in keys if k != "name" and configs[0].get(k) != configs[1].get(k)]
+    """(key, value in A, value in B) for every resolved config key (dotted, e.g. optim.lr, defaults filled)
+    that differs; name, runs dir and device are left out. A key one run lacks shows as None."""
+    from train.runs.recipe import changed_keys
+
+    cfgs = [TrainConfig.load(RunDir.resolve(r, runs_dir).config) for r in (a, b)]
+    return changed_keys(cfgs[0], cfgs[1], DIFF_IGNORED)
+
+
+def metrics_side_by_side(a: Path, b: Path, runs_dir: Path) -> list[tuple[str, str, str]]:
+    """(metric, A, B): validation P, CCC_V, CCC_A (smoothed), raw P, epochs run and best epoch."""
+    def values(run: RunDir) -> dict[str, str]:
+        row = read_run(run.path)
+        fmt = lambda x: "-" if isinstance(x, float) and math.isnan(x) else (f"{x:.4f}" if isinstance(x, float) else str(x))  # noqa: E731
+        result = json.loads(run.eval_file("val").read_text(encoding="utf-8")) if run.eval_file("val").is_file() else {}
+        return {"val P (smoothed)": fmt(row.P), "val CCC_V (smoothed)": fmt(row.ccc_v), "val CCC_A (smoothed)": fmt(row.ccc_a),
+                "val P (raw)": fmt(float(result.get("raw", {}).get("P", math.nan))), "epochs run": str(row.epochs),
+                "best epoch": str(result.get("best_epoch", "-"))}
+
+    va, vb = (values(RunDir.resolve(r, runs_dir)) for r in (a, b))
+    return [(k, va[k], vb[k]) for k in va]

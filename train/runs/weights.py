@@ -1,5 +1,5 @@
 """Model weights as safetensors (no pickle): `model.safetensors` (best validation P) and
-`model_last.safetensors` (last epoch) next to the run's config.json. Evaluate, predict and export load
+`model_last.safetensors` (last epoch) next to the run's config.yaml. Evaluate, predict and export load
 these; the full checkpoints/*.pt (optimiser, scheduler, RNG) are only for --resume."""
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ class EvalResult:
     frames: int  # valid frames scored
     grid: dict[str, dict[int, float]] = field(default_factory=dict)  # ccc per half-window, when chosen
     missing: dict = field(default_factory=dict)  # gaps accepted with --allow-missing (train.results.coverage.Coverage)
+    per_track: dict[str, dict[str, float]] = field(default_factory=dict)  # track -> smoothed ccc_v, ccc_a, P, frames
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -207,6 +208,25 @@ def evaluate_predictions(
     smoothed_preds = [postprocess(p, m, half_windows) for p, m in zip(split.va, split.has_feature)]
     smoothed = score(dataset, smoothed_preds)
     frames = sum(int(t.labels.valid.sum()) for t in dataset.tracks if t.labels is not None)
-    return EvalResult(raw=raw, smoothed=smoothed, half_windows=tuple(half_windows), frames=frames, grid=curves)
+    return EvalResult(raw=raw, smoothed=smoothed, half_windows=tuple(half_windows), frames=frames, grid=curves,
+                      per_track=per_track_scores(dataset, smoothed_preds))
+
+
+def per_track_scores(dataset: TrackDataset, preds: Sequence[np.ndarray]) -> dict[str, dict[str, float]]:
+    """CCC_V, CCC_A, P and the valid frames of each labelled track on its own (NaN where a track has
+    fewer than 2 valid frames or constant labels)."""
+    out: dict[str, dict[str, float]] = {}
+    for track, pred in zip(dataset.tracks, preds):
+        if track.labels is None:
+            continue
+        valid = np.asarray(track.labels.valid, dtype=bool)
+        n = int(valid.sum())
+        if n < 2:
+            out[track.name] = {"ccc_v": float("nan"), "ccc_a": float("nan"), "P": float("nan"), "frames": n}
+            continue
+        true = np.asarray(track.labels.values)[valid]
+        scores = va_scores(np.asarray(pred)[valid], true)
+        out[track.name] = {**{k: float(v) for k, v in scores.items()}, "frames": n}
+    return out
 
 

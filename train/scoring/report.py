@@ -36,6 +36,16 @@ def ccc_table(results: dict[str, EvalResult]) -> str:
     return "\n".join(lines)
 
 
+def per_track_table(result: EvalResult, split: str = "val") -> str:
+    """Markdown table: CCC of each track on its own (smoothed as chosen on validation), worst P first."""
+    fmt = lambda x: "-" if x != x else f"{x:.4f}"  # noqa: E731  (NaN: too few valid frames)
+    lines = [f"| {split} track | CCC_V | CCC_A | P | frames |", "|---|---:|---:|---:|---:|"]
+    order = sorted(result.per_track.items(), key=lambda kv: (kv[1]["P"] != kv[1]["P"], kv[1]["P"]))
+    for name, s in order:
+        lines.append(f"| {name} | {fmt(s['ccc_v'])} | {fmt(s['ccc_a'])} | {fmt(s['P'])} | {int(s['frames'])} |")
+    return "\n".join(lines)
+
+
 def plot_learning_curves(rows: Sequence[dict], path: Path) -> None:
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -139,6 +149,10 @@ def write_report(
         ccc_table({"val": result}),
         "",
         "Smoothing half-windows chosen on validation, V and A separately; predictions clipped to [-1, 1].",
+        "",
+        "## CCC per track (smoothed; worst first)",
+        "",
+        per_track_table(result),
         "",
         "## Features",
         "",

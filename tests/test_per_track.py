@@ -1,0 +1,59 @@
+"""Per-track CCC (report.md, `evaluate --per-track`) and `evaluate --split test --labels DIR` where the test
+ground truth is given (the sample ships it as challenge label files in ground_truth/Test_Set), issue 23."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from cache.sample_data import TEST_LABELS_DIR
+from train.scoring.metrics import ccc
+
+
+def _cli(*args):
+    from pipeline import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def test_evaluate_the_test_split_against_given_labels_per_track(mini_demo):
+    art = mini_demo / "artifacts"
+    run = ["demo-gru-landmarks", "--runs-dir", art / "runs", "--device", "cpu"]
+    refused = _cli("evaluate", *run, "--split", "test")
+    assert refused.exit_code == 1 and "--labels DIR" in refused.output and "ground_truth/Test_Set" in refused.output
+
+    truth = art / "sample" / TEST_LABELS_DIR
+    res = _cli("evaluate", *run, "--split", "test", "--labels", truth, "--per-track")
+    assert res.exit_code == 0, res.output
+    result = json.loads((art / "runs" / "demo-gru-landmarks" / "eval_test.json").read_text())
+    tracks = sorted(p.stem for p in truth.glob("*.txt"))
+    assert sorted(result["per_track"]) == tracks and tracks
+    # each track's numbers are the CCC of its own valid frames, as in the per-frame CSV
+    with open(art / "runs" / "demo-gru-landmarks" / "predictions" / "test.frames.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for name in tracks:
+        mine = [r for r in rows if r["track"] == name and r["labelled"] == "1"]
+        pred = np.array([[float(r["valence"]), float(r["arousal"])] for r in mine])
+        true = np.array([[float(r["true_valence"]), float(r["true_arousal"])] for r in mine])
+        got = result["per_track"][name]
+        assert got["frames"] == len(mine)
+        np.testing.assert_allclose([got["ccc_v"], got["ccc_a"]], [ccc(pred[:, 0], true[:, 0]), ccc(pred[:, 1], true[:, 1])], atol=1e-4)
+        line = next(line for line in res.output.splitlines() if line.startswith(f"| {name} |"))
+        assert f"{got['P']:.4f}" in line
+
+    wrong = _cli("evaluate", *run, "--split", "test", "--labels", art / "sample" / "annotations")
+    assert wrong.exit_code == 1 and "have no label file in" in wrong.output
+
+
+def test_report_lists_the_ccc_of_every_validation_track(mini_demo):
+    folder = mini_demo / "artifacts" / "runs" / "demo-gru-landmarks"
+    report = folder / "report.md"
+    text = report.read_text()
+    assert "## CCC per track" in text
+    per_track = json.loads((folder / "eval_val.json").read_text())["per_track"]
+    assert per_track
+    for name, s in per_track.items():
+        assert f"| {name} | {s['ccc_v']:.4f} | {s['ccc_a']:.4f} | {s['P']:.4f} | {s['frames']} |" in text
