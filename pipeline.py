@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
 import train.fit.options as checks  # light: no torch until a value needs it
+from cache.console import log_handler, make_console
 from cache.location import as_location
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)  # plain one-line usage errors
-console = Console()
+console = make_console()  # unwrapped and untruncated in a pipe or a log file (cache/console.py)
 
 DataRoot = Annotated[Path, typer.Option("--data-root", help="Dataset root: videos/ and annotations/ below it.")]
 Videos = Annotated[Path | None, typer.Option("--videos", help="Video root (default DATA_ROOT/videos).")]
@@ -57,6 +56,10 @@ def usage_check(param: str, parse, *args):
         raise typer.BadParameter(str(err), param_hint=param) from None
 
 
+TableFormat = Annotated[
+    Literal["table", "tsv", "json"],
+    typer.Option("--format", help="table (for reading) | tsv (a header line, tab-separated) | json (a list of records)."),
+]
 Split = Annotated[Literal["train", "val", "test"], typer.Option("--split", help="Which split.")]
 Features = Annotated[
     str, typer.Option("--features", help="Comma-separated feature names.", callback=checked(checks.feature_list))
@@ -100,7 +103,7 @@ def main(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False, show_time=False)],
+        handlers=[log_handler()],
     )
 
 
@@ -552,6 +555,7 @@ def sweep(
     cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", min=0, help="Ray: CPUs per trial.")] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", min=0, help="Ray: GPUs per trial.")] = 0.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the trials and their state; train nothing.")] = False,
+    table_format: TableFormat = "table",
 ) -> None:
     """Run a grid or random search of training configs over one cache; finished trials are skipped."""
     from train.fit.sweep import SweepError, load_sweep, run_sweep, save_best, summarize, trial_config, trial_state
@@ -568,8 +572,11 @@ def sweep(
         return
 
     def report(result: dict) -> None:
-        extra = f" P {result['best_P']:.4f}" if "best_P" in result else f" {result.get('error', '')}"
-        console.print(f"  trial {result['name']}: {result['state']}{extra}", markup=False, highlight=False)
+        if "P_smoothed" in result:
+            extra = f" val P smoothed {result['P_smoothed']:.4f} (raw, best epoch {result['P_raw']:.4f})"
+        else:
+            extra = f" {result.get('error', '')}"
+        console.print(f"  trial {result['name']}: {result['state']}{extra}", markup=False, highlight=False, soft_wrap=True)
 
     with one_line_errors("sweep"):
         results = run_sweep(spec, backend=backend, address=address, cpus_per_trial=cpus_per_trial,
@@ -577,7 +584,7 @@ def sweep(
     from train.runs.table import list_runs
 
     sweep_dir = Path(spec.runs_dir)
-    _print_runs_table(list_runs(sweep_dir, "P"), f"sweep {spec.name}: {len(spec.trials)} trials in {sweep_dir}, best validation P first")
+    _print_runs_table(list_runs(sweep_dir, "P"), f"sweep {spec.name}: {len(spec.trials)} trials in {sweep_dir}, best smoothed validation P first", table_format)
     best = save_best(spec, summarize(spec))
     if best:
         console.print(f"best config: {best}")
@@ -618,8 +625,10 @@ def runs_cmd(
     runs_dir: RunsDir = DEFAULT_RUNS,
     sort: Annotated[str, typer.Option("--sort", help="date | name | head | epochs | P | ccc_v | ccc_a (numbers: best first).")] = "date",
     diff: Annotated[tuple[str, str] | None, typer.Option("--diff", help="Two runs (names or folders): the config keys that differ.")] = None,
+    table_format: TableFormat = "table",
 ) -> None:
-    """A table of every run in RUNS_DIR (head, features, epochs, best validation P, CCC, smoothing, date)."""
+    """A table of every run in RUNS_DIR (head, features, epochs, validation P smoothed (the ranking; "-" until
+    the run finished) and the best epoch's raw P, smoothed CCC, smoothing, date); --format tsv|json for scripts."""
     import json
 
     from train.runs.table import config_diff, list_runs
@@ -635,24 +644,42 @@ def runs_cmd(
             console.print(table if changed else f"{diff[0]} and {diff[1]} have the same config (names aside)")
             return
         rows = list_runs(runs_dir, sort)
-    if not rows:
+    if not rows and table_format == "table":
         console.print(f"no runs in {runs_dir}")
         return
-    _print_runs_table(rows, f"{len(rows)} run(s) in {runs_dir}, by {sort}")
+    _print_runs_table(rows, f"{len(rows)} run(s) in {runs_dir}, by {sort}", table_format)
 
 
-def _print_runs_table(rows: list, title: str) -> None:
-    import math
-
-    fmt = lambda x: "-" if math.isnan(x) else f"{x:.4f}"  # noqa: E731
+def _print_runs_table(rows: list, title: str, table_format: str = "table") -> None:
+    """Runs as a rich table (title, smoothed and raw P apart), or tab-separated / JSON records for scripts."""
+    records = [r.record() for r in rows]
+    if table_format != "table":
+        _print_records(records, table_format)
+        return
+    headers = {"val_P_smoothed": "val P smoothed", "val_P_raw": "val P raw (best epoch)", "ccc_v_smoothed": "CCC_V",
+               "ccc_a_smoothed": "CCC_A"}
     table = Table(title=title)
-    for col in ("name", "head", "features", "epochs", "best val P", "CCC_V", "CCC_A", "smoothing", "date"):
-        table.add_column(col, justify="right" if col in ("epochs", "best val P", "CCC_V", "CCC_A") else "left")
-    for r in rows:
-        smoothing = f"V {r.smoothing[0]}, A {r.smoothing[1]}" if r.smoothing else "-"
-        table.add_row(r.name, r.head, ",".join(r.features), str(r.epochs), fmt(r.P), fmt(r.ccc_v), fmt(r.ccc_a),
-                      smoothing, r.date.strftime("%Y-%m-%d %H:%M"))
+    keys = list(records[0]) if records else []
+    for key in keys:
+        table.add_column(headers.get(key, key), justify="right" if key in headers or key == "epochs" else "left")
+    for rec in records:
+        table.add_row(*("-" if rec[k] is None else f"{rec[k]:.4f}" if isinstance(rec[k], float) else escape(str(rec[k]))
+                        for k in keys))
     console.print(table)
+
+
+def _print_records(records: list[dict], table_format: str) -> None:
+    """tsv: a header line, then one tab-separated line per record (empty for none); json: one list."""
+    import json
+
+    if table_format == "json":
+        print(json.dumps(records, indent=1))
+        return
+    keys = list(records[0]) if records else []
+    if keys:
+        print("\t".join(keys))
+    for rec in records:
+        print("\t".join("" if rec[k] is None else str(rec[k]) for k in keys))
 
 
 @app.command("export")
@@ -757,17 +784,15 @@ def demo(
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 20,
 ) -> None:
     """The main job on the built-in sample: data, every feature, a unimodal and a fusion head, the submission."""
-    from rich.rule import Rule
-
     from cache.sample_data import GROUND_TRUTH_INDEX
 
     if not (data_root / GROUND_TRUTH_INDEX).is_file():
-        console.print(Rule("1/5 sample dataset"))
+        console.rule("1/5 sample dataset")
         sample_data(out=data_root)
     else:
         console.print(f"sample dataset already at {data_root}")
     for split in ("train", "val", "test"):
-        console.print(Rule(f"2/5 extract {split} ({profile} models)"))
+        console.rule(f"2/5 extract {split} ({profile} models)")
         extract(split=split, features=DEMO_FEATURES, data_root=data_root, cache_dir=cache_dir, profile=profile,
                 device=device)
 
@@ -779,18 +804,18 @@ def demo(
         ("demo-dcmmoe", "dcmmoe", "face_gru,clip,wavlm,qwen3vl"),
     ]
     for i, (name, model, features) in enumerate(runs):
-        console.print(Rule(f"{3 + i}/5 train {model} on {features}"))
+        console.rule(f"{3 + i}/5 train {model} on {features}")
         resume = (runs_dir / name / "checkpoints" / "last.pt").is_file()
         train(model=model, features=features, name=name, resume=resume, head=["hidden=64"], **common)
         if i == 0:  # stacking: the unimodal run's per-frame [hidden, VA] becomes a feature of the fusion run
             export_cmd(run=name, name="face_gru", runs_dir=runs_dir, cache_dir=cache_dir, data_root=data_root,
                        new_store=True, device=device)
 
-    console.print(Rule("5/5 evaluate and write the test submission"))
+    console.rule("5/5 evaluate and write the test submission")
     from train.results.evaluate import evaluate_run
 
     table = Table(title="validation CCC (all valid frames concatenated; smoothed as chosen on validation)")
-    for col in ("run", "features", "CCC_V", "CCC_A", "P", "P raw"):
+    for col in ("run", "features", "CCC_V", "CCC_A", "P smoothed", "P raw"):
         table.add_column(col, justify="right" if col.startswith(("CCC", "P")) else "left")
     best = None
     for name, model, features in runs:
@@ -803,7 +828,7 @@ def demo(
     console.print(table)
     for name, _, _ in runs:
         console.print(f"{name}: report {runs_dir / name / 'report.md'}, plots {runs_dir / name / 'plots'}")
-    console.print(f"best run: {best[0]} (validation P {best[1]:.3f}); "
+    console.print(f"best run: {best[0]} (validation P smoothed {best[1]:.3f}); "
                   f"submission {runs_dir / best[0] / 'predictions' / 'test.csv'}")
 
 if __name__ == "__main__":

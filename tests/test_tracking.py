@@ -68,15 +68,17 @@ def test_runs_table_sort_and_diff(base):
     out = runner.invoke(app, ["runs", "--runs-dir", runs, "--sort", "name"], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
     header = next(l for l in out.output.splitlines() if "┃" in l)
-    assert "name" in header and "best val P" in header and "smoothing" in header
+    assert "name" in header and "val P smoothed" in header and "val P raw (best epoch)" in header and "smoothing" in header
     body = [l for l in out.output.splitlines() if "│" in l]
     assert [l.split("│")[1].strip() for l in body] == ["fast", "slow"]
     slow = json.loads((base / "runs" / "slow" / "eval_val.json").read_text())
     cells = [c.strip() for c in body[1].split("│")[1:-1]]
     assert cells[:4] == ["slow", "gru", "clip", "2"]
-    assert cells[4] == f"{slow['smoothed']['P']:.4f}" and cells[5] == f"{slow['smoothed']['ccc_v']:.4f}"
+    assert cells[4] == f"{slow['smoothed']['P']:.4f}" and cells[6] == f"{slow['smoothed']['ccc_v']:.4f}"
+    raw = max(json.loads(l)["val_P"] for l in (base / "runs" / "slow" / "metrics.jsonl").read_text().splitlines())
+    assert cells[5] == f"{raw:.4f}"
     hv, ha = slow["half_windows"]
-    assert cells[7] == f"V {hv}, A {ha}"
+    assert cells[8] == f"V {hv}, A {ha}"
 
     by_p = runner.invoke(app, ["runs", "--runs-dir", runs, "--sort", "P"], env={"COLUMNS": "200"})
     order = [l.split("│")[1].strip() for l in by_p.output.splitlines() if "│" in l]
@@ -93,3 +95,41 @@ def test_runs_table_sort_and_diff(base):
     assert bad.exit_code == 1 and "--sort must be one of" in bad.output
     missing = runner.invoke(app, ["runs", "--runs-dir", runs, "--diff", "slow", "nope"])
     assert missing.exit_code == 1 and "no run 'nope'" in missing.output
+
+
+def test_runs_in_a_pipe_is_one_line_per_run_and_tsv_json_read_back(base, tmp_path):
+    """`pipeline.py runs | cat` with a long run name: nothing wrapped or cut (rich's 80 columns off a terminal
+    split it before); --format tsv and json give the same values for scripts."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    long_name = "demo-dcmmoe-face_gru-clip-wavlm-qwen3vl-window400-stride150-lr0.0001-seed42-a-name-longer-than-80"
+    runs = tmp_path / "runs"
+    shutil.copytree(base / "runs" / "slow", runs / long_name)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    root = Path(__file__).resolve().parents[1]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, str(root / "pipeline.py"), "runs", "--runs-dir", str(runs), *args],
+                              capture_output=True, text=True, env=env, cwd=root, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    lines = run().splitlines()
+    body = [l for l in lines if long_name in l]
+    assert len(body) == 1  # the whole name on one row, with every other cell
+    assert [c.strip() for c in body[0].split("│")[1:5]] == [long_name, "gru", "clip", "2"]
+    assert all(len(l) < 400 for l in lines)  # as wide as the cells, not padded to an unlimited width
+    assert not any("…" in l for l in lines)
+    smoothed = json.loads((runs / long_name / "eval_val.json").read_text())["smoothed"]["P"]
+
+    header, row = run("--format", "tsv").splitlines()
+    cells = dict(zip(header.split("\t"), row.split("\t")))
+    assert cells["name"] == long_name and cells["features"] == "clip"
+    assert float(cells["val_P_smoothed"]) == pytest.approx(smoothed, abs=1e-6)
+    assert "val_P_raw" in cells
+
+    (record,) = json.loads(run("--format", "json"))
+    assert record["name"] == long_name and record["val_P_smoothed"] == pytest.approx(smoothed, abs=1e-6)

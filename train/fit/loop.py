@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from cache.console import make_console
 from cache.checks import check_no_overlap, dataset_dirs, require_dataset
 from cache.location import as_location
 from cache.manifest import load_manifest
@@ -121,7 +122,7 @@ def train(
     """Train cfg.model on cfg.data.features; write and return the run. `on_epoch_end(epoch, row)` is
     called after each epoch's checkpoint is written (an exception there interrupts the run). `progress`:
     a bar on a terminal console, plain lines every N steps / M seconds otherwise."""
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     where = (Path(cfg.data.data_root), cfg.data.videos and Path(cfg.data.videos), cfg.data.labels and Path(cfg.data.labels))
     require_dataset(*where)
     check_no_overlap(dataset_dirs(*where)[1])
@@ -180,7 +181,7 @@ def _train(
         loop = dict(state["loop"])
         set_rng_state(state["rng"])
         run.truncate_metrics(loop["epoch"])
-        log.info("resuming %s after epoch %d (best P %.4f at epoch %d)", run.path.name, loop["epoch"], loop["best_P"], loop["best_epoch"])
+        log.info("resuming %s after epoch %d (best raw val P %.4f at epoch %d)", run.path.name, loop["epoch"], loop["best_P"], loop["best_epoch"])
     elif run.metrics.exists():
         run.metrics.unlink()
 
@@ -209,13 +210,13 @@ def _train(
             save_weights(weights_file(run.path, "last"), model, _weights_metadata(run, epoch))
             console.print(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  val CCC_V {val['ccc_v']:.4f}  "
-                f"CCC_A {val['ccc_a']:.4f}  P {val['P']:.4f}{'  *' if improved else ''}  lr {row['lr']:.1e}  "
+                f"CCC_A {val['ccc_a']:.4f}  P raw {val['P']:.4f}{'  *' if improved else ''}  lr {row['lr']:.1e}  "
                 f"data wait {100 * row['data_wait_share']:.1f}%"
             )
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
         if loop["since_best"] >= cfg.early_stop:
-            log.info("early stop: no better validation P for %d epochs", cfg.early_stop)
+            log.info("early stop: no better raw validation P for %d epochs", cfg.early_stop)
         train_ds.close()
         return _final_evaluation(cfg, run, model, val_ds, device, loop)
     finally:
