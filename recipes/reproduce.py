@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from recipes.loader import ConfigError, load_file, resolve_config_path, validate
+from recipes.loader import CONFIGS_DIR, ConfigError, load_file, resolve_config_path, validate
 from train.runs.profiles import load_profile
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,11 @@ def load_reproduce(recipe: str) -> tuple[str, ReproduceRecipe]:
     """`ras` -> configs/ras/reproduce.yaml (or a path to such a file)."""
     path = Path(recipe)
     if not path.is_file():
+        known = sorted(p.parent.name for p in CONFIGS_DIR.glob("*/reproduce.yaml"))
+        if recipe not in known:
+            from cache.names import unknown
+
+            raise ConfigError(f"{unknown('recipe', recipe, known)} (configs/RECIPE/reproduce.yaml), or a recipe file")
         path = resolve_config_path(f"{recipe}/reproduce.yaml")
     name = path.parent.name if path.name == "reproduce.yaml" else path.stem
     merged = validate(OmegaConf.structured(ReproduceRecipe), load_file(path), f" ({path})")

@@ -209,7 +209,7 @@ def test_extract_config_errors_name_the_key():
         build_run_options([], ["configs.wavlm.layrs=[1]"])
     with pytest.raises(ConfigError, match="key 'configs.ast.window_s' .*expected float"):
         build_run_options([], ["configs.ast.window_s=long"])
-    with pytest.raises(ConfigError, match="unknown feature 'configs.wavlmm'; closest features: wavlm"):
+    with pytest.raises(ConfigError, match="unknown feature 'configs.wavlmm'; did you mean 'wavlm'\? features: "):
         build_run_options([], ["configs.wavlmm.layers=[1]"])
 
 
