@@ -768,6 +768,59 @@ def reproduce(
     console.print(f"report: {report}")
 
 
+# ---------------------------------------------------------------- the recipes in configs/
+
+configs_app = typer.Typer(no_args_is_help=True, help="The recipes in configs/: list, print resolved, copy for editing.")
+app.add_typer(configs_app, name="configs")
+
+
+@configs_app.command("ls")
+def configs_ls(table_format: TableFormat = "table") -> None:
+    """List the recipes in configs/ (name, kind: train | extract | reproduce | profile, first comment line)."""
+    from recipes.catalog import list_recipes
+
+    with one_line_errors("configs ls"):
+        records = [{"name": r.name, "kind": r.kind, "about": r.about} for r in list_recipes()]
+    if table_format != "table":
+        _print_records(records, table_format)
+        return
+    table = Table(title="recipes in configs/ (train --config NAME, extract --config NAME, reproduce NAME)")
+    for col in ("name", "kind", "about"):
+        table.add_column(col)
+    for rec in records:
+        table.add_row(*(escape(rec[k]) for k in ("name", "kind", "about")))
+    console.print(table)
+
+
+@configs_app.command("show")
+def configs_show(name: Annotated[str, typer.Argument(help="A recipe name (ras/face) or file.")]) -> None:
+    """Print a recipe resolved: every default filled in (train and extract recipes), as YAML."""
+    from recipes.catalog import find_recipe, resolved_text
+
+    with one_line_errors("configs show"):
+        recipe = find_recipe(name)
+        text = resolved_text(recipe)
+    console.print(f"# {recipe.name} ({recipe.kind}, {recipe.path}), resolved", markup=False, highlight=False)
+    console.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+
+
+@configs_app.command("cp")
+def configs_cp(
+    name: Annotated[str, typer.Argument(help="A recipe name (ras/face).")],
+    dest: Annotated[Path, typer.Argument(help="A file, or a folder to copy into.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Copy a recipe file (comments kept) to DEST for editing; then `train --config DEST`."""
+    from recipes.catalog import copy_recipe, find_recipe
+
+    with one_line_errors("configs cp"):
+        recipe = find_recipe(name)
+        target = copy_recipe(recipe, dest, force)
+    use = {"train": "train --config", "extract": "extract --config", "reproduce": "reproduce"}.get(recipe.kind, "--config")
+    console.print(f"copied {recipe.path} to {target}; edit it, then: python pipeline.py {use} {target}", markup=False,
+                  highlight=False, soft_wrap=True)
+
+
 # ---------------------------------------------------------------- the whole job on the sample
 
 
