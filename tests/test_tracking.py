@@ -41,23 +41,65 @@ def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_every_run_folder_has_tensorboard_curves_of_its_metrics(base):
+    """Grouped tags (train/…, val/…, time/…) on one axis, the optimizer steps: per-epoch metrics at each
+    epoch's last step, the loss of every step, and the final numbers with the run's settings (HParams)."""
+    from train.runs.tracking import tag
+
     run = base / "runs" / "fast"
     assert list(run.glob("events.out.tfevents.*"))
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     numeric = {k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
     scalars = _scalars(run)
-    assert set(scalars) == numeric  # the same names as metrics.jsonl, whatever they are
-    assert {"train_loss", "val_P", "val_ccc_v", "lr"} <= set(scalars)
+    final = {"final/P_smoothed", "final/ccc_v_smoothed", "final/ccc_a_smoothed", "final/P_raw", "final/ccc_v_raw",
+             "final/ccc_a_raw", "final/best_epoch", "final/epochs_run"}
+    assert set(scalars) == {tag(k) for k in numeric} | {"train/loss_step", "train/epoch"} | final
+    assert {"train/loss", "val/P_raw", "val/ccc_v", "train/lr", "time/epoch_s"} <= set(scalars)
+    ends = [sum(r["steps"] for r in rows[: i + 1]) for i in range(len(rows))]  # optimizer steps at each epoch's end
     for key in numeric:
-        assert [s for s, _ in scalars[key]] == [1, 2, 3]
-        assert [v for _, v in scalars[key]] == pytest.approx([r[key] for r in rows], rel=1e-5, abs=1e-7)
+        assert [s for s, _ in scalars[tag(key)]] == ends
+        assert [v for _, v in scalars[tag(key)]] == pytest.approx([r[key] for r in rows], rel=1e-5, abs=1e-7)
+    assert [v for _, v in scalars["train/epoch"]] == [1, 2, 3]
+    per_step = scalars["train/loss_step"]
+    assert [s for s, _ in per_step] == list(range(1, ends[-1] + 1))
+    first = [v for s, v in per_step if s <= ends[0]]
+    assert sum(first) / len(first) == pytest.approx(rows[0]["train_loss"], rel=1e-4)  # the epoch's loss is their mean
+    stored = json.loads((run / "eval_val.json").read_text())
+    assert scalars["final/P_smoothed"] == [(ends[-1], pytest.approx(stored["smoothed"]["P"], abs=1e-6))]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["lr"].number_value == pytest.approx(3e-2) and start.hparams["model"].string_value == "gru"
+    assert start.hparams["data.window"].number_value == 32
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert "final/P_smoothed" in {m.name.tag for m in experiment.metric_infos}
 
 
 def test_resume_replaces_the_curves_after_the_checkpoint(base):
     run = base / "runs" / "fast"
     train(_cfg(base, "fast", lr=3e-2, window=32, epochs=4), resume=True)
     scalars = _scalars(run)
-    assert [s for s, _ in scalars["val_P"]] == [1, 2, 3, 4]  # no step written twice
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    ends = [sum(r["steps"] for r in rows[: i + 1]) for i in range(len(rows))]
+    assert [s for s, _ in scalars["val/P_raw"]] == ends and len(ends) == 4  # no step written twice
+    assert [s for s, _ in scalars["train/loss_step"]] == list(range(1, ends[-1] + 1))
+
+
+def test_tensorboard_starts_from_the_installed_environment():
+    """`tensorboard --logdir …` as the README says: its entry point imports (setuptools' pkg_resources is
+    pinned for tensorboard 2.20) and answers."""
+    import subprocess
+    import sys
+
+    from tensorboard.main import run_main  # noqa: F401 - the console script's target
+
+    done = subprocess.run([sys.executable, "-m", "tensorboard.main", "--version_tb"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("2.20")
 
 
 def test_runs_table_sort_and_diff(base):

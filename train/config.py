@@ -53,6 +53,9 @@ class DataConfig:
             raise ValueError(f"level must be 'frame', 'segment' or 'audio_window', got {self.level!r}")
 
 
+TRACKERS = ("tensorboard", "mlflow")
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs; `resolve()` fills defaults that depend on the data."""
@@ -82,6 +85,16 @@ class TrainConfig:
     n_plot_tracks: int = 3
     # backbone top trained from the cache (train.fit.finetune.FinetuneConfig as a dict); empty: heads only
     finetune: dict[str, Any] = field(default_factory=dict)
+    # experiment tracking beside the run folder's TensorBoard files: "tensorboard" (only those) | "mlflow"
+    # (also an MLflow run; `pip install '.[mlflow]'`), at tracking_uri (default: a file store RUNS_DIR/mlruns)
+    tracking: str = "tensorboard"
+    tracking_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tracking not in TRACKERS:
+            from cache.names import unknown
+
+            raise ValueError(unknown("tracker", self.tracking, TRACKERS) + " (recipe key `tracking`)")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -39,7 +39,7 @@ GROUPS: dict[str, dict[str, str]] = {
     },
     "eval": {"smooth_grid": "smooth_grid", "n_plot_tracks": "n_plot_tracks"},
 }
-TOP_LEVEL = ("model", "name", "runs_dir", "seed", "device", "finetune")
+TOP_LEVEL = ("model", "name", "runs_dir", "seed", "device", "finetune", "tracking", "tracking_uri")
 HEAD_ONLY_IN_CODE = ("region_prototypes",)  # filled from the clip store, never from a file
 
 HEADS_DIR = "heads"  # configs/heads/<model>.yaml: each head's default recipe
