@@ -97,9 +97,10 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs, and the C++ logs of MediaPipe/absl/TF Lite.")] = False,
 ) -> None:
     if not verbose:
-        from cache.native_logs import silence_native_logs
+        from cache.native_logs import quiet_libraries, silence_native_logs
 
         silence_native_logs()  # before anything imports mediapipe
+        quiet_libraries()  # hub / transformers bars and retry warnings
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",

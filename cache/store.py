@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -173,13 +173,15 @@ def store_exists(path: Location) -> bool:
 class GroupWriter:
     """Appends rows to one unit's arrays; the group becomes complete only on `close()`."""
 
-    def __init__(self, group: zarr.Group, dim: tuple[int, ...], dtype: str, layout: StoreLayout = DEFAULT_LAYOUT):
+    def __init__(self, group: zarr.Group, dim: tuple[int, ...], dtype: str, layout: StoreLayout = DEFAULT_LAYOUT,
+                 on_dtype: Callable[[str, str, list[str]], None] | None = None):
         self._group = group
         self._dim, self._dtype = dim, dtype
         self._layout = layout
         self._arrays: dict[str, zarr.Array] | None = None
         self.rows = 0
         self._digest = hashlib.blake2b(digest_size=16)
+        self._on_dtype = on_dtype  # (unit, chosen dtype, columns float16 would lose): `auto`'s choice, told once
 
     def _create(self) -> dict[str, zarr.Array]:
         specs = {
@@ -208,8 +210,9 @@ class GroupWriter:
             valid = valid & finite
         if self._dtype == "auto":  # float16 unless a column would lose precision (cache/precision.py)
             self._dtype, lost = choose_dtype("auto", values, valid=valid)
-            if lost:
-                log.info("%s: stored as float32, float16 would lose %s", self._group.path, ", ".join(lost[:3]))
+            log.debug("%s: stored as %s%s", self._group.path, self._dtype, f", float16 would lose {', '.join(lost[:3])}" if lost else "")
+            if self._on_dtype is not None:
+                self._on_dtype(self._group.basename, str(self._dtype), list(lost))
         elif np.dtype(self._dtype) == np.float16:
             check_float16(str(self._group.store_path).removeprefix("file://"), values, valid=valid)
         if self._arrays is None:
@@ -237,6 +240,24 @@ class FeatureStore:
         self.path = as_location(path)
         self._root = root
         self.meta = meta
+        self._dtypes: dict[str, tuple[list[str], dict[str, None]]] = {}  # dtype -> (units, columns float16 would lose)
+
+    def _note_dtype(self, unit: str, dtype: str, lost: list[str]) -> None:
+        units, columns = self._dtypes.setdefault(dtype, ([], {}))
+        units.append(unit)
+        columns.update(dict.fromkeys(c.split(" (")[0] for c in lost))  # "column 0 (rounding error …)" -> "column 0"
+
+    def dtype_summary(self) -> list[str]:
+        """One line per dtype `auto` chose for the groups written through this store object (then forgotten):
+        "clip: 12 group(s) stored as float16"; "… as float32 (float16 would lose precision in column 0, …)"."""
+        name = feature_of(self.path)
+        lines = []
+        for dtype, (units, columns) in sorted(self._dtypes.items()):
+            cols = list(columns)
+            lost = f" (float16 would lose precision in {', '.join(cols[:5])}{', …' if len(cols) > 5 else ''})" if cols else ""
+            lines.append(f"{name}: {len(units)} group(s) stored as {dtype}{lost}")
+        self._dtypes.clear()
+        return lines
 
     @property
     def fingerprint(self) -> str:
@@ -392,7 +413,7 @@ class FeatureStore:
             raise ValueError(f"invalid unit name {unit!r}")
         self._retire(unit)
         group = self._root.create_group(unit, overwrite=True)
-        writer = GroupWriter(group, tuple(dim), dtype, layout or DEFAULT_LAYOUT)
+        writer = GroupWriter(group, tuple(dim), dtype, layout or DEFAULT_LAYOUT, on_dtype=self._note_dtype)
         yield writer
         writer.close(attrs)
 

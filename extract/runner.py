@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from extract.base import (
     with_dependencies,
 )
 from extract.decode import DecodeReport, prefetch_chunks
+from extract.models import missing_weights_line
 from extract.frames import (
     invalidate_undecoded,
     labelled_frames,
@@ -195,6 +196,9 @@ class Runner:
                 ext.load(self.device)
             except Exception as err:  # a model that cannot load fails the run once, not every video
                 ref = ext.public_model_ref() or "-"
+                missing = missing_weights_line(name, ref, err)
+                if missing:
+                    raise ExtractionError(missing) from err
                 raise ExtractionError(f"{name}: cannot load model '{ref}' on {self.device}: {_reason(err)}") from err
             self._loaded.add(name)
             log.debug("%s: model loaded in %.1f s (%s)", name, time.perf_counter() - t0, ext.public_model_ref() or "-")
@@ -430,6 +434,14 @@ def split_videos(options: RunOptions, manifest: Manifest | None = None) -> list[
     return videos
 
 
+def log_dtype_summary(stores: Iterable[FeatureStore]) -> None:
+    """The dtypes `auto` chose, one line per store and choice: float32 (a column float16 would lose) at
+    INFO, the usual float16 at DEBUG (--verbose), instead of a line per video and feature."""
+    for store in stores:
+        for line in store.dtype_summary():
+            log.log(logging.INFO if "float32" in line else logging.DEBUG, "%s", line)
+
+
 def note_partial(summary: RunSummary, line: str | None) -> None:
     if line:
         summary.partial.append(line)
@@ -519,6 +531,7 @@ def run_local(
                     advance.video(ctx.stem, "failed", features=[_reason(err)])
     finally:
         runner.close()
+    log_dtype_summary(runner.stores.values())
     summary.seconds = time.perf_counter() - t_start
     summary.decode_wait = runner.timer.seconds.pop("_decode_wait", 0.0)
     summary.hook_seconds = dict(runner.timer.seconds)
