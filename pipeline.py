@@ -857,10 +857,11 @@ def demo(
         ("demo-gru-landmarks", "gru", "landmarks"),
         ("demo-dcmmoe", "dcmmoe", "face_gru,clip,wavlm,qwen3vl"),
     ]
+    small = {"gru": ["hidden=64", "gru_hidden=64"], "dcmmoe": ["hidden=64"]}  # hidden size 64, the BiGRU's too
     for i, (name, model, features) in enumerate(runs):
         console.rule(f"{3 + i}/5 train {model} on {features}")
         resume = (runs_dir / name / "checkpoints" / "last.pt").is_file()
-        train(model=model, features=features, name=name, resume=resume, head=["hidden=64"], **common)
+        train(model=model, features=features, name=name, resume=resume, head=small[model], **common)
         if i == 0:  # stacking: the unimodal run's per-frame [hidden, VA] becomes a feature of the fusion run
             export_cmd(run=name, name="face_gru", runs_dir=runs_dir, cache_dir=cache_dir, data_root=data_root,
                        new_store=True, device=device)
