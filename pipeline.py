@@ -558,18 +558,22 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the trials and their state; train nothing.")] = False,
     table_format: TableFormat = "table",
 ) -> None:
-    """Run a grid or random search of training configs over one cache; finished trials are skipped."""
+    """Run a grid or random search of training configs over one cache; finished trials are skipped. Each trial
+    line and the final table give the smoothed validation P (the ranking, as `runs` and best.yaml); with
+    --format tsv|json only the table goes to stdout, the trial lines to stderr."""
     from train.fit.sweep import SweepError, load_sweep, run_sweep, save_best, summarize, trial_config, trial_state
+
+    say = console if table_format == "table" else make_console(stderr=True)  # stdout: the table alone
 
     try:
         spec = load_sweep(config, runs_dir=str(runs_dir))
     except SweepError as err:
         console.print(f"[red]sweep failed:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(f"sweep {spec.name}: {len(spec.trials)} trials under {spec.runs_dir}")
+    say.print(f"sweep {spec.name}: {len(spec.trials)} trials under {spec.runs_dir}")
     if dry_run:
         for trial in spec.trials:
-            console.print(f"  {trial.name}: {trial_state(trial_config(spec, trial))}", markup=False)
+            say.print(f"  {trial.name}: {trial_state(trial_config(spec, trial))}", markup=False)
         return
 
     def report(result: dict) -> None:
@@ -577,7 +581,7 @@ def sweep(
             extra = f" val P smoothed {result['P_smoothed']:.4f} (raw, best epoch {result['P_raw']:.4f})"
         else:
             extra = f" {result.get('error', '')}"
-        console.print(f"  trial {result['name']}: {result['state']}{extra}", markup=False, highlight=False, soft_wrap=True)
+        say.print(f"  trial {result['name']}: {result['state']}{extra}", markup=False, highlight=False, soft_wrap=True)
 
     with one_line_errors("sweep"):
         results = run_sweep(spec, backend=backend, address=address, cpus_per_trial=cpus_per_trial,
@@ -588,10 +592,10 @@ def sweep(
     _print_runs_table(list_runs(sweep_dir, "P"), f"sweep {spec.name}: {len(spec.trials)} trials in {sweep_dir}, best smoothed validation P first", table_format)
     best = save_best(spec, summarize(spec))
     if best:
-        console.print(f"best config: {best}")
+        say.print(f"best config: {best}")
     failed = [r for r in results if r["state"] == "failed"]
     if failed:
-        console.print(f"[red]{len(failed)} trial(s) failed[/red]")
+        say.print(f"[red]{len(failed)} trial(s) failed[/red]")
         raise typer.Exit(1)
 
 

@@ -91,9 +91,12 @@ def test_a_sweep_equals_the_runs_started_by_hand_and_resumes(synth, tmp_path):
             cfg.pop("name"), cfg.pop("runs_dir")
         assert swept == hand
 
-    again = CliRunner().invoke(app, ["sweep", "--config", str(_sweep_file(synth)), "--runs-dir", str(runs)])
+    again = CliRunner().invoke(app, ["sweep", "--config", str(_sweep_file(synth)), "--runs-dir", str(runs), "--format", "json"])
     assert again.exit_code == 0
-    assert again.output.count(": skipped val P smoothed") == 4
+    assert again.stderr.count(": skipped val P smoothed") == 4  # the trial lines; stdout is the table alone
+    records = json.loads(again.stdout)
+    assert [r["name"] for r in records][0] == winner and len(records) == 4
+    assert records[0]["val_P_smoothed"] == pytest.approx(float(lines[winner]), abs=1e-4)
 
 
 def test_random_draws_are_reproducible_and_bad_keys_are_named(synth, tmp_path):

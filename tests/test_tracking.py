@@ -175,3 +175,27 @@ def test_runs_in_a_pipe_is_one_line_per_run_and_tsv_json_read_back(base, tmp_pat
 
     (record,) = json.loads(run("--format", "json"))
     assert record["name"] == long_name and record["val_P_smoothed"] == pytest.approx(smoothed, abs=1e-6)
+
+
+def test_train_in_a_pipe_prints_whole_lines_with_p_labelled(base, tmp_path):
+    """`pipeline.py train … 2>&1 | tee log` with a runs dir deeper than 80 columns: every epoch line whole,
+    its P called raw; the run folder's path on one line; the final table's rows raw and smoothed."""
+    import os
+    import subprocess
+    import sys
+
+    runs = tmp_path / ("a-runs-folder-with-a-long-name-" * 3) / "runs"
+    root = Path(__file__).resolve().parents[1]
+    env = {**{k: v for k, v in os.environ.items() if k != "COLUMNS"}, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, str(root / "pipeline.py"), "train", "--model", "gru", "--features", "clip", "--name", "piped",
+         "--data-root", str(base / "data"), "--cache-dir", str(base / "cache"), "--runs-dir", str(runs), "--device", "cpu",
+         "--epochs", "2", "--window", "48", "--stride", "48", "--head", "hidden=8", "--max-steps", "3", "eval.smooth_grid=[0,2]"],
+        capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert done.returncode == 0, done.stderr
+    epochs = [l for l in (done.stdout + done.stderr).splitlines() if l.startswith("epoch ") and "val CCC_V" in l]
+    assert len(epochs) == 2
+    assert all(" P raw " in l and " data wait " in l for l in epochs)  # one line each, not split at 80 columns
+    assert f"run folder: {runs / 'piped'}" in done.stdout.splitlines()
+    rows = [l for l in done.stdout.splitlines() if l.startswith("| val |")]
+    assert [l.split("|")[2].strip().split(" ")[0] for l in rows] == ["raw", "smoothed"]
