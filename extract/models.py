@@ -210,9 +210,12 @@ def save_open_clip(model: Any, ref: str, folder: Path) -> str:
 
 
 class _quiet_root_logger:
+    """open_clip logs on the root logger: every step at INFO, and a failed download at ERROR just before it
+    raises the same text (which the caller reports in one line), so both stay out."""
+
     def __enter__(self) -> None:
         self._level = logging.getLogger().level
-        logging.getLogger().setLevel(max(self._level, logging.WARNING))
+        logging.getLogger().setLevel(max(self._level, logging.ERROR + 1))
 
     def __exit__(self, *exc: object) -> None:
         logging.getLogger().setLevel(self._level)

@@ -49,15 +49,17 @@ def test_extract_tells_the_dtype_once_per_store_and_choice(sample):
     assert sum("stored as float32, float16 would lose" in l for l in verbose.stderr.splitlines()) == 3  # per group
 
 
-def test_offline_without_weights_is_one_line_with_the_flag(sample, tmp_path):
-    done = _pipeline(sample, "extract", "--features", "wavlm", "--data-root", "data", "--cache-dir", "full",
+@pytest.mark.parametrize("feature,model_id", [("wavlm", "microsoft/wavlm-large"), ("clip", "ViT-B-16:openai")])
+def test_offline_without_weights_is_one_line_with_the_flag(sample, tmp_path, feature, model_id):
+    done = _pipeline(sample, "extract", "--features", feature, "--data-root", "data", "--cache-dir", "full",
                      "--profile", "full", "--device", "cpu", "--models-dir", "models",
                      env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 1
     assert done.stdout.strip() == (
-        f"extract failed: wavlm: no weights for 'microsoft/wavlm-large' on this machine (looked in {tmp_path / 'hf' / 'hub'}) "
-        "and none could be downloaded; download them once online, or give a local copy: --model wavlm=PATH")
-    assert "Retrying" not in done.stderr and "Loading weights" not in done.stderr and "Traceback" not in done.stderr
+        f"extract failed: {feature}: no weights for '{model_id}' on this machine (looked in {tmp_path / 'hf' / 'hub'}) "
+        f"and none could be downloaded; download them once online, or give a local copy: --model {feature}=PATH")
+    for noise in ("Retrying", "Loading weights", "Traceback", "Failed to download"):
+        assert noise not in done.stderr, done.stderr
 
 
 def test_quiet_switches_off_the_hub_and_transformers_chatter(monkeypatch):
