@@ -176,6 +176,13 @@ def test_runs_in_a_pipe_is_one_line_per_run_and_tsv_json_read_back(base, tmp_pat
     (record,) = json.loads(run("--format", "json"))
     assert record["name"] == long_name and record["val_P_smoothed"] == pytest.approx(smoothed, abs=1e-6)
 
+    # a run that has not finished: no smoothed P yet (never ranked on its raw one), its raw P shown apart
+    shutil.copytree(base / "runs" / "fast", runs / "unfinished")
+    (runs / "unfinished" / "eval_val.json").unlink()
+    records = json.loads(run("--format", "json", "--sort", "P"))
+    assert [r["name"] for r in records] == [long_name, "unfinished"]
+    assert records[1]["val_P_smoothed"] is None and records[1]["val_P_raw"] is not None
+
 
 def test_train_in_a_pipe_prints_whole_lines_with_p_labelled(base, tmp_path):
     """`pipeline.py train … 2>&1 | tee log` with a runs dir deeper than 80 columns: every epoch line whole,
