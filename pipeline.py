@@ -665,8 +665,10 @@ def _print_runs_table(rows: list, title: str, table_format: str = "table") -> No
                "ccc_a_smoothed": "CCC_A"}
     table = Table(title=title)
     keys = list(records[0]) if records else []
-    for key in keys:
-        table.add_column(headers.get(key, key), justify="right" if key in headers or key == "epochs" else "left")
+    longest = max((len(r["name"]) for r in records), default=4)
+    for key in keys:  # a narrow terminal folds a name (whole, at least 40 wide), never cuts it to "lr0.0…"
+        table.add_column(headers.get(key, key), justify="right" if key in headers or key == "epochs" else "left",
+                         overflow="fold", min_width=min(longest, 40) if key == "name" else None)
     for rec in records:
         table.add_row(*("-" if rec[k] is None else f"{rec[k]:.4f}" if isinstance(rec[k], float) else escape(str(rec[k]))
                         for k in keys))
