@@ -81,9 +81,14 @@ def test_every_extract_config_loads_and_builds_its_extractor_configs(path):
 def test_every_reproduce_list_names_loadable_steps(path):
     name, spec = load_reproduce(str(path))
     assert name == path.parent.name
-    for step in spec.steps:
-        build_train_config([step.train, load_profile("tiny").layer("train")], step.overrides)
-    build_run_options([spec.extract.config])
+    from recipes.reproduce import step_recipe
+
+    for profile in ("tiny", "full"):
+        for step in spec.steps:
+            build_train_config([step_recipe(step, profile), load_profile(profile).layer("train")],
+                               [*step.overrides, *step.profiles.get(profile, [])])
+        for file in spec.extract.recipes(profile):
+            build_run_options([file])
 
 
 def _load(rel: str):
@@ -137,7 +142,7 @@ def test_kookmin_recipe_pins_the_papers_numbers():
     ast = build_run_options([CONFIGS_DIR / "kookmin/extract.yaml"]).configs["ast"]
     assert (ast.window_s, ast.anchor) == (10.0, "past")
     _, spec = load_reproduce("kookmin")
-    assert {s.name: s.paper.P for s in spec.steps} == {"no-guidance": 0.4438, "clip-ast": 0.5361}
+    assert {s.name: s.paper.P for s in spec.steps} == {"no-guidance": 0.4438, "clip-ast": None, "clip-ft-ast": 0.4897}
 
 
 def test_kookmin_finetuned_recipe_pins_the_papers_setting():
