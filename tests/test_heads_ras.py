@@ -113,3 +113,10 @@ def test_ras_mamba_block_is_post_norm_with_expand_one_and_a_wide_regressor():
     torch.testing.assert_close(z.var(-1, unbiased=False), torch.ones(1, 9), atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="direction must be one of bidirectional, causal"):
         build_head("mamba", {"clip": 6}, {"hidden": 16, "direction": "forward"})
+
+
+def test_run_folders_written_with_bidirectional_still_build():
+    from train.heads.mamba import MambaHeadConfig
+
+    assert MambaHeadConfig.from_dict({"bidirectional": False}).direction == "causal"
+    assert MambaHeadConfig.from_dict({"bidirectional": True}).direction == "bidirectional"

@@ -35,6 +35,15 @@ class MambaHeadConfig(HeadConfig):
     direction: str = "bidirectional"  # "bidirectional" | "causal"
     block: str = "mambapy"  # "mambapy" | "ras" (module docstring)
 
+    @classmethod
+    def from_dict(cls, config):  # type: ignore[override]
+        """As HeadConfig's; a run folder written before `direction` says `bidirectional: true|false`."""
+        if isinstance(config, dict) and "bidirectional" in config:
+            config = dict(config)
+            both = bool(config.pop("bidirectional"))
+            config.setdefault("direction", "bidirectional" if both else "causal")
+        return super().from_dict(config)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.direction not in DIRECTIONS:
