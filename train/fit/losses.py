@@ -36,16 +36,12 @@ def _ccc_over(pred: Tensor, true: Tensor, mask: Tensor, dims: tuple[int, ...]) -
     p, w = _clean(pred, mask)
     t, _ = _clean(true, mask)
     w = w.unsqueeze(-1)  # (B, T, 1)
-    n = w.sum(dims).clamp_min(1.0)
-    mp, mt = (p * w).sum(dims) / n, (t * w).sum(dims) / n
-    if dims == (1,):
-        mp_b, mt_b = mp.unsqueeze(1), mt.unsqueeze(1)
-    else:
-        mp_b, mt_b = mp, mt
-    dp, dt = (p - mp_b) * w, (t - mt_b) * w
-    vp, vt, cov = (dp**2).sum(dims) / n, (dt**2).sum(dims) / n, (dp * dt).sum(dims) / n
+    n = w.sum(dims, keepdim=True).clamp_min(1.0)
+    mp, mt = (p * w).sum(dims, keepdim=True) / n, (t * w).sum(dims, keepdim=True) / n
+    dp, dt = (p - mp) * w, (t - mt) * w
+    vp, vt, cov = ((d * e).sum(dims, keepdim=True) / n for d, e in ((dp, dp), (dt, dt), (dp, dt)))
     # |2·cov| <= denom, so the clamp only matters when both series are constant and equal (CCC := 0)
-    return 2 * cov / (vp + vt + (mp - mt) ** 2).clamp_min(1e-12)
+    return (2 * cov / (vp + vt + (mp - mt) ** 2).clamp_min(1e-12)).squeeze(dims)
 
 
 def ccc_per_dim(pred: Tensor, true: Tensor, mask: Tensor) -> Tensor:
