@@ -759,16 +759,23 @@ def reproduce(
     out: Annotated[Path, typer.Option("--out", help="Where the report goes: OUT/RECIPE/report.md.")] = Path("artifacts/reproduce"),
     profile: Profile = "tiny",
     device: Device = "auto",
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Weights per feature for the extraction: FEATURE=REF (repeatable), e.g. grada=/path/grada_b1.safetensors.",
+                     callback=checked(checks.model_refs)),
+    ] = None,
 ) -> None:
     """A method end to end: features, each branch and its export, fusion heads, late fusion, evaluation, the
-    test submission; skips what is done; one report with a CCC row per step beside the paper's."""
+    test submission; skips what is done; one report with a CCC row per step beside the paper's. `--model`
+    gives an extractor its weights (a missing weights file stops it before extracting, in one line)."""
     from cache.sample_data import GROUND_TRUTH_INDEX
     from recipes.reproduce import ReproduceOptions
     from recipes.reproduce import reproduce as run_reproduce
 
     if data_root == DEFAULT_DATA and not (data_root / GROUND_TRUTH_INDEX).is_file():
         sample_data(out=data_root)
-    opts = ReproduceOptions(data_root=data_root, cache_dir=cache_dir, out=out, runs_dir=runs_dir, profile=profile, device=device)
+    opts = ReproduceOptions(data_root=data_root, cache_dir=cache_dir, out=out, runs_dir=runs_dir, profile=profile, device=device,
+                            models=checks.model_refs(model))
     with one_line_errors("reproduce"):
         report = run_reproduce(recipe, opts, console)
     console.print(report.read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)

@@ -90,6 +90,9 @@ def weights_digest(ref: str) -> str:
     for candidate in (ref, ref.split(":", 1)[-1]):
         if candidate and Path(candidate).exists():
             return path_digest(Path(candidate))
+    parts = ref.split(":", 1)[-1].split("@")  # wavlm_ser:SER@BASE: both parts, when local
+    if len(parts) > 1 and all(Path(p).exists() for p in parts):
+        return path_digest(Path(parts[0])) + path_digest(Path(parts[1]))[:8]
     return f"ref:{ref}"
 
 

@@ -81,9 +81,14 @@ def test_every_extract_config_loads_and_builds_its_extractor_configs(path):
 def test_every_reproduce_list_names_loadable_steps(path):
     name, spec = load_reproduce(str(path))
     assert name == path.parent.name
-    for step in spec.steps:
-        build_train_config([step.train, load_profile("tiny").layer("train")], step.overrides)
-    build_run_options([spec.extract.config])
+    from recipes.reproduce import step_recipe
+
+    for profile in ("tiny", "full"):
+        for step in spec.steps:
+            build_train_config([step_recipe(step, profile), load_profile(profile).layer("train")],
+                               [*step.overrides, *step.profiles.get(profile, [])])
+        for file in spec.extract.recipes(profile):
+            build_run_options([file])
 
 
 def _load(rel: str):
@@ -93,7 +98,7 @@ def _load(rel: str):
 def test_ras_recipe_pins_the_papers_numbers():
     face = _load("ras/face.yaml")
     assert (face.model, face.data.window, face.data.stride) == ("transformer", 400, 150)
-    assert (face.head["layers"], face.head["heads"], face.head["hidden"], face.head["regressor"]) == (5, 16, 256, "mlp")
+    assert (face.head["layers"], face.head["heads"], face.head["hidden"], face.head["regressor"]) == (5, 8, 256, "mlp")
     assert (face.lr, face.weight_decay, face.batch_size, face.seed) == (1e-4, 0.01, 8, 42)
     assert (face.plateau_patience, face.plateau_factor, face.early_stop) == (5, 0.1, 15)
     assert face.data.features == ["grada"] and face.data.nearest_fill == {"grada": math.inf}
@@ -137,7 +142,7 @@ def test_kookmin_recipe_pins_the_papers_numbers():
     ast = build_run_options([CONFIGS_DIR / "kookmin/extract.yaml"]).configs["ast"]
     assert (ast.window_s, ast.anchor) == (10.0, "past")
     _, spec = load_reproduce("kookmin")
-    assert {s.name: s.paper.P for s in spec.steps} == {"no-guidance": 0.4438, "clip-ast": 0.5361}
+    assert {s.name: s.paper.P for s in spec.steps} == {"no-guidance": 0.4438, "clip-ast": None, "clip-ft-ast": 0.4897}
 
 
 def test_kookmin_finetuned_recipe_pins_the_papers_setting():
@@ -156,10 +161,11 @@ def test_ras_wavlm_top4_recipe_pins_the_papers_setting():
     cfg = _load("ras/audio-wavlm-top4.yaml")
     assert (cfg.model, cfg.data.features, cfg.data.level) == ("blockpool", ["wavlm_hidden", "audio_reliability"], "audio_window")
     assert (cfg.data.window, cfg.data.stride, cfg.head["blocks"]) == (200, 100, 4)
-    assert cfg.head["window_encoder"] == "wavlm_top" and cfg.head["window_encoder_options"] == {"top": 4, "backbone_lr": 5e-6}
+    assert cfg.head["window_encoder"] == "wavlm_top" and cfg.head["window_encoder_options"] == {"top": 4, "backbone_lr": 5e-6, "checkpoint": "wavlm_ser"}
     assert cfg.lr == 2e-4 and cfg.loss_weights == (0.7, 0.3)
     extract = build_run_options([CONFIGS_DIR / "ras/extract-wavlm-top.yaml"])
     assert extract.configs["wavlm_hidden"].top_layers == 4 and extract.configs["wavlm_hidden"].window_s == 4.0
+    assert extract.configs["wavlm_hidden"].checkpoint == "wavlm_ser"  # RAS's SER checkpoint (tests/test_wavlm_ser.py)
 
 
 def test_head_default_recipes_hold_the_paper_defaults():
@@ -231,7 +237,7 @@ def test_overrides_beat_files_and_typed_flags_beat_overrides(monkeypatch, tmp_pa
                                    "--lr", "3e-4", "--runs-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
     cfg = seen["cfg"]
-    assert (cfg.head["layers"], cfg.lr, cfg.head["heads"], cfg.data.window, cfg.runs_dir) == (4, 3e-4, 16, 400, str(tmp_path))
+    assert (cfg.head["layers"], cfg.lr, cfg.head["heads"], cfg.data.window, cfg.runs_dir) == (4, 3e-4, 8, 400, str(tmp_path))
     res = CliRunner().invoke(app, ["train", "--config", "configs/ras/face.yaml", "head.layerz=4"])
     assert res.exit_code == 1
     lines = [line for line in res.output.splitlines() if line.strip()]

@@ -168,6 +168,7 @@ def _train(
     loss_cfg = VALossConfig(
         ccc_weights=tuple(cfg.loss_weights), regression=cfg.regression, regression_weight=cfg.regression_weight,
         region_lambda=cfg.lambda_region if has_regions else 0.0, region_sigma=cfg.region_sigma,
+        ccc_over=cfg.ccc_over, ccc_min_frames=cfg.ccc_min_frames,
     )
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -198,7 +199,8 @@ def _train(
             row = _train_epoch(cfg, model, optimizer, loss_cfg, train_ds, device, epoch, console, progress, on_step)
             preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
             val = score(val_ds, [postprocess(p, m) for p, m in zip(preds.va, preds.has_feature)])
-            scheduler.step(val["P"])
+            if cfg.scheduler == "plateau":  # "none": the lr stays as set (the scheduler object is kept for checkpoints)
+                scheduler.step(val["P"])
             improved = val["P"] > loop["best_P"]
             loop.update(epoch=epoch + 1)
             if improved:
@@ -338,7 +340,7 @@ def _final_evaluation(
         load_weights(model, weights_file(run.path, "best"), device)
     save_backbone(model, run.path)  # fine-tuned runs: RUN/backbone, loadable by extraction
     preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
-    result = evaluate_predictions(val_ds, preds, grid=cfg.smooth_grid)
+    result = evaluate_predictions(val_ds, preds, grid=cfg.smooth_grid, edges=cfg.smooth_edges)
     run.write_json(run.eval_file("val"), {**result.to_dict(), "best_epoch": loop["best_epoch"]})
     write_report(run, cfg, result, val_ds, preds)
     return TrainResult(run=run, best_epoch=loop["best_epoch"], best_P=loop["best_P"], epochs_run=loop["epoch"], eval=result)

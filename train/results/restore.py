@@ -112,7 +112,7 @@ def predict_tracks(loaded: LoadedRun, tracks: list[Track]) -> dict[str, np.ndarr
         raw = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
     finally:
         dataset.close()
-    return {t.name: postprocess(p, m, loaded.half_windows) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)}
+    return {t.name: postprocess(p, m, loaded.half_windows, loaded.cfg.smooth_edges) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)}
 
 
 

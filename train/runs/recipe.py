@@ -30,14 +30,15 @@ from train.config import DataConfig, TrainConfig
 GROUPS: dict[str, dict[str, str]] = {
     "optim": {
         "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
-        "plateau_patience": "plateau_patience", "plateau_factor": "plateau_factor", "early_stop": "early_stop",
+        "scheduler": "scheduler", "plateau_patience": "plateau_patience", "plateau_factor": "plateau_factor", "early_stop": "early_stop",
         "grad_clip": "grad_clip", "max_steps_per_epoch": "max_steps_per_epoch",
     },
     "loss": {
         "weights": "loss_weights", "regression": "regression", "regression_weight": "regression_weight",
         "lambda_region": "lambda_region", "region_sigma": "region_sigma",
+        "ccc_over": "ccc_over", "ccc_min_frames": "ccc_min_frames",
     },
-    "eval": {"smooth_grid": "smooth_grid", "n_plot_tracks": "n_plot_tracks"},
+    "eval": {"smooth_grid": "smooth_grid", "smooth_edges": "smooth_edges", "n_plot_tracks": "n_plot_tracks"},
 }
 TOP_LEVEL = ("model", "name", "runs_dir", "seed", "device", "finetune", "tracking", "tracking_uri")
 HEAD_ONLY_IN_CODE = ("region_prototypes",)  # filled from the clip store, never from a file

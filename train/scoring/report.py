@@ -94,7 +94,7 @@ def write_report(
     longest = np.argsort(-val_ds.n_frames, kind="stable")[: cfg.n_plot_tracks]
     for ti in sorted(int(i) for i in longest):
         track = val_ds.tracks[ti]
-        pred = postprocess(preds.va[ti], preds.has_feature[ti], result.half_windows)
+        pred = postprocess(preds.va[ti], preds.has_feature[ti], result.half_windows, result.edges)
         rel = f"plots/val_{track.name}.png"
         plot_track(track.name, float(val_ds.fps[ti]), pred, track.labels.values, track.labels.valid, run.path / rel)
         plots.append((f"validation track {track.name} (smoothed predictions)", rel))
