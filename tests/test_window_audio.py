@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 
 from cache.media import frame_times
 from cache.store import FeatureMeta, FeatureStore, store_path
-from extract.reliability import ReliabilityConfig, reliability_windows
+from extract.audio_windows import AudioWindowRule
+from extract.reliability import reliability_rows
 from train.data.build import build_dataset
 from train.data.sources import open_features
 from train.heads import build_head
 from train.heads.blockpool import AttentiveStatsPool, block_index
 from train.data.synthetic import SynthConfig, SynthTrack, default_tracks, make_synthetic
-from train.data.window_audio import central_spans, keep_windows, label_coverage, open_share
+from train.data.window_audio import best_match, central_spans, keep_windows, ras_window_starts
 
 torch.set_num_threads(1)
 
@@ -73,21 +74,32 @@ def _mouth_trace() -> tuple[np.ndarray, np.ndarray]:
 
 def _label_valid() -> np.ndarray:
     valid = np.ones(int(FPS * SECONDS), bool)
-    valid[:10] = False  # no label in [0, 1): window [0, 4) is covered 0.75 < 0.8
+    valid[:30] = False  # no label in [0, 3): window [0, 4) has 1 labelled block of 4 (< 2)
     return valid
 
 
 def test_window_filter_against_a_hand_made_mouth_trace():
+    from extract.audio_windows import audio_windows
+
     flag, t = _mouth_trace()
-    values, windows, valid = reliability_windows(flag, t, np.ones(len(t), bool), SECONDS, ReliabilityConfig())
+    n = len(t)
+    values, windows, valid = reliability_rows(flag, np.ones(n, bool), n, FPS, AudioWindowRule())
     np.testing.assert_allclose(windows, WINDOWS)
-    opened = open_share(values[:, 0], windows, valid, WINDOWS)
-    # open time: [0,4): 1.1 + 0.4 = 1.5 s; [2,6): 0.4 + 0.8 = 1.2 s; [4,8): 0.8 s
-    np.testing.assert_allclose(opened, [1.5 / 4, 1.2 / 4, 0.8 / 4], atol=1e-6)
-    coverage = label_coverage(_label_valid(), frame_times(int(FPS * SECONDS), FPS), WINDOWS)
-    np.testing.assert_allclose(coverage, [0.75, 1.0, 1.0])
-    assert keep_windows(opened, coverage).tolist() == [False, True, False]
-    assert keep_windows(None, coverage).tolist() == [False, True, True]  # without mouth data: coverage only
+    matched = best_match(values[:, :2], windows, valid, WINDOWS)
+    # open time: [0,4): 1.1 + 0.4 = 1.5 s; [2,6): 0.4 + 0.8 = 1.2 s; [4,8): 0.8 s (< 1.0 s)
+    np.testing.assert_allclose(matched[:, 0], [1.5, 1.2, 0.8], atol=1e-6)
+    np.testing.assert_allclose(matched[:, 1], 1.0)
+    labels = np.zeros((n, 2))
+    blocks = audio_windows(n, FPS, labels=labels, label_valid=_label_valid()).block_valid.sum(axis=1)
+    assert blocks.tolist() == [1, 3, 4]
+    assert keep_windows(matched[:, 0], matched[:, 1], blocks, AudioWindowRule()).tolist() == [False, True, False]
+    assert keep_windows(None, None, blocks, AudioWindowRule()).tolist() == [False, True, True]  # no mouth data
+
+
+def test_audio_window_grid_is_ras_grid_on_rows():
+    assert ras_window_starts(400, 200, 100) == [0, 100, 200]  # the last window ends at the end
+    assert ras_window_starts(450, 200, 100) == [0, 100, 200, 300]  # the last one partial [300, 450)
+    assert ras_window_starts(150, 200, 100) == [0]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +111,7 @@ def audio_cache(tmp_path_factory):
     make_synthetic(base / "data", base / "cache", SynthConfig(tracks=tracks, noise=0.2, invalid_share=0.0, audio_dim=16))
     labels = base / "data" / "annotations" / "VA_Estimation_Challenge" / "Train_Set" / "hand.txt"
     lines = labels.read_text().splitlines()
-    lines[1:11] = ["-5,-5"] * 10
+    lines[1:31] = ["-5,-5"] * 30
     labels.write_text("\n".join(lines) + "\n")
     rel = FeatureStore.create_or_open(
         store_path(base / "cache", "audio_reliability"),
@@ -109,8 +121,8 @@ def audio_cache(tmp_path_factory):
     for track in tracks:
         t = frame_times(track.n_frames, track.fps)
         flag = _mouth_trace()[0] if track.name == "hand" else rng.random(len(t)) < 0.6
-        values, windows, valid = reliability_windows(flag, t, np.ones(len(t), bool), track.n_frames / track.fps, ReliabilityConfig())
-        rel.write(track.name, values, windows, valid, attrs={"columns": ["open_frac", "coverage", "reliable"]})
+        values, windows, valid = reliability_rows(flag, np.ones(len(t), bool), track.n_frames, track.fps, AudioWindowRule())
+        rel.write(track.name, values, windows, valid, attrs={"columns": ["open_s", "coverage", "reliable"]})
     return base, tracks
 
 

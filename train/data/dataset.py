@@ -101,6 +101,10 @@ class TrackDataset:
 
     level = "frame"  # what windows run over (the `level` of train/data/build.py's build_dataset)
 
+    def window_starts(self, n: int, window: int, stride: int) -> list[int]:
+        """Window starts over `n` positions (a level may plan its own grid)."""
+        return window_starts(n, window, stride)
+
     def __init__(
         self,
         tracks: Sequence[Track],
@@ -149,7 +153,7 @@ class TrackDataset:
         self.track_windows: list[list[int]] = []
         for ti, n in enumerate(self.n_positions):
             ids = []
-            for start in window_starts(int(n), window, stride) if n > 0 else []:
+            for start in self.window_starts(int(n), window, stride) if n > 0 else []:
                 ids.append(len(self.windows))
                 self.windows.append((ti, start))
             self.track_windows.append(ids)
