@@ -6,11 +6,14 @@ PATH is a fetched copy of RAS's repository (a bare git directory or a checkout).
 split it takes RAS's label file, its mouth CSV (`data/openmouth/<track>.csv`, frames counted from 1) and
 the video's fps from `data/videos_fps.csv`; the frame count of each video (RAS read it with OpenCV from
 videos that are not public) is the one its released windows imply: round(last window end x fps). It runs
-`extract.audio_windows.audio_windows` on those and compares with RAS's
+the mouth CSVs written as a `mouth` store as `import-features --format csv` reads them (frame k counted from 1
+is frame k - 1) and lists the windows as `pipeline.py windows --level audio_window` does
+(`train.data.window_list.list_windows`, stand-in videos of RAS's rates and frame counts), and compares with RAS's
 `data/labels_segmented_s2s_wav/<split>_audio_segment.csv`: window grid (start/end frame and time), open
 seconds, coverage, RAS's `use_for_audio`, the training flag (use_for_audio and >= 2 valid blocks, as
-RAS's audio dataset filters) and the block and overall targets. Prints an agreement table and every
-differing window with its cause. Nothing is written. A benchmark, not a test: CI has no copy of RAS's code.
+RAS's audio dataset filters) and the block and overall targets. A second column reads the mouth CSVs as
+RAS's code does (frame k as frame k). Prints an agreement table and every differing window with its
+cause. Nothing is kept (the store lives in a temporary folder). A benchmark, not a test: CI has no copy of RAS's code.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import csv
 import io
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extract.audio_windows import AudioWindowRule, audio_windows  # noqa: E402
+from cache.manifest import Labels, Track  # noqa: E402
+from cache.media import VideoInfo, frame_times  # noqa: E402
+from cache.store import FeatureMeta, FeatureStore, store_path  # noqa: E402
+from extract.audio_windows import AudioWindowRule, AudioWindows, audio_windows  # noqa: E402
+from train.data.window_list import list_windows  # noqa: E402
 
 BASE = "src_audio_and_fusion/data"
 SPLIT_DIRS = {"train": "Train_Set", "val": "Validation_Set"}
@@ -76,8 +84,37 @@ def _close(a, b) -> bool:
     return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), atol=1e-6, equal_nan=True))
 
 
-def compare(repo: Repo, split: str, shift: int, rule: AudioWindowRule) -> tuple[list[dict], dict[str, str]]:
-    """Per window of RAS's CSV: RAS's and our values; and the agreement table."""
+def via_store(cache: Path, track: str, mouth: list[dict[str, str]], n_frames: int, fps: float, labels: np.ndarray,
+              valid: np.ndarray, rule: AudioWindowRule) -> AudioWindows:
+    """The mouth CSV written as a `mouth` store the way `import-features --format csv` reads it (frame k,
+    counted from 1, is row k - 1; frames missing from the CSV are invalid rows; columns named as in the
+    CSV), then the windows as `pipeline.py windows --level audio_window` lists them, for a stand-in video
+    of RAS's rate and frame count."""
+    values = np.zeros((n_frames, 2), np.float32)
+    present = np.zeros(n_frames, bool)
+    for r in mouth:
+        k = int(r["frame"]) - 1
+        if 0 <= k < n_frames:
+            values[k] = (float(r["surface_area_mouth"]), float(r["mouth_open"]))
+            present[k] = True
+    store = FeatureStore.create_or_open(store_path(cache, "mouth"), FeatureMeta(name="mouth", kind="frame"))
+    store.write(track, values, frame_times(n_frames, fps), present, attrs={"columns": ["surface_area_mouth", "mouth_open"]})
+    video = Path(f"{track}.mp4")
+    info = VideoInfo(video, fps, n_frames, n_frames / fps, 0, 0, True)
+    t = Track(track, "val", video, labels=Labels(labels.astype(np.float32), valid), n_frames=len(labels))
+    rows = list_windows([t], "audio_window", 200, 100, cache, rule, video_info=lambda _: info)
+    col = lambda key: np.array([float(r[key]) for r in rows])  # noqa: E731
+    blocks = np.stack([np.stack([col(f"valence_b{i}"), col(f"arousal_b{i}")], 1) for i in range(rule.blocks)], 1)
+    return AudioWindows(np.stack([col("start_time"), col("end_time")], 1),
+                        np.stack([col("start_frame"), col("end_frame")], 1).astype(int), col("open_s"), col("coverage"),
+                        np.array([bool(r["reliable"]) for r in rows]), blocks, ~np.isnan(blocks).any(axis=2),
+                        np.stack([col("valence"), col("arousal")], 1), np.array([bool(r["used_for_training"]) for r in rows]))
+
+
+def compare(repo: Repo, split: str, shift: int, rule: AudioWindowRule,
+            cache: Path | None = None) -> tuple[list[dict], dict[str, str]]:
+    """Per window of RAS's CSV: RAS's and our values (through a mouth store in `cache`, else from the
+    CSV's frames read with `shift`); and the agreement table."""
     ras = repo.rows(f"{BASE}/labels_segmented_s2s_wav/{split}_audio_segment.csv")
     fps_map = {r["video_name"]: float(r["fps"]) for r in repo.rows(f"{BASE}/videos_fps.csv")}
     by_track: dict[str, list[dict[str, str]]] = {}
@@ -90,8 +127,12 @@ def compare(repo: Repo, split: str, shift: int, rule: AudioWindowRule) -> tuple[
         lab = repo.rows(f"{BASE}/labels/VA_Estimation_Challenge/{SPLIT_DIRS[split]}/{track}.txt")
         labels = np.array([[float(r["valence"]), float(r["arousal"])] for r in lab])
         valid = (labels != -5).all(axis=1)
-        flag, seen = mouth_frames(repo.rows(f"{BASE}/openmouth/{track}.csv"), n_frames, shift)
-        ours = audio_windows(n_frames, fps, rule, flag, seen, labels, valid)
+        mouth = repo.rows(f"{BASE}/openmouth/{track}.csv")
+        if cache is not None:  # affcache's path: mouth store + `pipeline.py windows`' listing
+            ours = via_store(cache, track, mouth, n_frames, fps, labels, valid, rule)
+        else:
+            flag, seen = mouth_frames(mouth, n_frames, shift)
+            ours = audio_windows(n_frames, fps, rule, flag, seen, labels, valid)
         n_ours += len(ours)
         for w, t in enumerate(theirs):
             blocks = _nan5(np.array([[float(t[f"valence_s{i}"]), float(t[f"arousal_s{i}"])] for i in range(rule.blocks)]))
@@ -147,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     repo, rule = Repo(args.repo), AudioWindowRule()
     t0 = time.perf_counter()
-    df, stats = compare(repo, args.split, shift=1, rule=rule)
+    with tempfile.TemporaryDirectory() as tmp:
+        df, stats = compare(repo, args.split, shift=1, rule=rule, cache=Path(tmp))
     _, ras_reading = compare(repo, args.split, shift=0, rule=rule)
     print(f"RAS's released {args.split} audio windows vs affcache ({time.perf_counter() - t0:.1f} s)\n")
     print(f"| {'measure':32s} | {'affcache (mouth frame k = frame k-1)':38s} | {'RAS reading (frame k = k)':28s} |")
