@@ -171,6 +171,12 @@ def test_window_audio_run_export_and_raav_window_tokens(audio_cache):
     np.testing.assert_allclose(group.attrs["window_times"], WINDOWS)
     np.testing.assert_allclose(group.times, central_spans(WINDOWS))  # [0,3), [3,5), [5,8)
     np.testing.assert_allclose(group.times, [[0, 3], [3, 5], [5, 8]])
+    # RAS's fusion sample: each window's 4 block tokens [block embedding, block VA], rows over the whole window
+    blocks = FeatureStore.open(store_path(base / "cache", "audio_win_blocks")).read("hand")
+    assert blocks.values.shape == (3, 4, 32 + 2) and blocks.attrs["row_names"] == ["block0", "block1", "block2", "block3"]
+    np.testing.assert_allclose(blocks.times, WINDOWS)
+    # 200 rows in 4 blocks of 50: the window's row mean is the mean of its block tokens
+    np.testing.assert_allclose(blocks.values.astype(np.float32).mean(1), group.values.astype(np.float32), atol=2e-2)
 
     # one audio token per window in RAAV
     from cache.manifest import load_manifest
