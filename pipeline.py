@@ -562,7 +562,7 @@ def windows_cmd(
     coverage, reliable, used for training, targets per block and overall (docs/CLI.md)."""
     from cache.manifest import load_manifest
     from recipes.cli import explicit_train_values, typed_flags
-    from train.data.window_audio import window_rule
+    from train.data.window_rules import window_rule
     from train.data.window_list import list_windows, write_windows_csv
 
     flags = typed_flags(ctx, dict(level=level, window=window, stride=stride, features=features, data_root=data_root,

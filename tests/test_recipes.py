@@ -116,7 +116,13 @@ def test_ras_recipe_pins_the_papers_numbers():
     raav = _load("ras/fusion-raav.yaml")
     assert (raav.head["layers"], raav.head["latents"]) == (1, 4)
     assert raav.head["priors"] == {"ras_face": 0.85, "ras_behaviour": 0.15}
-    assert (raav.head["audio_tokens"], raav.head["reliability_rule"]) == ("windows", "any")
+    # RAS code (src/fusion/data/abaw_mm_dataset.py): one audio window, its 4 block tokens, one mask per window
+    assert (raav.data.level, raav.data.features[2], raav.head["audio"]) == ("audio_window", "ras_audio_blocks", ["ras_audio_blocks"])
+    assert (raav.head["audio_tokens"], raav.head["audio_fallback"]) == ("frames", "row")
+    assert raav.data.window_filter == {"min_open_s": 1.0, "min_coverage": 0.8}  # mm_cfg_va_s2s.yaml
+    frames = _load("ras/fusion-raav-frames.yaml")  # today's frame-window variant, kept as an option
+    assert (frames.data.level, frames.data.window, frames.head["audio_tokens"], frames.head["reliability_rule"]) == (
+        "frame", 400, "windows", "any")
     ext = build_run_options([CONFIGS_DIR / "ras/extract.yaml"])
     wavlm, rel, mouth, qwen = (ext.configs[n] for n in ("wavlm", "audio_reliability", "mouth", "qwen3vl"))
     assert (wavlm.window_s, wavlm.hop_s) == (4.0, 2.0)

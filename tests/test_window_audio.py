@@ -198,6 +198,44 @@ def test_window_audio_run_export_and_raav_window_tokens(audio_cache):
         assert torch.isfinite(head(feats, masks, pad).va).all()
     finally:
         ds.close()
+
+    # RAS's fusion sample: one RAS audio window of label frames, its 4 block tokens, one reliability mask
+    from train.data.window_fusion import AudioWindowFusionDataset
+
+    sources = open_features(base / "cache", ["clip", "audio_win_blocks", "audio_reliability"])
+    assert sources["audio_win_blocks"].tokens == 4 and sources["audio_win_blocks"].dim == 32 + 2
+    train = load_manifest(base / "data", splits=("train",)).split("train")
+    ds = build_dataset(train, sources, 200, 100, level="audio_window")
+    try:
+        assert isinstance(ds, AudioWindowFusionDataset)
+        ti = [t.name for t in ds.tracks].index("hand")
+        ids = ds.track_windows[ti]
+        assert [(ds.windows[w][1], ds.window_length(ti, ds.windows[w][1])) for w in ids] == [(0, 40), (20, 40), (40, 40)]
+        batch = ds.collate(ids)
+        assert batch.features["audio_win_blocks"].shape == (3, 40, 34) and batch.features["clip"].shape[:2] == (3, 40)
+        assert batch.masks["audio_win_blocks"].sum(1).tolist() == [4, 4, 4]
+        np.testing.assert_array_equal(batch.features["audio_win_blocks"][:, :4], blocks.values.astype(np.float16))
+        # reliable = open >= 1.0 s (1.5, 1.2, 0.8 s open) and coverage >= 0.8: one flag per window, every frame
+        assert batch.features["audio_reliability"][:, :, -1].tolist() == [[1.0] * 40, [1.0] * 40, [0.0] * 40]
+        assert batch.labels.shape == (3, 40, 2) and not batch.label_mask[0, :30].any() and batch.label_mask[0, 30:].all()
+        head = build_head("raav", ds.feature_dims, {"hidden": 8, "heads": 2, "layers": 1, "audio_tokens": "frames",
+                                                    "audio_fallback": "row", "audio": ["audio_win_blocks"]}).eval()
+        feats = {k: torch.from_numpy(v).float() for k, v in batch.features.items()}
+        masks = {k: torch.from_numpy(v) for k, v in batch.masks.items()}
+        out = head(feats, masks, torch.from_numpy(batch.pad))
+        assert out.extras["audio_reliable"].sum(1).tolist() == [4, 4, 0]  # the 4 tokens are the keys
+        assert torch.equal(out.extras["z0"][2], out.extras["z_vis"][2])  # an unreliable window keeps the visual
+        assert not torch.equal(out.extras["z0"][0, 10:], out.extras["z_vis"][0, 10:])  # every frame hears the audio
+    finally:
+        ds.close()
+    res = CliRunner().invoke(app, [
+        "train", "--model", "raav", "--features", "clip,audio_win_blocks,audio_reliability", "--level", "audio_window",
+        "--name", "raav_ras", "--epochs", "1", "--head", "hidden=16", "--head", "heads=2", "--head", "layers=1",
+        "--head", "audio_tokens=frames", "--head", "audio_fallback=row", *common,
+    ])
+    assert res.exit_code == 0, res.output
+    result = json.loads((base / "runs" / "raav_ras" / "eval_val.json").read_text())
+    assert np.isfinite(result["raw"]["ccc_v"])
     res = CliRunner().invoke(app, [
         "train", "--model", "raav", "--features", "clip,audio_win,audio_reliability", "--name", "raav_win",
         "--epochs", "1", "--window", "64", "--stride", "32", "--head", "hidden=8", "--head", "heads=2",

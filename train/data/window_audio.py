@@ -28,7 +28,6 @@ the full window spans are in the group attribute `window_times`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,44 +37,17 @@ import numpy as np
 from cache.manifest import Track
 from extract.audio_windows import AudioWindowRule, audio_windows
 from extract.windows import sliding_windows
+from train.data.window_rules import COVERAGE, OPEN_S, RELIABILITY_FEATURE, best_match, window_rule  # noqa: F401
 from train.data.levels import register_level
 from train.data.segments import SegmentDataset
 from train.data.sources import FeatureSource
 
 log = logging.getLogger(__name__)
 
-RELIABILITY_FEATURE = "audio_reliability"
-OPEN_S, COVERAGE = 0, 1  # audio_reliability columns: open_s, coverage, reliable
-
-
 def ras_window_starts(n_rows: int, window: int, stride: int) -> list[int]:
     """Starts of RAS's windows over `n_rows` rows: every `stride` while a full window fits, then one
     partial window to the end (extract.audio_windows.window_grid on rows)."""
     return [int(s) for s in sliding_windows(float(n_rows), float(window), float(stride))[:, 0]]
-
-
-def best_match(values: np.ndarray, times: np.ndarray, valid: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    """(W, ...) for each span, the row of the valid window that overlaps it most (the same window when both
-    follow RAS's grid; NaN where none reaches it). Not an overlap average: neighbouring windows overlap by
-    half, and averaging them would blur the rule."""
-    valid = np.asarray(valid, bool)
-    values = np.asarray(values, np.float64)[valid]
-    times = np.asarray(times, np.float64).reshape(-1, 2)[valid]
-    out = np.full((len(spans), *values.shape[1:]), np.nan)
-    for i, (s, e) in enumerate(np.asarray(spans, np.float64).reshape(-1, 2)):
-        overlap = np.minimum(times[:, 1], e) - np.maximum(times[:, 0], s)
-        if len(overlap) and overlap.max() > 0:
-            out[i] = values[int(np.argmax(overlap))]
-    return out
-
-
-def window_rule(overrides: Mapping[str, float] | None) -> AudioWindowRule:
-    """RAS's rule with `data.window_filter` overrides; ValueError naming unknown keys."""
-    known = [f.name for f in dataclasses.fields(AudioWindowRule)]
-    unknown = sorted(set(overrides or {}) - set(known))
-    if unknown:
-        raise ValueError(f"window_filter: unknown key(s) {unknown}; known: {', '.join(known)}")
-    return AudioWindowRule(**dict(overrides or {}))
 
 
 def keep_windows(open_s: np.ndarray | None, coverage: np.ndarray | None, valid_blocks: np.ndarray,
@@ -110,7 +82,13 @@ class WindowAudioDataset(SegmentDataset):
     def build(cls, tracks: Sequence[Track], sources: Mapping[str, FeatureSource], window: int, stride: int, *,
               views_dir: Path | None = None, window_filter: Mapping[str, float] | None = None,
               **kwargs) -> "WindowAudioDataset":
-        """Aligned onto the audio store's rows (`views_dir` unused); training windows filtered by `window_filter`."""
+        """Aligned onto the audio store's rows (`views_dir` unused); training windows filtered by `window_filter`.
+        A run that reads audio block tokens (`NAME_blocks` of `export --windows`) is RAS's fusion sample
+        instead: train/data/window_fusion.py."""
+        if any(s.tokens for s in sources.values()):
+            from train.data.window_fusion import AudioWindowFusionDataset
+
+            return AudioWindowFusionDataset(tracks, sources, window, stride, window_filter=window_filter, **kwargs)
         return cls(tracks, sources, window, stride, window_filter=window_filter, **kwargs)
 
     def __init__(self, *args, window_filter: Mapping[str, float] | None = None, **kwargs):
@@ -119,7 +97,7 @@ class WindowAudioDataset(SegmentDataset):
         self.filter_rules = dict(window_filter or {})
         self.keep = self._filter()
 
-    def window_starts(self, n: int, window: int, stride: int) -> list[int]:
+    def window_starts(self, n: int, window: int, stride: int, ti: int = 0) -> list[int]:
         """RAS's grid on the audio rows (partial last window)."""
         return ras_window_starts(n, window, stride)
 

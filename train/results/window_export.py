@@ -72,7 +72,7 @@ def export_windows(
     if n_blocks:  # RAS's fusion sample: one window, its block tokens (extract/audio_windows.py's blocks)
         block_meta = dataclasses.replace(meta, name=name + BLOCKS_SUFFIX, config={
             **meta.config, "rows": "one per audio window: its block tokens [block embedding, block VA]",
-            "row_names": [f"block{i}" for i in range(n_blocks)]})
+            "row_names": [f"block{i}" for i in range(n_blocks)], "tokens": n_blocks})
         block_store = FeatureStore.create_or_open(store_path(loaded.cfg.data.cache_dir, name + BLOCKS_SUFFIX),
                                                   block_meta, on_mismatch=on_mismatch)
     written: dict[str, int] = {}
