@@ -88,3 +88,16 @@ def test_frame_windows_and_a_recipe(sample, tmp_path):
     assert not all(r["used_for_training"] == "True" for r in default if r["track"] == track.name)
     rows, _ = _run(root, "--split", split, "--recipe", str(recipe))
     assert all(r["used_for_training"] == "True" for r in rows if r["track"] == track.name)  # the recipe's rule
+
+
+def test_segment_windows_run_over_the_first_feature(sample):
+    root, manifest = sample
+    track = next(t for t in manifest.tracks if t.labels is not None)
+    store = FeatureStore.create_or_open(store_path(root / "cache", "seg"), FeatureMeta(name="seg", kind="segment"))
+    times = np.array([[2.0 * k, 2.0 * k + 4.0] for k in range(4)])  # 4 s segments every 2 s
+    store.write(track.name, np.zeros((4, 3), np.float32), times)
+    rows, _ = _run(root, "--split", track.split, "--level", "segment", "--features", "seg", "--window", "2", "--stride", "1")
+    fps = probe_video(track.video).fps
+    # windows of 2 segments every segment: [0, 6), [2, 8), [4, 10) s
+    assert [(float(r["start_time"]), float(r["end_time"])) for r in rows] == [(0.0, 6.0), (2.0, 8.0), (4.0, 10.0)]
+    assert [int(r["end_frame"]) for r in rows] == [round(t * fps) for t in (6.0, 8.0, 10.0)]
