@@ -547,6 +547,53 @@ def align(
     console.print(report, markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command("windows")
+def windows_cmd(
+    ctx: typer.Context = None,  # type: ignore[assignment]
+    csv_out: Annotated[Path, typer.Option("--csv", help="Where to write the windows (CSV, one row each).")] = Path("windows.csv"),
+    split: Split = "train",
+    level: Annotated[Literal["frame", "segment", "audio_window"], typer.Option("--level", help="frame | segment | audio_window (RAS's audio windows); default: the recipe's, else frame.")] = "frame",
+    recipe: Annotated[list[Path] | None, typer.Option("--recipe", help="Training recipe(s) whose data settings to list (level, window, stride, features, window_filter), e.g. configs/ras/audio.yaml.")] = None,
+    window: Annotated[int, typer.Option("--window", min=1, help="Positions per window (frame/segment).")] = 400,
+    stride: Annotated[int, typer.Option("--stride", min=1, help="Positions between window starts.")] = 150,
+    features: Annotated[str, typer.Option("--features", help="With --level segment: the segment store windows run over (first name).")] = "",
+    data_root: DataRoot = DEFAULT_DATA,
+    videos: Videos = None,
+    labels: Labels = None,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+) -> None:
+    """List the windows a run would train or predict on: track, start/end frame and time, open seconds,
+    coverage, reliable, used for training, targets per block and overall (docs/CLI.md)."""
+    from cache.manifest import load_manifest
+    from recipes.cli import explicit_train_values, typed_flags
+    from train.data.window_rules import window_rule
+    from train.data.window_list import list_windows, write_windows_csv
+
+    flags = typed_flags(ctx, dict(level=level, window=window, stride=stride, features=features, data_root=data_root,
+                                  videos=videos, labels=labels, cache_dir=cache_dir))
+    with one_line_errors("windows"):
+        window_filter: dict = {}
+        if recipe:
+            from train.runs.recipe import build_train_config
+
+            data = build_train_config(recipe, [], explicit_train_values(flags)).data
+            level, window, stride, window_filter = data.level, data.window, data.stride, dict(data.window_filter)
+            names = list(data.features)
+            data_root, videos, labels, cache_dir = Path(data.data_root), data.videos, data.labels, data.cache_dir
+        else:
+            names = [f.strip() for f in features.split(",") if f.strip()]
+        manifest = load_manifest(Path(data_root), videos and Path(videos), labels and Path(labels), (split,))
+        tracks = manifest.split(split)
+        if not tracks:
+            raise ValueError(f"split '{split}' has no tracks under {data_root}")
+        rule = window_rule(window_filter)
+        rows = list_windows(tracks, level, window, stride, Path(cache_dir), rule, names[0] if names else None)
+        write_windows_csv(rows, csv_out, rule.blocks)
+    kept = sum(bool(r["used_for_training"]) for r in rows)
+    console.print(f"{len(rows)} {level} windows of {len(tracks)} {split} tracks ({kept} used for training): {csv_out}",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def sweep(
     config: Annotated[Path, typer.Option("--config", help="Sweep file (YAML): base recipe, fixed settings, grid and/or random space.")],

@@ -110,7 +110,10 @@ def test_ras_recipe_pins_the_papers_numbers():
     audio = _load("ras/audio.yaml")
     assert (audio.lr, audio.loss_weights, audio.regression, audio.regression_weight) == (2e-4, (0.7, 0.3), "mse", 0.1)
     assert (audio.model, audio.data.level, audio.data.window, audio.data.stride) == ("blockpool", "audio_window", 200, 100)
-    assert audio.data.window_filter == {"min_open": 0.25, "min_coverage": 0.8} and audio.head["blocks"] == 4
+    # RAS code: configs/mm_cfg_va_s2s.yaml audio_min_open_sec 1, make_audio_windows.yaml min_coverage_ratio 0.8,
+    # src/audio/data/abaw_va_dataset.py ceil(s2s_steps / 2)
+    assert audio.data.window_filter == {"min_open_s": 1.0, "min_coverage": 0.8, "min_valid_blocks": 2}
+    assert audio.head["blocks"] == 4
     for rel in ("ras/fusion-raav.yaml", "ras/fusion-dcmmoe.yaml"):
         fusion = _load(rel)
         assert (fusion.lr, fusion.loss_weights, fusion.regression, fusion.regression_weight) == (5e-5, (0.7, 0.3), "mse", 0.01)
@@ -118,11 +121,19 @@ def test_ras_recipe_pins_the_papers_numbers():
     raav = _load("ras/fusion-raav.yaml")
     assert (raav.head["layers"], raav.head["latents"]) == (1, 4)
     assert raav.head["priors"] == {"ras_face": 0.85, "ras_behaviour": 0.15}
-    assert (raav.head["audio_tokens"], raav.head["reliability_rule"]) == ("windows", "any")
+    # RAS code (src/fusion/data/abaw_mm_dataset.py): one audio window, its 4 block tokens, one mask per window
+    assert (raav.data.level, raav.data.features[2], raav.head["audio"]) == ("audio_window", "ras_audio_blocks", ["ras_audio_blocks"])
+    assert (raav.head["audio_tokens"], raav.head["audio_fallback"]) == ("frames", "row")
+    assert raav.data.window_filter == {"min_open_s": 1.0, "min_coverage": 0.8}  # mm_cfg_va_s2s.yaml
+    frames = _load("ras/fusion-raav-frames.yaml")  # today's frame-window variant, kept as an option
+    assert (frames.data.level, frames.data.window, frames.head["audio_tokens"], frames.head["reliability_rule"]) == (
+        "frame", 400, "windows", "any")
     ext = build_run_options([CONFIGS_DIR / "ras/extract.yaml"])
     wavlm, rel, mouth, qwen = (ext.configs[n] for n in ("wavlm", "audio_reliability", "mouth", "qwen3vl"))
     assert (wavlm.window_s, wavlm.hop_s) == (4.0, 2.0)
-    assert (rel.min_open, rel.min_coverage, rel.min_window_s) == (0.25, 0.8, 1.0)
+    # RAS code: make_s2s_windows.yaml (4 / 2 / 1 s), make_audio_windows.yaml (0.15 / 0.20 s, 0.8), mm_cfg_va_s2s.yaml (1 s)
+    assert (rel.window_s, rel.hop_s, rel.min_window_s) == (4.0, 2.0, 1.0)
+    assert (rel.fill_closed_s, rel.drop_open_s, rel.min_open_s, rel.min_coverage) == (0.15, 0.20, 1.0, 0.8)
     assert (mouth.fill_closed_s, mouth.drop_open_s) == (0.15, 0.20)
     assert (qwen.segment_s, qwen.n_frames) == (4.0, 16)
     from extract.qwen3vl import RAS_PROMPT

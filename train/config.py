@@ -38,8 +38,9 @@ class DataConfig:
     # frames by overlap averaging: train/data/segments.py; RAS 16 / 8); "audio_window" the rows of an audio store
     # (RAS 200 / 100 = 4 s / 2 s at 50 Hz; training windows filtered: train/data/window_audio.py)
     level: str = "frame"
-    # audio_window training filter: min_open (mouth-open share of the window), min_coverage (valid-label
-    # share); unnamed keys take RAS's 0.25 / 0.8; {"min_open": 0, "min_coverage": 0} keeps every window
+    # audio_window training filter: fields of extract.audio_windows.AudioWindowRule (min_open_s: open seconds,
+    # min_coverage: share of frames with a detected face, min_valid_blocks: labelled 1 s blocks); unnamed keys
+    # take RAS's 1.0 / 0.8 / 2; {"min_open_s": 0, "min_coverage": 0, "min_valid_blocks": 0} keeps every window
     window_filter: dict[str, float] = field(default_factory=dict)
     # standardize each feature dimension with mean/std of the train split (train/data/standardize.py)
     normalize: bool = True

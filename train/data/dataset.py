@@ -101,6 +101,14 @@ class TrackDataset:
 
     level = "frame"  # what windows run over (the `level` of train/data/build.py's build_dataset)
 
+    def window_starts(self, n: int, window: int, stride: int, ti: int = 0) -> list[int]:
+        """Window starts over track `ti`'s `n` positions (a level may plan its own grid)."""
+        return window_starts(n, window, stride)
+
+    def window_length(self, ti: int, start: int) -> int:
+        """Positions of the window of track `ti` starting at `start` (a level may size each window)."""
+        return min(self.window, int(self.n_positions[ti]) - start)
+
     def __init__(
         self,
         tracks: Sequence[Track],
@@ -149,7 +157,7 @@ class TrackDataset:
         self.track_windows: list[list[int]] = []
         for ti, n in enumerate(self.n_positions):
             ids = []
-            for start in window_starts(int(n), window, stride) if n > 0 else []:
+            for start in self.window_starts(int(n), window, stride, ti) if n > 0 else []:
                 ids.append(len(self.windows))
                 self.windows.append((ti, start))
             self.track_windows.append(ids)
@@ -436,7 +444,7 @@ class TrackDataset:
 
     def collate(self, window_ids: Sequence[int]) -> Batch:
         items = [self.windows[w] for w in window_ids]
-        lengths = [min(self.window, int(self.n_positions[ti]) - start) for ti, start in items]
+        lengths = [self.window_length(ti, start) for ti, start in items]
         B, L = len(items), max(lengths)
         features = {n: np.zeros((B, L, s.dim), dtype=np.float16) for n, s in self.sources.items()}
         masks = {n: np.zeros((B, L), dtype=bool) for n in self.sources}
