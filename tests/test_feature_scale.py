@@ -261,9 +261,14 @@ def test_statistics_are_recorded_kept_with_the_store_and_reapplied(scaled, scale
     assert abs(again.raw["P"] - scaled_runs[True].eval.raw["P"]) < 1e-4  # same statistics applied
     ds = loaded.dataset("val")
     try:
-        aligned = ds.track(0)
-        x = aligned.values["scaled"][aligned.masks["scaled"]].astype(np.float32)
-        assert np.abs(x[:, :3].std(axis=0) - 1).max() < 0.3 and np.abs(x[:, 3]).max() == 0
+        from train.data.tensors import to_tensors
+
+        batch = ds.collate(ds.track_windows[0])
+        assert batch.standardizer is loaded.standardizer  # the batch stays raw, its tensors are standardized
+        tb = to_tensors(batch, loaded.device)
+        x = tb.features["scaled"][tb.masks["scaled"]].numpy()
+        assert np.abs(x[:, :3].std(axis=0) - 1).max() < 0.3 and np.abs(x[:, 3]).max() < 1e-3
+        assert (tb.features["scaled"][~tb.masks["scaled"]] == 0).all()  # frames without a value stay 0
     finally:
         ds.close()
 

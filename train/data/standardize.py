@@ -10,9 +10,11 @@ embeddings of 0.03): without standardization the largest dimension dominates the
   them back; a store that cannot be written to (read-only, remote) only costs the recomputation.
 * **Constant dimensions** (std within float32 round-off of the mean) are centred, not scaled (std 1), and
   reported.
-* **Application**: a separate step on aligned (T, D) arrays (`Standardizer.apply`): frames without a
-  value stay 0 (their mask says so). Training, evaluation, prediction and export all read through the
-  dataset, which applies it.
+* **Application**: one tensor op on each batch, on the device (`train.data.tensors.standardize_tensors`, with
+  `Standardizer.affine`): the dataset's batches carry the statistics and stay raw until then, so a batch
+  from the aligned views costs reads only. Frames without a value stay 0 (their mask says so). Training,
+  evaluation, prediction and export all read batches through `to_tensors`, which applies it
+  (`Standardizer.apply` is the same on a NumPy array).
 * **The run records what it used** (`standardization.json` in the run folder), so evaluate/predict/export
   of that run, on any data, apply the same statistics. `data.normalize: false` turns it off; a run folder
   without the file (older runs, or normalize off) is read without standardization, as it was trained.
@@ -143,6 +145,22 @@ class Standardizer:
     """Statistics per feature name; `apply` standardizes an aligned (T, D) array of that feature."""
 
     stats: dict[str, FeatureStats] = field(default_factory=dict)
+    _affine: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def affine(self, name: str, device: Any) -> "tuple[Any, Any] | None":
+        """(1/std, -mean/std) of a feature as float32 tensors on `device` (made once per device), or None
+        for a feature the statistics do not cover."""
+        stats = self.stats.get(name)
+        if stats is None:
+            return None
+        key = (name, str(device))
+        if key not in self._affine:
+            import torch
+
+            scale = 1.0 / stats.std
+            self._affine[key] = (torch.as_tensor(scale, dtype=torch.float32, device=device),
+                                 torch.as_tensor(-stats.mean * scale, dtype=torch.float32, device=device))
+        return self._affine[key]
 
     def apply(self, name: str, aligned: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         stats = self.stats.get(name)
