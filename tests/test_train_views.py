@@ -248,3 +248,31 @@ def test_a_damaged_view_is_rebuilt_from_the_store_with_one_warning(synth, damage
         _assert_same(_all_batches(third), expected)
     assert third.stats.aligned_tracks == 0 and not caplog.records
     third.close()
+
+
+def test_verify_checks_the_views_and_removes_damaged_ones(synth):
+    from typer.testing import CliRunner
+
+    from pipeline import app
+
+    views_dir = synth / "views"
+    ds = _dataset(synth, views_dir)
+    ds.build_views()
+    ds.close()
+    n_views = len([p for p in views_dir.rglob("*.npy") if not p.name.endswith(".mask.npy")])
+    mask = next(p for p in sorted((views_dir / "wavlm").rglob("solo.*.mask.npy")))
+    np.save(mask, np.zeros(len(np.load(mask)), dtype=bool))  # all False, right length
+
+    args = ["verify", "--cache-dir", str(synth / "cache"), "--views-dir", str(views_dir)]
+    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 1, dry.output
+    assert f"checked {n_views} aligned view(s)" in dry.output and "1 damaged" in dry.output and "solo" in dry.output
+    assert "mask checksum differs" in dry.output and mask.is_file()
+    fix = CliRunner().invoke(app, args)
+    assert fix.exit_code == 1 and "1 removed" in fix.output and not mask.exists(), fix.output
+    assert CliRunner().invoke(app, args).exit_code == 0
+    again = _dataset(synth, views_dir)  # the next run aligns that one view again
+    again.build_views()
+    assert again.stats.aligned_tracks == 1
+    again.close()
+    assert CliRunner().invoke(app, args).exit_code == 0

@@ -37,7 +37,7 @@ import shutil
 import threading
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -152,25 +152,7 @@ class FeatureViews:
     def check(self, view: ViewFile, frames: int) -> str | None:
         """None when the view on disk is what was written for `frames` label frames; else what is wrong
         (one short phrase). Reads both files once, sequentially."""
-        try:
-            sums = json.loads(view.sums.read_text(encoding="utf-8"))
-            rows, dim, crc_values, crc_mask = (int(sums[k]) for k in ("rows", "dim", "values_crc32", "mask_crc32"))
-        except FileNotFoundError:
-            return "no checksum sidecar"
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            return f"unreadable checksum sidecar ({type(err).__name__})"
-        if rows != frames or dim != self.dim:
-            return f"recorded for {rows} frames x {dim}, the track has {frames} x {self.dim}"
-        try:
-            values_problem = _data_problem(view.values, (rows, dim), crc_values, ("float16", "float32"))
-            mask_problem = _data_problem(view.mask, (rows,), crc_mask, ("bool",))
-        except OSError as err:
-            return f"unreadable ({err.strerror or type(err).__name__})"
-        if values_problem:
-            return f"values {values_problem}"
-        if mask_problem:
-            return f"mask {mask_problem}"
-        return None
+        return view_problem(view, frames, self.dim)
 
     def discard(self, view: ViewFile) -> None:
         """Remove a view's files (and forget its open descriptor) so that it is aligned again."""
@@ -241,6 +223,63 @@ class FeatureViews:
             for fd, *_ in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+
+
+def view_problem(view: ViewFile, frames: int | None = None, dim: int | None = None) -> str | None:
+    """What is wrong with a view against its checksum sidecar (and, when given, the frames and width it
+    must have); None when intact."""
+    try:
+        sums = json.loads(view.sums.read_text(encoding="utf-8"))
+        rows, width, crc_values, crc_mask = (int(sums[k]) for k in ("rows", "dim", "values_crc32", "mask_crc32"))
+    except FileNotFoundError:
+        return "no checksum sidecar"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"unreadable checksum sidecar ({type(err).__name__})"
+    if (frames is not None and rows != frames) or (dim is not None and width != dim):
+        return f"recorded for {rows} frames x {width}, the track has {frames} x {dim}"
+    try:
+        values_problem = _data_problem(view.values, (rows, width), crc_values, ("float16", "float32"))
+        mask_problem = _data_problem(view.mask, (rows,), crc_mask, ("bool",))
+    except OSError as err:
+        return f"unreadable ({err.strerror or type(err).__name__})"
+    if values_problem:
+        return f"values {values_problem}"
+    if mask_problem:
+        return f"mask {mask_problem}"
+    return None
+
+
+@dataclass
+class ViewsCheck:
+    """`verify_views`: views checked, and (file, problem) of each that failed."""
+
+    checked: int = 0
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+    removed: int = 0
+
+
+_VALUES = re.compile(r"^(?P<track>.+)\.(?P<key>[0-9a-f]{16})\.npy$")
+
+
+def verify_views(views_dir: Path, dry_run: bool = False) -> ViewsCheck:
+    """Check every view under `views_dir` against its sidecar (`pipeline.py verify`); a damaged one is
+    removed unless `dry_run`, and the next run that needs it aligns it again from the store."""
+    result = ViewsCheck()
+    for values in sorted(Path(views_dir).rglob("*.npy")) if Path(views_dir).is_dir() else []:
+        match = _VALUES.match(values.name)
+        if match is None or values.name.endswith(".mask.npy"):
+            continue
+        view = ViewFile(match["track"], match["key"], values, values.with_name(values.name[: -len(".npy")] + ".mask.npy"))
+        result.checked += 1
+        problem = "mask file missing" if not view.mask.is_file() else view_problem(view)
+        if problem is None:
+            continue
+        result.damaged.append((str(values.relative_to(views_dir)), problem))
+        if not dry_run:
+            for path in view.paths():
+                path.unlink(missing_ok=True)
+            result.removed += 1
+    return result
 
 
 def _data_problem(path: Path, shape: tuple[int, ...], crc: int, dtypes: tuple[str, ...]) -> str | None:
