@@ -528,8 +528,8 @@ class FeatureStore:
         complete, chunks = attrs.pop("complete", None), attrs.pop("chunks", None)
         if has_checksums(arr):  # written with checksums: also marked complete, with its chunk count
             if not complete:
-                raise DamagedGroup(self.path, where, "written only in part (its writer was stopped); extract "
-                                   "one video of this feature again with --force to rewrite it")
+                raise DamagedGroup(self.path, where, "written only in part (its writer was stopped); the next "
+                                   "extract of this feature writes it again")
             found = self._count_chunk_files(f"{EXTRAS_GROUP}/", {name})[name]
             if chunks is not None and found != chunks:
                 raise DamagedGroup(self.path, where, f"{found} of {chunks} chunk files")

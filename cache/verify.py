@@ -95,7 +95,7 @@ def _check_extras(store: FeatureStore, feature: str, redo: str, report: VerifyRe
             _, attrs = store.get_extra(name)
         except DamagedGroup as err:
             report.damaged.append(Damage(feature, where, err.problem, "train (recomputes it)" if derived
-                                         else f"{redo} --force (one video)"))
+                                         else f"{redo} (loads the extractor, which writes it again)"))
             continue
         sources = attrs.get(DERIVED_FROM)
         if not isinstance(sources, dict):

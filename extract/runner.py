@@ -6,7 +6,8 @@ extractors (`faces`) and, per track, batches of frames with their final face box
 (`mouth`, `landmarks`, `clip`); give audio extractors the decoded audio; then store extractors. Groups are
 written through `FeatureStore` (complete last). A failing video costs one line and the run goes on.
 A video whose features are all complete but whose frame-time record is not (marked incomplete by
-`verify`) is decoded once more, only to write that record again.
+`verify`) is decoded once more, only to write that record again; an extractor whose store has a damaged
+extra is loaded, which writes its extras again (`Runner.repair_extras`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from cache.location import Location
 from cache.manifest import Manifest, load_manifest
 from cache.media import MediaError, SourceStat, probe_video
 from cache.frametimes import FRAME_TIMES_STORE
-from cache.store import DamagedStore, FeatureStore, FingerprintMismatch, store_exists, store_path
+from cache.store import (
+    STANDARDIZATION_EXTRA,
+    DamagedGroup,
+    DamagedStore,
+    FeatureStore,
+    FingerprintMismatch,
+    store_exists,
+    store_path,
+)
 from extract.base import (
     DEFAULT_MODELS_DIR,
     AudioExtractor,
@@ -229,6 +238,31 @@ class Runner:
         if not decodes and self.frame_record_damaged(video, source):
             out.append(FRAME_TIMES_STORE)  # a decode pass only to write the record again (process_video)
         return out
+
+    def damaged_extras(self) -> list[str]:
+        """The features whose store has a damaged extra of the extractor's own (statistics kept by training
+        are not: train recomputes them)."""
+        damaged = []
+        for name in self.names:
+            store = self.stores[name]
+            for extra in store.extra_names():
+                if extra.startswith(STANDARDIZATION_EXTRA):
+                    continue
+                try:
+                    store.get_extra(extra)
+                except DamagedGroup as err:
+                    log.info("%s: %s; written again", store.path, err.problem)
+                    damaged.append(name)
+                    break
+        return damaged
+
+    def repair_extras(self) -> list[str]:
+        """Load (which writes their extras again) the extractors whose store has a damaged extra, as `verify`
+        announces. Returns the features repaired."""
+        repaired = self.damaged_extras() if self.write_extras else []
+        for name in repaired:
+            self._ensure_loaded(name)
+        return repaired
 
     def frame_record_damaged(self, video: VideoContext, source: SourceStat) -> bool:
         """The video has a frame-time record that is not complete for this source file (marked incomplete by
@@ -511,6 +545,7 @@ def run_local(
     summary = RunSummary()
     runner = Runner(options, audio_decoder)
     try:
+        runner.repair_extras()
         plan = plan_videos(runner, videos, summary, labelled)
         total = sum(max(c.info.n_frames, 0) for c, _ in plan)
         with split_progress(options.split, total, enabled=options.progress, n_videos=len(videos)) as advance:

@@ -338,3 +338,41 @@ def test_a_damaged_frame_time_record_is_rewritten_by_extract(tmp_path: Path, pat
     res = CliRunner().invoke(app, ["verify", "--cache-dir", str(cache)])
     assert res.exit_code == 0, res.output
     assert _extract(root, cache).skipped == ["vfr"]  # whole again: nothing to do
+
+
+def test_a_damaged_extra_is_written_again_by_a_plain_extract(tmp_path: Path, patch_feature) -> None:
+    """`verify` names `extract` for a damaged extra; extract (every video complete, nothing forced) loads
+    that extractor, which writes its extras again."""
+    from typer.testing import CliRunner
+
+    from pipeline import app
+
+    class WithExtra(PatchLevel):
+        name = FEATURE + "_extra"
+
+        def write_extras(self, store) -> None:
+            store.put_extra("prompts", np.arange(6, dtype=np.float32).reshape(2, 3), {"source": "test"})
+
+    register(WithExtra)
+    try:
+        root = tmp_path / "data"
+        write_mp4(_dataset(root, "vfr", 90), VFR_TIMES)
+        cache = tmp_path / "cache"
+        from extract.backends import run_extraction
+        from extract.runner import RunOptions
+
+        def extract():
+            return run_extraction(RunOptions(split="train", features=[WithExtra.name], data_root=root, cache_dir=cache, progress=False))
+
+        assert extract().ok
+        chunk = next(p for p in (Path(store_path(cache, WithExtra.name)) / "_extras" / "prompts").rglob("*")
+                     if p.is_file() and "c" in p.relative_to(Path(store_path(cache, WithExtra.name))).parts)
+        chunk.unlink()
+        res = CliRunner().invoke(app, ["verify", "--cache-dir", str(cache)])
+        assert res.exit_code == 1 and "_extras/prompts" in res.output and "extract" in res.output, res.output
+        summary = extract()
+        assert summary.ok and summary.skipped == ["vfr"], summary  # no video redone
+        assert FeatureStore.open(store_path(cache, WithExtra.name)).get_extra("prompts")[0].sum() == 15
+        assert CliRunner().invoke(app, ["verify", "--cache-dir", str(cache)]).exit_code == 0
+    finally:
+        unregister(WithExtra.name)

@@ -429,7 +429,7 @@ def test_damaged_or_half_written_extras_are_refused_not_read_as_zeros(tmp_path: 
     with pytest.raises(DamagedGroup, match="0 of 1 chunk files"):
         store.get_extra("protos")
     report = verify_cache(tmp_path)
-    assert [(d.unit, d.redo) for d in report.damaged] == [("_extras/protos", "extract --force (one video)")]
+    assert [(d.unit, d.redo) for d in report.damaged] == [("_extras/protos", "extract (loads the extractor, which writes it again)")]
     store.put_extra("protos", np.ones((3, 4), np.float32))  # rewriting it repairs it
     assert store.get_extra("protos")[0].sum() == 12 and verify_cache(tmp_path).ok
     zarr.open_array(str(tmp_path / "c.zarr" / "_extras" / "protos"), mode="a").attrs["complete"] = False

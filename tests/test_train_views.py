@@ -276,3 +276,28 @@ def test_verify_checks_the_views_and_removes_damaged_ones(synth):
     assert again.stats.aligned_tracks == 1
     again.close()
     assert CliRunner().invoke(app, args).exit_code == 0
+
+
+def test_a_damaged_view_over_a_damaged_store_is_the_store_error(synth, caplog):
+    """The view fails its check (one warning) and the store's group cannot be read either: the store's own
+    error (DamagedGroup: one line at the command line, naming `verify`), never the damaged view's bytes."""
+    import logging
+
+    from cache.store import DamagedGroup
+
+    views_dir = synth / "views"
+    ds = _dataset(synth, views_dir)
+    ds.build_views()
+    ds.close()
+    mask = next(p for p in sorted((views_dir / "clip").rglob("long.*.mask.npy")))
+    np.save(mask, np.zeros(len(np.load(mask)), dtype=bool))
+    chunk = next(p for p in sorted((synth / "cache" / "clip.zarr" / "long" / "values").rglob("*"))
+                 if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"\0garbage" * 8)
+    again = _dataset(synth, views_dir)
+    ti = [t.name for t in again.tracks].index("long")
+    with caplog.at_level(logging.WARNING, logger="train.data.dataset"), pytest.raises(DamagedGroup, match="verify"):
+        again.collate(again.track_windows[ti][:1])
+    assert sum("failed its check" in r.getMessage() for r in caplog.records) == 1
+    again.close()
+    assert not mask.exists()  # the damaged view is gone, never read
