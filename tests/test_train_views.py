@@ -301,3 +301,21 @@ def test_a_damaged_view_over_a_damaged_store_is_the_store_error(synth, caplog):
     assert sum("failed its check" in r.getMessage() for r in caplog.records) == 1
     again.close()
     assert not mask.exists()  # the damaged view is gone, never read
+
+
+def test_standardizing_a_batch_leaves_the_batch_as_it_was(synth):
+    """to_tensors standardizes a copy: the batch (float16, or a float32 group's buffer shared with torch on the
+    CPU) keeps its raw values, so a batch read twice gives the same tensors."""
+    from train.data.standardize import fit_standardizer
+    from train.data.tensors import to_tensors
+
+    ds = _dataset(synth, None)
+    ds.standardizer = fit_standardizer(ds.sources, ds.tracks)
+    batch = ds.collate([0, 1])
+    batch.features["clip"] = batch.features["clip"].astype(np.float32)  # as a float32 group's buffer
+    before = {k: v.copy() for k, v in batch.features.items()}
+    first, second = to_tensors(batch, torch.device("cpu")), to_tensors(batch, torch.device("cpu"))
+    for name in FEATURES:
+        np.testing.assert_array_equal(batch.features[name], before[name])
+        assert torch.equal(first.features[name], second.features[name]) and first.features[name].dtype == torch.float32
+    ds.close()

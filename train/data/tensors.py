@@ -34,9 +34,10 @@ def to_tensors(batch: Batch, device: torch.device) -> TensorBatch:
     standardized there when the batch carries statistics (one op per feature on the whole batch)."""
     nb = device.type == "cuda"
     masks = {k: torch.from_numpy(v).to(device, non_blocking=nb) for k, v in batch.masks.items()}
-    features = {k: _float(torch.from_numpy(v).to(device, non_blocking=nb)) for k, v in batch.features.items()}
+    raw = {k: torch.from_numpy(v).to(device, non_blocking=nb) for k, v in batch.features.items()}
+    features = standardize_tensors(raw, masks, batch.standardizer)
     return TensorBatch(
-        features=standardize_tensors(features, masks, batch.standardizer),
+        features={k: _float(v) for k, v in features.items()},
         masks=masks,
         pad=torch.from_numpy(batch.pad).to(device, non_blocking=nb),
         labels=torch.from_numpy(batch.labels).to(device, non_blocking=nb),
@@ -47,8 +48,9 @@ def to_tensors(batch: Batch, device: torch.device) -> TensorBatch:
 def standardize_tensors(
     features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], standardizer: Standardizer | None
 ) -> dict[str, torch.Tensor]:
-    """(x - mean) / std of each feature the statistics cover, as x * (1/std) - mean/std in one fused op on the
-    tensors' device; frames without a value (mask False, padding) stay 0. Float32 in, new tensors out."""
+    """(x - mean) / std of each feature the statistics cover, as x * (1/std) - mean/std on the tensors' device:
+    one float32 copy of the batch scaled and shifted in place; frames without a value (mask False, padding)
+    stay 0. The inputs are never changed (float16 or float32 in, new float32 tensors out)."""
     if standardizer is None:
         return features
     out = dict(features)
@@ -57,7 +59,8 @@ def standardize_tensors(
         if affine is None or not x.is_floating_point():
             continue
         scale, shift = affine
-        out[name] = torch.addcmul(shift, x.float(), scale).masked_fill_(~masks[name].unsqueeze(-1), 0)
+        y = x.to(torch.float32, copy=True).mul_(scale).add_(shift)
+        out[name] = y.masked_fill_(~masks[name].unsqueeze(-1), 0)
     return out
 
 
