@@ -133,7 +133,8 @@ def status(
     show_features: Annotated[bool, typer.Option("--features", help="Also list each store's kind, width, dtype and column names.")] = False,
 ) -> None:
     """Tracks, labelled and valid frames per split (videos found or not), complete tracks per feature
-    store, and one line per kind of problem (exit status 1 when extract or train would refuse the data)."""
+    store, and one line per kind of problem (exit status 1 when extract or train would refuse the data, or
+    when a store or group is damaged)."""
     from cache.status import status_report
 
     with one_line_errors("status"):
@@ -165,7 +166,7 @@ def status(
         console.print(f"{label} {escape(kind.summary)}{more}", highlight=False, soft_wrap=True)
         for item in kind.items if verbose else []:
             console.print(f"  {item}", markup=False, highlight=False, soft_wrap=True)
-    if any(kind.error for kind in problems):
+    if damaged or any(kind.error for kind in problems):  # damage printed is damage reported
         raise typer.Exit(1)
 
 
@@ -266,15 +267,21 @@ def export_features_cmd(
 def verify(
     features: Annotated[str | None, typer.Argument(help="Comma-separated feature names (default: every store).")] = None,
     cache_dir: CacheDir = DEFAULT_CACHE,
+    views_dir: Annotated[str | None, typer.Option("--views-dir", help="Aligned views to check too (default CACHE_DIR/_views).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report; change nothing.")] = False,
 ) -> None:
-    """Read every complete group back (checksums, shapes, chunk files) and mark damaged ones incomplete,
-    so the next extract / import-features / export redoes exactly those. Exit status 1 when damage is found."""
+    """Read every complete group back (checksums, shapes, chunk files, node kinds) and mark damaged ones
+    incomplete, so the next extract / import-features / export redoes exactly those; check kept
+    standardization statistics against their groups (stale ones removed) and every aligned view against its
+    checksum (damaged ones removed, aligned again by the next train). Exit status 1 when damage is found."""
     from cache.verify import verify_cache
+    from train.data.views import default_views_dir, verify_views
 
     names = [f.strip() for f in (features or "").split(",") if f.strip()] or None
     with one_line_errors("verify"):
         report = verify_cache(as_location(cache_dir), names, dry_run=dry_run)
+        folder = Path(views_dir) if views_dir else default_views_dir(as_location(cache_dir))
+        views = verify_views(folder, dry_run=dry_run)
     if report.damaged:
         table = Table(title=f"damaged groups in {cache_dir}")
         for col in ("feature", "group", "problem", "redo with"):
@@ -292,7 +299,19 @@ def verify(
             f"{report.unchecked} group(s) were written before checksums and chunk counts: decoded and shape-checked "
             "only (extract --force rewrites them with checksums)", markup=False, highlight=False, soft_wrap=True,
         )
-    if report.damaged:
+    for d in report.stale:
+        console.print(f"stale: {d.feature} {d.unit}: {d.problem}", markup=False, highlight=False, soft_wrap=True)
+    if report.stale:
+        done = "kept (dry run)" if dry_run else f"{report.removed} removed"
+        console.print(f"{len(report.stale)} stale standardization record(s) (recomputed by the next train): {done}",
+                      markup=False, highlight=False, soft_wrap=True)
+    if views.checked:
+        for file, problem in views.damaged:
+            console.print(f"damaged view: {file}: {problem}", markup=False, highlight=False, soft_wrap=True)
+        done = "nothing changed (dry run)" if dry_run else f"{views.removed} removed (the next train or align rebuilds them)"
+        console.print(f"checked {views.checked} aligned view(s) in {folder}: {len(views.damaged)} damaged, {done}",
+                      markup=False, highlight=False, soft_wrap=True)
+    if report.damaged or views.damaged:
         raise typer.Exit(1)
 
 

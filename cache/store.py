@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 4096
 EXTRAS_GROUP = "_extras"
+# attribute of an extra computed from groups (e.g. standardization statistics): {group: identity} as
+# `FeatureStore.group_identities` gave them then; `pipeline.py verify` reports the extra stale when one differs
+DERIVED_FROM = "derived_from"
+STANDARDIZATION_EXTRA = "standardization_"  # prefix of the extras holding statistics (train/data/standardize.py)
 FEATURE_KINDS = ("frame", "window", "segment")
 UNIT_KINDS = ("track", "video")
 
@@ -464,6 +468,8 @@ class FeatureStore:
                 raise DamagedGroup(self.path, unit, f"array '{key}' is missing") from None
             except (ValueError, TypeError, UnicodeDecodeError) as err:
                 raise DamagedGroup(self.path, unit, f"unreadable {key}/zarr.json: {short_reason(err)}") from None
+            if not isinstance(arrays[key], zarr.Array):
+                raise DamagedGroup(self.path, unit, f"'{key}' is a {type(arrays[key]).__name__.lower()}, not an array")
         lengths = {key: array.shape[0] if array.shape else -1 for key, array in arrays.items()}
         rows = attrs.get("rows", lengths["values"])
         if any(n != rows for n in lengths.values()) or arrays["times"].shape[1:] != (2,) or arrays["valid"].ndim != 1:
@@ -508,6 +514,23 @@ class FeatureStore:
         arr.attrs.update({**(attrs or {}), "chunks": int(arr.nchunks)})
         arr.attrs["complete"] = True  # last, on its own
 
+    def remove_extra(self, name: str) -> None:
+        """Delete an extra (marked incomplete first, as a group is before its removal)."""
+        extras = self._root.require_group(EXTRAS_GROUP)
+        with contextlib.suppress(KeyError, ValueError, TypeError, UnicodeDecodeError):
+            extras[name].attrs["complete"] = False
+        with contextlib.suppress(KeyError):
+            del extras[name]
+
+    def group_identities(self, units: Sequence[str]) -> dict[str, str]:
+        """What each group holds, as recorded at completion: its `content_digest` (a group written before
+        digests: its row count and source), for records derived from groups (`DERIVED_FROM`)."""
+        out = {}
+        for unit in units:
+            attrs = self.unit_attrs(unit)
+            out[unit] = str(attrs.get("content_digest") or f"rows={attrs.get('rows')};source={attrs.get('source')}")
+        return out
+
     def extra_names(self) -> list[str]:
         names = sorted(n.rstrip("/") for n in self._list(f"{EXTRAS_GROUP}/", recursive=False))
         return [n for n in names if n != "zarr.json" and self._has_key(f"{EXTRAS_GROUP}/{n}/zarr.json")]
@@ -520,12 +543,14 @@ class FeatureStore:
             raise KeyError(f"{self.path}: no extra '{name}'") from None
         except (ValueError, TypeError, UnicodeDecodeError) as err:
             raise DamagedGroup(self.path, where, f"unreadable zarr.json: {short_reason(err)}") from None
+        if not isinstance(arr, zarr.Array):
+            raise DamagedGroup(self.path, where, f"a {type(arr).__name__.lower()}, not an array")
         attrs = dict(arr.attrs)
         complete, chunks = attrs.pop("complete", None), attrs.pop("chunks", None)
         if has_checksums(arr):  # written with checksums: also marked complete, with its chunk count
             if not complete:
-                raise DamagedGroup(self.path, where, "written only in part (its writer was stopped); extract "
-                                   "one video of this feature again with --force to rewrite it")
+                raise DamagedGroup(self.path, where, "written only in part (its writer was stopped); the next "
+                                   "extract of this feature writes it again")
             found = self._count_chunk_files(f"{EXTRAS_GROUP}/", {name})[name]
             if chunks is not None and found != chunks:
                 raise DamagedGroup(self.path, where, f"{found} of {chunks} chunk files")

@@ -5,6 +5,9 @@ file (size, mtime) unless forced; decode once on a background thread (bounded qu
 extractors (`faces`) and, per track, batches of frames with their final face boxes to the crop extractors
 (`mouth`, `landmarks`, `clip`); give audio extractors the decoded audio; then store extractors. Groups are
 written through `FeatureStore` (complete last). A failing video costs one line and the run goes on.
+A video whose features are all complete but whose frame-time record is not (marked incomplete by
+`verify`) is decoded once more, only to write that record again; an extractor whose store has a damaged
+extra is loaded, which writes its extras again (`Runner.repair_extras`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,16 @@ from cache.checks import DatasetError, check_dataset, empty_split_text
 from cache.location import Location
 from cache.manifest import Manifest, load_manifest
 from cache.media import MediaError, SourceStat, probe_video
-from cache.store import DamagedStore, FeatureStore, FingerprintMismatch, store_path
+from cache.frametimes import FRAME_TIMES_STORE
+from cache.store import (
+    STANDARDIZATION_EXTRA,
+    DamagedGroup,
+    DamagedStore,
+    FeatureStore,
+    FingerprintMismatch,
+    store_exists,
+    store_path,
+)
 from extract.base import (
     DEFAULT_MODELS_DIR,
     AudioExtractor,
@@ -168,6 +180,7 @@ class Runner:
             log.info("also running %s (required by the requested features)", ", ".join(added))
         self.extractors: dict[str, Extractor] = {}
         self.stores: dict[str, FeatureStore] = {}
+        self._frame_record: tuple[FeatureStore | None, set[str]] | None = None  # opened on first use
         for name in self.names:
             cls = get_extractor(name)
             ext = cls(
@@ -225,7 +238,54 @@ class Runner:
             units = ext.units_for(video)
             if self.opts.force or not all(store.is_complete(u, source, check_chunks=True) for u in units):
                 out.append(name)
+        decodes = any(isinstance(self.extractors[n], (FrameExtractor, CropExtractor)) for n in out)
+        if not decodes and self.frame_record_damaged(video, source):
+            out.append(FRAME_TIMES_STORE)  # a decode pass only to write the record again (process_video)
         return out
+
+    def damaged_extras(self) -> list[str]:
+        """The features whose store has a damaged extra of the extractor's own (statistics kept by training
+        are not: train recomputes them)."""
+        damaged = []
+        for name in self.names:
+            store = self.stores[name]
+            for extra in store.extra_names():
+                if extra.startswith(STANDARDIZATION_EXTRA):
+                    continue
+                try:
+                    store.get_extra(extra)
+                except DamagedGroup as err:
+                    log.info("%s: %s; written again", store.path, err.problem)
+                    damaged.append(name)
+                    break
+        return damaged
+
+    def repair_extras(self) -> list[str]:
+        """Load (which writes their extras again) the extractors whose store has a damaged extra, as `verify`
+        announces. Returns the features repaired."""
+        repaired = self.damaged_extras() if self.write_extras else []
+        for name in repaired:
+            self._ensure_loaded(name)
+        return repaired
+
+    def frame_record_damaged(self, video: VideoContext, source: SourceStat) -> bool:
+        """The video has a frame-time record that is not complete for this source file (marked incomplete by
+        `verify`, cut, or made from another file): the next decode of the video must write it again."""
+        if self._frame_record is None:
+            path = store_path(self.opts.cache_dir, FRAME_TIMES_STORE)
+            try:
+                store = FeatureStore.open(path) if store_exists(path) else None
+                self._frame_record = (store, set(store.units(complete_only=False)) if store is not None else set())
+            except DamagedStore as err:  # its root metadata: `verify` says to move it aside
+                log.warning("%s: frame-time record unreadable (%s)", path, err)
+                self._frame_record = (None, set())
+        store, units = self._frame_record
+        if store is None or video.stem not in units:
+            return False
+        try:
+            return not store.is_complete(video.stem, source, check_chunks=True)
+        except DamagedStore:
+            return True
 
     def close(self) -> None:
         for ext in self.extractors.values():
@@ -235,6 +295,8 @@ class Runner:
     def process_video(self, video: VideoContext, todo: list[str], on_frames: Callable[[int], None]) -> DecodeReport | None:
         """Extract `todo` for one video; returns what its decode saw (None when no frame was decoded)."""
         source = SourceStat.of(video.path)
+        record_only = FRAME_TIMES_STORE in todo  # no feature to redo, only the frame-time record (`todo`)
+        todo = [n for n in todo if n != FRAME_TIMES_STORE]
         exts = {n: self._ensure_loaded(n) for n in todo}
         audio_cache: dict[int, Any] = {}
 
@@ -248,7 +310,7 @@ class Runner:
         frame_exts = [n for n in todo if isinstance(exts[n], FrameExtractor)]
         crop_exts = [n for n in todo if isinstance(exts[n], CropExtractor)]
         report = frames = None
-        if frame_exts or crop_exts:
+        if frame_exts or crop_exts or record_only:
             report, frames = self._frame_pass(video, exts, frame_exts, crop_exts, results, on_frames)
         else:
             on_frames(video.info.n_frames)
@@ -495,6 +557,7 @@ def run_local(
     summary = RunSummary()
     runner = Runner(options, audio_decoder)
     try:
+        runner.repair_extras()
         plan = plan_videos(runner, videos, summary, labelled)
         total = sum(max(c.info.n_frames, 0) for c, _ in plan)
         with split_progress(options.split, total, enabled=options.progress, n_videos=len(videos)) as advance:
