@@ -7,9 +7,13 @@ geometric part of open_clip's own eval transform (resize, centre crop) for the m
 `train/heads/backbones.py` applies the normalisation (x / 255 − mean) / std, which reproduces the `clip`
 embeddings (tests/test_finetune.py).
 
-Storage: (N, S, S, 3) uint8, S = the model's input size (224 for ViT-B/16 and for the tiny model),
-chunks of 32 rows, blosc-zstd with bit shuffle (lossless; the choice and its sizes are in
-docs/DESIGN.md). Frames without a face are black rows with valid False. The store's extra
+Storage (`codec`, recorded in the store's config and so in its fingerprint; `cache/crop_codec.py`):
+`jpeg:95` (default) stores each crop as a JPEG of quality 95 in a fixed-width row (about 15 KB a frame,
+45 GB for Aff-Wild2; landmark displacement and PSNR per quality in bench/face_crops_size.py and
+docs/DESIGN.md); `lossless` stores (N, S, S, 3) uint8 pixels (about 105 KB a frame, 320 GB). S = the
+model's input size (224 for ViT-B/16 and for the tiny model), chunks of 32 rows, blosc-zstd with bit
+shuffle over either. Frames without a face are black (empty) rows with valid False. Read crops back with
+`CropCodec.decode` (batched torchvision decode, nvjpeg on a GPU). The store's extra
 `input_spec` records the model, input size and normalisation it was made for; training refuses a
 backbone with another model or size.
 
@@ -27,12 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from cache.crop_codec import CropCodec
 from cache.store import FeatureStore, StoreLayout
 from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, box_crops, register
 
 log = logging.getLogger(__name__)
 
-INPUT_SPEC_EXTRA = "input_spec"
+INPUT_SPEC_EXTRA = "input_spec"  # (cache/crops.py reads it)
 CROP_LAYOUT = StoreLayout(chunk_rows=32, cname="zstd", clevel=3, shuffle="bitshuffle")
 
 
@@ -40,6 +45,10 @@ CROP_LAYOUT = StoreLayout(chunk_rows=32, cname="zstd", clevel=3, shuffle="bitshu
 class FaceCropsConfig:
     crop_size: int = 256  # box crop side before CLIP's own resize / centre crop (as `clip`)
     crop_margin: float = 0.1
+    codec: str = "jpeg:95"  # lossless | jpeg:Q (cache/crop_codec.py); chosen in bench/face_crops_size.py
+
+    def __post_init__(self) -> None:
+        CropCodec.parse(self.codec)  # a wrong name fails at configuration, not after a video
 
 
 @register
@@ -68,6 +77,7 @@ class FaceCropsExtractor(CropExtractor):
         model, preprocess, _ = load_open_clip(self.model_ref, "cpu")
         self.geometric, _, _ = clip_preprocess_parts(preprocess)
         self.spec = clip_input_spec(model, self.public_model_ref(), preprocess)
+        self.codec = CropCodec.parse(self.config.codec)
         del model
 
     @property
@@ -96,12 +106,12 @@ class FaceCropsExtractor(CropExtractor):
         crops, ok = box_crops(batch, self.config.crop_size, self.config.crop_margin)
         rows = np.zeros((len(ok), self.size, self.size, 3), dtype=np.uint8)
         rows[ok] = self.to_input(crops)
-        state["files"][batch.track].write(rows.tobytes())
+        state["files"][batch.track].write(self.codec.encode(rows, ok).tobytes())
         state["rows"][batch.track].append((batch.times.copy(), ok.copy()))
 
     def end(self, state: dict[str, Any]) -> dict[str, UnitResult]:
         out = {}
-        shape = (self.size, self.size, 3)
+        shape = self.codec.row_shape(self.size)
         for track, handle in state["files"].items():
             handle.close()
             rows = state["rows"][track]
@@ -112,7 +122,8 @@ class FaceCropsExtractor(CropExtractor):
             else:
                 values = np.zeros((0, *shape), dtype=np.uint8)
             os.unlink(handle.name)  # the map stays readable until it is dropped
-            out[track] = UnitResult(values, times, valid, {"model": self.spec["model"], "image_size": self.size})
+            out[track] = UnitResult(values, times, valid, {"model": self.spec["model"], "image_size": self.size,
+                                                           "codec": self.codec.name})
         return out
 
     def _clean_spill(self) -> None:
