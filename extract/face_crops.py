@@ -63,7 +63,7 @@ class FaceCropsExtractor(CropExtractor):
 
     def __init__(self, config: FaceCropsConfig | None = None, profile: str = "full", model_ref: str | None = None, **kw: Any):
         super().__init__(config, profile, model_ref, **kw)
-        self.geometric: Any = None
+        self.inputs: Any = None
         self.spec: dict[str, Any] = {}
         self._spill: str | None = None
 
@@ -71,11 +71,12 @@ class FaceCropsExtractor(CropExtractor):
         return ""  # crops depend on the architecture's input transform, not on its weights
 
     def load(self, device: str = "cpu") -> None:
-        from extract.models import clip_input_spec, clip_preprocess_parts, load_open_clip
+        from extract.clip_input import ClipInput
+        from extract.models import clip_input_spec, load_open_clip
 
         super().load(device)
         model, preprocess, _ = load_open_clip(self.model_ref, "cpu")
-        self.geometric, _, _ = clip_preprocess_parts(preprocess)
+        self.inputs = ClipInput(preprocess)
         self.spec = clip_input_spec(model, self.public_model_ref(), preprocess)
         self.codec = CropCodec.parse(self.config.codec)
         del model
@@ -88,13 +89,11 @@ class FaceCropsExtractor(CropExtractor):
         store.put_extra(INPUT_SPEC_EXTRA, np.array([self.size], dtype=np.int64), self.spec)
 
     def to_input(self, crops: np.ndarray) -> np.ndarray:
-        """(B, c, c, 3) box crops -> (B, S, S, 3) uint8 model-input crops (before normalisation)."""
-        from PIL import Image
-
-        out = np.zeros((len(crops), self.size, self.size, 3), dtype=np.uint8)
-        for i, crop in enumerate(crops):
-            out[i] = np.asarray(self.geometric(Image.fromarray(crop)), dtype=np.uint8)
-        return out
+        """(B, c, c, 3) box crops -> (B, S, S, 3) uint8 model-input crops (before normalisation), by the
+        batched transform `clip` uses (`extract/clip_input.py`), so both see the same pixels."""
+        if not len(crops):
+            return np.zeros((0, self.size, self.size, 3), dtype=np.uint8)
+        return self.inputs.geometric(crops, self.device).permute(0, 2, 3, 1).cpu().numpy()
 
     def begin(self, video: VideoContext) -> dict[str, Any]:
         self._clean_spill()
@@ -135,4 +134,4 @@ class FaceCropsExtractor(CropExtractor):
 
     def close(self) -> None:
         self._clean_spill()
-        self.geometric = None
+        self.inputs = None
