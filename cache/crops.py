@@ -1,7 +1,7 @@
 """Reading face crops back from a `face_crops` store: only the rows asked for, decoded in batches.
 
 `CropReader` keeps each unit's opened arrays (the cheap checks and the chunk listing happen once per unit,
-not per read), reads only the chunks that hold the requested rows (zarr's orthogonal selection) and
+not per read), reads only the chunks that hold the requested rows (runs of them as chunk-aligned slices) and
 decodes them with the store's codec (`cache/crop_codec.py`): JPEG rows in one batched torchvision call
 (nvjpeg on a CUDA `device`), split over `workers` threads on the CPU.
 """
@@ -56,8 +56,19 @@ class CropReader:
         values = self._values(unit)
         if not len(rows):
             return np.zeros((0, *values.shape[1:]), dtype=np.uint8)
+        size = int(values.chunks[0])
+        chunk = rows // size
+        # runs of consecutive touched chunks, each read as one chunk-aligned slice (zarr's orthogonal
+        # selection decodes the same chunks but costs 3-4x more per row picked)
+        breaks = np.flatnonzero(np.diff(np.unique(chunk)) > 1) + 1
+        runs = np.split(np.unique(chunk), breaks)
+        out = np.empty((len(rows), *values.shape[1:]), dtype=values.dtype)
         try:
-            return np.asarray(values.get_orthogonal_selection((rows,)))
+            for run in runs:
+                a, b = int(run[0]) * size, min((int(run[-1]) + 1) * size, values.shape[0])
+                pick = np.flatnonzero((rows >= a) & (rows < b))
+                out[pick] = values[a:b][rows[pick] - a]
+            return out
         except Exception as err:  # checksum mismatch, undecodable chunk (as FeatureStore.read)
             raise DamagedGroup(self.store.path, unit, f"a chunk cannot be read ({short_reason(err)})") from None
 

@@ -207,9 +207,10 @@ def test_batched_clip_preprocessing_equals_the_per_crop_transform(size: int, sha
     photo = skimage.data.astronaut()
     h, w = shape
     crops = np.stack([photo[20 * i : 20 * i + h, 30 * i : 30 * i + w] for i in range(6)])
-    inputs = ClipInput(preprocess)
+    inputs = ClipInput(preprocess, tensor_resize=True)  # the GPU's path, run here on the CPU
     assert inputs.batched
     got, ref = inputs(crops), inputs.reference(crops)
+    torch.testing.assert_close(ClipInput(preprocess)(crops), ref, atol=1e-5, rtol=0)  # the CPU's path: PIL pixels
     assert got.shape == ref.shape == (6, 3, size, size) and got.dtype == torch.float32
     diff = (got - ref).abs()
     level = 1 / 255 / min(inputs.std)  # one uint8 level after normalisation
