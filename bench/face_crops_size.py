@@ -8,7 +8,7 @@ Faces: scikit-image's astronaut rendered as the sample videos do (`cache/sample_
 expression warps and a rigid head motion), and its 200 real `lfw_subset` faces (25 px, upscaled to the
 tile and moved by a random rotation / shift); both cropped as `face_crops` does (box crop at 256 px,
 margin 0.1, then resize to 224). For `lossless` and `jpeg:85/90/95` (`cache/crop_codec.py`), rows are
-stored as the store does (chunks of 32 rows, blosc-zstd-3 + bit shuffle over the encoded rows):
+stored as the store does (chunks of 32 rows, blosc-zstd-3 over the encoded rows, bit shuffle for lossless):
 
 - bytes per frame on disk and the projected Aff-Wild2 size (2,993,081 frames);
 - PSNR (over the set) and mean SSIM of the decoded crops against the lossless ones;
@@ -76,21 +76,29 @@ def lfw_crops(n: int = 200, seed: int = 0) -> np.ndarray:
     return to_input(crop_faces(frames, np.array(boxes), 256, 0.1))
 
 
-def stored_bytes(rows: np.ndarray) -> float:
-    """Bytes per row as the store writes them (face_crops' layout over chunks of 32 rows)."""
+def blosc_of(codec: str):
+    """The blosc compressor a face_crops store of this codec uses (extract/face_crops.py crop_layout)."""
     from numcodecs import Blosc
 
-    blosc = Blosc("zstd", 3, Blosc.BITSHUFFLE)
+    from extract.face_crops import crop_layout
+
+    layout = crop_layout(codec)
+    shuffle = {"shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE, "noshuffle": Blosc.NOSHUFFLE}[layout.shuffle]
+    return Blosc(layout.cname, layout.clevel, shuffle)
+
+
+def stored_bytes(rows: np.ndarray, codec: str) -> float:
+    """Bytes per row as the store writes them (face_crops' layout over chunks of 32 rows)."""
+    blosc = blosc_of(codec)
     return sum(len(blosc.encode(np.ascontiguousarray(rows[a : a + CHUNK]))) for a in range(0, len(rows), CHUNK)) / len(rows)
 
 
 def decode_rate(codec, rows: np.ndarray, size: int, budget_s: float = 3.0) -> float:
     """Frames/s on one core: blosc decompression of stored chunks + the codec's batched decode."""
     import torch
-    from numcodecs import Blosc
 
     torch.set_num_threads(1)
-    blosc = Blosc("zstd", 3, Blosc.BITSHUFFLE)
+    blosc = blosc_of(codec.name)
     chunks = [blosc.encode(np.ascontiguousarray(rows[a : a + CHUNK])) for a in range(0, len(rows), CHUNK)]
     done, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < budget_s or not done:
@@ -130,7 +138,7 @@ def report(label: str, crops: np.ndarray, mesh: Mesh | None, rate_s: float) -> l
     for name in CODECS:
         codec = CropCodec.parse(name)
         rows = codec.encode(crops)
-        bpf = stored_bytes(rows)
+        bpf = stored_bytes(rows, name)
         back = codec.decode(rows, size).numpy()
         if codec.lossy:
             psnr = peak_signal_noise_ratio(crops, back, data_range=255)  # over the set: a frame may be exact

@@ -204,7 +204,7 @@ def crop_store(folder: Path, codec: str, rows: int) -> "object":
     from bench.face_crops_size import astronaut_crops
     from cache.crop_codec import CropCodec
     from cache.store import FeatureMeta, FeatureStore
-    from extract.face_crops import CROP_LAYOUT, INPUT_SPEC_EXTRA
+    from extract.face_crops import INPUT_SPEC_EXTRA, crop_layout
 
     faces = astronaut_crops(64)
     crops = faces[np.arange(rows) % len(faces)]
@@ -212,12 +212,15 @@ def crop_store(folder: Path, codec: str, rows: int) -> "object":
     store = FeatureStore.create_or_open(folder, FeatureMeta("face_crops", config={"codec": c.name}), on_mismatch="new")
     if "v" not in store.units():
         store.write("v", c.encode(crops), np.stack([np.arange(rows), np.arange(rows) + 1.0], 1) / 30,
-                    dtype="uint8", layout=CROP_LAYOUT)
+                    dtype="uint8", layout=crop_layout(c.name))
         store.put_extra(INPUT_SPEC_EXTRA, np.array([224]), {"model": "ViT-B-16", "image_size": 224})
     return store
 
 
-def crops_rate(args: argparse.Namespace) -> None:
+def crops_rate(work: Path, device_name: str, codecs: str, workers: int, batches: int, window: int = 400,
+               per_window: int = 100, batch: int = 8, measure_tower: bool = True) -> list[dict]:
+    """One row per codec: crops/s delivered (1 core and `workers`), the previous reader's rate, the
+    tower's need and the data wait share left (see the module doc)."""
     import math
 
     import numpy as np
@@ -226,7 +229,6 @@ def crops_rate(args: argparse.Namespace) -> None:
     from cache.crops import CropReader
 
     torch.set_num_threads(1)
-    window, per_window, batch = 400, 100, 8
     rows = window * 6
     step = math.ceil(window / per_window)
     rng = np.random.default_rng(0)
@@ -235,48 +237,54 @@ def crops_rate(args: argparse.Namespace) -> None:
         return [[s + np.arange(int(rng.integers(step)), window, step) for s in rng.integers(0, rows - window, batch)]
                 for _ in range(n)]
 
-    need = tower_need(args)
-    print(f"crops for clip:all at window {window}, frames_per_window {per_window}, batch {batch} "
-          f"({batch * per_window} crops a step); device {args.device}; tower: {need['line']}")
-    for codec in args.codecs.split(","):
-        store = crop_store(args.work / f"crops-{codec.replace(':', '')}.zarr", codec, rows)
-        device = "cuda" if args.device == "cuda" and codec.startswith("jpeg") else "cpu"
-        results = {}
-        for label, workers in (("1 core", 1), (f"{args.decode_workers} workers", args.decode_workers)):
-            reader = CropReader(store, device=device, workers=workers)
+    need = tower_need(device_name, batch * len(range(0, window, step)), measure_tower)
+    out = []
+    for codec in codecs.split(","):
+        store = crop_store(work / f"crops-{codec.replace(':', '')}.zarr", codec, rows)
+        device = "cuda" if device_name == "cuda" and codec.startswith("jpeg") else "cpu"
+        rates = {}
+        for n_workers in sorted({1, workers}):
+            reader = CropReader(store, device=device, workers=n_workers)
             reader.read("v", np.arange(8))  # opens the arrays once
             done, t0 = 0, time.perf_counter()
-            for windows in plans(args.batches):
-                out = reader.decode(np.concatenate([reader.encoded("v", w) for w in windows]))
-                done += len(out)
+            for windows in plans(batches):
+                done += len(reader.decode(np.concatenate([reader.encoded("v", w) for w in windows])))
             if device == "cuda":
                 torch.cuda.synchronize()
-            results[label] = done / (time.perf_counter() - t0)
+            rates[n_workers] = done / (time.perf_counter() - t0)
         t0, done = time.perf_counter(), 0
-        for windows in plans(max(1, args.batches // 2)):  # before: whole row range per window, listed per read
+        for windows in plans(max(1, batches // 2)):  # before: each window's whole row range, listed per read
             for w in windows:
                 done += len(store.read("v", rows=slice(int(w.min()), int(w.max()) + 1)).values[w - w.min()])
         before = done / (time.perf_counter() - t0)
-        rate = results[f"{args.decode_workers} workers"]
-        t_data = batch * per_window / rate
-        t_step = need["step_s"][0]  # the faster step: the larger need
-        wait = max(0.0, t_data - t_step) / max(t_data, t_step)
-        print(f"  {codec:9s} delivered {rate:8,.0f} crops/s ({args.decode_workers} workers, {device} decode), "
-              f"{results['1 core']:7,.0f} per core; before (row ranges) {before:6,.0f} crops/s on 1 core: "
-              f"{results['1 core'] / before:.1f}x | tower needs {need['crops_s']:,.0f} crops/s: delivered "
-              f"{rate / need['crops_s']:.2f}x (target >= 3x), data wait {100 * wait:.0f}% of a step; "
-              f"3x needs {3 * need['crops_s'] / results['1 core']:.0f} decoding cores", flush=True)
+        t_data, t_step = need["crops"] / rates[workers], need["step_s"][0]  # the faster step: the larger need
+        out.append({"codec": codec, "decode": device, "workers": workers, "crops_s": rates[workers],
+                    "per_core": rates[1], "before_s": before, "need_s": need["crops_s"], "need": need["line"],
+                    "ratio": rates[workers] / need["crops_s"],
+                    "wait": max(0.0, t_data - t_step) / max(t_data, t_step),
+                    "cores_for_3x": 3 * need["crops_s"] / rates[1]})
+    return out
 
 
-def tower_need(args: argparse.Namespace) -> dict:
-    """Crops/s the ViT-B/16 tower consumes training all blocks: measured on CUDA, estimated on a CPU."""
+def print_crops(rows: list[dict]) -> None:
+    print(f"tower: {rows[0]['need']}")
+    for r in rows:
+        print(f"  {r['codec']:9s} delivered {r['crops_s']:8,.0f} crops/s ({r['workers']} workers, {r['decode']} decode), "
+              f"{r['per_core']:7,.0f} per core; before (whole row ranges, 1 core) {r['before_s']:6,.0f} crops/s | "
+              f"tower needs {r['need_s']:,.0f} crops/s: delivered {r['ratio']:.2f}x (target >= 3x), data wait "
+              f"{100 * r['wait']:.0f}% of a step; 3x needs {r['cores_for_3x']:.0f} decoding cores", flush=True)
+
+
+def tower_need(device: str, crops: int = 800, measure: bool = True) -> dict:
+    """Crops/s the ViT-B/16 tower consumes training all blocks on `crops` a step: measured on CUDA,
+    estimated (GPU_STEP_S, scaled to `crops`) elsewhere."""
     import torch
 
-    crops = 8 * 100
-    if args.device != "cuda":
+    if device != "cuda" or not measure:
+        lo, hi = (t * crops / 800 for t in GPU_STEP_S)
         lo, hi = GPU_STEP_S
-        return {"step_s": (lo, hi), "crops_s": crops / lo,
-                "line": f"GPU step estimated {lo}-{hi} s for {crops} crops -> needs up to {crops / lo:,.0f} crops/s"}
+        return {"step_s": (lo, hi), "crops_s": crops / lo, "crops": crops,
+                "line": f"GPU step estimated {lo:.2f}-{hi:.2f} s for {crops} crops -> needs up to {crops / lo:,.0f} crops/s"}
     import open_clip
 
     model = open_clip.create_model("ViT-B-16", pretrained=None).visual.to("cuda").train()
@@ -297,7 +305,7 @@ def tower_need(args: argparse.Namespace) -> dict:
         step()
     torch.cuda.synchronize()
     sec = (time.perf_counter() - t0) / 3
-    return {"step_s": (sec, sec), "crops_s": crops / sec,
+    return {"step_s": (sec, sec), "crops_s": crops / sec, "crops": crops,
             "line": f"ViT-B/16 all blocks, bf16, measured {sec:.3f} s for {crops} crops -> {crops / sec:,.0f} crops/s"}
 
 
@@ -326,7 +334,9 @@ def main() -> None:
     DEVICE = os.environ["AFFCACHE_BENCH_DEVICE"] = args.device
     if args.crops:
         args.work.mkdir(parents=True, exist_ok=True)
-        crops_rate(args)
+        print(f"crops for clip:all at window 400, frames_per_window 100, batch 8 (800 crops a step); "
+              f"device {args.device}")
+        print_crops(crops_rate(args.work, args.device, args.codecs, args.decode_workers, args.batches))
         return
     if args.phase:
         refs = json.loads(args.refs)

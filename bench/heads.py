@@ -33,8 +33,13 @@ def recipe(head: str) -> tuple[dict, list[str]]:
     return dict(raw.get("head") or {}), list(raw["data"]["features"])
 
 
-def time_steps(head: str, batch: int, window: int, steps: int, device: str, bf16: bool, short: int = 0) -> float:
-    """Seconds per training step (after one warm-up step); `short` > 0: the last window has that length."""
+SMALL = {"hidden": 16, "gru_hidden": 8, "layers": 1, "heads": 2, "d_state": 4, "latents": 2}  # --small (smoke)
+
+
+def time_steps(head: str, batch: int, window: int, steps: int, device: str, bf16: bool, short: int = 0,
+               small: bool = False) -> float:
+    """Seconds per training step (after one warm-up step); `short` > 0: the last window has that length;
+    `small`: narrow, one-layer heads (a smoke check of the code path, not a figure)."""
     import torch
 
     from train.fit.losses import ccc_loss
@@ -42,6 +47,8 @@ def time_steps(head: str, batch: int, window: int, steps: int, device: str, bf16
 
     options, features = recipe(head)
     options.pop("region_prototypes", None)
+    if small:
+        options.update({k: v for k, v in SMALL.items() if k in options})
     dims = {n: WIDTHS[n] for n in features}
     torch.manual_seed(0)
     model = build_head(head, dims, options).to(device).train()

@@ -11,8 +11,8 @@ Storage (`codec`, recorded in the store's config and so in its fingerprint; `cac
 `jpeg:95` (default) stores each crop as a JPEG of quality 95 in a fixed-width row (about 15 KB a frame,
 45 GB for Aff-Wild2; landmark displacement and PSNR per quality in bench/face_crops_size.py and
 docs/DESIGN.md); `lossless` stores (N, S, S, 3) uint8 pixels (about 105 KB a frame, 320 GB). S = the
-model's input size (224 for ViT-B/16 and for the tiny model), chunks of 32 rows, blosc-zstd with bit
-shuffle over either. Frames without a face are black (empty) rows with valid False. Read crops back with
+model's input size (224 for ViT-B/16 and for the tiny model), chunks of 32 rows, blosc-zstd (with bit
+shuffle for lossless pixels, without for JPEG bytes). Frames without a face are black (empty) rows with valid False. Read crops back with
 `CropCodec.decode` (batched torchvision decode, nvjpeg on a GPU). The store's extra
 `input_spec` records the model, input size and normalisation it was made for; training refuses a
 backbone with another model or size.
@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 
 INPUT_SPEC_EXTRA = "input_spec"  # (cache/crops.py reads it)
 CROP_LAYOUT = StoreLayout(chunk_rows=32, cname="zstd", clevel=3, shuffle="bitshuffle")
+# JPEG rows: bit shuffling gains nothing on compressed bytes and made chunks 2.7x slower to decompress
+JPEG_LAYOUT = StoreLayout(chunk_rows=32, cname="zstd", clevel=3, shuffle="noshuffle")
+
+
+def crop_layout(codec: str) -> StoreLayout:
+    """How a face_crops store of this codec chunks and compresses its rows."""
+    return JPEG_LAYOUT if CropCodec.parse(codec).lossy else CROP_LAYOUT
 
 
 @dataclass
@@ -58,8 +65,11 @@ class FaceCropsExtractor(CropExtractor):
     family = "open_clip"
     version = "1"
     store_dtype = "uint8"
-    store_layout = CROP_LAYOUT
     autocast = False
+
+    @property
+    def store_layout(self) -> StoreLayout:  # type: ignore[override]
+        return crop_layout(self.config.codec)
 
     def __init__(self, config: FaceCropsConfig | None = None, profile: str = "full", model_ref: str | None = None, **kw: Any):
         super().__init__(config, profile, model_ref, **kw)
