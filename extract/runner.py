@@ -87,6 +87,7 @@ class RunOptions:
     batch_size: int = 32  # frames per decoded chunk and crops per model batch
     prefetch: int = 2  # decoded chunks queued ahead
     decode_threads: int = 1
+    torch_threads: int = 1  # torch CPU threads of a local run (more were 4-27x slower on a busy machine); 0: torch's
     on_mismatch: str = "refuse"  # refuse | new (move the old store aside)
     only_videos: list[str] | None = None  # restrict to these video stems
     progress: bool = True
@@ -107,6 +108,7 @@ class RunSummary:
     frames: int = 0
     seconds: float = 0.0
     hook_seconds: dict[str, float] = field(default_factory=dict)  # time inside each extractor's hooks
+    model_seconds: dict[str, float] = field(default_factory=dict)  # of which inside model forwards (those timed)
     decode_wait: float = 0.0  # time the models waited for decoded frames
 
     @property
@@ -541,6 +543,16 @@ def plan_videos(
     return plan
 
 
+def _torch_threads(n: int) -> int:
+    """Set torch's CPU threads to `n` (0: leave them); returns the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    return before
+
+
 def run_local(
     options: RunOptions,
     manifest: Manifest | None = None,
@@ -556,6 +568,7 @@ def run_local(
     labelled = labelled_frames(manifest, options.split)
     summary = RunSummary()
     runner = Runner(options, audio_decoder)
+    threads = _torch_threads(options.torch_threads)
     try:
         runner.repair_extras()
         plan = plan_videos(runner, videos, summary, labelled)
@@ -594,8 +607,10 @@ def run_local(
                     advance.video(ctx.stem, "failed", features=[_reason(err)])
     finally:
         runner.close()
+        _torch_threads(threads)  # the caller's setting again
     log_dtype_summary(runner.stores.values())
     summary.seconds = time.perf_counter() - t_start
     summary.decode_wait = runner.timer.seconds.pop("_decode_wait", 0.0)
     summary.hook_seconds = dict(runner.timer.seconds)
+    summary.model_seconds = {n: e.model_seconds for n, e in runner.extractors.items() if e.model_seconds}
     return summary

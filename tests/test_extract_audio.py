@@ -215,3 +215,23 @@ def test_segment_feature_expands_onto_frames_with_overlap_averaging():
     # a frame straddling a segment edge weighs each overlap by its length
     half, _ = align_to_frames(values, times, np.array([[1.5, 2.5]]))
     np.testing.assert_allclose(half[0, 0], (1.0 * 1 + 0.5 * 2) / 1.5)  # overlaps 1.0 s and 0.5 s
+
+
+def test_ast_filterbank_once_per_video_equals_the_extractor_per_row(tiny_ast):
+    """The whole track's filterbank, sliced per context, equals the feature extractor on each context
+    (past contexts of 10 s over 23 s, centred ones, off-grid and too-short contexts)."""
+    from extract.ast import AstConfig, VideoFbank, ast_rows
+
+    fe = tiny_ast.feature_extractor
+    rng = np.random.default_rng(1)
+    samples = (0.1 * rng.standard_normal(23 * SR + 77)).astype(np.float32)
+    fbank = VideoFbank(fe, samples)
+    assert fbank.frames is not None
+    spans = [(int(round(a * SR)), int(round(b * SR))) for cfg in (AstConfig(), AstConfig(anchor="center", window_s=4))
+             for a, b in ast_rows(len(samples) / SR, cfg)[1]]
+    spans += [(1234, 1234 + 5 * SR), (SR, SR + 300)]  # off the 10 ms grid; shorter than one fbank frame
+    for a, b in spans:
+        clip = samples[a:b] if b - a >= 400 else np.pad(samples[a:b], (0, 400 - (b - a)))
+        ref = fe([clip], sampling_rate=SR)["input_values"][0]
+        np.testing.assert_allclose(fbank.one(a, b), ref, atol=1e-4, rtol=0, err_msg=f"{a}:{b}")
+    assert np.abs(fbank.one(0, 5 * SR) - fbank.one(SR, 6 * SR)).max() > 0.1  # slices differ
