@@ -54,8 +54,8 @@ def evaluate_run(
         if not dataset.has_labels:
             raise ValueError(f"split '{split}' has no labels to evaluate against: give its ground truth with --labels DIR "
                              "(<track>.txt per track; the sample's: DATA_ROOT/ground_truth/Test_Set)")
-        result = evaluate_predictions(dataset, loaded.preds, half_windows=loaded.half_windows)
-        smoothed = [postprocess(p, m, loaded.half_windows) for p, m in zip(loaded.preds.va, loaded.preds.has_feature)]
+        result = evaluate_predictions(dataset, loaded.preds, half_windows=loaded.half_windows, edges=loaded.cfg.smooth_edges)
+        smoothed = [postprocess(p, m, loaded.half_windows, loaded.cfg.smooth_edges) for p, m in zip(loaded.preds.va, loaded.preds.has_feature)]
         write_frames_csv(loaded.run.predictions / f"{split}.frames.csv", dataset, smoothed, loaded.preds.has_feature)
         coverage = loaded.checked
         if not coverage.complete:

@@ -306,7 +306,7 @@ def predict_videos(run: RunDir, tracks: list[Track], runs_dir: Path, cache_dir: 
             continue
         result = outputs[track.name]
         fps = float(probe_video(track.video).fps)
-        va = postprocess(result.va, result.present, half)
+        va = postprocess(result.va, result.present, half, TrainConfig.load(run.config).smooth_edges)
         starts = clock.label_times(track.video_stem, len(va), fps)[:, 0]
         out.written.append(write_video_csv(Path(out_dir) / f"{track.name}.csv", va, starts, result.present))
         plot = Path(out_dir) / f"{track.name}.png"

@@ -64,7 +64,11 @@ class RunDir:
         for candidate in (Path(run), Path(runs_dir) / str(run)):
             if cls(candidate).has_config:
                 return cls(candidate)
-        raise RunNotFound(f"no run '{run}' (looked for {Path(run)} and {Path(runs_dir) / str(run)})")
+        from cache.names import suggest
+
+        runs = [p.name for p in Path(runs_dir).iterdir() if cls(p).has_config] if Path(runs_dir).is_dir() else []
+        raise RunNotFound(f"no run '{run}' (looked for {Path(run)} and {Path(runs_dir) / str(run)}); "
+                          f"{suggest(str(run), runs, f'runs in {runs_dir}')}")
 
     # paths
     @property

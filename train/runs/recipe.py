@@ -44,10 +44,9 @@ def _head_class(model: str) -> type:
     try:
         return HEADS[model].config_class
     except KeyError:
-        import difflib
+        from cache.names import unknown
 
-        close = difflib.get_close_matches(model, sorted(HEADS), n=3, cutoff=0.4)
-        raise ConfigError(f"unknown head '{model}'; heads: {', '.join(close or sorted(HEADS))}") from None
+        raise ConfigError(unknown("head", model, HEADS)) from None
 
 
 def head_schema_class(model: str) -> type:
@@ -279,6 +278,23 @@ def check_stores(cfg: TrainConfig) -> None:
         path = store_path(as_location(cfg.data.cache_dir), split_feature(name)[0])  # `store:row` reads STORE
         if not store_exists(path):
             raise MissingStore(
-                f"feature '{name}' has no store at {path}; make it with: "
+                f"feature '{name}' has no store at {path}; {_did_you_mean(name, cfg.data.cache_dir)}make it with: "
                 f"{make_command(name, cfg.data.data_root, cfg.data.cache_dir)}"
             )
+
+
+def _did_you_mean(name: str, cache_dir: str) -> str:
+    """For a name that no extractor makes: "did you mean 'landmarks'? features: ...; " over the stores of the
+    cache and the extractors' names (a typo), else nothing."""
+    from cache.location import as_location
+    from cache.names import suggest
+    from cache.store import list_stores
+    from extract.base import available
+
+    if name in available():
+        return ""
+    try:
+        stores = list(list_stores(as_location(cache_dir)))
+    except OSError:
+        stores = []
+    return suggest(name, [*stores, *available()], "features") + "; if it is a run's output, "
