@@ -57,3 +57,10 @@ def test_report_lists_the_ccc_of_every_validation_track(mini_demo):
     assert per_track
     for name, s in per_track.items():
         assert f"| {name} | {s['ccc_v']:.4f} | {s['ccc_a']:.4f} | {s['P']:.4f} | {s['frames']} |" in text
+
+    from train.scoring.evaluate import EvalResult
+    from train.scoring.report import track_title
+
+    result = EvalResult(raw={}, smoothed={}, half_windows=(0, 0), frames=0, per_track={"a": {"ccc_v": 0.5, "ccc_a": 0.25, "P": 0.375, "frames": 9}})
+    assert track_title("a", result) == "a: CCC_V 0.500, CCC_A 0.250, P 0.375 (smoothed)"  # the plot's title
+    assert track_title("b", result) == "b"

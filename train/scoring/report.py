@@ -36,6 +36,14 @@ def ccc_table(results: dict[str, EvalResult]) -> str:
     return "\n".join(lines)
 
 
+def track_title(name: str, result: EvalResult) -> str:
+    """A validation plot's title: the track and its own CCC (smoothed)."""
+    s = result.per_track.get(name)
+    if not s or s["P"] != s["P"]:
+        return name
+    return f"{name}: CCC_V {s['ccc_v']:.3f}, CCC_A {s['ccc_a']:.3f}, P {s['P']:.3f} (smoothed)"
+
+
 def per_track_table(result: EvalResult, split: str = "val") -> str:
     """Markdown table: CCC of each track on its own (smoothed as chosen on validation), worst P first."""
     fmt = lambda x: "-" if x != x else f"{x:.4f}"  # noqa: E731  (NaN: too few valid frames)
@@ -130,7 +138,8 @@ def write_report(
         track = val_ds.tracks[ti]
         pred = postprocess(preds.va[ti], preds.has_feature[ti], result.half_windows, result.edges)
         rel = f"plots/val_{track.name}.png"
-        plot_track(track.name, float(val_ds.fps[ti]), pred, track.labels.values, track.labels.valid, run.path / rel)
+        plot_track(track_title(track.name, result), float(val_ds.fps[ti]), pred, track.labels.values, track.labels.valid,
+                   run.path / rel)
         plots.append((f"validation track {track.name} (smoothed predictions)", rel))
     features = run.read_features()
     stats = Standardizer.load(run.standardization)
