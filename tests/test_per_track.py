@@ -64,3 +64,27 @@ def test_report_lists_the_ccc_of_every_validation_track(mini_demo):
     result = EvalResult(raw={}, smoothed={}, half_windows=(0, 0), frames=0, per_track={"a": {"ccc_v": 0.5, "ccc_a": 0.25, "P": 0.375, "frames": 9}})
     assert track_title("a", result) == "a: CCC_V 0.500, CCC_A 0.250, P 0.375 (smoothed)"  # the plot's title
     assert track_title("b", result) == "b"
+
+
+def test_report_plots_shade_the_frames_a_feature_was_missing(tmp_path, monkeypatch):
+    """report.md's validation plots get the same shading as the --videos plots: per input feature, the
+    frames it had no value (here: the synthetic clip store's invalid rows)."""
+    import train.scoring.report as report
+    from train.config import DataConfig, TrainConfig
+    from train.data.synthetic import SynthConfig, default_tracks, make_synthetic
+    from train.fit.loop import train
+    from train.results.kinds import run_split_predictions
+
+    make_synthetic(tmp_path / "data", tmp_path / "cache", SynthConfig(tracks=default_tracks(2, 1, 0, (120, 140), seed=6)))
+    seen = {}
+    real = report.plot_track
+    monkeypatch.setattr(report, "plot_track", lambda title, *a, inputs=None, **k: (seen.__setitem__(title.split(":")[0], inputs), real(title, *a, inputs=inputs, **k)))
+    data = DataConfig(features=["clip"], data_root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), window=32, stride=32)
+    train(TrainConfig(model="gru", data=data, name="r", runs_dir=str(tmp_path / "runs"), head={"hidden": 8}, epochs=1,
+                      batch_size=4, device="cpu", smooth_grid=[0], max_steps_per_epoch=2, n_plot_tracks=1))
+    res = run_split_predictions("r", "val", tmp_path / "runs", "cpu")
+    res.dataset.close()
+    name = res.dataset.tracks[0].name
+    assert set(seen[name]) == {"clip"}
+    np.testing.assert_array_equal(seen[name]["clip"], res.preds.inputs[0]["clip"])
+    np.testing.assert_array_equal(res.preds.inputs[0]["clip"], res.preds.has_feature[0])

@@ -138,8 +138,9 @@ def write_report(
         track = val_ds.tracks[ti]
         pred = postprocess(preds.va[ti], preds.has_feature[ti], result.half_windows, result.edges)
         rel = f"plots/val_{track.name}.png"
+        inputs = preds.inputs[ti] if ti < len(preds.inputs) else None  # spans where a feature had no input: shaded
         plot_track(track_title(track.name, result), float(val_ds.fps[ti]), pred, track.labels.values, track.labels.valid,
-                   run.path / rel)
+                   run.path / rel, inputs=inputs)
         plots.append((f"validation track {track.name} (smoothed predictions)", rel))
     features = run.read_features()
     stats = Standardizer.load(run.standardization)
