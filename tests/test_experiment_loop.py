@@ -88,6 +88,13 @@ def test_runs_diff_compares_resolved_configs_and_metrics(synth):
     assert "head.hidden" not in rows and "name" not in rows
     for metric in ("val P (smoothed)", "val P (raw)", "best epoch", "epochs run"):
         assert metric in rows, rows.keys()
+    import json
+
+    def best(name):
+        lines = [json.loads(x) for x in (synth / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+        return max(lines, key=lambda r: r["val_P"])["epoch"]
+
+    assert [c.strip() for c in rows["best epoch"].split("│")[2:4]] == [str(best(a)), str(best(b))]
     # a run retrained from its own config.yaml differs from it in nothing (defaults filled on both sides)
     again = _cli("train", "--config", synth / "runs" / a / "config.yaml", "name=copy", "--max-steps", "3",
                  "--runs-dir", synth / "runs")

@@ -94,6 +94,12 @@ def config_diff(a: Path, b: Path, runs_dir: Path) -> list[tuple[str, Any, Any]]:
     return changed_keys(cfgs[0], cfgs[1], DIFF_IGNORED)
 
 
+def best_epoch(run: RunDir) -> int | str:
+    """The epoch (from 1) with the best raw validation P, from metrics.jsonl (older runs' rows renumbered)."""
+    rows = [r for r in run.read_metrics() if "val_P" in r]
+    return max(rows, key=lambda r: r["val_P"])["epoch"] if rows else "-"
+
+
 def metrics_side_by_side(a: Path, b: Path, runs_dir: Path) -> list[tuple[str, str, str]]:
     """(metric, A, B): validation P, CCC_V, CCC_A (smoothed), raw P, epochs run and best epoch."""
     def values(run: RunDir) -> dict[str, str]:
@@ -102,7 +108,7 @@ def metrics_side_by_side(a: Path, b: Path, runs_dir: Path) -> list[tuple[str, st
         result = json.loads(run.eval_file("val").read_text(encoding="utf-8")) if run.eval_file("val").is_file() else {}
         return {"val P (smoothed)": fmt(row.P), "val CCC_V (smoothed)": fmt(row.ccc_v), "val CCC_A (smoothed)": fmt(row.ccc_a),
                 "val P (raw)": fmt(float(result.get("raw", {}).get("P", math.nan))), "epochs run": str(row.epochs),
-                "best epoch": str(result.get("best_epoch", "-"))}
+                "best epoch": str(best_epoch(run))}
 
     va, vb = (values(RunDir.resolve(r, runs_dir)) for r in (a, b))
     return [(k, va[k], vb[k]) for k in va]
