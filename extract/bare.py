@@ -85,5 +85,7 @@ def extract_videos(
     opts = options_like(features, reference_cache, cache_dir, models_dir, device)
     if profile is not None:
         opts.profile = profile
+    if isinstance(videos, (str, Path)):
+        opts.data_root = Path(videos)  # what the run's settings are applied to (the tiny-profile warning names it)
     opts.progress = progress
     return manifest, run_extraction(opts, manifest=manifest)
