@@ -413,7 +413,7 @@ def train(
     level: Annotated[Literal["frame", "segment", "audio_window"], typer.Option("--level", help="Window positions: frame (label frames), segment (the first feature's segments) or audio_window (the first feature's audio rows; training windows filtered by mouth and labels).")] = "frame",
     lambda_region: Annotated[float, typer.Option("--lambda-region", min=0, help="Weight of the region KL term.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 42,
-    name: Annotated[str, typer.Option("--name", help="Run name (default MODEL-FEATURES-sSEED).")] = "",
+    name: Annotated[str, typer.Option("--name", help="Run name (default HEAD-FEATURES-DIGEST: a digest of the settings, so each variant gets its own).")] = "",
     fill: Annotated[
         str, typer.Option("--fill", help="Nearest-fill per feature in seconds, e.g. clip=inf,ast=1.", callback=checked(checks.fill))
     ] = "",

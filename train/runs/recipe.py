@@ -2,7 +2,7 @@
 own config dataclass under `head`, validation in one step, and back to a TrainConfig.
 
     model: transformer            # head name (train/heads)
-    name: ras-face                # run name (default MODEL-FEATURES-sSEED)
+    name: ras-face                # run name (default HEAD-FEATURES-DIGEST, default_run_name)
     data:   {features: [face], window: 400, stride: 150, ...}    # DataConfig
     head:   {hidden: 256, layers: 5, heads: 16, ...}             # the head's config class
     optim:  {lr: 1e-4, batch_size: 8, epochs: 50, ...}
