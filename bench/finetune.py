@@ -253,9 +253,11 @@ def crops_rate(work: Path, device_name: str, codecs: str, workers: int, batches:
                 torch.cuda.synchronize()
             rates[n_workers] = done / (time.perf_counter() - t0)
         t0, done = time.perf_counter(), 0
+        one = CropReader(store, device=device, workers=1)
         for windows in plans(max(1, batches // 2)):  # before: each window's whole row range, listed per read
             for w in windows:
-                done += len(store.read("v", rows=slice(int(w.min()), int(w.max()) + 1)).values[w - w.min()])
+                rows_read = store.read("v", rows=slice(int(w.min()), int(w.max()) + 1)).values
+                done += len(one.decode(rows_read[w - w.min()]))
         before = done / (time.perf_counter() - t0)
         t_data, t_step = need["crops"] / rates[workers], need["step_s"][0]  # the faster step: the larger need
         out.append({"codec": codec, "decode": device, "workers": workers, "crops_s": rates[workers],
