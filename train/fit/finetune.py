@@ -96,14 +96,16 @@ class FinetuneConfig:
             raise ValueError(f"unknown finetune option(s) {unknown}; known: {sorted(known)}")
         return cls(**dict(raw))
 
-    def model_ref(self) -> str:
+    def model_ref(self, checkpoint: str = "wavlm") -> str:
+        """The explicit reference, else the profile's model; for wavlm, of the family `checkpoint` (the one
+        the wavlm_hidden store was made with: wavlm or wavlm_ser, extract/wavlm_model.py)."""
         if self.ref:
             return self.ref
         from extract.models import resolve_model_ref
 
         if self.family == "wavlm":
-            import extract.wavlm_model  # noqa: F401  (registers the wavlm family)
-        family = {"clip": "open_clip", "wavlm": "wavlm"}[self.family]
+            import extract.wavlm_model  # noqa: F401  (registers the wavlm families)
+        family = {"clip": "open_clip", "wavlm": checkpoint}[self.family]
         return resolve_model_ref(family, self.profile, Path(self.models_dir))
 
 
@@ -382,7 +384,7 @@ def build_finetune_model(cfg: Any, sources: Mapping[str, FeatureSource], options
     if name not in sources:
         raise ValueError(f"--finetune {ft.spec} trains on the {name} store: add {name} to --features")
     store = sources[name].store
-    ref = ft.model_ref()
+    ref = ft.model_ref(str(store.meta.config.get("checkpoint", "wavlm")))
     prototypes = None
     if ft.family == "clip":
         bb = load_clip_backbone(ref, ft.top, ft.grad_checkpointing)
