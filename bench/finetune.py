@@ -74,12 +74,14 @@ def build_wavlm(folder: Path, size: str) -> str:
 DEVICE = os.environ.get("AFFCACHE_BENCH_DEVICE", "cpu")  # set from --device for every phase
 
 
-def options(work: Path, features: list[str], cache: str, refs: dict[str, str], force: bool = False, **kw):
+def options(work: Path, features: list[str], cache: str, refs: dict[str, str], force: bool = False,
+            crops_codec: str = "jpeg:95", **kw):
     from extract.runner import RunOptions
 
     return RunOptions(split="train", features=features, data_root=work / "data", cache_dir=work / cache,
                       models_dir=work / "models", profile="tiny", device=DEVICE, progress=False, batch_size=16,
-                      model_refs=refs, force=force, configs={"wavlm_hidden": {"top_layers": 4}}, **kw)
+                      model_refs=refs, force=force, configs={"wavlm_hidden": {"top_layers": 4},
+                                                             "face_crops": {"codec": crops_codec}}, **kw)
 
 
 def phase_setup(work: Path, args: argparse.Namespace) -> dict:
@@ -173,7 +175,7 @@ def phase_raw(work: Path, spec: str, refs: dict[str, str]) -> dict:
     else:
         features = ["faces", "face_crops"]
         FaceCropsExtractor.store_layout = StoreLayout(chunk_rows=32, cname="lz4", clevel=0, shuffle="noshuffle")
-    summary = run_extraction(options(work, features, "raw-cache", refs, force=True))
+    summary = run_extraction(options(work, features, "raw-cache", refs, force=True, crops_codec="lossless"))
     frames = sum(_label_frames(work).values())  # the label frames an epoch trains on
     return {"seconds": summary.seconds, "frames": frames, "decode_wait": summary.decode_wait, "ok": summary.ok}
 
