@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cache.media import frame_times
 from cache.store import FeatureMeta, FeatureStore, store_path
-from extract.audio_windows import AudioWindowRule
+from cache.audio_windows import AudioWindowRule
 from extract.reliability import reliability_rows
 from train.data.build import build_dataset
 from train.data.sources import open_features
@@ -79,7 +79,7 @@ def _label_valid() -> np.ndarray:
 
 
 def test_window_filter_against_a_hand_made_mouth_trace():
-    from extract.audio_windows import audio_windows
+    from cache.audio_windows import audio_windows
 
     flag, t = _mouth_trace()
     n = len(t)

@@ -38,7 +38,7 @@ class DataConfig:
     # frames by overlap averaging: train/data/segments.py; RAS 16 / 8); "audio_window" the rows of an audio store
     # (RAS 200 / 100 = 4 s / 2 s at 50 Hz; training windows filtered: train/data/window_audio.py)
     level: str = "frame"
-    # audio_window training filter: fields of extract.audio_windows.AudioWindowRule (min_open_s: open seconds,
+    # audio_window training filter: fields of cache.audio_windows.AudioWindowRule (min_open_s: open seconds,
     # min_coverage: share of frames with a detected face, min_valid_blocks: labelled 1 s blocks); unnamed keys
     # take RAS's 1.0 / 0.8 / 2; {"min_open_s": 0, "min_coverage": 0, "min_valid_blocks": 0} keeps every window
     window_filter: dict[str, float] = field(default_factory=dict)
@@ -99,18 +99,16 @@ class TrainConfig:
     tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
-        if self.tracking not in TRACKERS:
-            from cache.names import unknown
+        from cache.names import unknown
 
-            raise ValueError(unknown("tracker", self.tracking, TRACKERS) + " (recipe key `tracking`)")
-
-    def __post_init__(self) -> None:
         choices = {"scheduler": ("plateau", "none"), "ccc_over": ("batch", "window"), "smooth_edges": ("shrink", "repeat")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.ccc_min_frames < 0:
             raise ValueError(f"ccc_min_frames must be >= 0, got {self.ccc_min_frames}")
+        if self.tracking not in TRACKERS:
+            raise ValueError(unknown("tracker", self.tracking, TRACKERS) + " (recipe key `tracking`)")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -1,7 +1,7 @@
 """RAS's fusion sample (`data.level: audio_window` with an audio token store, e.g. configs/ras/fusion-raav.yaml):
 one sample per RAS audio window (src_audio_and_fusion/src/fusion/data/abaw_mm_dataset.py).
 
-- Windows: RAS's audio windows on the track's label frames (extract/audio_windows.py: 4 s every 2 s, the
+- Windows: RAS's audio windows on the track's label frames (cache/audio_windows.py: 4 s every 2 s, the
   last one partial; [start_frame, end_frame) at the track's fps), each a batch row of its own length.
 - Frame streams (face, behaviour embeddings ...) and targets: per label frame of the window, as at frame level.
 - Audio: the window's block tokens (a token store: `NAME_blocks` of `export --windows`, 4 × [embedding, VA])
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cache.manifest import Track
-from extract.audio_windows import audio_windows
+from cache.audio_windows import audio_windows
 from train.data.dataset import Batch, TrackDataset
 from train.data.sources import FeatureSource
 from train.data.window_rules import COVERAGE, OPEN_S, RELIABILITY_FEATURE, best_match, window_rule
