@@ -24,6 +24,7 @@ from rich.table import Table
 
 import train.fit.options as checks  # light: no torch until a value needs it
 from cache.location import as_location
+from cache.names import check_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)  # plain one-line usage errors
 console = Console()
@@ -186,7 +187,7 @@ def _print_store_columns(cache_dir: str) -> None:
 @app.command("import-features")
 def import_features_cmd(
     source: Annotated[Path, typer.Argument(help="A feature file or a folder of them (one file per track or video).")],
-    name: Annotated[str, typer.Option("--name", help="Feature name: the store is CACHE_DIR/NAME.zarr.")],
+    name: Annotated[str, typer.Option("--name", help="Feature name: the store is CACHE_DIR/NAME.zarr.", callback=checked(check_name))],
     fmt: Annotated[Literal["npz", "npy", "csv", "hdf5"] | None, typer.Option("--format", help="npz | npy | csv | hdf5 (default: from the file extension).")] = None,
     unit: Annotated[Literal["track", "video"], typer.Option("--unit", help="track | video: one group per track, or per video (sources named by video).")] = "track",
     fps_from_video: Annotated[
@@ -417,7 +418,7 @@ def train(
     """Train a head on cached features (or, with --finetune, a head and a backbone top); writes RUNS_DIR/NAME.
 
     Settings come from recipe files (--config), then key=value overrides, then the flags typed here."""
-    from recipes.cli import explicit_train_values, typed_flags
+    from recipes.cli import check_train_overrides, explicit_train_values, typed_flags
     from train.runs.recipe import build_train_config, check_stores, default_recipe_files
     from train.config import parse_head_options
     from train.fit.loop import train as run_training
@@ -432,6 +433,7 @@ def train(
     ))
     if stride > window and ("stride" in flags or "window" in flags):
         raise typer.BadParameter(f"{stride} is larger than --window {window}: frames between windows would never be seen", param_hint="--stride")
+    usage_check("OVERRIDES", check_train_overrides, overrides)
     if model:
         usage_check("--model", checks.head_name, model)
         usage_check("--head", checks.head_options, model, head)
@@ -658,7 +660,7 @@ def _print_runs_table(rows: list, title: str) -> None:
 @app.command("export")
 def export_cmd(
     run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
-    name: Annotated[str, typer.Option("--name", help="Feature name of the export: the store is CACHE_DIR/NAME.zarr.")],
+    name: Annotated[str, typer.Option("--name", help="Feature name of the export: the store is CACHE_DIR/NAME.zarr.", callback=checked(check_name))],
     splits: Annotated[
         str, typer.Option("--splits", help="Comma-separated splits to export.", callback=checked(checks.split_list))
     ] = "train,val,test",

@@ -31,6 +31,7 @@ from zarr.errors import ContainsGroupError
 
 from cache.location import Location, as_location, children, exists, join, move, name_of, open_group, parent
 from cache.media import SourceStat
+from cache.names import check_name
 from cache.precision import check_float16, choose_dtype
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,8 @@ def has_checksums(array: zarr.Array) -> bool:
 
 
 def store_path(cache_dir: Location, name: str) -> Location:
-    return join(as_location(cache_dir), f"{name}.zarr")
+    """`<cache_dir>/<name>.zarr` for a safe feature name (cache/names.py); UnsafeName otherwise."""
+    return join(as_location(cache_dir), f"{check_name(name, 'feature name')}.zarr")
 
 
 def store_exists(path: Location) -> bool:
@@ -257,7 +259,7 @@ class FeatureStore:
                     f"{path}: store fingerprint {found} differs from the requested {meta.fingerprint} "
                     "(another model or config); use a new cache dir or ask for a new store"
                 )
-            aside = store_path(parent(path), f"{name_of(path).removesuffix('.zarr')}.{found}")
+            aside = join(parent(path), f"{feature_of(path)}.{found}.zarr")
             log.warning("moving store with fingerprint %s aside to %s", found, aside)
             move(path, aside)  # a rename on a local disk; on a URL a copy, then metadata removed first
         # root metadata and fingerprint in one (atomic) write: a process opening the store concurrently
@@ -388,8 +390,7 @@ class FeatureStore:
     ) -> Iterator[GroupWriter]:
         """Write one unit from scratch; it is marked complete only if the block ends without error. An
         existing group of that name is marked incomplete before it is removed."""
-        if unit == EXTRAS_GROUP or "/" in unit:
-            raise ValueError(f"invalid unit name {unit!r}")
+        check_name(unit, "unit name")  # also keeps EXTRAS_GROUP ('_extras') out
         self._retire(unit)
         group = self._root.create_group(unit, overwrite=True)
         writer = GroupWriter(group, tuple(dim), dtype, layout or DEFAULT_LAYOUT)
@@ -476,6 +477,7 @@ class FeatureStore:
     def put_extra(self, name: str, array: np.ndarray, attrs: dict[str, Any] | None = None) -> None:
         """Store data that goes with the feature but is not per unit (e.g. region prompt embeddings).
         Like a group: an old one is marked incomplete before it is removed; complete after its data."""
+        check_name(name, "extra name")
         extras = self._root.require_group(EXTRAS_GROUP)
         # no extra yet (KeyError), or unreadable metadata (overwritten below): nothing to un-complete
         with contextlib.suppress(KeyError, ValueError, TypeError, UnicodeDecodeError):

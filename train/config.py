@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cache.names import check_component
+
 @dataclass
 class DataConfig:
     """Where the data is and how tracks become windows."""
@@ -82,6 +84,10 @@ class TrainConfig:
     n_plot_tracks: int = 3
     # backbone top trained from the cache (train.fit.finetune.FinetuneConfig as a dict); empty: heads only
     finetune: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name:
+            check_component(self.name, "run name")  # RUNS_DIR/<name>: never a path outside it
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cache.names import UnsafeName, check_component
 from train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,10 @@ def load_sweep(path: Path, runs_dir: str | None = None) -> SweepSpec:
     if unknown:
         raise SweepError(f"{path}: unknown key(s) {sorted(unknown)}; a sweep file has {sorted(SWEEP_KEYS)}")
     name = str(raw.get("name") or path.stem)
+    try:
+        check_component(name, "sweep name")  # RUNS_DIR/<name>/<trial>
+    except UnsafeName as err:
+        raise SweepError(f"{path}: {err}") from None
     base = []
     if raw.get("base"):
         base_path = Path(raw["base"])
