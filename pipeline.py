@@ -737,10 +737,14 @@ def reproduce(
     if data_root == DEFAULT_DATA and not (data_root / GROUND_TRUTH_INDEX).is_file():
         sample_data(out=data_root)
     opts = ReproduceOptions(data_root=data_root, cache_dir=cache_dir, out=out, runs_dir=runs_dir, profile=profile, device=device)
+    failures: list[str] = []
     with one_line_errors("reproduce"):
-        report = run_reproduce(recipe, opts, console)
+        report = run_reproduce(recipe, opts, console, failures)
     console.print(report.read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
     console.print(f"report: {report}")
+    if failures:  # the report is written, but the method did not run on every video
+        console.print(f"[red]reproduce: {len(failures)} video(s) failed[/red]: {escape(failures[0])}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- the whole job on the sample

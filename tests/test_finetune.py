@@ -219,6 +219,7 @@ def test_wavlm_finetune_run_saves_a_loadable_backbone(ws):
     [
         # deeper than the real model: an error on every profile (the tiny one fits K up to that: test_tiny_profile.py)
         ("face_crops", "clip:13", ["clip:13", "full CLIP visual tower has 12"]),
+        ("face_crops", "clip:99", ["clip:99", "full CLIP visual tower has 12"]),
         ("wavlm_hidden", "wavlm:25", ["wavlm:25", "full WavLM has 24"]),
         ("wavlm", "wavlm:1", ["wavlm_hidden", "--features"]),
     ],
@@ -226,10 +227,12 @@ def test_wavlm_finetune_run_saves_a_loadable_backbone(ws):
 def test_bad_finetune_requests_are_one_line(ws, features, spec, words):
     from pipeline import app
 
-    res = CliRunner().invoke(app, _train_args(ws, f"bad-{spec.replace(':', '-')}", features, spec))
+    name = f"bad-{spec.replace(':', '-')}"
+    res = CliRunner().invoke(app, _train_args(ws, name, features, spec))
     assert res.exit_code == 1, res.output
     line = " ".join(res.stdout.split())  # one line on stdout (logs go to stderr)
     assert line.startswith("train failed:") and all(w in line for w in words), res.output
+    assert not (ws / "runs" / name).exists()  # a refused run leaves no folder for `runs` to list
 
 
 def test_a_malformed_finetune_spec_is_a_usage_error(ws):

@@ -183,3 +183,28 @@ def test_make_reproduce_command_line(extra, expected):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert expected in " ".join(done.stdout.split()), done.stdout
+
+
+def test_reproduce_exits_1_when_a_video_failed(synth, tmp_path, monkeypatch):
+    """The steps go on without a video that failed extraction, and the report is written, but the command
+    says the method did not run on every video: exit status 1 (issue 24)."""
+    import extract.backends
+    from extract.runner import RunSummary
+    from pipeline import app
+
+    cfgs = tmp_path / "mini"
+    cfgs.mkdir()
+    (cfgs / "face.yaml").write_text("model: gru\nhead: {hidden: 8}\noptim: {epochs: 1, max_steps_per_epoch: 2}\n"
+                                    "data: {features: [clip], window: 64, stride: 32}\neval: {smooth_grid: [0]}\n")
+    (cfgs / "reproduce.yaml").write_text(
+        "method: a test\nextract: {config: ras/extract.yaml, splits: [train]}\n"
+        f"steps:\n  - {{name: face, train: {cfgs / 'face.yaml'}}}\nsubmit: face\n"
+    )
+    monkeypatch.setattr(extract.backends, "run_extraction",
+                        lambda opts: RunSummary(done=["a: clip"], failed=["broken.mp4: cannot decode (moov atom not found)"]))
+    res = CliRunner().invoke(app, ["reproduce", str(cfgs / "reproduce.yaml"), "--data-root", str(synth / "data"),
+                                   "--cache-dir", str(synth / "cache"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert res.exit_code == 1, res.output
+    report = (tmp_path / "out" / "mini" / "report.md").read_text()
+    assert "broken.mp4: cannot decode" in report and "| test submission | mini-face |" in report
+    assert "1 video(s) failed" in res.output and "broken.mp4" in res.output.splitlines()[-1]

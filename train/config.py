@@ -115,6 +115,15 @@ class TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
+def comparable_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """A run's config as compared to decide whether a finished run is the one asked for: everything but
+    where it is written (`name`, `runs_dir`) and the device (reproduce and sweep trials)."""
+    out = json.loads(json.dumps(cfg_dict, default=str))
+    for key in ("name", "runs_dir", "device"):
+        out.pop(key, None)
+    return out
+
+
 def _json_float(value: float) -> float | str:
     return str(value) if not math.isfinite(value) else value
 

@@ -19,6 +19,7 @@ from extract.runner import RunSummary
 from train.config import TrainConfig
 from train.results.restore import LoadedRun, load_run, predict_tracks
 from train.runs.folder import RunDir
+from train.runs.lock import refuse_running
 from train.scoring.report import plot_track
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class BareVideoPlan:
 def bare_video_plan(run: str | Path, runs_dir: Path, cache_dir: str | None) -> BareVideoPlan:
     """Features go to `cache_dir`, default `video-features` beside the runs folder."""
     rd = RunDir.resolve(run, runs_dir)
+    refuse_running(rd.path)
     cfg = TrainConfig.load(rd.config)
     target = as_location(cache_dir) if cache_dir else rd.path.resolve().parent.parent / "video-features"
     made, other = extractable(cfg.data.features)
