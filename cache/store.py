@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -63,7 +64,7 @@ class DamagedGroup(DamagedStore):
         self.store, self.unit, self.problem = store, unit, problem
         super().__init__(
             f"{store}: group '{unit}' is damaged ({problem}); run `python pipeline.py verify "
-            f"{feature_of(store)} --cache-dir {parent(store)}` to mark damaged groups for redoing"
+            f"{shlex.quote(feature_of(store))} --cache-dir {shlex.quote(str(parent(store)))}` to mark damaged groups for redoing"
         )
 
 

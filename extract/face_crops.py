@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from cache.row_spec import INPUT_SPEC_EXTRA
 from cache.store import FeatureStore, StoreLayout
 from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, box_crops, register
 
 log = logging.getLogger(__name__)
 
-INPUT_SPEC_EXTRA = "input_spec"
 CROP_LAYOUT = StoreLayout(chunk_rows=32, cname="zstd", clevel=3, shuffle="bitshuffle")
 
 

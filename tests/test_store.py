@@ -96,3 +96,18 @@ def test_extras(tmp_path):
     np.testing.assert_array_equal(arr, protos)
     assert attrs["prompts"] == ["a", "b"]
     assert store.units() == []
+
+
+def test_printed_commands_quote_paths_with_spaces(tmp_path):
+    """The damage hint and the make command are pasted into a shell: a path with spaces stays one word."""
+    import shlex
+
+    from cache.store import DamagedGroup
+    from train.runs.recipe import make_command
+
+    cache = tmp_path / "my cache; rm -rf x"
+    hint = str(DamagedGroup(cache / "clip.zarr", "v1", "a chunk is missing"))
+    command = hint.split("`")[1]
+    assert shlex.split(command) == ["python", "pipeline.py", "verify", "clip", "--cache-dir", str(cache)]
+    made = make_command("clip", "data dir", str(cache)).split(" (and")[0]
+    assert shlex.split(made) == ["make", "extract", "FEATURES=clip", "SPLIT=train", "DATA=data dir", f"CACHE={cache}"]

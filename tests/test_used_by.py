@@ -208,3 +208,25 @@ def test_reproduce_exits_1_when_a_video_failed(synth, tmp_path, monkeypatch):
     report = (tmp_path / "out" / "mini" / "report.md").read_text()
     assert "broken.mp4: cannot decode" in report and "| test submission | mini-face |" in report
     assert "1 video(s) failed" in res.output and "broken.mp4" in res.output.splitlines()[-1]
+
+
+def test_ensemble_mismatch_names_the_run_that_differs(tmp_path, monkeypatch):
+    """Three members, the third predicting other validation tracks: the error names the third (issue 24)."""
+    from types import SimpleNamespace
+
+    import train.results.ensemble as ens
+
+    tracks = {"a": ["v1", "v2"], "b": ["v1", "v2"], "c": ["v1", "v3"]}
+    for name in tracks:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+
+    def fake_member_split(path, split, runs_dir, device, *args, **kwargs):
+        ds = SimpleNamespace(tracks=[SimpleNamespace(name=t) for t in tracks[Path(path).name]], close=lambda: None)
+        return ds, None, None, None
+
+    monkeypatch.setattr(ens, "member_split", fake_member_split)
+    with pytest.raises(ValueError, match=r"^run c predicts other validation tracks than a$"):
+        ens.build_ensemble(["a", "b", "c"], "late", tmp_path, "mean", "cpu")
+    with pytest.raises(ValueError, match=r"^run c predicts other validation tracks than b$"):
+        ens.build_ensemble(["b", "c", "a"], "late", tmp_path, "mean", "cpu")

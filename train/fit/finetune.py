@@ -47,6 +47,8 @@ from torch import Tensor, nn
 
 from cache.manifest import Track
 from cache.media import frame_times
+from cache.row_spec import crop_shape, row_shape_problem
+from cache.store import FeatureStore
 from train.heads.backbones import STORES, BackboneMismatch, parse_spec
 from train.data.dataset import Batch, TrackDataset
 from train.data.sources import FeatureSource
@@ -101,6 +103,16 @@ class FinetuneConfig:
             import extract.wavlm_model  # noqa: F401  (registers the wavlm family)
         family = {"clip": "open_clip", "wavlm": "wavlm"}[self.family]
         return resolve_model_ref(family, self.profile, Path(self.models_dir))
+
+
+def check_crop_groups(store: FeatureStore, spec: dict[str, Any]) -> None:
+    """Every complete group of a face_crops store holds crops of the size its input_spec records: a group
+    of another size is refused here in one line (not a traceback inside the tower)."""
+    expected = crop_shape(spec)
+    for unit in store.units():
+        problem = row_shape_problem(store.open_arrays(unit)["values"].shape[1:], expected)
+        if problem:
+            raise BackboneMismatch(f"{store.path}: group '{unit}': {problem}; `python pipeline.py verify` marks it for redoing")
 
 
 def finetune_config(cfg: Any) -> FinetuneConfig | None:
@@ -199,8 +211,11 @@ class BackboneDataset(TrackDataset):
             send = sampled & has
             if send.any():
                 r = row[send]
-                values = self.backbone_source.store.read(self.backbone_source.group_for(self.tracks[ti]),
-                                                         rows=slice(int(r.min()), int(r.max()) + 1)).values
+                group = self.backbone_source.group_for(self.tracks[ti])
+                values = self.backbone_source.store.read(group, rows=slice(int(r.min()), int(r.max()) + 1)).values
+                problem = row_shape_problem(values.shape[1:], (self._store_spec_size(),) * 2 + (3,))
+                if problem:
+                    raise BackboneMismatch(f"{self.backbone_source.store.path}: group '{group}': {problem}")
                 pieces.append(np.asarray(values[r - r.min()]))
                 size = values.shape[1:]
                 slot = np.full(n, -1, dtype=np.int64)
@@ -400,6 +415,7 @@ def build_finetune_model(cfg: Any, sources: Mapping[str, FeatureSource], options
         except KeyError:
             raise BackboneMismatch(f"{store.path} records no input_spec: not a face_crops store") from None
         check_crops_spec(spec, bb.spec, str(store.path))
+        check_crop_groups(store, spec)
         module, out_dim = bb.tower, bb.tower.out_dim
         if cfg.lambda_region > 0:
             prototypes = bb.prototypes

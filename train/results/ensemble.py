@@ -132,7 +132,7 @@ def build_ensemble(
             present.append(m)
         ref = datasets[0]
         names = [t.name for t in ref.tracks]
-        for d, ds in zip(dirs, datasets[1:]):
+        for d, ds in zip(dirs[1:], datasets[1:]):
             if [t.name for t in ds.tracks] != names:
                 raise ValueError(f"run {d.path.name} predicts other validation tracks than {dirs[0].path.name}")
         rows = np.stack([concat_valid(ref, p)[0] for p in preds], 0)
