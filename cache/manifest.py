@@ -146,14 +146,17 @@ class Track:
     label_path: Path | None = None
     labels: Labels | None = None
     n_frames: int | None = None  # label frames (train/val) or submission rows (test)
+    # the video's unit name when it is not the name less `_left`/`_right` (a bare video is its own unit:
+    # `x_left.mp4` is the video x_left, not the left face of x.mp4)
+    unit: str | None = None
 
     @property
     def video_stem(self) -> str:
-        return video_stem(self.name)
+        return self.unit if self.unit is not None else video_stem(self.name)
 
     @property
     def side(self) -> str | None:
-        return track_side(self.name)
+        return None if self.unit is not None else track_side(self.name)
 
 
 @dataclass

@@ -74,3 +74,58 @@ def test_a_missing_video_folder_is_one_line(mini_demo, tmp_path):
                                      str(tmp_path / "nothing-here")])
     assert empty.exit_code == 1 and "no video folder or file" in empty.output
     assert not (tmp_path / "nothing-here").exists()
+
+
+def test_bare_videos_are_each_their_own_unit(mini_demo, tmp_path):
+    """`x.mp4` beside `x_left.mp4`, and two `clip.mp4` in different sub-folders (issue 24): four videos, four
+    units, each predicted from its own frames (no `_left/_right` pairing, none dropped)."""
+    from pipeline import app
+
+    art = mini_demo / "artifacts"
+    clips = tmp_path / "clips"
+    for rel, source in (("x.mp4", "video20"), ("x_left.mp4", "video7"), ("a/clip.mp4", "video2"), ("b/clip.mp4", "video33")):
+        (clips / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(next((art / "sample" / "videos").rglob(f"{source}.mp4")), clips / rel)
+    cache, out = tmp_path / "features", tmp_path / "out"
+    args = ["predict", "demo-gru-landmarks", "--runs-dir", str(art / "runs"), "--videos", str(clips),
+            "--cache-dir", str(cache), "--out", str(out), "--models-dir", str(art / "models"), "--device", "cpu"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "4 video(s) predicted" in result.output
+    assert sorted(p.name for p in out.glob("*.csv")) == ["a__clip.csv", "b__clip.csv", "x.csv", "x_left.csv"]
+    assert sorted(FeatureStore.open(store_path(cache, "landmarks")).units()) == ["a__clip", "b__clip", "x", "x_left"]
+    run = load_run("demo-gru-landmarks", art / "runs", "cpu")
+    manifest = load_manifest(art / "sample")
+    units = {"x_left": ("x_left.mp4", "video7"), "a__clip": ("a/clip.mp4", "video2"),
+             "b__clip": ("b/clip.mp4", "video33"), "x": ("x.mp4", "video20")}
+    expected = {s: predict_tracks(run, [manifest.track(s)])[s] for _, s in units.values()}
+    for unit, (rel, source) in units.items():
+        with open(out / f"{unit}.csv", newline="") as handle:
+            body = np.array(list(csv.reader(handle))[1:], dtype=np.float64)[:, 2:]
+        assert len(body) == probe_video(clips / rel).n_frames, unit  # the sample's labels may run a frame longer
+        # the clip's own video (windows over 50 presented frames vs 51 label frames differ a little at the end)
+        gap = {s: np.abs(body - e[: len(body)]).max() for s, e in expected.items() if len(e) >= len(body)}
+        assert min(gap, key=gap.get) == source and gap[source] < 1e-2, (unit, gap)
+
+
+def test_bare_videos_that_cannot_be_told_apart_are_refused(mini_demo, tmp_path):
+    from extract.bare import BareVideoError, bare_manifest
+    from pipeline import app
+
+    art = mini_demo / "artifacts"
+    video = next((art / "sample" / "videos").rglob("video20.mp4"))
+    clips = tmp_path / "clips"
+    for rel in ("a b/c.mp4", "a_b/c.mp4"):  # both would be the unit a_b__c
+        (clips / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(video, clips / rel)
+    try:
+        bare_manifest(clips)
+    except BareVideoError as err:
+        assert "cannot be told apart" in str(err) and "a b/c.mp4" in str(err)
+    else:
+        raise AssertionError("two videos with one unit name were accepted")
+    result = CliRunner().invoke(app, ["predict", "demo-gru-landmarks", "--runs-dir", str(art / "runs"), "--videos",
+                                      str(clips), "--cache-dir", str(tmp_path / "f"), "--out", str(tmp_path / "o"),
+                                      "--models-dir", str(art / "models"), "--device", "cpu"], env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and "cannot be told apart" in result.output, result.output
+    assert not (tmp_path / "f").exists() and not (tmp_path / "o").exists()
