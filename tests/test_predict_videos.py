@@ -129,3 +129,31 @@ def test_bare_videos_that_cannot_be_told_apart_are_refused(mini_demo, tmp_path):
                                       "--models-dir", str(art / "models"), "--device", "cpu"], env={"COLUMNS": "300"})
     assert result.exit_code == 1 and "cannot be told apart" in result.output, result.output
     assert not (tmp_path / "f").exists() and not (tmp_path / "o").exists()
+
+
+def test_no_rows_past_the_presented_frames(mini_demo, tmp_path):
+    """An AVI whose header declares two frames more than it presents (the sample's video7-3.avi: 473 and
+    471 in full, 52 and 50 here): one CSV row per presented frame, none at invented times (issue 24)."""
+    from cache.sample_data import SampleConfig, write_sample_dataset
+    from pipeline import app
+
+    art = mini_demo / "artifacts"
+    write_sample_dataset(tmp_path / "s", SampleConfig.short(("video7-3",), 2.0))
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    shutil.copy(next((tmp_path / "s").rglob("video7-3.avi")), clips / "packed.avi")
+    declared = probe_video(clips / "packed.avi").n_frames
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["predict", "demo-gru-landmarks", "--runs-dir", str(art / "runs"), "--videos",
+                                      str(clips), "--cache-dir", str(tmp_path / "f"), "--out", str(out),
+                                      "--models-dir", str(art / "models"), "--device", "cpu"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    record = FeatureStore.open(store_path(tmp_path / "f", "frame_times"))
+    presented = record.unit_attrs("packed")["presented"]
+    assert presented == declared - 2
+    with open(out / "packed.csv", newline="") as handle:
+        body = np.array(list(csv.reader(handle))[1:], dtype=np.float64)
+    assert len(body) == presented
+    # each row at its presented frame's recorded time: from 0, rising, none past the video's end
+    np.testing.assert_allclose(body[:, 1], record.read("packed").times[:, 0], atol=1e-6)
+    assert body[0, 1] == 0 and np.all(np.diff(body[:, 1]) > 0) and body[-1, 1] < declared / 25.0

@@ -69,9 +69,12 @@ def predict_videos(loaded: LoadedRun, tracks: list[Track], out_dir: Path, allow_
         ready.append(track)
     if not ready:
         return out
-    preds = predict_tracks(loaded, ready)
     first = next(iter(loaded.sources.values()), None)
     clock = FrameClock.open(parent(first.store.path) if first is not None else None)
+    for track in ready:  # one row per presented frame, never per frame the container only declares
+        if track.labels is None and not track.n_frames:
+            track.n_frames = clock.presented(track.video_stem)
+    preds = predict_tracks(loaded, ready)
     for track in ready:
         if track.name not in preds:  # the dataset left it out: its video cannot be probed
             out.skipped.append(f"{track.video}: the video cannot be read")
