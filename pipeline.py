@@ -205,7 +205,10 @@ def import_features_cmd(
     labels: Labels = None,
     cache_dir: CacheDir = DEFAULT_CACHE,
 ) -> None:
-    """Import per-frame features made elsewhere (npz, npy, OpenFace csv, HDF5) into a feature store."""
+    """Import per-frame features made elsewhere (npz, npy, OpenFace csv, HDF5) into a feature store.
+
+    Feature and unit names are letters, digits, _ and - (cache/names.py); values beyond float32 are invalid
+    rows; no-row, zero-width and duplicate- or negative-timestamp sources fail."""
     from cache.importers import ImportConfig, SourceError, import_features, infer_format
     from cache.manifest import load_manifest
     from cache.store import DamagedStore, FingerprintMismatch
@@ -417,7 +420,9 @@ def train(
 ) -> None:
     """Train a head on cached features (or, with --finetune, a head and a backbone top); writes RUNS_DIR/NAME.
 
-    Settings come from recipe files (--config), then key=value overrides, then the flags typed here."""
+    Settings come from recipe files (--config), then key=value overrides, then the flags typed here. An
+    override gets the check of its flag (optim.epochs=0 is a usage error like --epochs 0); recipes may
+    interpolate recipe keys only (${data.window}, no ${oc.env:...}); a run name is one folder name."""
     from recipes.cli import check_train_overrides, explicit_train_values, typed_flags
     from train.runs.recipe import build_train_config, check_stores, default_recipe_files
     from train.config import parse_head_options
@@ -470,7 +475,7 @@ def evaluate(
     ] = False,
 ) -> None:
     """Recompute a run's CCC table (raw and smoothed) from its best checkpoint. Refused when a track of
-    the split lacks a feature the run needs, unless --allow-missing."""
+    the split lacks a feature the run needs, unless --allow-missing, and while the run is still training."""
     from train.results.coverage import gap_text
     from train.results.evaluate import evaluate_run
     from train.scoring.report import ccc_table
@@ -500,8 +505,10 @@ def predict(
     ] = False,
 ) -> None:
     """Write the challenge submission CSV for a split (checked against the sample file) and CSV.json
-    beside it. Refused when a track of the split lacks a feature the run needs, unless --allow-missing.
-    With --videos: per-frame predictions for bare videos (no annotations)."""
+    beside it. Refused when a track of the split lacks a feature the run needs, unless --allow-missing,
+    and while the run is still training. With --videos: per-frame predictions for bare videos (no
+    annotations), each file its own unit (two clip.mp4 in sub-folders a/ and b/ are a__clip and b__clip),
+    one row per frame the video presents."""
     if videos is not None:
         with one_line_errors("predict"):
             predict_bare_videos(run, videos, runs_dir, out, cache_dir, models_dir, device, allow_missing)
@@ -555,7 +562,8 @@ def sweep(
     gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", min=0, help="Ray: GPUs per trial.")] = 0.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the trials and their state; train nothing.")] = False,
 ) -> None:
-    """Run a grid or random search of training configs over one cache; finished trials are skipped."""
+    """Run a grid or random search of training configs over one cache; finished trials are skipped, and a
+    trial whose resolved config changed is retrained (its old run moved aside to TRIAL.old-TIME)."""
     from train.fit.sweep import SweepError, load_sweep, run_sweep, save_best, summarize, trial_config, trial_state
 
     try:
@@ -674,7 +682,8 @@ def export_cmd(
     windows: Annotated[bool, typer.Option("--windows", help="One row per audio window (--level audio_window runs): a window-kind store, read by raav --head audio_tokens=windows.")] = False,
     device: Device = "auto",
 ) -> None:
-    """Export a run's per-frame representation + VA prediction as a feature store (stacking for fusion)."""
+    """Export a run's per-frame representation + VA prediction as a feature store (stacking for fusion).
+    Refused while the run is still training."""
     from train.results.export import export_run
 
     with one_line_errors("export", hint=" (--new-store moves it aside)"):
@@ -729,7 +738,8 @@ def reproduce(
     device: Device = "auto",
 ) -> None:
     """A method end to end: features, each branch and its export, fusion heads, late fusion, evaluation, the
-    test submission; skips what is done; one report with a CCC row per step beside the paper's."""
+    test submission; skips what is done; one report with a CCC row per step beside the paper's. Exit
+    status 1 when a video failed extraction (the report is still written)."""
     from cache.sample_data import GROUND_TRUTH_INDEX
     from recipes.reproduce import ReproduceOptions
     from recipes.reproduce import reproduce as run_reproduce

@@ -897,6 +897,8 @@ def import_unit(run: _Run, unit: SourceUnit) -> None:
         if not is_safe_name(unit.name):
             raise SourceError(unit.where, f"unit name {unit.name!r} is not a safe name: {NAME_RULE}")
         target = run.index.resolve(unit.name, unit.where)
+        if not is_safe_name(target.unit):  # a manifest name (a label file's stem) that cannot be a group
+            raise SourceError(unit.where, f"unit name {target.unit!r} is not a safe name: {NAME_RULE}")
         if target.unit in run.seen:
             raise SourceError(unit.where, f"unit '{target.unit}' was already imported from {run.seen[target.unit]}")
         if run.already_complete(target):

@@ -230,3 +230,11 @@ def test_ensemble_mismatch_names_the_run_that_differs(tmp_path, monkeypatch):
         ens.build_ensemble(["a", "b", "c"], "late", tmp_path, "mean", "cpu")
     with pytest.raises(ValueError, match=r"^run c predicts other validation tracks than b$"):
         ens.build_ensemble(["b", "c", "a"], "late", tmp_path, "mean", "cpu")
+
+
+def test_an_ensemble_name_is_one_folder_name(tmp_path):
+    from train.results.ensemble import build_ensemble
+
+    with pytest.raises(ValueError, match=r"ensemble name '\.\./out' is not a single folder name"):
+        build_ensemble(["a", "b"], "../out", tmp_path / "runs", "mean", "cpu")
+    assert not (tmp_path / "out").exists()
