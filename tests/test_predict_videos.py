@@ -18,6 +18,12 @@ from cache.store import FeatureStore, store_path
 from train.results.restore import load_run, predict_tracks
 
 
+def _predict_args(art: Path, clips: Path, cache: Path, out: Path) -> list[str]:
+    """`predict demo-gru-landmarks --videos CLIPS` on the mini demo's run."""
+    return ["predict", "demo-gru-landmarks", "--runs-dir", str(art / "runs"), "--videos", str(clips),
+            "--cache-dir", str(cache), "--out", str(out), "--models-dir", str(art / "models"), "--device", "cpu"]
+
+
 def test_predict_a_bare_folder_of_videos(mini_demo, tmp_path):
     from pipeline import app
 
@@ -28,8 +34,7 @@ def test_predict_a_bare_folder_of_videos(mini_demo, tmp_path):
     shutil.copy(next((art / "sample" / "videos").rglob("video7.mp4")), clips / "sub" / "party.mp4")
     (clips / "notes.txt").write_text("not a video")
     cache, out = tmp_path / "clip-features", tmp_path / "out"
-    args = ["predict", "demo-gru-landmarks", "--runs-dir", str(art / "runs"), "--videos", str(clips),
-            "--cache-dir", str(cache), "--out", str(out), "--models-dir", str(art / "models"), "--device", "cpu"]
+    args = _predict_args(art, clips, cache, out)
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "2 video(s) predicted" in result.output
@@ -87,8 +92,7 @@ def test_bare_videos_are_each_their_own_unit(mini_demo, tmp_path):
         (clips / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(next((art / "sample" / "videos").rglob(f"{source}.mp4")), clips / rel)
     cache, out = tmp_path / "features", tmp_path / "out"
-    args = ["predict", "demo-gru-landmarks", "--runs-dir", str(art / "runs"), "--videos", str(clips),
-            "--cache-dir", str(cache), "--out", str(out), "--models-dir", str(art / "models"), "--device", "cpu"]
+    args = _predict_args(art, clips, cache, out)
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "4 video(s) predicted" in result.output
@@ -124,9 +128,7 @@ def test_bare_videos_that_cannot_be_told_apart_are_refused(mini_demo, tmp_path):
         assert "cannot be told apart" in str(err) and "a b/c.mp4" in str(err)
     else:
         raise AssertionError("two videos with one unit name were accepted")
-    result = CliRunner().invoke(app, ["predict", "demo-gru-landmarks", "--runs-dir", str(art / "runs"), "--videos",
-                                      str(clips), "--cache-dir", str(tmp_path / "f"), "--out", str(tmp_path / "o"),
-                                      "--models-dir", str(art / "models"), "--device", "cpu"], env={"COLUMNS": "300"})
+    result = CliRunner().invoke(app, _predict_args(art, clips, tmp_path / "f", tmp_path / "o"), env={"COLUMNS": "300"})
     assert result.exit_code == 1 and "cannot be told apart" in result.output, result.output
     assert not (tmp_path / "f").exists() and not (tmp_path / "o").exists()
 
@@ -144,9 +146,7 @@ def test_no_rows_past_the_presented_frames(mini_demo, tmp_path):
     shutil.copy(next((tmp_path / "s").rglob("video7-3.avi")), clips / "packed.avi")
     declared = probe_video(clips / "packed.avi").n_frames
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["predict", "demo-gru-landmarks", "--runs-dir", str(art / "runs"), "--videos",
-                                      str(clips), "--cache-dir", str(tmp_path / "f"), "--out", str(out),
-                                      "--models-dir", str(art / "models"), "--device", "cpu"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, _predict_args(art, clips, tmp_path / "f", out), env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     record = FeatureStore.open(store_path(tmp_path / "f", "frame_times"))
     presented = record.unit_attrs("packed")["presented"]
