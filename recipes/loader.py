@@ -71,6 +71,7 @@ def load_file(path: str | Path) -> DictConfig:
         raise ConfigError(f"{p}: cannot read YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{p}: a config file must hold a mapping of keys, got a {type(loaded).__name__}")
+    check_interpolations(loaded, f" ({p})")  # every file, also those read without a schema (profiles)
     return loaded
 
 

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from cache.names import UnsafeName, check_component
 from recipes.loader import ConfigError, load_file, resolve_config_path, validate
 from train.runs.profiles import load_profile
 
@@ -80,6 +81,11 @@ def load_reproduce(recipe: str) -> tuple[str, ReproduceRecipe]:
     merged = validate(OmegaConf.structured(ReproduceRecipe), load_file(path), f" ({path})")
     spec: ReproduceRecipe = OmegaConf.to_object(merged)  # type: ignore[assignment]
     names = [s.name for s in spec.steps] + ([spec.ensemble.name] if spec.ensemble else [])
+    for step in names:  # each names a run folder RUNS_DIR/<recipe>-<step>
+        try:
+            check_component(step, "step name")
+        except UnsafeName as err:
+            raise ConfigError(f"{path}: {err}") from None
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: step names repeat: {names}")
     for member in spec.ensemble.members if spec.ensemble else []:

@@ -351,3 +351,16 @@ def test_an_override_is_refused_where_its_flag_is(override, flag, monkeypatch, t
     assert by_override.exit_code == 2, by_override.output
     assert override.split("=")[0].rsplit(".", 1)[-1] in by_override.output and "override" in by_override.output
     assert not list(tmp_path.iterdir())
+
+
+def test_every_recipe_file_is_checked_for_resolvers_and_step_names(tmp_path):
+    from recipes.loader import load_file
+
+    bad = tmp_path / "env.yaml"
+    bad.write_text("tiny: {backbone_depth: {clip: '${oc.env:HOME}'}}\n")
+    with pytest.raises(ConfigError, match=r"key 'tiny.backbone_depth.clip' \(.*env.yaml\): .* not the interpolation of a recipe key"):
+        load_file(bad)
+    steps = tmp_path / "reproduce.yaml"
+    steps.write_text(f"method: m\nextract: {{config: ras/extract.yaml}}\nsteps:\n  - {{name: ../up, train: {CONFIGS_DIR / 'ras/face.yaml'}}}\nsubmit: ../up\n")
+    with pytest.raises(ConfigError, match=r"step name '\.\./up' is not a single folder name"):
+        load_reproduce(str(steps))
