@@ -168,6 +168,12 @@ def store_path(cache_dir: Location, name: str) -> Location:
     return join(as_location(cache_dir), f"{check_name(name, 'feature name')}.zarr")
 
 
+def aside_path(path: Location, fingerprint: str) -> Location:
+    """Where a store of another fingerprint is moved: `<name>.<fingerprint>.zarr` beside it (the dot keeps
+    it out of `list_stores`, and no feature name can have one)."""
+    return join(parent(path), f"{feature_of(path)}.{fingerprint}.zarr")
+
+
 def store_exists(path: Location) -> bool:
     """A Zarr group is at `path` (a folder or an fsspec URL)."""
     return exists(join(as_location(path), "zarr.json"))
@@ -260,7 +266,7 @@ class FeatureStore:
                     f"{path}: store fingerprint {found} differs from the requested {meta.fingerprint} "
                     "(another model or config); use a new cache dir or ask for a new store"
                 )
-            aside = join(parent(path), f"{feature_of(path)}.{found}.zarr")
+            aside = aside_path(path, found)
             log.warning("moving store with fingerprint %s aside to %s", found, aside)
             move(path, aside)  # a rename on a local disk; on a URL a copy, then metadata removed first
         # root metadata and fingerprint in one (atomic) write: a process opening the store concurrently

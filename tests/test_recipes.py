@@ -364,3 +364,17 @@ def test_every_recipe_file_is_checked_for_resolvers_and_step_names(tmp_path):
     steps.write_text(f"method: m\nextract: {{config: ras/extract.yaml}}\nsteps:\n  - {{name: ../up, train: {CONFIGS_DIR / 'ras/face.yaml'}}}\nsubmit: ../up\n")
     with pytest.raises(ConfigError, match=r"step name '\.\./up' is not a single folder name"):
         load_reproduce(str(steps))
+
+
+@pytest.mark.parametrize("line, words", [
+    ("optim: {epochs: 0}", "optim.epochs (--epochs) must be >= 1, got 0"),
+    ("data: {nearest_fill: {landmarks: -3}}", "data.nearest_fill.landmarks (--fill) must be >= 0, got -3.0"),
+    ("optim: {lr: 0.0}", "optim.lr (--lr) must be > 0, got 0.0"),
+    ("loss: {weights: [0, 0]}", "loss.weights (--loss-weights) must not both be 0"),
+])
+def test_a_recipe_file_value_gets_the_check_of_its_flag(line, words, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(line + "\n")
+    with pytest.raises(ConfigError) as err:
+        build_train_config([CONFIGS_DIR / "ras/face.yaml", recipe])
+    assert words in str(err.value) and "\n" not in str(err.value)

@@ -147,3 +147,12 @@ def test_a_trial_whose_config_changed_is_retrained_not_reused(synth, tmp_path):
     assert "hidden: 12" in (runs / "tiny" / "best.yaml").read_text()
     third = CliRunner().invoke(app, ["sweep", "--config", str(sweep), "--runs-dir", str(runs)])
     assert "trial seed1: skipped" in third.output  # unchanged now: reused
+
+
+def test_a_sweep_value_gets_the_check_of_its_flag(synth, tmp_path):
+    text = _sweep_file(synth).read_text().replace("optim.lr: [1.0e-3, 1.0e-2]", "optim.epochs: [2, 0]")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(SweepError, match=r"trial epochs0_seed1: optim.epochs \(--epochs\) must be >= 1, got 0"):
+        load_sweep(bad, runs_dir=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()

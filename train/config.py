@@ -53,6 +53,9 @@ class DataConfig:
             raise ValueError(f"window and stride must be positive, got {self.window}/{self.stride}")
         if self.level not in ("frame", "segment", "audio_window"):
             raise ValueError(f"level must be 'frame', 'segment' or 'audio_window', got {self.level!r}")
+        at_least("data.cache_mb (--cache-mb)", self.cache_mb, 0, strict=True)
+        for name, seconds in self.nearest_fill.items():
+            at_least(f"data.nearest_fill.{name} (--fill)", seconds, 0)
 
 
 @dataclass
@@ -86,8 +89,20 @@ class TrainConfig:
     finetune: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """The checks the flags get (Typer's min=, their callbacks), for values from recipes and sweeps too."""
         if self.name:
             check_component(self.name, "run name")  # RUNS_DIR/<name>: never a path outside it
+        at_least("optim.epochs (--epochs)", self.epochs, 1)
+        at_least("optim.batch_size (--batch-size)", self.batch_size, 1)
+        at_least("optim.lr (--lr)", self.lr, 0, strict=True)
+        at_least("optim.weight_decay (--weight-decay)", self.weight_decay, 0)
+        at_least("loss.lambda_region (--lambda-region)", self.lambda_region, 0)
+        if self.max_steps_per_epoch is not None:
+            at_least("optim.max_steps_per_epoch (--max-steps)", self.max_steps_per_epoch, 1)
+        for w in self.loss_weights:
+            at_least("loss.weights (--loss-weights)", w, 0)
+        if len(self.loss_weights) == 2 and sum(self.loss_weights) == 0:
+            raise ValueError("loss.weights (--loss-weights) must not both be 0")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -122,6 +137,13 @@ def comparable_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     for key in ("name", "runs_dir", "device"):
         out.pop(key, None)
     return out
+
+
+def at_least(name: str, value: Any, low: float, strict: bool = False) -> None:
+    """ValueError (one line naming the key) unless `value` is a number >= low (> low when strict)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if not number or not (value > low if strict else value >= low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
 
 
 def _json_float(value: float) -> float | str:
