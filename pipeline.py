@@ -17,17 +17,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
 import train.fit.options as checks  # light: no torch until a value needs it
+from cache.console import log_handler, make_console
 from cache.location import as_location
 from cache.names import check_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)  # plain one-line usage errors
-console = Console()
+console = make_console()  # unwrapped and untruncated in a pipe or a log file (cache/console.py)
 
 DataRoot = Annotated[Path, typer.Option("--data-root", help="Dataset root: videos/ and annotations/ below it.")]
 Videos = Annotated[Path | None, typer.Option("--videos", help="Video root (default DATA_ROOT/videos).")]
@@ -58,6 +57,10 @@ def usage_check(param: str, parse, *args):
         raise typer.BadParameter(str(err), param_hint=param) from None
 
 
+TableFormat = Annotated[
+    Literal["table", "tsv", "json"],
+    typer.Option("--format", help="table (for reading) | tsv (a header line, tab-separated) | json (a list of records)."),
+]
 Split = Annotated[Literal["train", "val", "test"], typer.Option("--split", help="Which split.")]
 Features = Annotated[
     str, typer.Option("--features", help="Comma-separated feature names.", callback=checked(checks.feature_list))
@@ -95,13 +98,14 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs, and the C++ logs of MediaPipe/absl/TF Lite.")] = False,
 ) -> None:
     if not verbose:
-        from cache.native_logs import silence_native_logs
+        from cache.native_logs import quiet_libraries, silence_native_logs
 
         silence_native_logs()  # before anything imports mediapipe
+        quiet_libraries()  # hub / transformers bars and retry warnings
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False, show_time=False)],
+        handlers=[log_handler()],
     )
 
 
@@ -130,7 +134,8 @@ def status(
     show_features: Annotated[bool, typer.Option("--features", help="Also list each store's kind, width, dtype and column names.")] = False,
 ) -> None:
     """Tracks, labelled and valid frames per split (videos found or not), complete tracks per feature
-    store, and one line per kind of problem (exit status 1 when extract or train would refuse the data)."""
+    store, and one line per kind of problem (exit status 1 when extract or train would refuse the data, or
+    when a store or group is damaged)."""
     from cache.status import status_report
 
     with one_line_errors("status"):
@@ -162,7 +167,7 @@ def status(
         console.print(f"{label} {escape(kind.summary)}{more}", highlight=False, soft_wrap=True)
         for item in kind.items if verbose else []:
             console.print(f"  {item}", markup=False, highlight=False, soft_wrap=True)
-    if any(kind.error for kind in problems):
+    if damaged or any(kind.error for kind in problems):  # damage printed is damage reported
         raise typer.Exit(1)
 
 
@@ -266,15 +271,21 @@ def export_features_cmd(
 def verify(
     features: Annotated[str | None, typer.Argument(help="Comma-separated feature names (default: every store).")] = None,
     cache_dir: CacheDir = DEFAULT_CACHE,
+    views_dir: Annotated[str | None, typer.Option("--views-dir", help="Aligned views to check too (default CACHE_DIR/_views).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report; change nothing.")] = False,
 ) -> None:
-    """Read every complete group back (checksums, shapes, chunk files) and mark damaged ones incomplete,
-    so the next extract / import-features / export redoes exactly those. Exit status 1 when damage is found."""
+    """Read every complete group back (checksums, shapes, chunk files, node kinds) and mark damaged ones
+    incomplete, so the next extract / import-features / export redoes exactly those; check kept
+    standardization statistics against their groups (stale ones removed) and every aligned view against its
+    checksum (damaged ones removed, aligned again by the next train). Exit status 1 when damage is found."""
     from cache.verify import verify_cache
+    from train.data.views import default_views_dir, verify_views
 
     names = [f.strip() for f in (features or "").split(",") if f.strip()] or None
     with one_line_errors("verify"):
         report = verify_cache(as_location(cache_dir), names, dry_run=dry_run)
+        folder = Path(views_dir) if views_dir else default_views_dir(as_location(cache_dir))
+        views = verify_views(folder, dry_run=dry_run)
     if report.damaged:
         table = Table(title=f"damaged groups in {cache_dir}")
         for col in ("feature", "group", "problem", "redo with"):
@@ -292,7 +303,19 @@ def verify(
             f"{report.unchecked} group(s) were written before checksums and chunk counts: decoded and shape-checked "
             "only (extract --force rewrites them with checksums)", markup=False, highlight=False, soft_wrap=True,
         )
-    if report.damaged:
+    for d in report.stale:
+        console.print(f"stale: {d.feature} {d.unit}: {d.problem}", markup=False, highlight=False, soft_wrap=True)
+    if report.stale:
+        done = "kept (dry run)" if dry_run else f"{report.removed} removed"
+        console.print(f"{len(report.stale)} stale standardization record(s) (recomputed by the next train): {done}",
+                      markup=False, highlight=False, soft_wrap=True)
+    if views.checked:
+        for file, problem in views.damaged:
+            console.print(f"damaged view: {file}: {problem}", markup=False, highlight=False, soft_wrap=True)
+        done = "nothing changed (dry run)" if dry_run else f"{views.removed} removed (the next train or align rebuilds them)"
+        console.print(f"checked {views.checked} aligned view(s) in {folder}: {len(views.damaged)} damaged, {done}",
+                      markup=False, highlight=False, soft_wrap=True)
+    if report.damaged or views.damaged:
         raise typer.Exit(1)
 
 
@@ -552,6 +575,53 @@ def align(
     console.print(report, markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command("windows")
+def windows_cmd(
+    ctx: typer.Context = None,  # type: ignore[assignment]
+    csv_out: Annotated[Path, typer.Option("--csv", help="Where to write the windows (CSV, one row each).")] = Path("windows.csv"),
+    split: Split = "train",
+    level: Annotated[Literal["frame", "segment", "audio_window"], typer.Option("--level", help="frame | segment | audio_window (RAS's audio windows); default: the recipe's, else frame.")] = "frame",
+    recipe: Annotated[list[Path] | None, typer.Option("--recipe", help="Training recipe(s) whose data settings to list (level, window, stride, features, window_filter), e.g. configs/ras/audio.yaml.")] = None,
+    window: Annotated[int, typer.Option("--window", min=1, help="Positions per window (frame/segment).")] = 400,
+    stride: Annotated[int, typer.Option("--stride", min=1, help="Positions between window starts.")] = 150,
+    features: Annotated[str, typer.Option("--features", help="With --level segment: the segment store windows run over (first name).")] = "",
+    data_root: DataRoot = DEFAULT_DATA,
+    videos: Videos = None,
+    labels: Labels = None,
+    cache_dir: CacheDir = DEFAULT_CACHE,
+) -> None:
+    """List the windows a run would train or predict on: track, start/end frame and time, open seconds,
+    coverage, reliable, used for training, targets per block and overall (docs/CLI.md)."""
+    from cache.manifest import load_manifest
+    from recipes.cli import explicit_train_values, typed_flags
+    from train.data.window_rules import window_rule
+    from train.data.window_list import list_windows, write_windows_csv
+
+    flags = typed_flags(ctx, dict(level=level, window=window, stride=stride, features=features, data_root=data_root,
+                                  videos=videos, labels=labels, cache_dir=cache_dir))
+    with one_line_errors("windows"):
+        window_filter: dict = {}
+        if recipe:
+            from train.runs.recipe import build_train_config
+
+            data = build_train_config(recipe, [], explicit_train_values(flags)).data
+            level, window, stride, window_filter = data.level, data.window, data.stride, dict(data.window_filter)
+            names = list(data.features)
+            data_root, videos, labels, cache_dir = Path(data.data_root), data.videos, data.labels, data.cache_dir
+        else:
+            names = [f.strip() for f in features.split(",") if f.strip()]
+        manifest = load_manifest(Path(data_root), videos and Path(videos), labels and Path(labels), (split,))
+        tracks = manifest.split(split)
+        if not tracks:
+            raise ValueError(f"split '{split}' has no tracks under {data_root}")
+        rule = window_rule(window_filter)
+        rows = list_windows(tracks, level, window, stride, Path(cache_dir), rule, names[0] if names else None)
+        write_windows_csv(rows, csv_out, rule.blocks)
+    kept = sum(bool(r["used_for_training"]) for r in rows)
+    console.print(f"{len(rows)} {level} windows of {len(tracks)} {split} tracks ({kept} used for training): {csv_out}",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def sweep(
     config: Annotated[Path, typer.Option("--config", help="Sweep file (YAML): base recipe, fixed settings, grid and/or random space.")],
@@ -561,25 +631,33 @@ def sweep(
     cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", min=0, help="Ray: CPUs per trial.")] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", min=0, help="Ray: GPUs per trial.")] = 0.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the trials and their state; train nothing.")] = False,
+    table_format: TableFormat = "table",
 ) -> None:
     """Run a grid or random search of training configs over one cache; finished trials are skipped, and a
-    trial whose resolved config changed is retrained (its old run moved aside to TRIAL.old-TIME)."""
+    trial whose resolved config changed is retrained (its old run moved aside to TRIAL.old-TIME). Each trial
+    line and the final table give the smoothed validation P (the ranking, as `runs` and best.yaml); with
+    --format tsv|json only the table goes to stdout, the trial lines to stderr."""
     from train.fit.sweep import SweepError, load_sweep, run_sweep, save_best, summarize, trial_config, trial_state
+
+    say = console if table_format == "table" else make_console(stderr=True)  # stdout: the table alone
 
     try:
         spec = load_sweep(config, runs_dir=str(runs_dir))
     except SweepError as err:
         console.print(f"[red]sweep failed:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(f"sweep {spec.name}: {len(spec.trials)} trials under {spec.runs_dir}")
+    say.print(f"sweep {spec.name}: {len(spec.trials)} trials under {spec.runs_dir}")
     if dry_run:
         for trial in spec.trials:
-            console.print(f"  {trial.name}: {trial_state(trial_config(spec, trial))}", markup=False)
+            say.print(f"  {trial.name}: {trial_state(trial_config(spec, trial))}", markup=False)
         return
 
     def report(result: dict) -> None:
-        extra = f" P {result['best_P']:.4f}" if "best_P" in result else f" {result.get('error', '')}"
-        console.print(f"  trial {result['name']}: {result['state']}{extra}", markup=False, highlight=False)
+        if "P_smoothed" in result:
+            extra = f" val P smoothed {result['P_smoothed']:.4f} (raw, best epoch {result['P_raw']:.4f})"
+        else:
+            extra = f" {result.get('error', '')}"
+        say.print(f"  trial {result['name']}: {result['state']}{extra}", markup=False, highlight=False, soft_wrap=True)
 
     with one_line_errors("sweep"):
         results = run_sweep(spec, backend=backend, address=address, cpus_per_trial=cpus_per_trial,
@@ -587,13 +665,13 @@ def sweep(
     from train.runs.table import list_runs
 
     sweep_dir = Path(spec.runs_dir)
-    _print_runs_table(list_runs(sweep_dir, "P"), f"sweep {spec.name}: {len(spec.trials)} trials in {sweep_dir}, best validation P first")
+    _print_runs_table(list_runs(sweep_dir, "P"), f"sweep {spec.name}: {len(spec.trials)} trials in {sweep_dir}, best smoothed validation P first", table_format)
     best = save_best(spec, summarize(spec))
     if best:
-        console.print(f"best config: {best}")
+        say.print(f"best config: {best}")
     failed = [r for r in results if r["state"] == "failed"]
     if failed:
-        console.print(f"[red]{len(failed)} trial(s) failed[/red]")
+        say.print(f"[red]{len(failed)} trial(s) failed[/red]")
         raise typer.Exit(1)
 
 
@@ -628,8 +706,10 @@ def runs_cmd(
     runs_dir: RunsDir = DEFAULT_RUNS,
     sort: Annotated[str, typer.Option("--sort", help="date | name | head | epochs | P | ccc_v | ccc_a (numbers: best first).")] = "date",
     diff: Annotated[tuple[str, str] | None, typer.Option("--diff", help="Two runs (names or folders): the config keys that differ.")] = None,
+    table_format: TableFormat = "table",
 ) -> None:
-    """A table of every run in RUNS_DIR (head, features, epochs, best validation P, CCC, smoothing, date)."""
+    """A table of every run in RUNS_DIR (head, features, epochs, validation P smoothed (the ranking; "-" until
+    the run finished) and the best epoch's raw P, smoothed CCC, smoothing, date); --format tsv|json for scripts."""
     import json
 
     from train.runs.table import config_diff, list_runs
@@ -645,24 +725,44 @@ def runs_cmd(
             console.print(table if changed else f"{diff[0]} and {diff[1]} have the same config (names aside)")
             return
         rows = list_runs(runs_dir, sort)
-    if not rows:
+    if not rows and table_format == "table":
         console.print(f"no runs in {runs_dir}")
         return
-    _print_runs_table(rows, f"{len(rows)} run(s) in {runs_dir}, by {sort}")
+    _print_runs_table(rows, f"{len(rows)} run(s) in {runs_dir}, by {sort}", table_format)
 
 
-def _print_runs_table(rows: list, title: str) -> None:
-    import math
-
-    fmt = lambda x: "-" if math.isnan(x) else f"{x:.4f}"  # noqa: E731
+def _print_runs_table(rows: list, title: str, table_format: str = "table") -> None:
+    """Runs as a rich table (title, smoothed and raw P apart), or tab-separated / JSON records for scripts."""
+    records = [r.record() for r in rows]
+    if table_format != "table":
+        _print_records(records, table_format)
+        return
+    headers = {"val_P_smoothed": "val P smoothed", "val_P_raw": "val P raw (best epoch)", "ccc_v_smoothed": "CCC_V",
+               "ccc_a_smoothed": "CCC_A"}
     table = Table(title=title)
-    for col in ("name", "head", "features", "epochs", "best val P", "CCC_V", "CCC_A", "smoothing", "date"):
-        table.add_column(col, justify="right" if col in ("epochs", "best val P", "CCC_V", "CCC_A") else "left")
-    for r in rows:
-        smoothing = f"V {r.smoothing[0]}, A {r.smoothing[1]}" if r.smoothing else "-"
-        table.add_row(r.name, r.head, ",".join(r.features), str(r.epochs), fmt(r.P), fmt(r.ccc_v), fmt(r.ccc_a),
-                      smoothing, r.date.strftime("%Y-%m-%d %H:%M"))
+    keys = list(records[0]) if records else []
+    longest = max((len(r["name"]) for r in records), default=4)
+    for key in keys:  # a narrow terminal folds a name (whole, at least 40 wide), never cuts it to "lr0.0…"
+        table.add_column(headers.get(key, key), justify="right" if key in headers or key == "epochs" else "left",
+                         overflow="fold", min_width=min(longest, 40) if key == "name" else None)
+    for rec in records:
+        table.add_row(*("-" if rec[k] is None else f"{rec[k]:.4f}" if isinstance(rec[k], float) else escape(str(rec[k]))
+                        for k in keys))
     console.print(table)
+
+
+def _print_records(records: list[dict], table_format: str) -> None:
+    """tsv: a header line, then one tab-separated line per record (empty for none); json: one list."""
+    import json
+
+    if table_format == "json":
+        print(json.dumps(records, indent=1))
+        return
+    keys = list(records[0]) if records else []
+    if keys:
+        print("\t".join(keys))
+    for rec in records:
+        print("\t".join("" if rec[k] is None else str(rec[k]) for k in keys))
 
 
 @app.command("export")
@@ -736,9 +836,15 @@ def reproduce(
     out: Annotated[Path, typer.Option("--out", help="Where the report goes: OUT/RECIPE/report.md.")] = Path("artifacts/reproduce"),
     profile: Profile = "tiny",
     device: Device = "auto",
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Weights per feature for the extraction: FEATURE=REF (repeatable), e.g. grada=/path/grada_b1.safetensors.",
+                     callback=checked(checks.model_refs)),
+    ] = None,
 ) -> None:
     """A method end to end: features, each branch and its export, fusion heads, late fusion, evaluation, the
-    test submission; skips what is done; one report with a CCC row per step beside the paper's. Exit
+    test submission; skips what is done; one report with a CCC row per step beside the paper's. `--model`
+    gives an extractor its weights (a missing weights file stops it before extracting, in one line). Exit
     status 1 when a video failed extraction (the report is still written)."""
     from cache.sample_data import GROUND_TRUTH_INDEX
     from recipes.reproduce import ReproduceOptions
@@ -746,7 +852,8 @@ def reproduce(
 
     if data_root == DEFAULT_DATA and not (data_root / GROUND_TRUTH_INDEX).is_file():
         sample_data(out=data_root)
-    opts = ReproduceOptions(data_root=data_root, cache_dir=cache_dir, out=out, runs_dir=runs_dir, profile=profile, device=device)
+    opts = ReproduceOptions(data_root=data_root, cache_dir=cache_dir, out=out, runs_dir=runs_dir, profile=profile, device=device,
+                            models=checks.model_refs(model))
     failures: list[str] = []
     with one_line_errors("reproduce"):
         report = run_reproduce(recipe, opts, console, failures)
@@ -755,6 +862,59 @@ def reproduce(
     if failures:  # the report is written, but the method did not run on every video
         console.print(f"[red]reproduce: {len(failures)} video(s) failed[/red]: {escape(failures[0])}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- the recipes in configs/
+
+configs_app = typer.Typer(no_args_is_help=True, help="The recipes in configs/: list, print resolved, copy for editing.")
+app.add_typer(configs_app, name="configs")
+
+
+@configs_app.command("ls")
+def configs_ls(table_format: TableFormat = "table") -> None:
+    """List the recipes in configs/ (name, kind: train | extract | reproduce | profile, first comment line)."""
+    from recipes.catalog import list_recipes
+
+    with one_line_errors("configs ls"):
+        records = [{"name": r.name, "kind": r.kind, "about": r.about} for r in list_recipes()]
+    if table_format != "table":
+        _print_records(records, table_format)
+        return
+    table = Table(title="recipes in configs/ (train --config NAME, extract --config NAME, reproduce NAME)")
+    for col in ("name", "kind", "about"):
+        table.add_column(col)
+    for rec in records:
+        table.add_row(*(escape(rec[k]) for k in ("name", "kind", "about")))
+    console.print(table)
+
+
+@configs_app.command("show")
+def configs_show(name: Annotated[str, typer.Argument(help="A recipe name (ras/face) or file.")]) -> None:
+    """Print a recipe resolved: every default filled in (train and extract recipes), as YAML."""
+    from recipes.catalog import find_recipe, resolved_text
+
+    with one_line_errors("configs show"):
+        recipe = find_recipe(name)
+        text = resolved_text(recipe)
+    console.print(f"# {recipe.name} ({recipe.kind}, {recipe.path}), resolved", markup=False, highlight=False)
+    console.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+
+
+@configs_app.command("cp")
+def configs_cp(
+    name: Annotated[str, typer.Argument(help="A recipe name (ras/face).")],
+    dest: Annotated[Path, typer.Argument(help="A file, or a folder to copy into.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Copy a recipe file (comments kept) to DEST for editing; then `train --config DEST`."""
+    from recipes.catalog import copy_recipe, find_recipe
+
+    with one_line_errors("configs cp"):
+        recipe = find_recipe(name)
+        target = copy_recipe(recipe, dest, force)
+    use = {"train": "train --config", "extract": "extract --config", "reproduce": "reproduce"}.get(recipe.kind, "--config")
+    console.print(f"copied {recipe.path} to {target}; edit it, then: python pipeline.py {use} {target}", markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- the whole job on the sample
@@ -773,17 +933,15 @@ def demo(
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 20,
 ) -> None:
     """The main job on the built-in sample: data, every feature, a unimodal and a fusion head, the submission."""
-    from rich.rule import Rule
-
     from cache.sample_data import GROUND_TRUTH_INDEX
 
     if not (data_root / GROUND_TRUTH_INDEX).is_file():
-        console.print(Rule("1/5 sample dataset"))
+        console.rule("1/5 sample dataset")
         sample_data(out=data_root)
     else:
         console.print(f"sample dataset already at {data_root}")
     for split in ("train", "val", "test"):
-        console.print(Rule(f"2/5 extract {split} ({profile} models)"))
+        console.rule(f"2/5 extract {split} ({profile} models)")
         extract(split=split, features=DEMO_FEATURES, data_root=data_root, cache_dir=cache_dir, profile=profile,
                 device=device)
 
@@ -794,19 +952,20 @@ def demo(
         ("demo-gru-landmarks", "gru", "landmarks"),
         ("demo-dcmmoe", "dcmmoe", "face_gru,clip,wavlm,qwen3vl"),
     ]
+    small = {"gru": ["hidden=64", "gru_hidden=64"], "dcmmoe": ["hidden=64"]}  # hidden size 64, the BiGRU's too
     for i, (name, model, features) in enumerate(runs):
-        console.print(Rule(f"{3 + i}/5 train {model} on {features}"))
+        console.rule(f"{3 + i}/5 train {model} on {features}")
         resume = (runs_dir / name / "checkpoints" / "last.pt").is_file()
-        train(model=model, features=features, name=name, resume=resume, head=["hidden=64"], **common)
+        train(model=model, features=features, name=name, resume=resume, head=small[model], **common)
         if i == 0:  # stacking: the unimodal run's per-frame [hidden, VA] becomes a feature of the fusion run
             export_cmd(run=name, name="face_gru", runs_dir=runs_dir, cache_dir=cache_dir, data_root=data_root,
                        new_store=True, device=device)
 
-    console.print(Rule("5/5 evaluate and write the test submission"))
+    console.rule("5/5 evaluate and write the test submission")
     from train.results.evaluate import evaluate_run
 
     table = Table(title="validation CCC (all valid frames concatenated; smoothed as chosen on validation)")
-    for col in ("run", "features", "CCC_V", "CCC_A", "P", "P raw"):
+    for col in ("run", "features", "CCC_V", "CCC_A", "P smoothed", "P raw"):
         table.add_column(col, justify="right" if col.startswith(("CCC", "P")) else "left")
     best = None
     for name, model, features in runs:
@@ -819,7 +978,7 @@ def demo(
     console.print(table)
     for name, _, _ in runs:
         console.print(f"{name}: report {runs_dir / name / 'report.md'}, plots {runs_dir / name / 'plots'}")
-    console.print(f"best run: {best[0]} (validation P {best[1]:.3f}); "
+    console.print(f"best run: {best[0]} (validation P smoothed {best[1]:.3f}); "
                   f"submission {runs_dir / best[0] / 'predictions' / 'test.csv'}")
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@
   runner's batches: detection, face mesh, CLIP forward with preprocessing).
 - efficiency: sum of those hook seconds / wall time of the run (models warm; the rest is decoding that
   was not hidden behind the models, crops bookkeeping and store writes). Target >= 0.8.
+- host vs model per feature: of a feature's hook time, the time inside its model forwards (extractors
+  that time them: clip, ast) and the rest (preprocessing, crops, bookkeeping), with the model share.
+- torch threads: `--threads` (default 1, the runner's default `torch_threads`).
 - peak RSS: a fresh process extracts a short video and one `--long-factor` times longer. Target <= 1.5x.
 """
 
@@ -44,13 +47,15 @@ def child(data: str, cache: str, models: str, profile: str, device: str, threads
     from extract.backends import run_extraction
 
     opts = RunOptions(split="train", features=FEATURES, data_root=Path(data), cache_dir=Path(cache),
-                      models_dir=Path(models), profile=profile, device=device, progress=False, force=True)
+                      models_dir=Path(models), profile=profile, device=device, progress=False, force=True,
+                      torch_threads=threads)
     summary = run_extraction(opts)  # first run: loads models (warm-up)
     t0 = time.perf_counter()
     summary = run_extraction(opts)
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"frames": summary.frames, "wall": wall, "hooks": summary.hook_seconds,
+                      "model": summary.model_seconds,
                       "decode_wait": summary.decode_wait, "rss_mb": rss, "failed": summary.failed}))
 
 
@@ -87,7 +92,7 @@ def bench_audio(args: argparse.Namespace) -> None:
         write_sample_dataset(tmp / "data", SampleConfig(seed=0, min_seconds=seconds, max_seconds=seconds, videos=videos))
         opts = RunOptions(split="train", features=AUDIO_FEATURES, data_root=tmp / "data", cache_dir=tmp / "cache",
                           models_dir=ROOT / "artifacts" / "models", profile=args.profile, device=args.device,
-                          progress=False, force=True)
+                          progress=False, force=True, torch_threads=args.threads)
         run_extraction(opts)  # warm-up: builds / loads the models
         t0 = time.perf_counter()
         summary = run_extraction(opts)
@@ -107,8 +112,16 @@ def bench_audio(args: argparse.Namespace) -> None:
     for name in ("faces", "mouth", "audio_reliability"):
         if hooks.get(name):
             print(f"    {name:18s} {summary.frames / hooks[name]:8.1f} frames/s  ({hooks[name]:.2f} s)")
+    print_host_model(hooks, summary.model_seconds)
     print(f"    efficiency (model hook time / wall) = {sum(hooks.values()) / wall:.2f}   "
           f"(decode wait {summary.decode_wait:.2f} s)")
+
+
+def print_host_model(hooks: dict[str, float], model: dict[str, float]) -> None:
+    """Host time vs model time of each feature whose extractor times its model forwards."""
+    for name, sec in model.items():
+        host = hooks.get(name, sec) - sec
+        print(f"    {name:10s} host {host:7.2f} s  model {sec:7.2f} s  model share {sec / max(sec + host, 1e-9):.2f}")
 
 
 def main() -> None:
@@ -117,7 +130,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--long-factor", type=float, default=10.0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (RunOptions.torch_threads)")
     parser.add_argument("--child", nargs=6)
     parser.add_argument("--audio", action="store_true", help="bench ast, wavlm, audio_reliability, qwen3vl instead")
     args = parser.parse_args()
@@ -141,6 +154,7 @@ def main() -> None:
         print(f"[{name}] {res['frames']} frames in {res['wall']:.2f} s -> {res['frames'] / res['wall']:.1f} frames/s (all features)")
         for feature, seconds in hooks.items():
             print(f"    {feature:10s} {res['frames'] / seconds:8.1f} frames/s  ({seconds:.2f} s)")
+        print_host_model(hooks, res.get("model", {}))
         eff = sum(hooks.values()) / res["wall"]
         print(f"    efficiency (model hook time / wall) = {eff:.2f}   (decode wait {res['decode_wait']:.2f} s)")
     ratio = long["rss_mb"] / short["rss_mb"]

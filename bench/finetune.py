@@ -17,6 +17,18 @@ Raw video costs, per epoch, what the cache saves, plus the same training step:
   on the crops (frozen prefix without gradient, the top K training) as in the cached path.
 So raw seconds per frame = extraction seconds per frame + cached training seconds per frame. Each phase
 runs in its own process (peak RSS per phase).
+
+    python bench/finetune.py --crops                          # crops/s delivered vs the tower's need
+    python bench/finetune.py --crops --device cuda --codecs jpeg:95,lossless
+
+`--crops`: the data side of `--finetune clip:all` at the real shapes (window 400, frames_per_window 100,
+batch 8: 800 crops of 224 px a step) on a face_crops store of real faces (the sample's astronaut, as
+bench/face_crops_size.py) per codec. Prints crops/s delivered by the fine-tuning reader (CropReader: the
+sent rows' chunks only, one batched decode over `--decode-workers` threads; nvjpeg with --device cuda)
+beside the previous reader (the window's whole row range, a listing per read), the decode rate per core,
+and the tower's need: ViT-B/16 (random weights, all blocks trained) forward + backward, measured on
+`--device` (bf16 on CUDA) or, on a CPU, the GPU step the issue estimates (0.25-0.38 s for 800 crops on
+an H200-class GPU); target: delivered >= 3x the tower's need, and the data wait share that leaves.
 """
 
 from __future__ import annotations
@@ -182,6 +194,121 @@ def run_phase(argv: list[str]) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+GPU_STEP_S = (0.25, 0.38)  # estimated ViT-B/16 fwd+bwd of 800 crops, bf16, H200 class (issue 25)
+
+
+def crop_store(folder: Path, codec: str, rows: int) -> "object":
+    """A face_crops store of `rows` real-face crops in one unit, written as the extractor writes them."""
+    import numpy as np
+
+    from bench.face_crops_size import astronaut_crops
+    from cache.crop_codec import CropCodec
+    from cache.store import FeatureMeta, FeatureStore
+    from extract.face_crops import INPUT_SPEC_EXTRA, crop_layout
+
+    faces = astronaut_crops(64)
+    crops = faces[np.arange(rows) % len(faces)]
+    c = CropCodec.parse(codec)
+    store = FeatureStore.create_or_open(folder, FeatureMeta("face_crops", config={"codec": c.name}), on_mismatch="new")
+    if "v" not in store.units():
+        store.write("v", c.encode(crops), np.stack([np.arange(rows), np.arange(rows) + 1.0], 1) / 30,
+                    dtype="uint8", layout=crop_layout(c.name))
+        store.put_extra(INPUT_SPEC_EXTRA, np.array([224]), {"model": "ViT-B-16", "image_size": 224})
+    return store
+
+
+def crops_rate(work: Path, device_name: str, codecs: str, workers: int, batches: int, window: int = 400,
+               per_window: int = 100, batch: int = 8, measure_tower: bool = True) -> list[dict]:
+    """One row per codec: crops/s delivered (1 core and `workers`), the previous reader's rate, the
+    tower's need and the data wait share left (see the module doc)."""
+    import math
+
+    import numpy as np
+    import torch
+
+    from cache.crops import CropReader
+
+    torch.set_num_threads(1)
+    rows = window * 6
+    step = math.ceil(window / per_window)
+    rng = np.random.default_rng(0)
+
+    def plans(n: int) -> list[list[np.ndarray]]:  # per batch: the rows each window sends (random start, phase)
+        return [[s + np.arange(int(rng.integers(step)), window, step) for s in rng.integers(0, rows - window, batch)]
+                for _ in range(n)]
+
+    need = tower_need(device_name, batch * len(range(0, window, step)), measure_tower)
+    out = []
+    for codec in codecs.split(","):
+        store = crop_store(work / f"crops-{codec.replace(':', '')}.zarr", codec, rows)
+        device = "cuda" if device_name == "cuda" and codec.startswith("jpeg") else "cpu"
+        rates = {}
+        for n_workers in sorted({1, workers}):
+            reader = CropReader(store, device=device, workers=n_workers)
+            reader.read("v", np.arange(8))  # opens the arrays once
+            done, t0 = 0, time.perf_counter()
+            for windows in plans(batches):
+                done += len(reader.decode(np.concatenate([reader.encoded("v", w) for w in windows])))
+            if device == "cuda":
+                torch.cuda.synchronize()
+            rates[n_workers] = done / (time.perf_counter() - t0)
+        t0, done = time.perf_counter(), 0
+        for windows in plans(max(1, batches // 2)):  # before: each window's whole row range, listed per read
+            for w in windows:
+                done += len(store.read("v", rows=slice(int(w.min()), int(w.max()) + 1)).values[w - w.min()])
+        before = done / (time.perf_counter() - t0)
+        t_data, t_step = need["crops"] / rates[workers], need["step_s"][0]  # the faster step: the larger need
+        out.append({"codec": codec, "decode": device, "workers": workers, "crops_s": rates[workers],
+                    "per_core": rates[1], "before_s": before, "need_s": need["crops_s"], "need": need["line"],
+                    "ratio": rates[workers] / need["crops_s"],
+                    "wait": max(0.0, t_data - t_step) / max(t_data, t_step),
+                    "cores_for_3x": 3 * need["crops_s"] / rates[1]})
+    return out
+
+
+def print_crops(rows: list[dict]) -> None:
+    print(f"tower: {rows[0]['need']}")
+    for r in rows:
+        print(f"  {r['codec']:9s} delivered {r['crops_s']:8,.0f} crops/s ({r['workers']} workers, {r['decode']} decode), "
+              f"{r['per_core']:7,.0f} per core; before (whole row ranges, 1 core) {r['before_s']:6,.0f} crops/s | "
+              f"tower needs {r['need_s']:,.0f} crops/s: delivered {r['ratio']:.2f}x (target >= 3x), data wait "
+              f"{100 * r['wait']:.0f}% of a step; 3x needs {r['cores_for_3x']:.0f} decoding cores", flush=True)
+
+
+def tower_need(device: str, crops: int = 800, measure: bool = True) -> dict:
+    """Crops/s the ViT-B/16 tower consumes training all blocks on `crops` a step: measured on CUDA,
+    estimated (GPU_STEP_S, scaled to `crops`) elsewhere."""
+    import torch
+
+    if device != "cuda" or not measure:
+        lo, hi = (t * crops / 800 for t in GPU_STEP_S)
+        lo, hi = GPU_STEP_S
+        return {"step_s": (lo, hi), "crops_s": crops / lo, "crops": crops,
+                "line": f"GPU step estimated {lo:.2f}-{hi:.2f} s for {crops} crops -> needs up to {crops / lo:,.0f} crops/s"}
+    import open_clip
+
+    model = open_clip.create_model("ViT-B-16", pretrained=None).visual.to("cuda").train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    x = torch.randn(crops, 3, 224, 224, device="cuda")
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", torch.bfloat16):
+            loss = model(x).float().square().mean()
+        loss.backward()
+        opt.step()
+
+    step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    sec = (time.perf_counter() - t0) / 3
+    return {"step_s": (sec, sec), "crops_s": crops / sec, "crops": crops,
+            "line": f"ViT-B/16 all blocks, bf16, measured {sec:.3f} s for {crops} crops -> {crops / sec:,.0f} crops/s"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "artifacts" / "bench-finetune")
@@ -194,6 +321,10 @@ def main() -> None:
                         help="clip: frames per window through the tower in training (0 = all)")
     parser.add_argument("--specs", default=",".join(SPECS), help="which of wavlm:4, clip:2 to run")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (extraction and training alike)")
+    parser.add_argument("--crops", action="store_true", help="crops/s delivered vs the tower's need (see above)")
+    parser.add_argument("--codecs", default="jpeg:95,lossless", help="--crops: face_crops codecs to compare")
+    parser.add_argument("--decode-workers", type=int, default=2, help="--crops: decoding threads")
+    parser.add_argument("--batches", type=int, default=4, help="--crops: batches timed per codec")
     parser.add_argument("--phase", default="", help=argparse.SUPPRESS)
     parser.add_argument("--spec", default="", help=argparse.SUPPRESS)
     parser.add_argument("--refs", default="{}", help=argparse.SUPPRESS)
@@ -201,6 +332,12 @@ def main() -> None:
     work = args.work.resolve()
     global DEVICE
     DEVICE = os.environ["AFFCACHE_BENCH_DEVICE"] = args.device
+    if args.crops:
+        args.work.mkdir(parents=True, exist_ok=True)
+        print(f"crops for clip:all at window 400, frames_per_window 100, batch 8 (800 crops a step); "
+              f"device {args.device}")
+        print_crops(crops_rate(args.work, args.device, args.codecs, args.decode_workers, args.batches))
+        return
     if args.phase:
         refs = json.loads(args.refs)
         if args.phase == "setup":

@@ -1,7 +1,9 @@
-"""GPU figures in one short run: real-size backbones with random weights, and training steps on both data paths.
+"""GPU figures in one run: real-size backbones with random weights, every head's training step, the data
+paths and the fine-tuning crop reader per codec; one table, also written to bench/results/gpu-<date>.md.
 
-    bash bench/gpu.sh               # on a CUDA machine (bf16 autocast), prints one table
-    bash bench/gpu.sh --cpu-smoke   # anywhere: tiny sizes, a few iterations, same code paths
+    bash bench/gpu.sh               # on a CUDA machine (bf16 autocast): < 10 min on one H200-class GPU
+    bash bench/gpu.sh --quick       # fewer iterations, smaller training scale: < 4 min
+    bash bench/gpu.sh --cpu-smoke   # anywhere: tiny sizes, a few iterations, same code paths (tests/test_bench_gpu.py)
 
 Extraction (at the batch sizes the runner uses): CLIP ViT-B/16 image tower (32 face crops of 224 px per
 batch, `extract --batch-size` default), WavLM-Large (8 windows of 4 s, extract/wavlm.py), AST-base
@@ -11,7 +13,11 @@ extract/qwen3vl.py). For each: items/s (frames, audio seconds or segments) and t
 these loops: the figures bound what the runner can reach.
 
 Training: `bench/train.py` at a small scale with the model on this device, both data paths (lazy vs
-aligned views): step time and data wait share.
+aligned views): step time and data wait share. Every head (`bench/heads.py`, its recipe's sizes, batch
+8 x 400, bf16): step time, and the data wait share it would see on the views (the views' data time per
+batch against its step, prefetched: max(0, data - step) / max(data, step)).
+Fine-tuning crops (`bench/finetune.py --crops`, per codec): crops/s delivered by the reader (nvjpeg for
+JPEG on CUDA) against the ViT-B/16 tower's measured need (800 crops a step, all blocks, bf16).
 """
 
 from __future__ import annotations
@@ -208,8 +214,8 @@ def bench_qwen(device, smoke: bool, iters: int) -> dict:
             "per_s": 1 / sec, "unit": "segments/s", "busy": busy}
 
 
-def bench_training(device_name: str, smoke: bool) -> list[dict]:
-    scale, steps = ("0.005", "5") if smoke else ("0.05", "100")
+def bench_training(device_name: str, smoke: bool, quick: bool = False) -> list[dict]:
+    scale, steps = ("0.002", "3") if smoke else ("0.01", "30") if quick else ("0.05", "100")
     cmd = [sys.executable, str(ROOT / "bench" / "train.py"), "--scale", scale, "--steps", steps, "--hidden", "256",
            "--device", device_name, "--out", str(ROOT / "artifacts" / "bench" / "gpu")]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -221,19 +227,79 @@ def bench_training(device_name: str, smoke: bool) -> list[dict]:
              "data_fps": f["data_only_frames_per_s"]} for path, f in figures.items()]
 
 
+def bench_heads(device, smoke: bool, steps: int, data_ms: float | None) -> list[dict]:
+    """Every head's training step at its recipe's sizes (smoke: narrow heads on short windows)."""
+    from bench.heads import time_steps
+
+    batch, window = (1, 16) if smoke else (8, 400)
+    rows = []
+    for head in ("gru", "transformer", "crossattn", "mamba", "dcmmoe", "raav"):
+        try:
+            sec = time_steps(head, batch, window, steps, device.type, bf16=device.type == "cuda", small=smoke)
+        except Exception as err:  # noqa: BLE001 - one head must not hide the others
+            rows.append({"model": f"head {head}", "error": f"{type(err).__name__}: {err}"})
+            continue
+        wait = None if data_ms is None else max(0.0, data_ms / 1e3 - sec) / max(data_ms / 1e3, sec)
+        rows.append({"model": f"head {head} train step", "batch": f"{batch} x {window}", "per_s": 1 / sec,
+                     "unit": "steps/s", "busy": None, "wait": wait, "note": f"{sec * 1e3:.1f} ms/step"})
+    return rows
+
+
+def bench_crops(device, smoke: bool, batches: int) -> list[dict]:
+    """The fine-tuning crop reader per codec against the tower's need (bench/finetune.py --crops)."""
+    import os
+
+    from bench.finetune import crops_rate
+
+    work = ROOT / "artifacts" / "bench" / "gpu" / "crops"
+    work.mkdir(parents=True, exist_ok=True)
+    workers = 2 if smoke else max(1, min(8, (os.cpu_count() or 2) - 2))
+    sizes = dict(window=40, per_window=10, batch=2, measure_tower=False) if smoke else {}
+    rows = crops_rate(work, device.type, "jpeg:95,lossless", workers, batches, **sizes)
+    return [{"model": f"finetune crops {r['codec']} ({r['decode']} decode)", "batch": f"{r['workers']} workers",
+             "per_s": r["crops_s"], "unit": "crops/s", "busy": None, "wait": r["wait"],
+             "note": f"{r['ratio']:.2f}x the tower's {r['need_s']:,.0f} crops/s; {r['per_core']:,.0f} per core"}
+            for r in rows]
+
+
+def views_data_ms(rows: list[dict]) -> float | None:
+    """The views' data time per batch of 8 x 400 from bench/train.py's rows (None when not measured)."""
+    for r in rows:
+        if r.get("model", "").endswith("views data") and r.get("data_fps"):
+            return 8 * 400 / r["data_fps"] * 1e3
+    return None
+
+
+def write_markdown(path: Path, header: str, rows: list[dict], command: str) -> None:
+    lines = [f"# GPU figures {time.strftime('%Y-%m-%d %H:%M')}", "", f"`{command}`", "", header, "",
+             "| figure | batch | throughput | GPU busy | data wait | note |", "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | | error: {r['error']} | | | |")
+            continue
+        busy = "-" if r.get("busy") is None else f"{100 * r['busy']:.0f}%"
+        wait = "-" if r.get("wait") is None else f"{100 * r['wait']:.1f}%"
+        lines.append(f"| {r['model']} | {r['batch']} | {r['per_s']:,.1f} {r['unit']} | {busy} | {wait} | {r.get('note', '')} |")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on CPU: check the script before a GPU run")
     parser.add_argument("--qwen", action="store_true", help="also Qwen3-VL-4B (about 9 GB in bf16)")
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations and a smaller training scale (< 4 min)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where gpu-<date>.md goes")
     args = parser.parse_args()
     import torch
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu_smoke else "cpu")
     if device.type == "cpu" and not args.cpu_smoke:
         sys.exit("no CUDA device: run with --cpu-smoke to check the script on CPU")
-    smoke, iters = args.cpu_smoke, (2 if args.cpu_smoke else args.iters)
+    smoke, iters = args.cpu_smoke, (2 if args.cpu_smoke else 3 if args.quick else args.iters)
+    t_start = time.perf_counter()
     rows = []
     for bench in (bench_clip, bench_wavlm, bench_ast) + ((bench_qwen,) if args.qwen or smoke else ()):
         try:
@@ -243,9 +309,18 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if not args.skip_training:
-        rows += bench_training(device.type, smoke)
+        rows += bench_training(device.type, smoke, args.quick)
+        rows += bench_heads(device, smoke, 1 if smoke else 3 if args.quick else 10, views_data_ms(rows))
+    try:
+        rows += bench_crops(device, smoke, 1 if smoke else 2 if args.quick else 6)
+    except Exception as err:  # noqa: BLE001
+        rows.append({"model": "finetune crops", "error": f"{type(err).__name__}: {err}"})
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu (smoke)"
-    print(f"device: {name}; torch {torch.__version__}; bf16 autocast {'on' if device.type == 'cuda' else 'off'}")
+    header = (f"device: {name}; torch {torch.__version__}; bf16 autocast {'on' if device.type == 'cuda' else 'off'}; "
+              f"{time.perf_counter() - t_start:.0f} s")
+    out = args.out / f"gpu-{time.strftime('%Y-%m-%d')}{'-smoke' if smoke else ''}.md"
+    write_markdown(out, header, rows, "bash bench/gpu.sh " + " ".join(sys.argv[1:]))
+    print(header)
     print(f"{'model':<34} {'batch':<22} {'throughput':>22} {'GPU busy':>9} {'data wait':>10}")
     for r in rows:
         if "error" in r:
@@ -254,6 +329,7 @@ def main() -> None:
         busy = "-" if r.get("busy") is None else f"{100 * r['busy']:.0f}%"
         wait = "-" if r.get("wait") is None else f"{100 * r['wait']:.1f}%"
         print(f"{r['model']:<34} {r['batch']:<22} {r['per_s']:>12,.1f} {r['unit']:<9} {busy:>9} {wait:>10}")
+    print(f"written to {out}")
     print(json.dumps(rows, default=str))
 
 

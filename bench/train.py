@@ -5,12 +5,15 @@
 
 Generates (once, reused while the size matches) label files, tiny videos (for the container fps) and
 two stores: `face` (512-d per frame, per track) and `audio_wavlm` (1024-d at 50 Hz, per video). Then,
-for each data path in its own fresh process — `lazy` (aligned in RAM every epoch, LRU) and `views`
-(aligned once onto label frames and kept on disk, train/data/views.py; the build is timed) — opens the train
-split, times the data pipeline alone (and, with --full-pass, one whole epoch), trains a small GRU head
-for a few hundred steps, and prints: store and view sizes, time to open, frames/s of each path and
-their ratio (target >= 10x), the share of a GRU step spent waiting for data (target <= 5%) and peak
-RSS (target <= 4 GiB).
+for each data path in its own fresh process — `lazy` (aligned in RAM every epoch, LRU), `views`
+(aligned once onto label frames and kept on disk, train/data/views.py; the build is timed), both
+standardized with the train split's statistics as training does by default, and `views-raw` (views,
+`data.normalize false`) — opens the train split, times the data pipeline alone: batches through the
+prefetcher and `to_tensors` (where the standardization is applied, one op per feature on the batch), the
+collate alone and `to_tensors` alone per batch (and, with --full-pass, one whole epoch), trains a small
+GRU head for a few hundred steps, and prints: store and view sizes, time to open, frames/s of each path
+and the ratios (target views >= 10x lazy, standardized views <= 3 ms per batch), the share of a GRU step
+spent waiting for data (target <= 5%) and peak RSS (target <= 4 GiB).
 """
 
 from __future__ import annotations
@@ -112,9 +115,11 @@ def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, s
     from train.heads import build_head
     from train.fit.losses import VALossConfig, va_loss
     from train.data.tensors import to_tensors
+    from train.data.standardize import fit_standardizer
     from train.data.views import views_size
 
-    views_dir = out / "views" if path == "views" else None
+    views_dir = out / "views" if path.startswith("views") else None
+    standardized = path != "views-raw"
     base_rss = rss_mb()
     t0 = time.perf_counter()
     manifest = load_manifest(out / "data", splits=("train",))
@@ -126,7 +131,13 @@ def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, s
 
     ds = open_dataset()
     open_s = time.perf_counter() - t0
-    figures: dict = {"path": path, "open_dataset_s": round(open_s, 2)}
+    figures: dict = {"path": path, "open_dataset_s": round(open_s, 2), "standardized": standardized}
+    standardizer = None
+    if standardized:  # as a run fits them (kept in the store: a later run reads them back)
+        t = time.perf_counter()
+        standardizer = fit_standardizer(sources, ds.tracks)
+        figures["statistics_s"] = round(time.perf_counter() - t, 2)
+        ds.standardizer = standardizer
     if views_dir is not None:  # built once (reused by every later run while the stores stay the same)
         t = time.perf_counter()
         built = ds.build_views()
@@ -135,9 +146,12 @@ def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, s
         ds.close()
         t0 = time.perf_counter()
         ds = open_dataset()
+        ds.standardizer = standardizer
         figures["open_dataset_s"] = round(time.perf_counter() - t0, 2)  # as a run opens it: views on disk
 
-    # 1. the data pipeline alone: how fast batches come (the bound for a fast GPU step)
+    # 1. the data pipeline alone: how fast batches come (the bound for a fast GPU step); the standardization
+    # is the device's (to_tensors, in the step), timed apart below
+    device = torch.device(device_name)
     order = epochs_order(ds, steps * batch_size, first_epoch=0)
     t1 = time.perf_counter()
     n_batches = 0
@@ -145,6 +159,30 @@ def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, s
         for _ in loader:
             n_batches += 1
     data_s = time.perf_counter() - t1
+    # the collate alone and to_tensors alone (where a standardized batch is standardized), one thread, on
+    # batches whose tracks are ready (views written, or in the LRU: the lazy path's alignment is in the pass
+    # above); with views, also the NumPy standardization per window that collate did before (issue 25)
+    ids = [order[i : i + batch_size] for i in range(0, min(len(order), 100 * batch_size), batch_size)]
+    collate_s = tensors_s = numpy_s = 0.0
+    for chunk in ids:
+        t = time.perf_counter()
+        batch = ds.collate(chunk)
+        collate_s += time.perf_counter() - t
+        t = time.perf_counter()
+        to_tensors(batch, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        tensors_s += time.perf_counter() - t
+        if standardizer is not None and views_dir is not None:
+            t = time.perf_counter()
+            numpy_per_window(ds, chunk, standardizer)
+            numpy_s += time.perf_counter() - t
+    figures.update(
+        collate_ms_per_batch=round(1000 * collate_s / len(ids), 2),
+        to_tensors_ms_per_batch=round(1000 * tensors_s / len(ids), 2),
+    )
+    if numpy_s:
+        figures["numpy_per_window_ms_per_batch"] = round(1000 * numpy_s / len(ids), 2)
     figures.update(
         train_tracks=len(ds.tracks), train_frames=int(ds.n_frames.sum()), windows=len(ds),
         data_only_batches=n_batches, data_only_ms_per_batch=round(1000 * data_s / max(n_batches, 1), 2),
@@ -155,14 +193,14 @@ def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, s
         order = ds.epoch_order(np.random.default_rng([42, 7]), 8)
         t1 = time.perf_counter()
         with Prefetcher(ds.batches(order, batch_size), depth=4) as loader:
-            for _ in loader:
-                pass
+            for batch in loader:
+                to_tensors(batch, device)
         figures.update(full_pass_windows=len(order), full_pass_s=round(time.perf_counter() - t1, 1))
     ds.close()
 
     # 2. training a small head on a fresh dataset, another epoch order
     ds = open_dataset()
-    device = torch.device(device_name)
+    ds.standardizer = standardizer
     model = build_head("gru", ds.feature_dims, {"hidden": hidden, "gru_hidden": hidden}).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     order = epochs_order(ds, steps * batch_size, first_epoch=1)
@@ -205,6 +243,24 @@ def data_phase(out: Path, path: str, steps: int, batch_size: int, window: int, s
     return figures
 
 
+def numpy_per_window(ds, window_ids, standardizer) -> None:
+    """The views' collate with standardization as it was before it moved to the device: each window's slice
+    read, standardized in float32 by NumPy and cast back to float16, per feature."""
+    import numpy as np
+
+    for w in window_ids:
+        ti, start = ds.windows[w]
+        n = min(ds.window, int(ds.n_positions[ti]) - start)
+        for name in ds.sources:
+            view = ds._view_files[name][ti]
+            if view is None:
+                continue
+            mask = ds._view_mask(name, ti, view)[start : start + n]
+            out = standardizer.apply(name, ds.views[name].read(view, start, n), mask)
+            out = out.astype(np.float16)
+            np.isfinite(out).all(axis=1)
+
+
 def run_phase(args, path: str) -> dict:
     cmd = [sys.executable, __file__, "--phase", path, "--scale", str(args.scale), "--out", str(args.out),
            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--window", str(args.window),
@@ -229,9 +285,10 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--cache-mb", type=float, default=1024.0)
     parser.add_argument("--full-pass", action="store_true", help="also time one whole epoch of the train split (data alone)")
-    parser.add_argument("--paths", default="lazy,views", help="data paths to measure (lazy, views)")
+    parser.add_argument("--paths", default="lazy,views,views-raw",
+                        help="data paths to measure (lazy, views: standardized as training does; views-raw)")
     parser.add_argument("--device", default="cpu", help="where the GRU steps run (cpu | cuda)")
-    parser.add_argument("--phase", choices=("all", "lazy", "views"), default="all", help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=("all", "lazy", "views", "views-raw"), default="all", help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = args.out / f"scale{args.scale:g}"
     if args.phase != "all":
@@ -258,6 +315,11 @@ def main() -> None:
         print(f"aligned views: built in {v['view_build_s']} s ({v['view_tracks_aligned']} tracks), "
               f"{v['view_bytes'] / 2**30:.2f} GiB on disk")
     for path, f in results.items():
+        print(f"[{path}] {'standardized' if f['standardized'] else 'raw'}: collate {f['collate_ms_per_batch']} ms + "
+              f"to_tensors {f['to_tensors_ms_per_batch']} ms per batch ({args.device})"
+              + (f"; statistics {f['statistics_s']} s" if "statistics_s" in f else "")
+              + (f"; NumPy per window as before: {f['numpy_per_window_ms_per_batch']} ms"
+                 if "numpy_per_window_ms_per_batch" in f else ""))
         print(f"[{path}] open {f['open_dataset_s']} s; data alone {f['data_only_ms_per_batch']} ms per batch "
               f"({f['data_only_frames_per_s']:,} frames/s, {f['data_only_alignments']} track alignments)"
               + (f"; full pass {f['full_pass_windows']} windows in {f['full_pass_s']} s" if "full_pass_s" in f else ""))
@@ -271,6 +333,14 @@ def main() -> None:
         print(f"views / lazy frames per second: {ratio:.1f}x (target >= 10x); views data wait "
               f"{100 * v['data_wait_share_after_first_batch']:.1f}% of a gru step (target <= 5%); "
               f"peak RSS {v['peak_rss_mb']} MiB (target <= 4096); open {v['open_dataset_s']} s (target <= 30)")
+        print(f"standardized views: collate {v['collate_ms_per_batch']} ms per batch (target <= 3; the standardization "
+              f"is in to_tensors, on the device: {v['to_tensors_ms_per_batch']} ms here on {args.device}); before, "
+              f"NumPy per window {v.get('numpy_per_window_ms_per_batch', '?')} ms more")
+    if {"views", "views-raw"} <= results.keys():
+        v, r = results["views"], results["views-raw"]
+        print(f"standardized / raw views: {v['data_only_frames_per_s'] / max(r['data_only_frames_per_s'], 1):.2f}x "
+              f"frames per second; collate {v['collate_ms_per_batch']} vs {r['collate_ms_per_batch']} ms, to_tensors "
+              f"{v['to_tensors_ms_per_batch']} vs {r['to_tensors_ms_per_batch']} ms")
     print(json.dumps({"scale": args.scale, **info, "paths": results}))
 
 

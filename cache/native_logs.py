@@ -29,6 +29,32 @@ NOISE = re.compile(
 _installed = False
 
 
+# third-party progress bars and chatter, off unless --verbose: Hugging Face hub downloads and retries,
+# transformers' "Loading weights" bar and advisories
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error",
+             "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+QUIET_LOGGERS = ("huggingface_hub", "transformers", "httpx", "httpcore", "urllib3", "filelock", "open_clip")
+
+
+def quiet_libraries() -> None:
+    """Progress bars of the hub and transformers off, and their retry / advisory warnings below ERROR.
+    Before they are imported the variables do it; after, their own switches."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "huggingface_hub" in sys.modules:  # its import sets its own level from HF_HUB_VERBOSITY
+        from huggingface_hub.utils import disable_progress_bars, logging as hub_logging
+
+        disable_progress_bars()
+        hub_logging.set_verbosity_error()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+
+
 def is_noise(line: bytes) -> bool:
     return bool(NOISE.match(line))
 

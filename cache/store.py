@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 4096
 EXTRAS_GROUP = "_extras"
+# attribute of an extra computed from groups (e.g. standardization statistics): {group: identity} as
+# `FeatureStore.group_identities` gave them then; `pipeline.py verify` reports the extra stale when one differs
+DERIVED_FROM = "derived_from"
+STANDARDIZATION_EXTRA = "standardization_"  # prefix of the extras holding statistics (train/data/standardize.py)
 FEATURE_KINDS = ("frame", "window", "segment")
 UNIT_KINDS = ("track", "video")
 
@@ -182,13 +186,15 @@ def store_exists(path: Location) -> bool:
 class GroupWriter:
     """Appends rows to one unit's arrays; the group becomes complete only on `close()`."""
 
-    def __init__(self, group: zarr.Group, dim: tuple[int, ...], dtype: str, layout: StoreLayout = DEFAULT_LAYOUT):
+    def __init__(self, group: zarr.Group, dim: tuple[int, ...], dtype: str, layout: StoreLayout = DEFAULT_LAYOUT,
+                 on_dtype: Callable[[str, str, list[str]], None] | None = None):
         self._group = group
         self._dim, self._dtype = dim, dtype
         self._layout = layout
         self._arrays: dict[str, zarr.Array] | None = None
         self.rows = 0
         self._digest = hashlib.blake2b(digest_size=16)
+        self._on_dtype = on_dtype  # (unit, chosen dtype, columns float16 would lose): `auto`'s choice, told once
 
     def _create(self) -> dict[str, zarr.Array]:
         specs = {
@@ -217,8 +223,9 @@ class GroupWriter:
             valid = valid & finite
         if self._dtype == "auto":  # float16 unless a column would lose precision (cache/precision.py)
             self._dtype, lost = choose_dtype("auto", values, valid=valid)
-            if lost:
-                log.info("%s: stored as float32, float16 would lose %s", self._group.path, ", ".join(lost[:3]))
+            log.debug("%s: stored as %s%s", self._group.path, self._dtype, f", float16 would lose {', '.join(lost[:3])}" if lost else "")
+            if self._on_dtype is not None:
+                self._on_dtype(self._group.basename, str(self._dtype), list(lost))
         elif np.dtype(self._dtype) == np.float16:
             check_float16(str(self._group.store_path).removeprefix("file://"), values, valid=valid)
         if self._arrays is None:
@@ -246,6 +253,24 @@ class FeatureStore:
         self.path = as_location(path)
         self._root = root
         self.meta = meta
+        self._dtypes: dict[str, tuple[list[str], dict[str, None]]] = {}  # dtype -> (units, columns float16 would lose)
+
+    def _note_dtype(self, unit: str, dtype: str, lost: list[str]) -> None:
+        units, columns = self._dtypes.setdefault(dtype, ([], {}))
+        units.append(unit)
+        columns.update(dict.fromkeys(c.split(" (")[0] for c in lost))  # "column 0 (rounding error …)" -> "column 0"
+
+    def dtype_summary(self) -> list[str]:
+        """One line per dtype `auto` chose for the groups written through this store object (then forgotten):
+        "clip: 12 group(s) stored as float16"; "… as float32 (float16 would lose precision in column 0, …)"."""
+        name = feature_of(self.path)
+        lines = []
+        for dtype, (units, columns) in sorted(self._dtypes.items()):
+            cols = list(columns)
+            lost = f" (float16 would lose precision in {', '.join(cols[:5])}{', …' if len(cols) > 5 else ''})" if cols else ""
+            lines.append(f"{name}: {len(units)} group(s) stored as {dtype}{lost}")
+        self._dtypes.clear()
+        return lines
 
     @property
     def fingerprint(self) -> str:
@@ -400,7 +425,7 @@ class FeatureStore:
         check_name(unit, "unit name")  # also keeps EXTRAS_GROUP ('_extras') out
         self._retire(unit)
         group = self._root.create_group(unit, overwrite=True)
-        writer = GroupWriter(group, tuple(dim), dtype, layout or DEFAULT_LAYOUT)
+        writer = GroupWriter(group, tuple(dim), dtype, layout or DEFAULT_LAYOUT, on_dtype=self._note_dtype)
         yield writer
         writer.close(attrs)
 
@@ -451,6 +476,8 @@ class FeatureStore:
                 raise DamagedGroup(self.path, unit, f"array '{key}' is missing") from None
             except (ValueError, TypeError, UnicodeDecodeError) as err:
                 raise DamagedGroup(self.path, unit, f"unreadable {key}/zarr.json: {short_reason(err)}") from None
+            if not isinstance(arrays[key], zarr.Array):
+                raise DamagedGroup(self.path, unit, f"'{key}' is a {type(arrays[key]).__name__.lower()}, not an array")
         lengths = {key: array.shape[0] if array.shape else -1 for key, array in arrays.items()}
         rows = attrs.get("rows", lengths["values"])
         if any(n != rows for n in lengths.values()) or arrays["times"].shape[1:] != (2,) or arrays["valid"].ndim != 1:
@@ -496,6 +523,23 @@ class FeatureStore:
         arr.attrs.update({**(attrs or {}), "chunks": int(arr.nchunks)})
         arr.attrs["complete"] = True  # last, on its own
 
+    def remove_extra(self, name: str) -> None:
+        """Delete an extra (marked incomplete first, as a group is before its removal)."""
+        extras = self._root.require_group(EXTRAS_GROUP)
+        with contextlib.suppress(KeyError, ValueError, TypeError, UnicodeDecodeError):
+            extras[name].attrs["complete"] = False
+        with contextlib.suppress(KeyError):
+            del extras[name]
+
+    def group_identities(self, units: Sequence[str]) -> dict[str, str]:
+        """What each group holds, as recorded at completion: its `content_digest` (a group written before
+        digests: its row count and source), for records derived from groups (`DERIVED_FROM`)."""
+        out = {}
+        for unit in units:
+            attrs = self.unit_attrs(unit)
+            out[unit] = str(attrs.get("content_digest") or f"rows={attrs.get('rows')};source={attrs.get('source')}")
+        return out
+
     def extra_names(self) -> list[str]:
         names = sorted(n.rstrip("/") for n in self._list(f"{EXTRAS_GROUP}/", recursive=False))
         return [n for n in names if n != "zarr.json" and self._has_key(f"{EXTRAS_GROUP}/{n}/zarr.json")]
@@ -508,12 +552,14 @@ class FeatureStore:
             raise KeyError(f"{self.path}: no extra '{name}'") from None
         except (ValueError, TypeError, UnicodeDecodeError) as err:
             raise DamagedGroup(self.path, where, f"unreadable zarr.json: {short_reason(err)}") from None
+        if not isinstance(arr, zarr.Array):
+            raise DamagedGroup(self.path, where, f"a {type(arr).__name__.lower()}, not an array")
         attrs = dict(arr.attrs)
         complete, chunks = attrs.pop("complete", None), attrs.pop("chunks", None)
         if has_checksums(arr):  # written with checksums: also marked complete, with its chunk count
             if not complete:
-                raise DamagedGroup(self.path, where, "written only in part (its writer was stopped); extract "
-                                   "one video of this feature again with --force to rewrite it")
+                raise DamagedGroup(self.path, where, "written only in part (its writer was stopped); the next "
+                                   "extract of this feature writes it again")
             found = self._count_chunk_files(f"{EXTRAS_GROUP}/", {name})[name]
             if chunks is not None and found != chunks:
                 raise DamagedGroup(self.path, where, f"{found} of {chunks} chunk files")

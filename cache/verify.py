@@ -7,6 +7,12 @@ dry run), so that the next `extract` / `import-features` / `export` redoes exact
 
 Groups written before checksums and counts were recorded are still decoded and shape-checked; a missing
 chunk file cannot be told from a chunk that was never written there, so they are counted as unchecked.
+A node of the wrong kind (a group where an array belongs) is damage like any other, never a traceback.
+
+Extras derived from groups (standardization statistics: attribute `derived_from`, cache/store.py) are
+also checked against the groups' content now: statistics whose groups were rewritten since are stale
+(never read again: their key no longer matches) and are removed unless it is a dry run. Derived extras
+that are damaged are recomputed by the next `train`, so that is the command named.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from dataclasses import dataclass, field
 from cache.location import Location, exists
 from cache.row_spec import expected_row_shape, row_shape_problem
 from cache.store import (
+    DERIVED_FROM,
     EXTRAS_GROUP,
+    STANDARDIZATION_EXTRA,
     DamagedGroup,
     DamagedStore,
     FeatureStore,
@@ -46,6 +54,8 @@ class VerifyReport:
     unchecked: int = 0  # of those, written before checksums and chunk counts (decoded and shape-checked only)
     damaged: list[Damage] = field(default_factory=list)
     marked: int = 0  # damaged groups marked incomplete
+    stale: list[Damage] = field(default_factory=list)  # derived extras whose groups changed since
+    removed: int = 0  # stale extras removed
 
     @property
     def ok(self) -> bool:
@@ -77,14 +87,43 @@ def _read_every_chunk(store: FeatureStore, unit: str) -> bool:
     return "chunks" in attrs and all(has_checksums(a) for a in arrays.values())
 
 
-def _check_extras(store: FeatureStore, feature: str, redo: str) -> list[Damage]:
-    damaged = []
+def _check_extras(store: FeatureStore, feature: str, redo: str, report: VerifyReport, dry_run: bool) -> None:
+    """Every extra reads back; one derived from groups still matches their content (else stale)."""
     for name in store.extra_names():
+        where = f"{EXTRAS_GROUP}/{name}"
+        derived = name.startswith(STANDARDIZATION_EXTRA)
         try:
-            store.get_extra(name)
+            _, attrs = store.get_extra(name)
         except DamagedGroup as err:
-            damaged.append(Damage(feature, f"{EXTRAS_GROUP}/{name}", err.problem, f"{redo} --force (one video)"))
-    return damaged
+            report.damaged.append(Damage(feature, where, err.problem, "train (recomputes it)" if derived
+                                         else f"{redo} (loads the extractor, which writes it again)"))
+            continue
+        sources = attrs.get(DERIVED_FROM)
+        if not isinstance(sources, dict):
+            continue
+        changed = _changed_groups(store, sources)
+        if not changed:
+            continue
+        shown = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
+        report.stale.append(Damage(feature, where, f"group {shown} rewritten since it was computed",
+                                   "nothing: recomputed when next needed"))
+        if not dry_run:
+            store.remove_extra(name)
+            report.removed += 1
+
+
+def _changed_groups(store: FeatureStore, sources: dict) -> list[str]:
+    """The groups whose recorded identity differs from the one an extra was computed on (or that are gone)."""
+    complete = set(store.units())
+    changed = []
+    for group, identity in sources.items():
+        try:
+            now = store.group_identities([group])[group] if group in complete else None
+        except DamagedGroup:
+            now = None
+        if now != identity:
+            changed.append(group)
+    return sorted(changed)
 
 
 def verify_store(name: str, path: Location, report: VerifyReport, dry_run: bool) -> None:
@@ -117,7 +156,7 @@ def verify_store(name: str, path: Location, report: VerifyReport, dry_run: bool)
         if not dry_run:
             store.mark_incomplete(unit, problem)
             report.marked += 1
-    report.damaged.extend(_check_extras(store, name, redo))
+    _check_extras(store, name, redo, report, dry_run)
 
 
 def verify_cache(cache_dir: Location, features: Sequence[str] | None = None, dry_run: bool = False) -> VerifyReport:

@@ -10,17 +10,22 @@ row never looks ahead; at the start of a video the context is shorter (the extra
 end, as AST was trained on padded AudioSet clips). With `anchor="center"` the context is centred on the
 row. The row's `times` are the span it stands for (non-overlapping, tiling the audio), so aligning onto
 label frames gives each frame the embedding of the window that ends just after it.
+Inputs: the log-mel filterbank is computed once per video and each row's context is a slice of it (Kaldi
+frames are computed frame by frame, so a slice equals the context's own filterbank when the context
+starts on the 10 ms frame grid, as 1 s hops do; other contexts are computed on their own).
 Embedding: `pooling="pooled"` (AST's pooler: mean of the CLS and distillation tokens after the final
 norm, default) or `"mean"` (mean of the last hidden state over all tokens).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 
 AST_HUB_ID = "MIT/ast-finetuned-audioset-10-10-0.4593"
 MIN_SAMPLES = 400  # one 25 ms fbank frame at 16 kHz
+FRAME_HOP = 160  # 10 ms fbank hop at 16 kHz
 
 
 @dataclass(frozen=True)
@@ -120,8 +126,44 @@ def ast_rows(duration: float, config: AstConfig) -> tuple[np.ndarray, np.ndarray
     return rows, np.stack([ctx_start, ctx_end], axis=1)
 
 
-def compute_ast(bundle: AstBundle, audio: Audio, config: AstConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """values (N, D) float32, times (N, 2) seconds on the video timeline, valid (N,)."""
+class VideoFbank:
+    """The feature extractor's inputs for contexts of one audio track, from one filterbank of the whole
+    track (`ASTFeatureExtractor` computes it per call; here once per video)."""
+
+    def __init__(self, fe: object, samples: np.ndarray) -> None:
+        self.fe = fe
+        self.samples = np.asarray(samples, dtype=np.float32)
+        n = len(self.samples)
+        self.frames = None
+        if n >= MIN_SAMPLES and hasattr(fe, "_extract_fbank_features"):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+                total = 1 + (n - MIN_SAMPLES) // FRAME_HOP
+                # the extractor's own (private) filterbank, so both paths share one implementation
+                self.frames = np.asarray(fe._extract_fbank_features(self.samples, max_length=total), dtype=np.float32)
+
+    def one(self, a: int, b: int) -> np.ndarray:
+        """(max_length, bins) input of samples [a, b), as `fe([samples[a:b]])` gives it."""
+        fe = self.fe
+        n = b - a
+        if self.frames is None or n < MIN_SAMPLES or a % FRAME_HOP:
+            clip = self.samples[a:b]
+            if len(clip) < MIN_SAMPLES:
+                clip = np.pad(clip, (0, MIN_SAMPLES - len(clip)))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+                return np.asarray(fe([clip], sampling_rate=fe.sampling_rate)["input_values"][0], dtype=np.float32)
+        first, count = a // FRAME_HOP, 1 + (n - MIN_SAMPLES) // FRAME_HOP
+        out = np.zeros((fe.max_length, self.frames.shape[1]), dtype=np.float32)
+        part = self.frames[first : first + min(count, fe.max_length)]
+        out[: len(part)] = part
+        return np.asarray(fe.normalize(out), dtype=np.float32) if fe.do_normalize else out
+
+
+def compute_ast(bundle: AstBundle, audio: Audio, config: AstConfig, model_time: Any = contextlib.nullcontext
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """values (N, D) float32, times (N, 2) seconds on the video timeline, valid (N,); `model_time()` is
+    entered around each model forward (the extractor's timer)."""
     import torch
 
     fe, model = bundle.feature_extractor, bundle.model
@@ -137,20 +179,14 @@ def compute_ast(bundle: AstBundle, audio: Audio, config: AstConfig) -> tuple[np.
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     out = np.zeros((len(rows), bundle.dim), dtype=np.float32)
+    fbank = VideoFbank(fe, audio.samples)
     for b0 in range(0, len(rows), config.batch_size):
-        clips = []
-        for c0, c1 in contexts[b0 : b0 + config.batch_size]:
-            clip = audio.samples[int(round(c0 * sr)) : int(round(c1 * sr))]
-            if len(clip) < MIN_SAMPLES:
-                clip = np.pad(clip, (0, MIN_SAMPLES - len(clip)))
-            clips.append(clip)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
-            inputs = fe(clips, sampling_rate=sr, return_tensors="pt")
-        with torch.inference_mode():
-            result = model(input_values=inputs["input_values"].to(device=device, dtype=dtype))
-        emb = result.pooler_output if config.pooling == "pooled" else result.last_hidden_state.mean(dim=1)
-        out[b0 : b0 + len(clips)] = emb.float().cpu().numpy()
+        spans = contexts[b0 : b0 + config.batch_size]
+        inputs = np.stack([fbank.one(int(round(c0 * sr)), int(round(c1 * sr))) for c0, c1 in spans])
+        with model_time(), torch.inference_mode():
+            result = model(input_values=torch.from_numpy(inputs).to(device=device, dtype=dtype))
+            emb = result.pooler_output if config.pooling == "pooled" else result.last_hidden_state.mean(dim=1)
+            out[b0 : b0 + len(spans)] = emb.float().cpu().numpy()
     times = rows + audio.start
     return out, times, np.ones(len(rows), dtype=bool)
 
@@ -174,5 +210,5 @@ class AstExtractor(ModelAudioExtractor):
         return load_ast(ref, device=device)
 
     def compute(self, audio: Audio):
-        values, times, valid = compute_ast(self.bundle, audio, self.config)
+        values, times, valid = compute_ast(self.bundle, audio, self.config, self.model_time)
         return values, times, valid, {"context_s": self.config.window_s}

@@ -20,8 +20,10 @@ Results are `UnitResult`s keyed by unit name (track name for unit=track, video s
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -209,6 +211,16 @@ class Extractor(ABC):
         self._model_ref: str | None = None
         self.dependency_fingerprints: dict[str, str] = {}  # set by the runner before feature_meta()
         self.device = "cpu"
+        self.model_seconds = 0.0  # time inside model forwards (`model_time`); the rest of a hook is host work
+
+    @contextmanager
+    def model_time(self) -> Iterator[None]:
+        """Count the block as model time (bench/extract.py: host time vs model time per feature)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.model_seconds += time.perf_counter() - t0
 
     # ---- model reference and identity ---------------------------------------------------------
     @property

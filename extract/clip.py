@@ -1,7 +1,7 @@
 """`clip`: open_clip image embeddings of face crops, and the 3x3 VA region prompt prototypes.
 
 Crops go through the transforms open_clip returns with the model (CLIP's own resize, crop and
-normalisation). `full`: ViT-B-16 with `openai` weights; `tiny`: a 2-layer model of a registered tiny
+normalisation), as batched tensor ops on the model's device (`extract/clip_input.py`). `full`: ViT-B-16 with `openai` weights; `tiny`: a 2-layer model of a registered tiny
 config, saved and loaded back through the same `extract.models.load_open_clip`.
 The store's extra `region_prototypes` (9, D) holds the text prototypes of the 9 VA regions (3 templates
 each, averaged, L2-normalised); its attrs give the prompts and the region centres (valence, arousal).
@@ -40,12 +40,16 @@ class ClipExtractor(CropExtractor):
         self.model: Any = None
         self.preprocess: Any = None
         self.tokenizer: Any = None
+        self.inputs: Any = None
 
     def load(self, device: str = "cpu") -> None:
         from extract.models import load_open_clip
 
         super().load(device)
+        from extract.clip_input import ClipInput
+
         self.model, self.preprocess, self.tokenizer = load_open_clip(self.model_ref, device)
+        self.inputs = ClipInput(self.preprocess)
 
     def write_extras(self, store: FeatureStore) -> None:
         from extract.models import region_text_prototypes
@@ -57,13 +61,13 @@ class ClipExtractor(CropExtractor):
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """(B, S, S, 3) uint8 crops -> (B, D) float32 embeddings (model forward on the runner's device)."""
         import torch
-        from PIL import Image
 
-        pixels = torch.stack([self.preprocess(Image.fromarray(c)) for c in crops]).to(self.device)
-        features = self.model.encode_image(pixels).float()
-        if self.config.normalize:
-            features = torch.nn.functional.normalize(features, dim=-1)
-        return features.cpu().numpy()
+        pixels = self.inputs(crops, self.device)
+        with self.model_time():
+            features = self.model.encode_image(pixels).float()
+            if self.config.normalize:
+                features = torch.nn.functional.normalize(features, dim=-1)
+            return features.cpu().numpy()
 
     def begin(self, video: VideoContext) -> dict[str, Any]:
         return {"rows": {t: [] for t in video.tracks}}
@@ -81,4 +85,4 @@ class ClipExtractor(CropExtractor):
         return rows_to_results(state["rows"], int(self.model.visual.output_dim), {"model": self.public_model_ref()})
 
     def close(self) -> None:
-        self.model = self.preprocess = self.tokenizer = None
+        self.model = self.preprocess = self.tokenizer = self.inputs = None

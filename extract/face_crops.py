@@ -7,9 +7,13 @@ geometric part of open_clip's own eval transform (resize, centre crop) for the m
 `train/heads/backbones.py` applies the normalisation (x / 255 − mean) / std, which reproduces the `clip`
 embeddings (tests/test_finetune.py).
 
-Storage: (N, S, S, 3) uint8, S = the model's input size (224 for ViT-B/16 and for the tiny model),
-chunks of 32 rows, blosc-zstd with bit shuffle (lossless; the choice and its sizes are in
-docs/DESIGN.md). Frames without a face are black rows with valid False. The store's extra
+Storage (`codec`, recorded in the store's config and so in its fingerprint; `cache/crop_codec.py`):
+`jpeg:95` (default) stores each crop as a JPEG of quality 95 in a fixed-width row (about 15 KB a frame,
+45 GB for Aff-Wild2; landmark displacement and PSNR per quality in bench/face_crops_size.py and
+docs/DESIGN.md); `lossless` stores (N, S, S, 3) uint8 pixels (about 105 KB a frame, 320 GB). S = the
+model's input size (224 for ViT-B/16 and for the tiny model), chunks of 32 rows, blosc-zstd (with bit
+shuffle for lossless pixels, without for JPEG bytes). Frames without a face are black (empty) rows with valid False. Read crops back with
+`CropCodec.decode` (batched torchvision decode, nvjpeg on a GPU). The store's extra
 `input_spec` records the model, input size and normalisation it was made for; training refuses a
 backbone with another model or size.
 
@@ -27,19 +31,31 @@ from typing import Any
 
 import numpy as np
 
-from cache.row_spec import INPUT_SPEC_EXTRA
+from cache.crop_codec import CropCodec
 from cache.store import FeatureStore, StoreLayout
 from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, box_crops, register
 
 log = logging.getLogger(__name__)
 
+INPUT_SPEC_EXTRA = "input_spec"  # (cache/crops.py reads it)
 CROP_LAYOUT = StoreLayout(chunk_rows=32, cname="zstd", clevel=3, shuffle="bitshuffle")
+# JPEG rows: bit shuffling gains nothing on compressed bytes and made chunks 2.7x slower to decompress
+JPEG_LAYOUT = StoreLayout(chunk_rows=32, cname="zstd", clevel=3, shuffle="noshuffle")
+
+
+def crop_layout(codec: str) -> StoreLayout:
+    """How a face_crops store of this codec chunks and compresses its rows."""
+    return JPEG_LAYOUT if CropCodec.parse(codec).lossy else CROP_LAYOUT
 
 
 @dataclass
 class FaceCropsConfig:
     crop_size: int = 256  # box crop side before CLIP's own resize / centre crop (as `clip`)
     crop_margin: float = 0.1
+    codec: str = "jpeg:95"  # lossless | jpeg:Q (cache/crop_codec.py); chosen in bench/face_crops_size.py
+
+    def __post_init__(self) -> None:
+        CropCodec.parse(self.codec)  # a wrong name fails at configuration, not after a video
 
 
 @register
@@ -49,12 +65,15 @@ class FaceCropsExtractor(CropExtractor):
     family = "open_clip"
     version = "1"
     store_dtype = "uint8"
-    store_layout = CROP_LAYOUT
     autocast = False
+
+    @property
+    def store_layout(self) -> StoreLayout:  # type: ignore[override]
+        return crop_layout(self.config.codec)
 
     def __init__(self, config: FaceCropsConfig | None = None, profile: str = "full", model_ref: str | None = None, **kw: Any):
         super().__init__(config, profile, model_ref, **kw)
-        self.geometric: Any = None
+        self.inputs: Any = None
         self.spec: dict[str, Any] = {}
         self._spill: str | None = None
 
@@ -62,12 +81,14 @@ class FaceCropsExtractor(CropExtractor):
         return ""  # crops depend on the architecture's input transform, not on its weights
 
     def load(self, device: str = "cpu") -> None:
-        from extract.models import clip_input_spec, clip_preprocess_parts, load_open_clip
+        from extract.clip_input import ClipInput
+        from extract.models import clip_input_spec, load_open_clip
 
         super().load(device)
         model, preprocess, _ = load_open_clip(self.model_ref, "cpu")
-        self.geometric, _, _ = clip_preprocess_parts(preprocess)
+        self.inputs = ClipInput(preprocess)
         self.spec = clip_input_spec(model, self.public_model_ref(), preprocess)
+        self.codec = CropCodec.parse(self.config.codec)
         del model
 
     @property
@@ -78,13 +99,11 @@ class FaceCropsExtractor(CropExtractor):
         store.put_extra(INPUT_SPEC_EXTRA, np.array([self.size], dtype=np.int64), self.spec)
 
     def to_input(self, crops: np.ndarray) -> np.ndarray:
-        """(B, c, c, 3) box crops -> (B, S, S, 3) uint8 model-input crops (before normalisation)."""
-        from PIL import Image
-
-        out = np.zeros((len(crops), self.size, self.size, 3), dtype=np.uint8)
-        for i, crop in enumerate(crops):
-            out[i] = np.asarray(self.geometric(Image.fromarray(crop)), dtype=np.uint8)
-        return out
+        """(B, c, c, 3) box crops -> (B, S, S, 3) uint8 model-input crops (before normalisation), by the
+        batched transform `clip` uses (`extract/clip_input.py`), so both see the same pixels."""
+        if not len(crops):
+            return np.zeros((0, self.size, self.size, 3), dtype=np.uint8)
+        return self.inputs.geometric(crops, self.device).permute(0, 2, 3, 1).cpu().numpy()
 
     def begin(self, video: VideoContext) -> dict[str, Any]:
         self._clean_spill()
@@ -96,12 +115,12 @@ class FaceCropsExtractor(CropExtractor):
         crops, ok = box_crops(batch, self.config.crop_size, self.config.crop_margin)
         rows = np.zeros((len(ok), self.size, self.size, 3), dtype=np.uint8)
         rows[ok] = self.to_input(crops)
-        state["files"][batch.track].write(rows.tobytes())
+        state["files"][batch.track].write(self.codec.encode(rows, ok).tobytes())
         state["rows"][batch.track].append((batch.times.copy(), ok.copy()))
 
     def end(self, state: dict[str, Any]) -> dict[str, UnitResult]:
         out = {}
-        shape = (self.size, self.size, 3)
+        shape = self.codec.row_shape(self.size)
         for track, handle in state["files"].items():
             handle.close()
             rows = state["rows"][track]
@@ -112,7 +131,8 @@ class FaceCropsExtractor(CropExtractor):
             else:
                 values = np.zeros((0, *shape), dtype=np.uint8)
             os.unlink(handle.name)  # the map stays readable until it is dropped
-            out[track] = UnitResult(values, times, valid, {"model": self.spec["model"], "image_size": self.size})
+            out[track] = UnitResult(values, times, valid, {"model": self.spec["model"], "image_size": self.size,
+                                                           "codec": self.codec.name})
         return out
 
     def _clean_spill(self) -> None:
@@ -124,4 +144,4 @@ class FaceCropsExtractor(CropExtractor):
 
     def close(self) -> None:
         self._clean_spill()
-        self.geometric = None
+        self.inputs = None

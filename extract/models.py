@@ -90,6 +90,9 @@ def weights_digest(ref: str) -> str:
     for candidate in (ref, ref.split(":", 1)[-1]):
         if candidate and Path(candidate).exists():
             return path_digest(Path(candidate))
+    parts = ref.split(":", 1)[-1].split("@")  # wavlm_ser:SER@BASE: both parts, when local
+    if len(parts) > 1 and all(Path(p).exists() for p in parts):
+        return path_digest(Path(parts[0])) + path_digest(Path(parts[1]))[:8]
     return f"ref:{ref}"
 
 
@@ -210,9 +213,12 @@ def save_open_clip(model: Any, ref: str, folder: Path) -> str:
 
 
 class _quiet_root_logger:
+    """open_clip logs on the root logger: every step at INFO, and a failed download at ERROR just before it
+    raises the same text (which the caller reports in one line), so both stay out."""
+
     def __enter__(self) -> None:
         self._level = logging.getLogger().level
-        logging.getLogger().setLevel(max(self._level, logging.WARNING))
+        logging.getLogger().setLevel(max(self._level, logging.ERROR + 1))
 
     def __exit__(self, *exc: object) -> None:
         logging.getLogger().setLevel(self._level)
@@ -283,3 +289,27 @@ def build_tiny_yolo(folder: Path) -> str:
 
 
 register_family(ModelFamily("yolo_face", None, build_tiny_yolo, load_yolo))
+
+
+# what a failed load says when the weights are not on this machine and cannot be fetched (offline)
+_NOT_HERE = ("offline", "couldn't connect", "cannot connect", "connection", "localentrynotfound", "not found in cache",
+             "can't load", "cannot find the requested files", "failed to download", "name resolution", "unreachable")
+
+
+def hub_cache_dir() -> str:
+    """Where Hugging Face (and open_clip's hub downloads) look for weights: HF_HUB_CACHE / HF_HOME/hub."""
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def missing_weights_line(feature: str, ref: str, err: BaseException) -> str | None:
+    """One line for weights that are neither local nor downloadable: the model id, the folder searched and
+    the flag that gives a local copy; None for any other failure (a local path, a broken file)."""
+    if not ref or ref == "-" or Path(ref.split(":")[0]).exists():
+        return None
+    text = f"{type(err).__name__} {err}".lower()
+    if not any(marker in text for marker in _NOT_HERE):
+        return None
+    return (f"{feature}: no weights for '{ref}' on this machine (looked in {hub_cache_dir()}) and none could be "
+            f"downloaded; download them once online, or give a local copy: --model {feature}=PATH")

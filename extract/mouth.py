@@ -124,7 +124,13 @@ def smooth_open_flag(
         elif not state and r > on:
             state = True
         flag[i] = state
-    max_gap, max_blip = fill_closed_s * fps + 1e-9, drop_open_s * fps + 1e-9
+    return fill_gaps_drop_blips(flag, fill_closed_s * fps + 1e-9, drop_open_s * fps + 1e-9)
+
+
+def fill_gaps_drop_blips(flag: np.ndarray, max_gap: float, max_blip: float) -> np.ndarray:
+    """Closed runs of at most `max_gap` frames between open runs become open, then open runs of at most
+    `max_blip` frames become closed (RAS's `smooth_open_flags`, scripts/make_audio_windows.py)."""
+    flag = np.asarray(flag, dtype=bool).copy()
     for s, e, value in _runs(flag):
         if not value and s > 0 and e < len(flag) and (e - s) <= max_gap:
             flag[s:e] = True

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from cache.console import make_console
+
 
 class FramesPerSecond(ProgressColumn):
     def render(self, task: Task) -> Text:
@@ -51,7 +53,7 @@ def split_progress(
 ) -> Iterator[SplitProgress]:
     """Yields a `SplitProgress`: a rich frame bar on stderr when stdout is a terminal, one line per video
     on stdout when it is not. Disabled: neither."""
-    stdout = stdout or Console()
+    stdout = stdout or make_console()
     if not enabled:
         yield SplitProgress(split, n_videos, lambda n: None, None)
         return
@@ -61,7 +63,7 @@ def split_progress(
     progress = Progress(
         TextColumn(f"[bold]extract {split}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
         FramesPerSecond(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=False,
+        console=make_console(stderr=True), transient=False,
     )
     with progress:
         task = progress.add_task(split, total=max(total, 1))

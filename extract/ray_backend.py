@@ -205,6 +205,7 @@ def run_extraction_ray(
     runner = Runner(driver_opts, audio_decoder)  # stores created / validated (and moved aside) here
     plan = plan_videos(runner, videos, summary, labelled)
     if not plan:
+        runner.repair_extras()  # nothing for the workers: a damaged extra is written here (extract/runner.py)
         summary.seconds = time.perf_counter() - t_start
         return summary
     started = _init_ray(options.address)
@@ -212,7 +213,9 @@ def run_extraction_ray(
         resources = task_resources(options, float(ray.cluster_resources().get("GPU", 0)))
         data = _portable(options)
         remote_video = ray.remote(max_retries=1)(extract_video).options(**resources)
-        needs_extras = sorted({n for _, todo in plan for n in todo if _has_extras(runner.extractors[n])})
+        needs_extras = sorted({n for _, todo in plan for n in todo
+                               if n in runner.extractors and _has_extras(runner.extractors[n])}
+                              | set(runner.damaged_extras()))
         if needs_extras:
             ray.get(ray.remote(max_retries=1)(write_extras).options(**resources).remote(data, needs_extras))
         pending: dict[Any, VideoContext] = {}

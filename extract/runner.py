@@ -5,6 +5,9 @@ file (size, mtime) unless forced; decode once on a background thread (bounded qu
 extractors (`faces`) and, per track, batches of frames with their final face boxes to the crop extractors
 (`mouth`, `landmarks`, `clip`); give audio extractors the decoded audio; then store extractors. Groups are
 written through `FeatureStore` (complete last). A failing video costs one line and the run goes on.
+A video whose features are all complete but whose frame-time record is not (marked incomplete by
+`verify`) is decoded once more, only to write that record again; an extractor whose store has a damaged
+extra is loaded, which writes its extras again (`Runner.repair_extras`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +27,17 @@ from cache.checks import DatasetError, check_dataset, empty_split_text
 from cache.location import Location
 from cache.manifest import Manifest, load_manifest
 from cache.media import MediaError, SourceStat, probe_video
+from cache.frametimes import FRAME_TIMES_STORE
 from cache.row_spec import expected_row_shape, row_shape_problem
-from cache.store import DamagedStore, FeatureStore, FingerprintMismatch, store_path
+from cache.store import (
+    STANDARDIZATION_EXTRA,
+    DamagedGroup,
+    DamagedStore,
+    FeatureStore,
+    FingerprintMismatch,
+    store_exists,
+    store_path,
+)
 from extract.base import (
     DEFAULT_MODELS_DIR,
     AudioExtractor,
@@ -42,6 +54,7 @@ from extract.base import (
     with_dependencies,
 )
 from extract.decode import DecodeReport, prefetch_chunks
+from extract.models import missing_weights_line
 from extract.frames import (
     invalidate_undecoded,
     labelled_frames,
@@ -75,6 +88,7 @@ class RunOptions:
     batch_size: int = 32  # frames per decoded chunk and crops per model batch
     prefetch: int = 2  # decoded chunks queued ahead
     decode_threads: int = 1
+    torch_threads: int = 1  # torch CPU threads of a local run (more were 4-27x slower on a busy machine); 0: torch's
     on_mismatch: str = "refuse"  # refuse | new (move the old store aside)
     only_videos: list[str] | None = None  # restrict to these video stems
     progress: bool = True
@@ -95,6 +109,7 @@ class RunSummary:
     frames: int = 0
     seconds: float = 0.0
     hook_seconds: dict[str, float] = field(default_factory=dict)  # time inside each extractor's hooks
+    model_seconds: dict[str, float] = field(default_factory=dict)  # of which inside model forwards (those timed)
     decode_wait: float = 0.0  # time the models waited for decoded frames
 
     @property
@@ -168,6 +183,7 @@ class Runner:
             log.info("also running %s (required by the requested features)", ", ".join(added))
         self.extractors: dict[str, Extractor] = {}
         self.stores: dict[str, FeatureStore] = {}
+        self._frame_record: tuple[FeatureStore | None, set[str]] | None = None  # opened on first use
         for name in self.names:
             cls = get_extractor(name)
             ext = cls(
@@ -196,6 +212,9 @@ class Runner:
                 ext.load(self.device)
             except Exception as err:  # a model that cannot load fails the run once, not every video
                 ref = ext.public_model_ref() or "-"
+                missing = missing_weights_line(name, ref, err)
+                if missing:
+                    raise ExtractionError(missing) from err
                 raise ExtractionError(f"{name}: cannot load model '{ref}' on {self.device}: {_reason(err)}") from err
             self._loaded.add(name)
             log.debug("%s: model loaded in %.1f s (%s)", name, time.perf_counter() - t0, ext.public_model_ref() or "-")
@@ -222,7 +241,54 @@ class Runner:
             units = ext.units_for(video)
             if self.opts.force or not all(store.is_complete(u, source, check_chunks=True) for u in units):
                 out.append(name)
+        decodes = any(isinstance(self.extractors[n], (FrameExtractor, CropExtractor)) for n in out)
+        if not decodes and self.frame_record_damaged(video, source):
+            out.append(FRAME_TIMES_STORE)  # a decode pass only to write the record again (process_video)
         return out
+
+    def damaged_extras(self) -> list[str]:
+        """The features whose store has a damaged extra of the extractor's own (statistics kept by training
+        are not: train recomputes them)."""
+        damaged = []
+        for name in self.names:
+            store = self.stores[name]
+            for extra in store.extra_names():
+                if extra.startswith(STANDARDIZATION_EXTRA):
+                    continue
+                try:
+                    store.get_extra(extra)
+                except DamagedGroup as err:
+                    log.info("%s: %s; written again", store.path, err.problem)
+                    damaged.append(name)
+                    break
+        return damaged
+
+    def repair_extras(self) -> list[str]:
+        """Load (which writes their extras again) the extractors whose store has a damaged extra, as `verify`
+        announces. Returns the features repaired."""
+        repaired = self.damaged_extras() if self.write_extras else []
+        for name in repaired:
+            self._ensure_loaded(name)
+        return repaired
+
+    def frame_record_damaged(self, video: VideoContext, source: SourceStat) -> bool:
+        """The video has a frame-time record that is not complete for this source file (marked incomplete by
+        `verify`, cut, or made from another file): the next decode of the video must write it again."""
+        if self._frame_record is None:
+            path = store_path(self.opts.cache_dir, FRAME_TIMES_STORE)
+            try:
+                store = FeatureStore.open(path) if store_exists(path) else None
+                self._frame_record = (store, set(store.units(complete_only=False)) if store is not None else set())
+            except DamagedStore as err:  # its root metadata: `verify` says to move it aside
+                log.warning("%s: frame-time record unreadable (%s)", path, err)
+                self._frame_record = (None, set())
+        store, units = self._frame_record
+        if store is None or video.stem not in units:
+            return False
+        try:
+            return not store.is_complete(video.stem, source, check_chunks=True)
+        except DamagedStore:
+            return True
 
     def close(self) -> None:
         for ext in self.extractors.values():
@@ -232,6 +298,8 @@ class Runner:
     def process_video(self, video: VideoContext, todo: list[str], on_frames: Callable[[int], None]) -> DecodeReport | None:
         """Extract `todo` for one video; returns what its decode saw (None when no frame was decoded)."""
         source = SourceStat.of(video.path)
+        record_only = FRAME_TIMES_STORE in todo  # no feature to redo, only the frame-time record (`todo`)
+        todo = [n for n in todo if n != FRAME_TIMES_STORE]
         exts = {n: self._ensure_loaded(n) for n in todo}
         audio_cache: dict[int, Any] = {}
 
@@ -245,7 +313,7 @@ class Runner:
         frame_exts = [n for n in todo if isinstance(exts[n], FrameExtractor)]
         crop_exts = [n for n in todo if isinstance(exts[n], CropExtractor)]
         report = frames = None
-        if frame_exts or crop_exts:
+        if frame_exts or crop_exts or record_only:
             report, frames = self._frame_pass(video, exts, frame_exts, crop_exts, results, on_frames)
         else:
             on_frames(video.info.n_frames)
@@ -434,6 +502,14 @@ def split_videos(options: RunOptions, manifest: Manifest | None = None) -> list[
     return videos
 
 
+def log_dtype_summary(stores: Iterable[FeatureStore]) -> None:
+    """The dtypes `auto` chose, one line per store and choice: float32 (a column float16 would lose) at
+    INFO, the usual float16 at DEBUG (--verbose), instead of a line per video and feature."""
+    for store in stores:
+        for line in store.dtype_summary():
+            log.log(logging.INFO if "float32" in line else logging.DEBUG, "%s", line)
+
+
 def note_partial(summary: RunSummary, line: str | None) -> None:
     if line:
         summary.partial.append(line)
@@ -471,6 +547,16 @@ def plan_videos(
     return plan
 
 
+def _torch_threads(n: int) -> int:
+    """Set torch's CPU threads to `n` (0: leave them); returns the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    return before
+
+
 def run_local(
     options: RunOptions,
     manifest: Manifest | None = None,
@@ -486,7 +572,9 @@ def run_local(
     labelled = labelled_frames(manifest, options.split)
     summary = RunSummary()
     runner = Runner(options, audio_decoder)
+    threads = _torch_threads(options.torch_threads)
     try:
+        runner.repair_extras()
         plan = plan_videos(runner, videos, summary, labelled)
         total = sum(max(c.info.n_frames, 0) for c, _ in plan)
         with split_progress(options.split, total, enabled=options.progress, n_videos=len(videos)) as advance:
@@ -523,7 +611,10 @@ def run_local(
                     advance.video(ctx.stem, "failed", features=[_reason(err)])
     finally:
         runner.close()
+        _torch_threads(threads)  # the caller's setting again
+    log_dtype_summary(runner.stores.values())
     summary.seconds = time.perf_counter() - t_start
     summary.decode_wait = runner.timer.seconds.pop("_decode_wait", 0.0)
     summary.hook_seconds = dict(runner.timer.seconds)
+    summary.model_seconds = {n: e.model_seconds for n, e in runner.extractors.items() if e.model_seconds}
     return summary

@@ -27,6 +27,7 @@ from extract.base import SPEED, register
 from extract.wavlm_model import (  # noqa: F401  (re-exported: the model side lives in wavlm_model)
     RECEPTIVE,
     STRIDE,
+    CHECKPOINTS,
     WAVLM_HUB_ID,
     WavlmBundle,
     build_tiny_wavlm,
@@ -137,8 +138,13 @@ class WavlmHiddenConfig:
     hop_s: float = 2.0
     batch_size: int = field(default=8, metadata=SPEED)  # speed only: not in the fingerprint
     dtype: str = "float16"  # stored dtype (float32 for exact equivalence checks)
+    # the model family whose reference is used (extract/wavlm_model.py): "wavlm" (microsoft/wavlm-large) or
+    # "wavlm_ser" (RAS's 3loi/SER-Odyssey-Baseline-WavLM-Multi-Attributes, `ssl_model.*` weights); --model wins
+    checkpoint: str = "wavlm"
 
     def __post_init__(self) -> None:
+        if self.checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {self.checkpoint!r}")
         if self.top_layers < 1:
             raise ValueError(f"top_layers must be at least 1, got {self.top_layers}")
         if self.dtype not in ("float16", "float32"):
@@ -166,6 +172,10 @@ class WavlmHiddenExtractor(ModelAudioExtractor):
     unit = "video"
     version = "1"
     family = "wavlm"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.family = self.config.checkpoint  # type: ignore[misc]  (the reference's family, per config)
 
     @property
     def store_dtype(self) -> str:  # type: ignore[override]

@@ -13,7 +13,6 @@ that extractor's own Config dataclass, validated in one step and turned into Run
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Optional
@@ -29,8 +28,9 @@ def _extractor(name: str) -> type:
     try:
         return get_extractor(name)
     except KeyError:
-        close = difflib.get_close_matches(name, available(), n=3, cutoff=0.4)
-        raise ConfigError(f"unknown feature 'configs.{name}'; closest features: {', '.join(close or available())}") from None
+        from cache.names import suggest
+
+        raise ConfigError(f"unknown feature 'configs.{name}'; {suggest(name, available(), 'features')}") from None
 
 
 def extract_schema(config_features: Iterable[str]) -> DictConfig:

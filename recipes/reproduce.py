@@ -4,7 +4,13 @@ fusion, evaluation and the test submission. What is done is skipped: extraction 
 step whose run finished with the same config is read back, an export skips complete groups, an ensemble
 newer than its members is kept. One report: <out>/<recipe>/report.md, a CCC row per step beside the paper's.
 
-The step list is data: swapping a branch means pointing a step's `train:` at another config file.
+The step list is data: swapping a branch means pointing a step's `train:` at another config file. A step
+may name a stand-in for a profile (`train_by_profile: {tiny: FILE}`: e.g. frozen states where the paper
+fine-tunes, on the built-in sample), and the extraction more recipes (`extract.also`, per profile
+`also_by_profile`); the report says which file each row ran. `--model FEATURE=REF` gives any extractor its
+weights (model_refs.FEATURE of every extraction recipe); with profile `full` a feature with no default model
+and no reference, or a local weights file that is not there, is one line naming the file, the recipe key and
+the flag, before anything is extracted.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from cache.names import UnsafeName, check_component
-from recipes.loader import ConfigError, load_file, resolve_config_path, validate
+from recipes.loader import CONFIGS_DIR, ConfigError, load_file, resolve_config_path, validate
 from train.runs.profiles import load_profile
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,12 @@ class PaperScore:
 class ExtractStep:
     config: str = "???"  # an extraction recipe (configs/<recipe>/extract.yaml)
     splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    also: list[str] = field(default_factory=list)  # more extraction recipes, run after `config`
+    also_by_profile: dict[str, list[str]] = field(default_factory=dict)  # profile -> `also` for that profile
+
+    def recipes(self, profile: str) -> list[str]:
+        """The extraction recipes run with `profile`, in order."""
+        return [self.config, *self.also_by_profile.get(profile, self.also)]
 
 
 @dataclass
@@ -50,6 +62,7 @@ class TrainStep:
     train: str = "???"  # a training recipe file
     overrides: list[str] = field(default_factory=list)  # key=value on top of the file (and the profile)
     profiles: dict[str, list[str]] = field(default_factory=dict)  # profile -> key=value for that profile only
+    train_by_profile: dict[str, str] = field(default_factory=dict)  # profile -> a stand-in recipe file for `train`
     export: Optional[str] = None  # feature name of the run's export (stacking input of later steps)
     export_windows: bool = False  # export one row per audio window (audio_window runs: train/data/window_audio.py)
     paper: PaperScore = field(default_factory=PaperScore)
@@ -76,6 +89,11 @@ def load_reproduce(recipe: str) -> tuple[str, ReproduceRecipe]:
     """`ras` -> configs/ras/reproduce.yaml (or a path to such a file)."""
     path = Path(recipe)
     if not path.is_file():
+        known = sorted(p.parent.name for p in CONFIGS_DIR.glob("*/reproduce.yaml"))
+        if recipe not in known:
+            from cache.names import unknown
+
+            raise ConfigError(f"{unknown('recipe', recipe, known)} (configs/RECIPE/reproduce.yaml), or a recipe file")
         path = resolve_config_path(f"{recipe}/reproduce.yaml")
     name = path.parent.name if path.name == "reproduce.yaml" else path.stem
     merged = validate(OmegaConf.structured(ReproduceRecipe), load_file(path), f" ({path})")
@@ -93,6 +111,10 @@ def load_reproduce(recipe: str) -> tuple[str, ReproduceRecipe]:
             raise ConfigError(f"{path}: ensemble member '{member}' is not a step ({', '.join(names)})")
     if spec.submit not in names:
         raise ConfigError(f"{path}: submit '{spec.submit}' is not a step ({', '.join(names)})")
+    files = [spec.extract.config, *spec.extract.also, *(f for fs in spec.extract.also_by_profile.values() for f in fs)]
+    files += [f for s in spec.steps for f in (s.train, *s.train_by_profile.values())]
+    for file in files:
+        resolve_config_path(file)  # a file that is not there is one line now, not after hours of extraction
     return name, spec
 
 
@@ -115,6 +137,50 @@ class ReproduceOptions:
     runs_dir: Path | None = None  # default <out>/<recipe>/runs
     profile: str = "tiny"
     device: str = "auto"
+    models: dict[str, str] = field(default_factory=dict)  # --model FEATURE=REF: each extraction's model_refs.FEATURE
+
+
+def step_recipe(step: TrainStep, profile: str) -> str:
+    """The training recipe a step runs with `profile` (its stand-in for that profile, if it names one)."""
+    return step.train_by_profile.get(profile, step.train)
+
+
+def step_what(step: TrainStep, profile: str, what: str) -> str:
+    """The report's `what` of a step, saying when a profile's stand-in ran instead of the paper's recipe."""
+    used = step_recipe(step, profile)
+    return what if used == step.train else f"{what} (stand-in on profile {profile}: {used}, not {step.train})"
+
+
+def looks_local(ref: str) -> bool:
+    """A reference that names a local file or folder (not a hub id or a tag)."""
+    return ref.startswith(("/", "./", "../", "~")) or Path(ref).suffix in (".safetensors", ".pth", ".pt", ".bin", ".onnx")
+
+
+def check_model_weights(run_opts: Any, recipe_file: str, given: dict[str, str]) -> None:
+    """Before extracting: every feature of the extraction has a model it can load. With profile `full`, a
+    feature whose family has no default model needs a reference, and a local reference must exist; else one
+    line naming the file, the recipe key (`model_refs.FEATURE` of `recipe_file`) and the flag."""
+    from extract.base import build_config, get_extractor, with_dependencies
+
+    for name in with_dependencies(list(dict.fromkeys(run_opts.features))):
+        ref = run_opts.model_refs.get(name)
+        where = f"recipe key model_refs.{name} in {recipe_file}, or reproduce --model {name}=PATH"
+        origin = f"--model {name}" if name in given else f"model_refs.{name} of {recipe_file}"
+        if ref:
+            parts = ref.removeprefix("wavlm_ser:").split("@") if ref.startswith("wavlm_ser:") else [ref]
+            for part in parts:
+                path = Path(part).expanduser()
+                if looks_local(part) and not path.exists():
+                    raise FileNotFoundError(f"{path}: weights file of feature {name} not found (given by {origin}; {where})")
+            continue
+        cls = get_extractor(name)
+        ext = cls(build_config(cls, run_opts.configs.get(name)), profile=run_opts.profile, models_dir=run_opts.models_dir)
+        if ext.family is not None and run_opts.profile == "full":
+            from extract.models import FAMILIES
+
+            family = FAMILIES.get(ext.family)
+            if family is not None and family.full_ref is None:
+                raise FileNotFoundError(f"{name}: no weights file given and no default model for profile full ({where})")
 
 
 def train_step(step: TrainStep, run_name: str, opts: ReproduceOptions, runs_dir: Path, console: Any) -> StepResult:
@@ -126,9 +192,9 @@ def train_step(step: TrainStep, run_name: str, opts: ReproduceOptions, runs_dir:
     explicit = {"name": run_name, "runs_dir": str(runs_dir), "device": opts.device,
                 "data.data_root": str(opts.data_root), "data.cache_dir": str(opts.cache_dir)}
     overrides = [*step.overrides, *step.profiles.get(opts.profile, [])]
-    cfg = build_train_config([step.train, load_profile(opts.profile).layer("train")], overrides, explicit)
+    cfg = build_train_config([step_recipe(step, opts.profile), load_profile(opts.profile).layer("train")], overrides, explicit)
     run = RunDir(runs_dir / run_name)
-    what = f"{cfg.model} on {', '.join(cfg.data.features)}"
+    what = step_what(step, opts.profile, f"{cfg.model} on {', '.join(cfg.data.features)}")
     start = time.perf_counter()
     resume = False
     if run.config.is_file():
@@ -190,13 +256,21 @@ def reproduce(recipe: str, opts: ReproduceOptions, console: Any, failures: list[
     failed_videos: list[str] = []
     t0 = time.perf_counter()
 
-    for split in spec.extract.splits:
-        console.rule(f"{name}: features, {split}")
+    extract_recipes = spec.extract.recipes(opts.profile)
+    plans = {(split, file): build_run_options([file], [], {
+        "split": split, "data_root": str(opts.data_root), "cache_dir": str(opts.cache_dir),
+        "profile": opts.profile, "device": opts.device, **{f"model_refs.{k}": v for k, v in opts.models.items()},
+    }) for split in spec.extract.splits for file in extract_recipes}
+    made = {f for run_opts in plans.values() for f in run_opts.features}
+    unused = sorted(set(opts.models) - made)
+    if unused and plans:
+        raise ValueError(f"--model {', '.join(unused)}: no extraction of recipe {name} makes that feature "
+                         f"({', '.join(extract_recipes)} make {', '.join(sorted(made))})")
+    for (split, file), run_opts in plans.items():
+        check_model_weights(run_opts, file, opts.models)
+    for (split, file), run_opts in plans.items():
+        console.rule(f"{name}: features, {split} ({file})")
         start = time.perf_counter()
-        run_opts = build_run_options([spec.extract.config], [], {
-            "split": split, "data_root": str(opts.data_root), "cache_dir": str(opts.cache_dir),
-            "profile": opts.profile, "device": opts.device,
-        })
         summary = run_extraction(run_opts)
         print_summary(console, summary)
         partial = list(getattr(summary, "partial", []))
@@ -204,13 +278,14 @@ def reproduce(recipe: str, opts: ReproduceOptions, console: Any, failures: list[
         if failures is not None:
             failures += [f"features {split}: {line}" for line in summary.failed]
         status = f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed, {len(partial)} partial"
-        results.append(StepResult(f"features {split}", "-", ", ".join(run_opts.features), status, time.perf_counter() - start))
+        results.append(StepResult(f"features {split}", "-", f"{', '.join(run_opts.features)} ({file})", status,
+                                  time.perf_counter() - start))
 
     run_names = {s.name: f"{name}-{s.name}" for s in spec.steps}
     if spec.ensemble:
         run_names[spec.ensemble.name] = f"{name}-{spec.ensemble.name}"
     for step in spec.steps:
-        console.rule(f"{name}: {step.name} ({step.train})")
+        console.rule(f"{name}: {step.name} ({step_recipe(step, opts.profile)})")
         result = train_step(step, run_names[step.name], opts, runs_dir, console)
         results.append(result)
         if step.export:
@@ -274,7 +349,9 @@ def render_report(name: str, spec: ReproduceRecipe, opts: ReproduceOptions, resu
         "",
         "Validation CCC of each step (all valid frames concatenated; smoothing chosen on validation), beside the paper's "
         "number for that step. With the tiny profile (the built-in sample, small randomly initialised extraction models, "
-        "short schedules) the numbers show that every step runs and learns; they are not comparable with the paper's.",
+        "short schedules) the numbers show that every step runs and learns; they are not comparable with the paper's. "
+        "A step marked `stand-in` ran a faster recipe than the paper's row on this profile (e.g. frozen states where the "
+        "paper fine-tunes); its paper number belongs to the paper's recipe.",
         "",
         "| step | run | what | status | time (s) | CCC_V | CCC_A | P | P raw | paper CCC_V | paper CCC_A | paper P | paper note |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",

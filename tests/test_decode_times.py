@@ -307,6 +307,77 @@ def test_a_header_declaring_a_frame_or_two_more_is_not_partial(tmp_path: Path) -
     assert partial_line(video, 471, 471, 480) is not None  # labels need more frames than decoded
 
 
+def test_a_damaged_frame_time_record_is_rewritten_by_extract(tmp_path: Path, patch_feature) -> None:
+    """`verify` marks a damaged frame-time record incomplete and names `extract`; extract (every feature
+    complete) decodes the video again only to write the record, and the label times are the real ones again."""
+    from typer.testing import CliRunner
+
+    from cache.frametimes import FRAME_TIMES_STORE
+    from pipeline import app
+
+    root = tmp_path / "data"
+    path = write_mp4(_dataset(root, "vfr", 90), VFR_TIMES)
+    fps = probe_video(path).fps
+    cache = tmp_path / "cache"
+    assert _extract(root, cache).ok
+    want = FrameClock.open(cache).label_times("vfr", 90, fps)
+    feature_before = FeatureStore.open(store_path(cache, FEATURE)).unit_attrs("vfr")["content_digest"]
+
+    record = store_path(cache, FRAME_TIMES_STORE)
+    chunk = next(p for p in sorted((Path(record) / "vfr" / "times").rglob("*")) if p.is_file() and "c" in p.parts)
+    chunk.write_bytes(b"\0" * len(chunk.read_bytes()))  # a damaged chunk of the record
+    res = CliRunner().invoke(app, ["verify", "--cache-dir", str(cache)])
+    assert res.exit_code == 1 and FRAME_TIMES_STORE in res.output and "extract" in res.output, res.output
+    clock = FrameClock.open(cache)
+    assert abs(clock.label_times("vfr", 90, fps)[60, 0] - want[60, 0]) > 0.5  # k / fps meanwhile: frames off
+
+    summary = _extract(root, cache)
+    assert summary.ok and summary.skipped == [] and summary.done == ["vfr: frame_times"], summary
+    np.testing.assert_allclose(FrameClock.open(cache).label_times("vfr", 90, fps), want)  # the real times again
+    assert FeatureStore.open(store_path(cache, FEATURE)).unit_attrs("vfr")["content_digest"] == feature_before
+    res = CliRunner().invoke(app, ["verify", "--cache-dir", str(cache)])
+    assert res.exit_code == 0, res.output
+    assert _extract(root, cache).skipped == ["vfr"]  # whole again: nothing to do
+
+
+def test_a_damaged_extra_is_written_again_by_a_plain_extract(tmp_path: Path, patch_feature) -> None:
+    """`verify` names `extract` for a damaged extra; extract (every video complete, nothing forced) loads
+    that extractor, which writes its extras again."""
+    from typer.testing import CliRunner
+
+    from pipeline import app
+
+    class WithExtra(PatchLevel):
+        name = FEATURE + "_extra"
+
+        def write_extras(self, store) -> None:
+            store.put_extra("prompts", np.arange(6, dtype=np.float32).reshape(2, 3), {"source": "test"})
+
+    register(WithExtra)
+    try:
+        root = tmp_path / "data"
+        write_mp4(_dataset(root, "vfr", 90), VFR_TIMES)
+        cache = tmp_path / "cache"
+        from extract.backends import run_extraction
+        from extract.runner import RunOptions
+
+        def extract():
+            return run_extraction(RunOptions(split="train", features=[WithExtra.name], data_root=root, cache_dir=cache, progress=False))
+
+        assert extract().ok
+        chunk = next(p for p in (Path(store_path(cache, WithExtra.name)) / "_extras" / "prompts").rglob("*")
+                     if p.is_file() and "c" in p.relative_to(Path(store_path(cache, WithExtra.name))).parts)
+        chunk.unlink()
+        res = CliRunner().invoke(app, ["verify", "--cache-dir", str(cache)])
+        assert res.exit_code == 1 and "_extras/prompts" in res.output and "extract" in res.output, res.output
+        summary = extract()
+        assert summary.ok and summary.skipped == ["vfr"], summary  # no video redone
+        assert FeatureStore.open(store_path(cache, WithExtra.name)).get_extra("prompts")[0].sum() == 15
+        assert CliRunner().invoke(app, ["verify", "--cache-dir", str(cache)]).exit_code == 0
+    finally:
+        unregister(WithExtra.name)
+
+
 # ---- issue 24: timestamps that are missing, negative or out of order are replaced, never stored -----
 def _avi_with_b_frames(path: Path, n: int = 40, fps: int = 25) -> Path:
     """An mpeg4 AVI with B-frames (as DivX/Xvid files are): AVI keeps no presentation times, and decord

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 from cache.align import align_to_frames  # noqa: E402
+from cache.media import frame_times  # noqa: E402
 from cache.sample_data import write_av_file  # noqa: E402
 from extract import audio as audio_mod  # noqa: E402
 from extract.audio import Audio, decode_audio  # noqa: E402
@@ -157,27 +158,49 @@ def test_wavlm_stitching_has_no_seam(tiny_wavlm):
 
 # ---- reliability and alignment -------------------------------------------------------------------
 def test_reliability_on_arrays():
-    from extract.reliability import ReliabilityConfig, reliability_windows
+    from extract.audio_windows import AudioWindowRule
+    from extract.reliability import reliability_rows
 
     fps, n = 10.0, 100  # 10 s
-    t = np.arange(n) / fps
-    times = np.stack([t, t + 1 / fps], 1)
     open_flag = np.zeros(n, bool)
     open_flag[20:40] = True  # 2.0 s open within [2, 4)
-    valid = np.ones(n, bool)
-    valid[60:75] = False  # 1.5 s without a face in [6, 7.5)
-    values, wins, ok = reliability_windows(open_flag, times, valid, n / fps, ReliabilityConfig())
+    seen = np.ones(n, bool)
+    seen[60:75] = False  # 1.5 s without a face in [6, 7.5)
+    values, wins, ok = reliability_rows(open_flag, seen, n, fps, AudioWindowRule())
     np.testing.assert_allclose(wins, [[0, 4], [2, 6], [4, 8], [6, 10]])
-    np.testing.assert_allclose(values[:, 0], [0.5, 0.5, 0.0, 0.0], atol=1e-6)
-    np.testing.assert_allclose(values[:, 1], [1.0, 1.0, 1 - 1.5 / 4, 1 - 1.5 / 4], atol=1e-6)
+    np.testing.assert_allclose(values[:, 0], [2.0, 2.0, 0.0, 0.0], atol=1e-6)  # open seconds
+    np.testing.assert_allclose(values[:, 1], [1.0, 1.0, 1 - 15 / 40, 1 - 15 / 40], atol=1e-6)
     np.testing.assert_array_equal(values[:, 2], [1, 1, 0, 0])
     # the same open time with too little coverage is unreliable; without audio nothing is reliable
-    valid2 = valid.copy()
-    valid2[5:15] = False
-    v2, _, _ = reliability_windows(open_flag, times, valid2, n / fps, ReliabilityConfig())
+    seen2 = seen.copy()
+    seen2[5:15] = False
+    v2, _, _ = reliability_rows(open_flag, seen2, n, fps, AudioWindowRule())
     assert v2[0, 2] == 0 and v2[1, 2] == 1
-    v3, _, _ = reliability_windows(open_flag, times, valid, n / fps, ReliabilityConfig(), has_audio=False)
+    v3, _, _ = reliability_rows(open_flag, seen, n, fps, AudioWindowRule(), has_audio=False)
     assert not v3[:, 2].any()
+
+
+def _mouth_store(tmp_path, values, columns):
+    from cache.store import FeatureMeta, FeatureStore, store_path
+
+    store = FeatureStore.create_or_open(store_path(tmp_path, "mouth"), FeatureMeta(name="mouth", kind="frame"))
+    store.write("v1", values, frame_times(len(values), 10.0), attrs={"columns": columns} if columns else {})
+    return FeatureStore.open(store.path)
+
+
+def test_reliability_refuses_a_mouth_store_without_an_open_flag(tmp_path):
+    from extract.reliability import open_column
+
+    area = np.column_stack([np.linspace(0.0, 0.045, 20)]).astype(np.float32)  # RAS's surface_area_mouth range
+    store = _mouth_store(tmp_path / "a", area, ["surface_area_mouth"])
+    with pytest.raises(ValueError, match=r"mouth\.zarr: mouth store without an open flag \(columns surface_area_mouth\)"):
+        open_column(store, "v1", area)
+    store = _mouth_store(tmp_path / "b", area, None)  # unnamed: a column of areas is no flag either
+    with pytest.raises(ValueError, match="unnamed columns, 1 wide; column 0 holds values other than 0 and 1"):
+        open_column(store, "v1", area)
+    pairs = np.column_stack([area[:, 0], np.arange(20) % 2]).astype(np.float32)
+    assert open_column(_mouth_store(tmp_path / "c", pairs, ["surface_area_mouth", "mouth_open"]), "v1", pairs) == 1
+    assert open_column(_mouth_store(tmp_path / "d", pairs, None), "v1", pairs) == 1
 
 
 def test_segment_feature_expands_onto_frames_with_overlap_averaging():
@@ -192,3 +215,23 @@ def test_segment_feature_expands_onto_frames_with_overlap_averaging():
     # a frame straddling a segment edge weighs each overlap by its length
     half, _ = align_to_frames(values, times, np.array([[1.5, 2.5]]))
     np.testing.assert_allclose(half[0, 0], (1.0 * 1 + 0.5 * 2) / 1.5)  # overlaps 1.0 s and 0.5 s
+
+
+def test_ast_filterbank_once_per_video_equals_the_extractor_per_row(tiny_ast):
+    """The whole track's filterbank, sliced per context, equals the feature extractor on each context
+    (past contexts of 10 s over 23 s, centred ones, off-grid and too-short contexts)."""
+    from extract.ast import AstConfig, VideoFbank, ast_rows
+
+    fe = tiny_ast.feature_extractor
+    rng = np.random.default_rng(1)
+    samples = (0.1 * rng.standard_normal(23 * SR + 77)).astype(np.float32)
+    fbank = VideoFbank(fe, samples)
+    assert fbank.frames is not None
+    spans = [(int(round(a * SR)), int(round(b * SR))) for cfg in (AstConfig(), AstConfig(anchor="center", window_s=4))
+             for a, b in ast_rows(len(samples) / SR, cfg)[1]]
+    spans += [(1234, 1234 + 5 * SR), (SR, SR + 300)]  # off the 10 ms grid; shorter than one fbank frame
+    for a, b in spans:
+        clip = samples[a:b] if b - a >= 400 else np.pad(samples[a:b], (0, 400 - (b - a)))
+        ref = fe([clip], sampling_rate=SR)["input_values"][0]
+        np.testing.assert_allclose(fbank.one(a, b), ref, atol=1e-4, rtol=0, err_msg=f"{a}:{b}")
+    assert np.abs(fbank.one(0, 5 * SR) - fbank.one(SR, 6 * SR)).max() > 0.1  # slices differ

@@ -82,7 +82,7 @@ def test_reliability_matches_ground_truth_speech(dataset, tmp_path):
             store.write(track, values, times, attrs={"columns": ["opening_ratio", "open"]})
         video = VideoContext(stem, manifest.track(tracks[0]).video, probe_video(manifest.track(tracks[0]).video), tracks)
         for track, r in ext.process_stores(video, {"mouth": FeatureStore.open(store.path)}).items():
-            assert r.attrs["columns"] == ["open_frac", "coverage", "reliable"]
+            assert r.attrs["columns"] == ["open_s", "coverage", "reliable"]
             np.testing.assert_allclose(r.values[:, 1], 1.0)  # ground truth covers every frame
             results[track] = (r.values, r.times)
     n_speech, n_silent = _check_against_truth(dataset, results)

@@ -191,3 +191,31 @@ def test_a_model_that_cannot_load_fails_the_run_once(tmp_path: Path) -> None:
         assert loads == ["cpu"]
     finally:
         unregister("unloadable")
+
+
+@pytest.mark.parametrize("size,shape", [(224, (256, 256)), (64, (90, 120))])  # square box crops; a wide one
+def test_batched_clip_preprocessing_equals_the_per_crop_transform(size: int, shape: tuple[int, int]) -> None:
+    """One tensor op per batch gives open_clip's per-crop PIL transform within resampling rounding."""
+    import open_clip
+    import skimage.data
+    import torch
+    from torchvision import transforms as T
+
+    from extract.clip_input import ClipInput
+
+    preprocess = open_clip.image_transform(size, is_train=False)
+    photo = skimage.data.astronaut()
+    h, w = shape
+    crops = np.stack([photo[20 * i : 20 * i + h, 30 * i : 30 * i + w] for i in range(6)])
+    inputs = ClipInput(preprocess, tensor_resize=True)  # the GPU's path, run here on the CPU
+    assert inputs.batched
+    got, ref = inputs(crops), inputs.reference(crops)
+    torch.testing.assert_close(ClipInput(preprocess)(crops), ref, atol=1e-5, rtol=0)  # the CPU's path: PIL pixels
+    assert got.shape == ref.shape == (6, 3, size, size) and got.dtype == torch.float32
+    diff = (got - ref).abs()
+    level = 1 / 255 / min(inputs.std)  # one uint8 level after normalisation
+    assert diff.max() <= 4 * level and diff.mean() <= 0.25 * level, (diff.max(), diff.mean())
+    assert (got - ref.flip(0)).abs().mean() > 10 * level  # crops differ: the comparison can fail
+    odd = ClipInput(T.Compose([T.Grayscale(3), *preprocess.transforms]))  # a step it does not know: per crop
+    assert not odd.batched
+    torch.testing.assert_close(odd(crops), odd.reference(crops), atol=1e-6, rtol=0)

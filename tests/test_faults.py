@@ -374,7 +374,6 @@ def test_nan_and_inf_are_found_and_masked_never_trained_on(tmp_path: Path, caplo
 
     # the dataset: NaN/inf that reach a store some other way (here written straight into the group's
     # array, bypassing the writer) are masked and counted, never handed to a head
-    # (float16 overflow after alignment: tests/test_train_dataset.py::test_nonfinite_features_are_masked_and_counted)
     tracks = [SynthTrack("a", "train", 25.0, 100), SynthTrack("b", "val", 25.0, 60)]
     make_synthetic(tmp_path / "data", tmp_path / "cache", SynthConfig(tracks=tracks, invalid_share=0, no_face_share=0))
     group = zarr.open_group(str(store_path(tmp_path / "cache", "clip")), mode="a")["a"]

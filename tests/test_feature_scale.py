@@ -261,9 +261,14 @@ def test_statistics_are_recorded_kept_with_the_store_and_reapplied(scaled, scale
     assert abs(again.raw["P"] - scaled_runs[True].eval.raw["P"]) < 1e-4  # same statistics applied
     ds = loaded.dataset("val")
     try:
-        aligned = ds.track(0)
-        x = aligned.values["scaled"][aligned.masks["scaled"]].astype(np.float32)
-        assert np.abs(x[:, :3].std(axis=0) - 1).max() < 0.3 and np.abs(x[:, 3]).max() == 0
+        from train.data.tensors import to_tensors
+
+        batch = ds.collate(ds.track_windows[0])
+        assert batch.standardizer is loaded.standardizer  # the batch stays raw, its tensors are standardized
+        tb = to_tensors(batch, loaded.device)
+        x = tb.features["scaled"][tb.masks["scaled"]].numpy()
+        assert np.abs(x[:, :3].std(axis=0) - 1).max() < 0.3 and np.abs(x[:, 3]).max() < 1e-3
+        assert (tb.features["scaled"][~tb.masks["scaled"]] == 0).all()  # frames without a value stay 0
     finally:
         ds.close()
 
@@ -299,3 +304,61 @@ def test_store_writer_auto_keeps_float16_where_it_is_safe(tmp_path):
         pass
     assert store.read("emb").values.dtype == np.float16 and store.read("offset").values.dtype == np.float32
     assert store.read("empty").values.dtype == np.float16
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--split", "val"], ["predict", "--split", "test"], ["export", "--name", "stacked"]])
+def test_a_normalized_run_without_its_statistics_is_refused(scaled_runs, tmp_path, command):
+    """Its standardization.json deleted, a run trained on standardized inputs is never scored, predicted
+    or exported on raw ones: one line, exit 1 (it was P 0.678 -> 0.019 with exit 0)."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    copy = runs / "norm-True"
+    shutil.copytree(scaled_runs[True].run.path, copy)
+    (copy / "standardization.json").unlink()
+    res = runner.invoke(app, [command[0], "norm-True", *command[1:], "--runs-dir", str(runs), "--device", "cpu"])
+    assert res.exit_code == 1, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "standardization.json is missing" in lines[0] and "data.normalize true" in lines[0], res.output
+    (copy / "standardization.json").write_text("{not json")  # damaged: one line too
+    res = runner.invoke(app, ["evaluate", "norm-True", "--runs-dir", str(runs), "--device", "cpu"])
+    assert res.exit_code == 1 and "unreadable standardization record" in res.output and "Traceback" not in res.output
+
+
+def test_statistics_follow_the_content_of_their_groups(tmp_path):
+    """A train group re-extracted with other rows gets new statistics (the old ones are never reused), and
+    `verify` reports the kept statistics that no longer match their groups, and removes them."""
+    from cache.store import DERIVED_FROM
+    from train.data.sources import open_features
+    from train.data.standardize import EXTRA_PREFIX, compute_stats, fit_standardizer, train_groups
+    from train.data.synthetic import SynthConfig, SynthTrack, make_synthetic
+
+    tracks = [SynthTrack("a", "train", 25.0, 200), SynthTrack("b", "train", 25.0, 300), SynthTrack("c", "val", 25.0, 100)]
+    make_synthetic(tmp_path / "data", tmp_path / "cache", SynthConfig(tracks=tracks))
+    train = load_manifest(tmp_path / "data", splits=("train",)).split("train")
+    before = fit_standardizer(open_features(tmp_path / "cache", ["clip"]), train).stats["clip"]
+
+    store = FeatureStore.open(store_path(tmp_path / "cache", "clip"))
+    old = store.read("b")
+    FeatureStore.create_or_open(store.path, store.meta).write(  # as `extract --force` with another model run
+        "b", old.values.astype(np.float32) + 2.0, old.times, old.valid,
+        attrs={k: v for k, v in old.attrs.items() if k not in ("complete", "rows", "chunks", "content_digest")})
+    sources = open_features(tmp_path / "cache", ["clip"])
+    after = fit_standardizer(sources, train).stats["clip"]
+    fresh = compute_stats(sources["clip"], train_groups(sources["clip"], train))
+    np.testing.assert_allclose(after.mean, fresh.mean, rtol=0, atol=1e-9)  # computed again on the new rows
+    assert np.abs(after.mean - before.mean).min() > 0.5 and after.tracks != before.tracks
+    kept = [n for n in FeatureStore.open(store.path).extra_names() if n.startswith(EXTRA_PREFIX)]
+    assert len(kept) == 2 and all(DERIVED_FROM in FeatureStore.open(store.path).get_extra(n)[1] for n in kept)
+    current = [k for k in kept if FeatureStore.open(store.path).get_extra(k)[1]["tracks"] == after.tracks]
+    assert len(current) == 1
+
+    res = runner.invoke(app, ["verify", "clip", "--cache-dir", str(tmp_path / "cache"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "1 stale" in res.output and "group b rewritten" in res.output, res.output
+    res = runner.invoke(app, ["verify", "clip", "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0 and "1 stale" in res.output and "removed" in res.output, res.output
+    left = [n for n in FeatureStore.open(store.path).extra_names() if n.startswith(EXTRA_PREFIX)]
+    assert left == current
+    res = runner.invoke(app, ["verify", "clip", "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0 and "stale" not in res.output, res.output

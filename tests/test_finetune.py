@@ -26,6 +26,7 @@ from extract.backends import run_extraction  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ["faces", "clip", "face_crops", "wavlm", "wavlm_hidden"]
 HIDDEN = {"top_layers": 2, "dtype": "float32"}  # the tiny WavLM has 2 layers; float32 for exact checks
+LOSSLESS = {"codec": "lossless"}  # exact equivalence checks; the default codec (jpeg:95) has its own test
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def ws(tmp_path_factory) -> Path:
         summary = run_extraction(RunOptions(
             split=split, features=FEATURES, data_root=root / "data", cache_dir=root / "cache",
             models_dir=root / "models", profile="tiny", device="cpu", progress=False, batch_size=16,
-            configs={"wavlm_hidden": HIDDEN},
+            configs={"wavlm_hidden": HIDDEN, "face_crops": LOSSLESS},
         ))
         assert summary.ok, summary.failed
     return root
@@ -63,6 +64,41 @@ def test_face_crops_store_records_its_model_and_size(ws):
     assert g.values[g.valid].std() > 10  # real crops, not black rows
     arr = store._root["video20"]["values"]
     assert arr.chunks[0] == 32 and "zstd" in str(arr.compressors) and "bitshuffle" in str(arr.compressors)
+    assert store.meta.config["codec"] == "lossless" and g.attrs["codec"] == "lossless"
+
+
+def test_jpeg_crops_are_smaller_close_to_lossless_and_read_by_rows(ws):
+    """The default codec (jpeg:95): its own fingerprint, rows of JPEG bytes, decoded close to the pixels."""
+    from cache.crops import CropReader
+
+    summary = run_extraction(RunOptions(
+        split="train", features=["faces", "face_crops"], data_root=ws / "data", cache_dir=ws / "cache-jpeg",
+        models_dir=ws / "models", profile="tiny", device="cpu", progress=False, batch_size=16,
+        only_videos=["video20"],
+    ))
+    assert summary.ok, summary.failed
+    jpeg, lossless = _store(ws, "face_crops", "cache-jpeg"), _store(ws, "face_crops")
+    assert jpeg.meta.config["codec"] == "jpeg:95" and jpeg.fingerprint != lossless.fingerprint
+    raw = lossless.read("video20")
+    enc = jpeg.read("video20")
+    assert enc.values.shape[1:] == (224 * 224 * 3 + 5,) and enc.attrs["codec"] == "jpeg:95"
+    np.testing.assert_array_equal(enc.valid, raw.valid)
+    payload = enc.values[:, 1:5].copy().view("<u4").ravel()
+    assert (payload[enc.valid] > 1000).all() and payload[enc.valid].mean() < 0.3 * 224 * 224 * 3
+    rows = np.array([0, 5, 5, 40, len(raw.valid) - 1])  # any rows, repeated, across chunks
+    reader = CropReader(jpeg, workers=2)
+    listings = []
+    real_list = jpeg._list
+    jpeg._list = lambda *a, **k: listings.append(a) or real_list(*a, **k)
+    got = reader.read("video20", rows).numpy()
+    for _ in range(3):
+        reader.read("video20", rows[::-1])
+    assert len(listings) == 1  # the unit's chunk files are listed when it is opened, not per read
+    assert got.shape == (5, 224, 224, 3) and got.dtype == np.uint8
+    err = (got.astype(np.float64) - raw.values[rows]) ** 2
+    psnr = 10 * np.log10(255.0**2 / err.mean())
+    assert psnr > 35, psnr
+    np.testing.assert_array_equal(CropReader(lossless).read("video20", rows).numpy(), raw.values[rows])
 
 
 def test_wavlm_hidden_rows_are_wavlm_rows(ws):

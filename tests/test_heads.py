@@ -125,3 +125,32 @@ def test_finite_with_an_all_padding_row(name):
     f, m, pad = make_batch(DIMS, [6, 0], 6)
     out = head(f, m, pad)
     assert torch.isfinite(out.va).all() and torch.isfinite(out.region_logits).all()
+
+
+def test_bigru_unpacked_on_full_windows_equals_packed_and_packs_shorter_ones():
+    """Full windows run unpacked (the fast path): same outputs and gradients as packing; a batch with a
+    shorter window is packed: its real frames equal the window run alone, whatever its padding holds."""
+    from torch import nn
+
+    from train.heads.common import BiGRUEncoder
+
+    torch.manual_seed(0)
+    enc = BiGRUEncoder(8, 6, 5)
+    x = torch.randn(3, 12, 8, requires_grad=True)
+    full = torch.full((3,), 12)
+    fast = enc(x, full)
+    packed = nn.utils.rnn.pack_padded_sequence(x, full, batch_first=True, enforce_sorted=False)
+    ref = enc.out(nn.utils.rnn.pad_packed_sequence(enc.gru(packed)[0], batch_first=True, total_length=12)[0])
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-5)
+    g_fast = torch.autograd.grad(fast.square().sum(), [x, *enc.parameters()])
+    g_ref = torch.autograd.grad(ref.square().sum(), [x, *enc.parameters()])
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    lengths = torch.tensor([12, 7, 12])
+    noisy = x.detach().clone()
+    noisy[1, 7:] = 100.0  # padding content must not reach the real frames of a shorter window
+    out = enc(noisy, lengths)
+    alone = enc(x.detach()[1:2, :7], torch.tensor([7]))
+    torch.testing.assert_close(out[1, :7], alone[0], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(out[1, :7], fast[1, :7].detach(), atol=1e-3)  # the backward pass starts at frame 7
+    torch.testing.assert_close(out[0], fast[0].detach(), atol=1e-6, rtol=1e-5)

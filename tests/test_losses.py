@@ -9,7 +9,7 @@ import torch
 from test_heads_util import SMALL, make_batch
 from train.heads import build_head
 from train.fit.losses import (
-    VALossConfig, ccc_loss, region_centres, region_kl_loss, regression_loss, soft_region_labels, va_loss,
+    VALossConfig, ccc_loss, ccc_per_window, region_centres, region_kl_loss, regression_loss, soft_region_labels, va_loss,
 )
 from train.scoring.metrics import ccc
 
@@ -114,8 +114,57 @@ def test_va_loss_parts_and_config():
 
     out = HeadOutput(va=pred.tanh(), hidden=torch.zeros(3, 40, 4))
     total, parts = va_loss(out, true, mask, VALossConfig(regression="mae", regression_weight=0.5))
-    assert set(parts) == {"ccc", "mae", "total"}  # no region logits -> no KL
+    assert set(parts) == {"ccc", "mae", "fallback", "total"}  # no region logits -> no KL
+    assert parts["fallback"].item() == 0.0
     assert total.item() == pytest.approx((parts["ccc"] + 0.5 * parts["mae"]).item(), rel=1e-6)
     with pytest.raises(ValueError, match="unknown"):
         VALossConfig.from_dict({"lambda": 0.2})
     assert VALossConfig.from_dict({"ccc_weights": [0.7, 0.3]}).ccc_weights == (0.7, 0.3)
+
+
+def _out(va):
+    from train.heads import HeadOutput
+
+    return HeadOutput(va=va, hidden=torch.zeros(*va.shape[:2], 4))
+
+
+def test_per_window_ccc_is_the_mean_of_each_windows_ccc_by_hand():
+    # window 0: pred = true exactly (CCC 1); window 1: pred = -true for a zero-mean true (CCC -1)
+    t0 = torch.tensor([[-1.0, 0.5], [0.0, -0.5], [1.0, 0.0], [0.0, 0.0]])
+    t1 = torch.tensor([[0.5, 1.0], [-0.5, -1.0], [0.5, 1.0], [-0.5, -1.0]])
+    true = torch.stack([t0, t1])
+    pred = torch.stack([t0, -t1])
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    np.testing.assert_allclose(ccc_per_window(pred, true, mask).numpy(), [[1, 1], [-1, -1]], atol=1e-6)
+    total, parts = va_loss(_out(pred), true, mask, VALossConfig(ccc_over="window"))
+    assert total.item() == pytest.approx(((1 - 1) + (1 - (-1))) / 2, abs=1e-6)  # mean of 0 and 2
+    # pooled over the batch the same frames score otherwise: CCC of the 8 frames concatenated
+    p, t = pred.reshape(-1, 2).numpy(), true.reshape(-1, 2).numpy()
+    pooled = 1 - (ccc(p[:, 0], t[:, 0]) + ccc(p[:, 1], t[:, 1])) / 2
+    assert va_loss(_out(pred), true, mask)[0].item() == pytest.approx(pooled, abs=1e-6)
+    assert pooled != pytest.approx(1.0, abs=1e-3)
+    # a window with fewer than ccc_min_frames valid frames is left out of the mean (window 1 has 2)
+    m2 = mask.clone()
+    m2[1, 2:] = False
+    assert va_loss(_out(pred), true, m2, VALossConfig(ccc_over="window"))[0].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_falls_back_to_mse_below_four_valid_frames():
+    true = torch.tensor([[[0.5, -0.5], [0.1, 0.2], [0.3, 0.3], [0.0, 0.0], [0.9, 0.9]]])
+    pred = torch.tensor([[[0.0, 0.0], [0.3, 0.0], [0.3, 0.3], [1.0, 1.0], [0.2, 0.2]]], requires_grad=True)
+    three = torch.tensor([[True, True, True, False, False]])
+    total, parts = va_loss(_out(pred), true, three)
+    # RAS (ccc_mse_loss.py): nn.MSELoss over the valid frames, both dimensions: (0.25+0.25+0.04+0.04+0+0)/6
+    assert total.item() == pytest.approx(0.58 / 6, abs=1e-6)
+    assert parts["fallback"].item() == 1.0
+    (g,) = torch.autograd.grad(total, pred)
+    assert torch.isfinite(g).all() and g[0, 3:].abs().sum() == 0
+    four = torch.tensor([[True, True, True, True, False]])
+    total4, parts4 = va_loss(_out(pred), true, four)
+    assert parts4["fallback"].item() == 0.0 and total4.item() == pytest.approx(ccc_loss(pred, true, four).item(), abs=1e-6)
+    # the threshold is the recipe's; a regression kind named in the recipe is the fallback's kind
+    assert va_loss(_out(pred), true, three, VALossConfig(ccc_min_frames=3))[1]["fallback"].item() == 0.0
+    mae = va_loss(_out(pred), true, three, VALossConfig(regression="mae", regression_weight=0.01))[0]
+    assert mae.item() == pytest.approx((0.5 + 0.5 + 0.2 + 0.2) / 6, abs=1e-6)
+    with pytest.raises(ValueError, match="ccc_over"):
+        VALossConfig(ccc_over="track")

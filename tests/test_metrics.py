@@ -46,3 +46,14 @@ def test_va_scores_p_is_mean():
     s = va_scores(pred, true)
     assert s["P"] == pytest.approx((s["ccc_v"] + s["ccc_a"]) / 2)
     assert s["ccc_v"] > s["ccc_a"]
+
+
+def test_nan_prediction_scores_nan_not_zero():
+    y = np.linspace(-1, 1, 50)
+    x = y.copy()
+    x[7] = np.nan
+    assert np.isnan(ccc(x, y))
+    assert np.isnan(va_scores(np.stack([x, y], 1), np.stack([y, y], 1))["P"])
+    keep = np.ones(50, bool)
+    keep[7] = False
+    assert ccc(x, y, keep) == pytest.approx(1.0)  # a NaN on a masked-out frame is not scored

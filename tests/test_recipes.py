@@ -81,9 +81,14 @@ def test_every_extract_config_loads_and_builds_its_extractor_configs(path):
 def test_every_reproduce_list_names_loadable_steps(path):
     name, spec = load_reproduce(str(path))
     assert name == path.parent.name
-    for step in spec.steps:
-        build_train_config([step.train, load_profile("tiny").layer("train")], step.overrides)
-    build_run_options([spec.extract.config])
+    from recipes.reproduce import step_recipe
+
+    for profile in ("tiny", "full"):
+        for step in spec.steps:
+            build_train_config([step_recipe(step, profile), load_profile(profile).layer("train")],
+                               [*step.overrides, *step.profiles.get(profile, [])])
+        for file in spec.extract.recipes(profile):
+            build_run_options([file])
 
 
 def _load(rel: str):
@@ -93,7 +98,7 @@ def _load(rel: str):
 def test_ras_recipe_pins_the_papers_numbers():
     face = _load("ras/face.yaml")
     assert (face.model, face.data.window, face.data.stride) == ("transformer", 400, 150)
-    assert (face.head["layers"], face.head["heads"], face.head["hidden"], face.head["regressor"]) == (5, 16, 256, "mlp")
+    assert (face.head["layers"], face.head["heads"], face.head["hidden"], face.head["regressor"]) == (5, 8, 256, "mlp")
     assert (face.lr, face.weight_decay, face.batch_size, face.seed) == (1e-4, 0.01, 8, 42)
     assert (face.plateau_patience, face.plateau_factor, face.early_stop) == (5, 0.1, 15)
     assert face.data.features == ["grada"] and face.data.nearest_fill == {"grada": math.inf}
@@ -105,7 +110,10 @@ def test_ras_recipe_pins_the_papers_numbers():
     audio = _load("ras/audio.yaml")
     assert (audio.lr, audio.loss_weights, audio.regression, audio.regression_weight) == (2e-4, (0.7, 0.3), "mse", 0.1)
     assert (audio.model, audio.data.level, audio.data.window, audio.data.stride) == ("blockpool", "audio_window", 200, 100)
-    assert audio.data.window_filter == {"min_open": 0.25, "min_coverage": 0.8} and audio.head["blocks"] == 4
+    # RAS code: configs/mm_cfg_va_s2s.yaml audio_min_open_sec 1, make_audio_windows.yaml min_coverage_ratio 0.8,
+    # src/audio/data/abaw_va_dataset.py ceil(s2s_steps / 2)
+    assert audio.data.window_filter == {"min_open_s": 1.0, "min_coverage": 0.8, "min_valid_blocks": 2}
+    assert audio.head["blocks"] == 4
     for rel in ("ras/fusion-raav.yaml", "ras/fusion-dcmmoe.yaml"):
         fusion = _load(rel)
         assert (fusion.lr, fusion.loss_weights, fusion.regression, fusion.regression_weight) == (5e-5, (0.7, 0.3), "mse", 0.01)
@@ -113,11 +121,19 @@ def test_ras_recipe_pins_the_papers_numbers():
     raav = _load("ras/fusion-raav.yaml")
     assert (raav.head["layers"], raav.head["latents"]) == (1, 4)
     assert raav.head["priors"] == {"ras_face": 0.85, "ras_behaviour": 0.15}
-    assert (raav.head["audio_tokens"], raav.head["reliability_rule"]) == ("windows", "any")
+    # RAS code (src/fusion/data/abaw_mm_dataset.py): one audio window, its 4 block tokens, one mask per window
+    assert (raav.data.level, raav.data.features[2], raav.head["audio"]) == ("audio_window", "ras_audio_blocks", ["ras_audio_blocks"])
+    assert (raav.head["audio_tokens"], raav.head["audio_fallback"]) == ("frames", "row")
+    assert raav.data.window_filter == {"min_open_s": 1.0, "min_coverage": 0.8}  # mm_cfg_va_s2s.yaml
+    frames = _load("ras/fusion-raav-frames.yaml")  # today's frame-window variant, kept as an option
+    assert (frames.data.level, frames.data.window, frames.head["audio_tokens"], frames.head["reliability_rule"]) == (
+        "frame", 400, "windows", "any")
     ext = build_run_options([CONFIGS_DIR / "ras/extract.yaml"])
     wavlm, rel, mouth, qwen = (ext.configs[n] for n in ("wavlm", "audio_reliability", "mouth", "qwen3vl"))
     assert (wavlm.window_s, wavlm.hop_s) == (4.0, 2.0)
-    assert (rel.min_open, rel.min_coverage, rel.min_window_s) == (0.25, 0.8, 1.0)
+    # RAS code: make_s2s_windows.yaml (4 / 2 / 1 s), make_audio_windows.yaml (0.15 / 0.20 s, 0.8), mm_cfg_va_s2s.yaml (1 s)
+    assert (rel.window_s, rel.hop_s, rel.min_window_s) == (4.0, 2.0, 1.0)
+    assert (rel.fill_closed_s, rel.drop_open_s, rel.min_open_s, rel.min_coverage) == (0.15, 0.20, 1.0, 0.8)
     assert (mouth.fill_closed_s, mouth.drop_open_s) == (0.15, 0.20)
     assert (qwen.segment_s, qwen.n_frames) == (4.0, 16)
     from extract.qwen3vl import RAS_PROMPT
@@ -137,7 +153,7 @@ def test_kookmin_recipe_pins_the_papers_numbers():
     ast = build_run_options([CONFIGS_DIR / "kookmin/extract.yaml"]).configs["ast"]
     assert (ast.window_s, ast.anchor) == (10.0, "past")
     _, spec = load_reproduce("kookmin")
-    assert {s.name: s.paper.P for s in spec.steps} == {"no-guidance": 0.4438, "clip-ast": 0.5361}
+    assert {s.name: s.paper.P for s in spec.steps} == {"no-guidance": 0.4438, "clip-ast": None, "clip-ft-ast": 0.4897}
 
 
 def test_kookmin_finetuned_recipe_pins_the_papers_setting():
@@ -156,10 +172,11 @@ def test_ras_wavlm_top4_recipe_pins_the_papers_setting():
     cfg = _load("ras/audio-wavlm-top4.yaml")
     assert (cfg.model, cfg.data.features, cfg.data.level) == ("blockpool", ["wavlm_hidden", "audio_reliability"], "audio_window")
     assert (cfg.data.window, cfg.data.stride, cfg.head["blocks"]) == (200, 100, 4)
-    assert cfg.head["window_encoder"] == "wavlm_top" and cfg.head["window_encoder_options"] == {"top": 4, "backbone_lr": 5e-6}
+    assert cfg.head["window_encoder"] == "wavlm_top" and cfg.head["window_encoder_options"] == {"top": 4, "backbone_lr": 5e-6, "checkpoint": "wavlm_ser"}
     assert cfg.lr == 2e-4 and cfg.loss_weights == (0.7, 0.3)
     extract = build_run_options([CONFIGS_DIR / "ras/extract-wavlm-top.yaml"])
     assert extract.configs["wavlm_hidden"].top_layers == 4 and extract.configs["wavlm_hidden"].window_s == 4.0
+    assert extract.configs["wavlm_hidden"].checkpoint == "wavlm_ser"  # RAS's SER checkpoint (tests/test_wavlm_ser.py)
 
 
 def test_head_default_recipes_hold_the_paper_defaults():
@@ -209,7 +226,7 @@ def test_extract_config_errors_name_the_key():
         build_run_options([], ["configs.wavlm.layrs=[1]"])
     with pytest.raises(ConfigError, match="key 'configs.ast.window_s' .*expected float"):
         build_run_options([], ["configs.ast.window_s=long"])
-    with pytest.raises(ConfigError, match="unknown feature 'configs.wavlmm'; closest features: wavlm"):
+    with pytest.raises(ConfigError, match="unknown feature 'configs.wavlmm'; did you mean 'wavlm'\? features: "):
         build_run_options([], ["configs.wavlmm.layers=[1]"])
 
 
@@ -231,7 +248,7 @@ def test_overrides_beat_files_and_typed_flags_beat_overrides(monkeypatch, tmp_pa
                                    "--lr", "3e-4", "--runs-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
     cfg = seen["cfg"]
-    assert (cfg.head["layers"], cfg.lr, cfg.head["heads"], cfg.data.window, cfg.runs_dir) == (4, 3e-4, 16, 400, str(tmp_path))
+    assert (cfg.head["layers"], cfg.lr, cfg.head["heads"], cfg.data.window, cfg.runs_dir) == (4, 3e-4, 8, 400, str(tmp_path))
     res = CliRunner().invoke(app, ["train", "--config", "configs/ras/face.yaml", "head.layerz=4"])
     assert res.exit_code == 1
     lines = [line for line in res.output.splitlines() if line.strip()]

@@ -129,7 +129,7 @@ def test_deleted_chunk_found_by_status_skip_check_read_and_verify(ws: Path) -> N
     assert f"verify {FEATURE} --cache-dir {ws / 'cache'}" in str(err.value) and "video48_left" in str(err.value)
 
     status = _invoke("status", "--data-root", str(ws / "data"), "--cache-dir", str(ws / "cache"))
-    assert status.exit_code == 0 and "Traceback" not in status.output
+    assert status.exit_code == 1 and "Traceback" not in status.output  # it prints damage: exit 1
     assert "damaged" in status.output and "video48_left" in status.output
     assert "2/3" in status.output  # the damaged group is not counted complete
 
@@ -191,13 +191,33 @@ def test_garbled_chunk_verify_dry_run_then_repair_then_extract_redoes_only_it(ws
     assert unknown.exit_code == 1 and "no store for clip" in _one_line(unknown.output)
 
 
+# ---- a node of the wrong kind --------------------------------------------------------------------
+@pytest.mark.parametrize("array", ["values", "valid"])
+def test_a_group_where_an_array_belongs_is_reported_not_a_traceback(ws: Path, array: str) -> None:
+    """A group node written over an array's metadata (its chunk files left in place, so a listing sees
+    nothing wrong): status does not count the group complete and exits 1, verify reports and marks it, extract
+    redoes it."""
+    meta = ws / "cache" / f"{FEATURE}.zarr" / "video20" / array / "zarr.json"
+    meta.write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    status = _invoke("status", "--data-root", str(ws / "data"), "--cache-dir", str(ws / "cache"))
+    assert status.exit_code == 1 and "Traceback" not in status.output, status.output
+    assert f"'{array}' is a group, not an array" in status.output and "2/3" in status.output
+    dry = _invoke("verify", "--cache-dir", str(ws / "cache"), "--dry-run")
+    assert dry.exit_code == 1 and "Traceback" not in dry.output and "video20" in dry.output, dry.output
+    fix = _invoke("verify", FEATURE, "--cache-dir", str(ws / "cache"))
+    assert fix.exit_code == 1 and "1 damaged, 1 marked incomplete" in fix.output, fix.output
+    assert _extract(ws).exit_code == 0
+    assert _store(ws).units() == ["video20", "video48_left", "video48_right"]
+    assert _invoke("verify", "--cache-dir", str(ws / "cache")).exit_code == 0
+
+
 # ---- garbage metadata ----------------------------------------------------------------------------
 def test_garbage_group_metadata_is_one_failure_and_the_run_goes_on(ws: Path) -> None:
     (ws / "cache" / f"{FEATURE}.zarr" / "video20" / "zarr.json").write_text("{not json")
     shutil.rmtree(ws / "cache" / f"{FEATURE}.zarr" / "video48_left")  # video48 has work to do
 
     status = _invoke("status", "--data-root", str(ws / "data"), "--cache-dir", str(ws / "cache"))
-    assert status.exit_code == 0 and "Traceback" not in status.output
+    assert status.exit_code == 1 and "Traceback" not in status.output
     assert "video20/zarr.json" not in status.output and "group 'video20' is damaged" in status.output
 
     run = _extract(ws)
@@ -217,7 +237,7 @@ def test_garbage_store_metadata_is_one_line_naming_the_file(ws: Path) -> None:
     meta = ws / "cache" / f"{FEATURE}.zarr" / "zarr.json"
     meta.write_bytes(b"\xff\xfe garbage")
     status = _invoke("status", "--data-root", str(ws / "data"), "--cache-dir", str(ws / "cache"))
-    assert status.exit_code == 0 and str(meta) in status.output and "Traceback" not in status.output
+    assert status.exit_code == 1 and str(meta) in status.output and "Traceback" not in status.output
     run = _extract(ws)
     assert run.exit_code != 0 and str(meta) in _one_line(run.output)
     exported = _invoke("export-features", FEATURE, "--to", str(ws / "x.h5"), "--cache-dir", str(ws / "cache"))
@@ -409,7 +429,7 @@ def test_damaged_or_half_written_extras_are_refused_not_read_as_zeros(tmp_path: 
     with pytest.raises(DamagedGroup, match="0 of 1 chunk files"):
         store.get_extra("protos")
     report = verify_cache(tmp_path)
-    assert [(d.unit, d.redo) for d in report.damaged] == [("_extras/protos", "extract --force (one video)")]
+    assert [(d.unit, d.redo) for d in report.damaged] == [("_extras/protos", "extract (loads the extractor, which writes it again)")]
     store.put_extra("protos", np.ones((3, 4), np.float32))  # rewriting it repairs it
     assert store.get_extra("protos")[0].sum() == 12 and verify_cache(tmp_path).ok
     zarr.open_array(str(tmp_path / "c.zarr" / "_extras" / "protos"), mode="a").attrs["complete"] = False

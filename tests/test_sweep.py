@@ -62,6 +62,18 @@ def test_a_sweep_equals_the_runs_started_by_hand_and_resumes(synth, tmp_path):
     folders = sorted(p.name for p in (runs / "tiny").iterdir() if p.is_dir())
     assert folders == ["lr0.001_seed1", "lr0.001_seed2", "lr0.01_seed1", "lr0.01_seed2"]
     assert (runs / "tiny" / "best.yaml").is_file()
+    # one "best" everywhere: smoothed validation P, labelled, in the trial lines, the table and best.yaml
+    import re
+
+    lines = dict(re.findall(r"trial (\S+): trained val P smoothed (-?[0-9.]+) \(raw, best epoch -?[0-9.]+\)", result.output))
+    assert len(lines) == 4
+    winner = max(lines, key=lambda n: float(lines[n]))
+    table = [l.split("│")[1].strip() for l in result.output.splitlines() if "│" in l]
+    assert table[0] == winner and "best smoothed validation P first" in result.output
+    header = (runs / "tiny" / "best.yaml").read_text().splitlines()[0]
+    assert header == f"# best trial of sweep tiny: {winner}, validation P smoothed {float(lines[winner]):.4f}"
+    stored = json.loads((runs / "tiny" / winner / "eval_val.json").read_text())["smoothed"]["P"]
+    assert f"{stored:.4f}" == lines[winner]
 
     for lr, seed in ((1e-2, 2),):
         by_hand = TrainConfig(
@@ -79,9 +91,12 @@ def test_a_sweep_equals_the_runs_started_by_hand_and_resumes(synth, tmp_path):
             cfg.pop("name"), cfg.pop("runs_dir")
         assert swept == hand
 
-    again = CliRunner().invoke(app, ["sweep", "--config", str(_sweep_file(synth)), "--runs-dir", str(runs)])
+    again = CliRunner().invoke(app, ["sweep", "--config", str(_sweep_file(synth)), "--runs-dir", str(runs), "--format", "json"])
     assert again.exit_code == 0
-    assert again.output.count(": skipped") == 4
+    assert again.stderr.count(": skipped val P smoothed") == 4  # the trial lines; stdout is the table alone
+    records = json.loads(again.stdout)
+    assert [r["name"] for r in records][0] == winner and len(records) == 4
+    assert records[0]["val_P_smoothed"] == pytest.approx(float(lines[winner]), abs=1e-4)
 
 
 def test_random_draws_are_reproducible_and_bad_keys_are_named(synth, tmp_path):

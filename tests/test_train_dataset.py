@@ -123,22 +123,27 @@ def test_test_split_frames_from_sample_submission(synth):
         ds.close()
 
 
-def test_nonfinite_features_are_masked_and_counted(synth, tmp_path):
+def test_a_float32_group_stays_float32_up_to_the_batch(synth, tmp_path):
+    """A group kept wider than float16 (cache/precision.py) is neither cast nor masked on the way to a batch:
+    1e6 would be inf in float16; the batch buffer of that feature is float32 (standardized later, on the device)."""
     root, _ = synth
     cache = tmp_path / "cache"
     store = FeatureStore.create_or_open(store_path(cache, "big"), FeatureMeta(name="big"))
     values = np.ones((401, 3), dtype=np.float32)
-    values[5:9] = 1e6  # fine in float32, inf once aligned to float16
+    values[5:9] = 1e6  # fine in float32, inf in float16
     store.write("other", values, frame_times(401, 15.0), dtype="float32")
     manifest = load_manifest(root / "data", splits=("val",))
-    ds = TrackDataset(manifest.split("val"), open_features(cache, ["big"]), window=64, stride=32)
-    try:
-        aligned = ds.track(0)
-        assert not aligned.masks["big"][5:9].any() and aligned.masks["big"][:5].all()
-        assert np.isfinite(aligned.values["big"]).all()
-        assert ds.stats.nonfinite["big"] == 4
-    finally:
-        ds.close()
+    for views_dir in (None, tmp_path / "views"):
+        ds = TrackDataset(manifest.split("val"), open_features(cache, ["big"]), window=64, stride=32, views_dir=views_dir)
+        try:
+            aligned = ds.track(0)
+            assert aligned.values["big"].dtype == np.float32 and aligned.masks["big"].all()
+            np.testing.assert_array_equal(aligned.values["big"][5:9], 1e6)
+            assert ds.stats.nonfinite["big"] == 0
+            batch = ds.collate([0])  # from the views the second time
+            assert batch.features["big"].dtype == np.float32 and batch.features["big"][0, 5, 0] == 1e6
+        finally:
+            ds.close()
 
 
 def test_missing_groups_and_stores(synth, tmp_path):

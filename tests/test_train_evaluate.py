@@ -80,6 +80,52 @@ def test_moving_average_and_fill():
     np.testing.assert_allclose(out, [[1, -1], [0.5, 0.5]])
 
 
+def test_moving_average_with_repeated_edges_as_ras():
+    x = np.array([3, 0, 0, 0, 6.0])
+    # kernel 3: the ends see the edge value twice (RAS's replicate padding), not a shorter window
+    np.testing.assert_allclose(moving_average(x, 1, "repeat"), [2, 1, 0, 2, 4])
+    np.testing.assert_allclose(moving_average(x, 1), [1.5, 1, 0, 2, 3])
+    # kernel 5 on 3 frames: pads of two edge values each side
+    np.testing.assert_allclose(moving_average(np.array([1, 2, 4.0]), 2, "repeat"), [1.8, 2.4, 3.0], rtol=1e-6)
+    # as RAS's code computes it (F.pad replicate + conv1d with a flat kernel of k = 2·half + 1)
+    import torch
+    import torch.nn.functional as F
+
+    y = np.random.default_rng(3).normal(size=40)
+    for k in (7, 13, 9, 11):
+        ras = F.conv1d(F.pad(torch.tensor(y).view(1, 1, -1), (k // 2, k // 2), mode="replicate"), torch.ones(1, 1, k, dtype=torch.float64) / k)
+        np.testing.assert_allclose(moving_average(y, k // 2, "repeat"), ras.view(-1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(moving_average(x, 0, "repeat"), x)
+    out = postprocess(np.stack([x, x], 1) / 10, np.ones(5, bool), (1, 0), "repeat")
+    np.testing.assert_allclose(out[:, 0], [0.2, 0.1, 0, 0.2, 0.4], atol=1e-6)
+    np.testing.assert_allclose(out[:, 1], x / 10, atol=1e-6)
+    with pytest.raises(ValueError, match="shrink, repeat"):
+        moving_average(x, 1, "reflect")
+
+
+def test_default_grid_holds_ras_kernels():
+    from train.config import DataConfig, TrainConfig
+
+    grid = TrainConfig(model="gru", data=DataConfig(features=["clip"])).smooth_grid
+    assert {3, 4, 5, 6} <= set(grid)  # RAS's kernels 7 / 13 (val) and 9 / 11 (test) are half-windows 3, 6, 4, 5
+
+
+def test_nan_predictions_are_one_line_error(tmp_path):
+    tracks = [SynthTrack("a", "val", 25.0, 100)]
+    make_synthetic(tmp_path / "data", tmp_path / "cache", SynthConfig(tracks=tracks, invalid_share=0.0))
+    manifest = load_manifest(tmp_path / "data", splits=("val",))
+    ds = TrackDataset(manifest.split("val"), open_features(tmp_path / "cache", ["clip"]), window=64, stride=32)
+    try:
+        va = ds.tracks[0].labels.values.astype(np.float32).copy()
+        va[10:13] = np.nan
+        split = SplitPredictions(va=[va], has_feature=[np.ones(len(va), bool)])
+        with pytest.raises(ValueError, match=r"NaN/inf on 3 valid frame\(s\) of 1 track\(s\), first a ") as err:
+            evaluate_predictions(ds, split, grid=[0, 1])
+        assert "\n" not in str(err.value)
+    finally:
+        ds.close()
+
+
 def test_smoothing_chosen_per_dimension(tmp_path):
     tracks = [SynthTrack("a", "val", 25.0, 600), SynthTrack("b", "val", 25.0, 500)]
     make_synthetic(tmp_path / "data", tmp_path / "cache", SynthConfig(tracks=tracks, invalid_share=0.0))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cache.manifest import load_manifest
 from cache.store import FeatureStore, store_path
@@ -100,7 +101,16 @@ def test_standardized_batches_are_the_same_from_views(synth):
         ds.standardizer = fit_standardizer(ds.sources, ds.tracks)
         _assert_same(_all_batches(ds), expected)
         ds.close()
-    assert abs(float(np.concatenate([b.features["clip"][b.masks["clip"]] for b in expected]).astype(np.float32).mean())) < 0.2
+    # batches stay raw and carry the statistics; to_tensors standardizes them on the device, one op per feature
+    from train.data.tensors import to_tensors
+
+    raw = np.concatenate([b.features["clip"][b.masks["clip"]] for b in expected]).astype(np.float32)
+    tensors = [to_tensors(b, torch.device("cpu")) for b in expected]
+    x = np.concatenate([t.features["clip"][t.masks["clip"]].numpy() for t in tensors])
+    stats = lazy.standardizer.stats["clip"]
+    np.testing.assert_allclose(x, (raw - stats.mean) / stats.std, rtol=1e-4, atol=1e-4)
+    assert np.abs(x.std(axis=0) - 1).max() < 0.05 and np.abs(raw.std(axis=0) - 1).max() > 0.3  # it mattered
+    assert all((t.features["clip"][~t.masks["clip"]] == 0).all() for t in tensors)
 
 
 def test_a_reextracted_store_makes_its_views_stale(synth):
@@ -179,3 +189,133 @@ def test_a_build_killed_half_way_then_rebuilt_equals_a_clean_build(synth):
     clean.close()
     assert _view_files(views_dir) == _view_files(clean_dir)
     assert not list(views_dir.rglob("*.tmp-*"))
+
+
+def _damage_zero_values(view_values: Path, mask: Path) -> None:
+    data = bytearray(view_values.read_bytes())
+    data[128:] = bytes(len(data) - 128)
+    view_values.write_bytes(bytes(data))
+
+
+def _damage_overwrite_values(view_values: Path, mask: Path) -> None:
+    arr = np.load(view_values)
+    np.save(view_values, (arr.astype(np.float32) * 0.5).astype(arr.dtype))  # a valid .npy of other values
+
+
+def _damage_all_false_mask(view_values: Path, mask: Path) -> None:
+    np.save(mask, np.zeros(len(np.load(mask)), dtype=bool))
+
+
+def _damage_mask_wrong_length(view_values: Path, mask: Path) -> None:
+    np.save(mask, np.ones(len(np.load(mask)) + 7, dtype=bool))
+
+
+def _damage_truncated_mask(view_values: Path, mask: Path) -> None:
+    mask.write_bytes(mask.read_bytes()[:-40])
+
+
+def _damage_no_sidecar(view_values: Path, mask: Path) -> None:
+    view_values.with_name(view_values.name[:-4] + ".sum.json").unlink()
+
+
+@pytest.mark.parametrize("damage", [_damage_zero_values, _damage_overwrite_values, _damage_all_false_mask,
+                                    _damage_mask_wrong_length, _damage_truncated_mask, _damage_no_sidecar])
+def test_a_damaged_view_is_rebuilt_from_the_store_with_one_warning(synth, damage, caplog):
+    import logging
+
+    lazy = _dataset(synth, None)
+    expected = _all_batches(lazy)
+    lazy.close()
+    views_dir = synth / "views"
+    ds = _dataset(synth, views_dir)
+    ds.build_views()
+    ds.close()
+    values = sorted((views_dir / "clip").rglob("long.*.npy"))
+    view_values = next(p for p in values if not p.name.endswith(".mask.npy"))
+    mask = next(p for p in values if p.name.endswith(".mask.npy"))
+    damage(view_values, mask)
+
+    again = _dataset(synth, views_dir)
+    with caplog.at_level(logging.WARNING, logger="train.data.dataset"):
+        _assert_same(_all_batches(again), expected)  # never the damaged bytes, never a traceback
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "long" in warnings[0] and "failed its check" in warnings[0], warnings
+    assert again.stats.aligned_tracks == 1  # only that track aligned again
+    again.close()
+    caplog.clear()
+    third = _dataset(synth, views_dir)  # rewritten: intact again, nothing aligned, nothing said
+    with caplog.at_level(logging.WARNING, logger="train.data.dataset"):
+        _assert_same(_all_batches(third), expected)
+    assert third.stats.aligned_tracks == 0 and not caplog.records
+    third.close()
+
+
+def test_verify_checks_the_views_and_removes_damaged_ones(synth):
+    from typer.testing import CliRunner
+
+    from pipeline import app
+
+    views_dir = synth / "views"
+    ds = _dataset(synth, views_dir)
+    ds.build_views()
+    ds.close()
+    n_views = len([p for p in views_dir.rglob("*.npy") if not p.name.endswith(".mask.npy")])
+    mask = next(p for p in sorted((views_dir / "wavlm").rglob("solo.*.mask.npy")))
+    np.save(mask, np.zeros(len(np.load(mask)), dtype=bool))  # all False, right length
+
+    args = ["verify", "--cache-dir", str(synth / "cache"), "--views-dir", str(views_dir)]
+    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 1, dry.output
+    assert f"checked {n_views} aligned view(s)" in dry.output and "1 damaged" in dry.output and "solo" in dry.output
+    assert "mask checksum differs" in dry.output and mask.is_file()
+    fix = CliRunner().invoke(app, args)
+    assert fix.exit_code == 1 and "1 removed" in fix.output and not mask.exists(), fix.output
+    assert CliRunner().invoke(app, args).exit_code == 0
+    again = _dataset(synth, views_dir)  # the next run aligns that one view again
+    again.build_views()
+    assert again.stats.aligned_tracks == 1
+    again.close()
+    assert CliRunner().invoke(app, args).exit_code == 0
+
+
+def test_a_damaged_view_over_a_damaged_store_is_the_store_error(synth, caplog):
+    """The view fails its check (one warning) and the store's group cannot be read either: the store's own
+    error (DamagedGroup: one line at the command line, naming `verify`), never the damaged view's bytes."""
+    import logging
+
+    from cache.store import DamagedGroup
+
+    views_dir = synth / "views"
+    ds = _dataset(synth, views_dir)
+    ds.build_views()
+    ds.close()
+    mask = next(p for p in sorted((views_dir / "clip").rglob("long.*.mask.npy")))
+    np.save(mask, np.zeros(len(np.load(mask)), dtype=bool))
+    chunk = next(p for p in sorted((synth / "cache" / "clip.zarr" / "long" / "values").rglob("*"))
+                 if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"\0garbage" * 8)
+    again = _dataset(synth, views_dir)
+    ti = [t.name for t in again.tracks].index("long")
+    with caplog.at_level(logging.WARNING, logger="train.data.dataset"), pytest.raises(DamagedGroup, match="verify"):
+        again.collate(again.track_windows[ti][:1])
+    assert sum("failed its check" in r.getMessage() for r in caplog.records) == 1
+    again.close()
+    assert not mask.exists()  # the damaged view is gone, never read
+
+
+def test_standardizing_a_batch_leaves_the_batch_as_it_was(synth):
+    """to_tensors standardizes a copy: the batch (float16, or a float32 group's buffer shared with torch on the
+    CPU) keeps its raw values, so a batch read twice gives the same tensors."""
+    from train.data.standardize import fit_standardizer
+    from train.data.tensors import to_tensors
+
+    ds = _dataset(synth, None)
+    ds.standardizer = fit_standardizer(ds.sources, ds.tracks)
+    batch = ds.collate([0, 1])
+    batch.features["clip"] = batch.features["clip"].astype(np.float32)  # as a float32 group's buffer
+    before = {k: v.copy() for k, v in batch.features.items()}
+    first, second = to_tensors(batch, torch.device("cpu")), to_tensors(batch, torch.device("cpu"))
+    for name in FEATURES:
+        np.testing.assert_array_equal(batch.features[name], before[name])
+        assert torch.equal(first.features[name], second.features[name]) and first.features[name].dtype == torch.float32
+    ds.close()

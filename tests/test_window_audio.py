@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 
 from cache.media import frame_times
 from cache.store import FeatureMeta, FeatureStore, store_path
-from extract.reliability import ReliabilityConfig, reliability_windows
+from extract.audio_windows import AudioWindowRule
+from extract.reliability import reliability_rows
 from train.data.build import build_dataset
 from train.data.sources import open_features
 from train.heads import build_head
 from train.heads.blockpool import AttentiveStatsPool, block_index
 from train.data.synthetic import SynthConfig, SynthTrack, default_tracks, make_synthetic
-from train.data.window_audio import central_spans, keep_windows, label_coverage, open_share
+from train.data.window_audio import best_match, central_spans, keep_windows, ras_window_starts
 
 torch.set_num_threads(1)
 
@@ -73,21 +74,32 @@ def _mouth_trace() -> tuple[np.ndarray, np.ndarray]:
 
 def _label_valid() -> np.ndarray:
     valid = np.ones(int(FPS * SECONDS), bool)
-    valid[:10] = False  # no label in [0, 1): window [0, 4) is covered 0.75 < 0.8
+    valid[:30] = False  # no label in [0, 3): window [0, 4) has 1 labelled block of 4 (< 2)
     return valid
 
 
 def test_window_filter_against_a_hand_made_mouth_trace():
+    from extract.audio_windows import audio_windows
+
     flag, t = _mouth_trace()
-    values, windows, valid = reliability_windows(flag, t, np.ones(len(t), bool), SECONDS, ReliabilityConfig())
+    n = len(t)
+    values, windows, valid = reliability_rows(flag, np.ones(n, bool), n, FPS, AudioWindowRule())
     np.testing.assert_allclose(windows, WINDOWS)
-    opened = open_share(values[:, 0], windows, valid, WINDOWS)
-    # open time: [0,4): 1.1 + 0.4 = 1.5 s; [2,6): 0.4 + 0.8 = 1.2 s; [4,8): 0.8 s
-    np.testing.assert_allclose(opened, [1.5 / 4, 1.2 / 4, 0.8 / 4], atol=1e-6)
-    coverage = label_coverage(_label_valid(), frame_times(int(FPS * SECONDS), FPS), WINDOWS)
-    np.testing.assert_allclose(coverage, [0.75, 1.0, 1.0])
-    assert keep_windows(opened, coverage).tolist() == [False, True, False]
-    assert keep_windows(None, coverage).tolist() == [False, True, True]  # without mouth data: coverage only
+    matched = best_match(values[:, :2], windows, valid, WINDOWS)
+    # open time: [0,4): 1.1 + 0.4 = 1.5 s; [2,6): 0.4 + 0.8 = 1.2 s; [4,8): 0.8 s (< 1.0 s)
+    np.testing.assert_allclose(matched[:, 0], [1.5, 1.2, 0.8], atol=1e-6)
+    np.testing.assert_allclose(matched[:, 1], 1.0)
+    labels = np.zeros((n, 2))
+    blocks = audio_windows(n, FPS, labels=labels, label_valid=_label_valid()).block_valid.sum(axis=1)
+    assert blocks.tolist() == [1, 3, 4]
+    assert keep_windows(matched[:, 0], matched[:, 1], blocks, AudioWindowRule()).tolist() == [False, True, False]
+    assert keep_windows(None, None, blocks, AudioWindowRule()).tolist() == [False, True, True]  # no mouth data
+
+
+def test_audio_window_grid_is_ras_grid_on_rows():
+    assert ras_window_starts(400, 200, 100) == [0, 100, 200]  # the last window ends at the end
+    assert ras_window_starts(450, 200, 100) == [0, 100, 200, 300]  # the last one partial [300, 450)
+    assert ras_window_starts(150, 200, 100) == [0]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +111,7 @@ def audio_cache(tmp_path_factory):
     make_synthetic(base / "data", base / "cache", SynthConfig(tracks=tracks, noise=0.2, invalid_share=0.0, audio_dim=16))
     labels = base / "data" / "annotations" / "VA_Estimation_Challenge" / "Train_Set" / "hand.txt"
     lines = labels.read_text().splitlines()
-    lines[1:11] = ["-5,-5"] * 10
+    lines[1:31] = ["-5,-5"] * 30
     labels.write_text("\n".join(lines) + "\n")
     rel = FeatureStore.create_or_open(
         store_path(base / "cache", "audio_reliability"),
@@ -109,8 +121,8 @@ def audio_cache(tmp_path_factory):
     for track in tracks:
         t = frame_times(track.n_frames, track.fps)
         flag = _mouth_trace()[0] if track.name == "hand" else rng.random(len(t)) < 0.6
-        values, windows, valid = reliability_windows(flag, t, np.ones(len(t), bool), track.n_frames / track.fps, ReliabilityConfig())
-        rel.write(track.name, values, windows, valid, attrs={"columns": ["open_frac", "coverage", "reliable"]})
+        values, windows, valid = reliability_rows(flag, np.ones(len(t), bool), track.n_frames, track.fps, AudioWindowRule())
+        rel.write(track.name, values, windows, valid, attrs={"columns": ["open_s", "coverage", "reliable"]})
     return base, tracks
 
 
@@ -159,6 +171,12 @@ def test_window_audio_run_export_and_raav_window_tokens(audio_cache):
     np.testing.assert_allclose(group.attrs["window_times"], WINDOWS)
     np.testing.assert_allclose(group.times, central_spans(WINDOWS))  # [0,3), [3,5), [5,8)
     np.testing.assert_allclose(group.times, [[0, 3], [3, 5], [5, 8]])
+    # RAS's fusion sample: each window's 4 block tokens [block embedding, block VA], rows over the whole window
+    blocks = FeatureStore.open(store_path(base / "cache", "audio_win_blocks")).read("hand")
+    assert blocks.values.shape == (3, 4, 32 + 2) and blocks.attrs["row_names"] == ["block0", "block1", "block2", "block3"]
+    np.testing.assert_allclose(blocks.times, WINDOWS)
+    # 200 rows in 4 blocks of 50: the window's row mean is the mean of its block tokens
+    np.testing.assert_allclose(blocks.values.astype(np.float32).mean(1), group.values.astype(np.float32), atol=2e-2)
 
     # one audio token per window in RAAV
     from cache.manifest import load_manifest
@@ -180,6 +198,44 @@ def test_window_audio_run_export_and_raav_window_tokens(audio_cache):
         assert torch.isfinite(head(feats, masks, pad).va).all()
     finally:
         ds.close()
+
+    # RAS's fusion sample: one RAS audio window of label frames, its 4 block tokens, one reliability mask
+    from train.data.window_fusion import AudioWindowFusionDataset
+
+    sources = open_features(base / "cache", ["clip", "audio_win_blocks", "audio_reliability"])
+    assert sources["audio_win_blocks"].tokens == 4 and sources["audio_win_blocks"].dim == 32 + 2
+    train = load_manifest(base / "data", splits=("train",)).split("train")
+    ds = build_dataset(train, sources, 200, 100, level="audio_window")
+    try:
+        assert isinstance(ds, AudioWindowFusionDataset)
+        ti = [t.name for t in ds.tracks].index("hand")
+        ids = ds.track_windows[ti]
+        assert [(ds.windows[w][1], ds.window_length(ti, ds.windows[w][1])) for w in ids] == [(0, 40), (20, 40), (40, 40)]
+        batch = ds.collate(ids)
+        assert batch.features["audio_win_blocks"].shape == (3, 40, 34) and batch.features["clip"].shape[:2] == (3, 40)
+        assert batch.masks["audio_win_blocks"].sum(1).tolist() == [4, 4, 4]
+        np.testing.assert_array_equal(batch.features["audio_win_blocks"][:, :4], blocks.values.astype(np.float16))
+        # reliable = open >= 1.0 s (1.5, 1.2, 0.8 s open) and coverage >= 0.8: one flag per window, every frame
+        assert batch.features["audio_reliability"][:, :, -1].tolist() == [[1.0] * 40, [1.0] * 40, [0.0] * 40]
+        assert batch.labels.shape == (3, 40, 2) and not batch.label_mask[0, :30].any() and batch.label_mask[0, 30:].all()
+        head = build_head("raav", ds.feature_dims, {"hidden": 8, "heads": 2, "layers": 1, "audio_tokens": "frames",
+                                                    "audio_fallback": "row", "audio": ["audio_win_blocks"]}).eval()
+        feats = {k: torch.from_numpy(v).float() for k, v in batch.features.items()}
+        masks = {k: torch.from_numpy(v) for k, v in batch.masks.items()}
+        out = head(feats, masks, torch.from_numpy(batch.pad))
+        assert out.extras["audio_reliable"].sum(1).tolist() == [4, 4, 0]  # the 4 tokens are the keys
+        assert torch.equal(out.extras["z0"][2], out.extras["z_vis"][2])  # an unreliable window keeps the visual
+        assert not torch.equal(out.extras["z0"][0, 10:], out.extras["z_vis"][0, 10:])  # every frame hears the audio
+    finally:
+        ds.close()
+    res = CliRunner().invoke(app, [
+        "train", "--model", "raav", "--features", "clip,audio_win_blocks,audio_reliability", "--level", "audio_window",
+        "--name", "raav_ras", "--epochs", "1", "--head", "hidden=16", "--head", "heads=2", "--head", "layers=1",
+        "--head", "audio_tokens=frames", "--head", "audio_fallback=row", *common,
+    ])
+    assert res.exit_code == 0, res.output
+    result = json.loads((base / "runs" / "raav_ras" / "eval_val.json").read_text())
+    assert np.isfinite(result["raw"]["ccc_v"])
     res = CliRunner().invoke(app, [
         "train", "--model", "raav", "--features", "clip,audio_win,audio_reliability", "--name", "raav_win",
         "--epochs", "1", "--window", "64", "--stride", "32", "--head", "hidden=8", "--head", "heads=2",

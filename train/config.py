@@ -40,8 +40,9 @@ class DataConfig:
     # frames by overlap averaging: train/data/segments.py; RAS 16 / 8); "audio_window" the rows of an audio store
     # (RAS 200 / 100 = 4 s / 2 s at 50 Hz; training windows filtered: train/data/window_audio.py)
     level: str = "frame"
-    # audio_window training filter: min_open (mouth-open share of the window), min_coverage (valid-label
-    # share); unnamed keys take RAS's 0.25 / 0.8; {"min_open": 0, "min_coverage": 0} keeps every window
+    # audio_window training filter: fields of extract.audio_windows.AudioWindowRule (min_open_s: open seconds,
+    # min_coverage: share of frames with a detected face, min_valid_blocks: labelled 1 s blocks); unnamed keys
+    # take RAS's 1.0 / 0.8 / 2; {"min_open_s": 0, "min_coverage": 0, "min_valid_blocks": 0} keeps every window
     window_filter: dict[str, float] = field(default_factory=dict)
     # standardize each feature dimension with mean/std of the train split (train/data/standardize.py)
     normalize: bool = True
@@ -58,6 +59,9 @@ class DataConfig:
             at_least(f"data.nearest_fill.{name} (--fill)", seconds, 0)
 
 
+TRACKERS = ("tensorboard", "mlflow")
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs; `resolve()` fills defaults that depend on the data."""
@@ -71,22 +75,47 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 1e-4
     weight_decay: float = 0.01
+    scheduler: str = "plateau"  # "plateau": ReduceLROnPlateau on validation P; "none": constant lr
     plateau_patience: int = 5
     plateau_factor: float = 0.1
     early_stop: int = 15
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
     loss_weights: tuple[float, float] = (0.5, 0.5)  # CCC weights of V and A
     regression: str | None = None  # None | "mae" | "mse", added to the CCC loss
     regression_weight: float = 1.0
+    ccc_over: str = "batch"  # "batch": CCC pooled over the batch's valid frames; "window": per window, averaged
+    ccc_min_frames: int = 4  # fewer valid frames: the loss is its regression part alone (MSE by default; RAS)
     lambda_region: float = 0.2
     region_sigma: float = 0.45  # width of the Gaussian soft region labels
     seed: int = 42
     device: str = "auto"
     max_steps_per_epoch: int | None = None
-    smooth_grid: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 12, 16, 25, 32, 50, 75, 100])
+    # moving-average half-windows tried on validation (kernel 2·h+1; RAS's kernels 7, 9, 11, 13 are h 3, 4, 5, 6)
+    smooth_grid: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 8, 12, 16, 25, 32, 50, 75, 100])
+    # ends of the moving average: "shrink" (fewer frames near an end) or "repeat" (the edge value repeated,
+    # RAS's replicate padding: src_audio_and_fusion/src/callbacks/multimodal_framewise_v2_callback.py)
+    smooth_edges: str = "shrink"
     n_plot_tracks: int = 3
     # backbone top trained from the cache (train.fit.finetune.FinetuneConfig as a dict); empty: heads only
     finetune: dict[str, Any] = field(default_factory=dict)
+    # experiment tracking beside the run folder's TensorBoard files: "tensorboard" (only those) | "mlflow"
+    # (also an MLflow run; `pip install '.[mlflow]'`), at tracking_uri (default: a file store RUNS_DIR/mlruns)
+    tracking: str = "tensorboard"
+    tracking_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tracking not in TRACKERS:
+            from cache.names import unknown
+
+            raise ValueError(unknown("tracker", self.tracking, TRACKERS) + " (recipe key `tracking`)")
+
+    def __post_init__(self) -> None:
+        choices = {"scheduler": ("plateau", "none"), "ccc_over": ("batch", "window"), "smooth_edges": ("shrink", "repeat")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.ccc_min_frames < 0:
+            raise ValueError(f"ccc_min_frames must be >= 0, got {self.ccc_min_frames}")
 
     def __post_init__(self) -> None:
         """The checks the flags get (Typer's min=, their callbacks), for values from recipes and sweeps too."""

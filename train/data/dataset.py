@@ -3,8 +3,9 @@
 Label frame k of a track is the k-th frame its video presents: [k/fps, (k+1)/fps) with the container fps,
 or, for a variable-rate video, the presentation times recorded at extraction (`cache.frametimes`). Each
 feature is aligned onto those frames by `cache.align.align_to_frames` when a track is first needed (in
-the store's precision), and standardized when the dataset has a `standardizer` (train/data/standardize.py: a
-separate step on the aligned array, also on slices read from a view).
+the store's precision). A dataset with a `standardizer` (train/data/standardize.py) does not standardize in
+NumPy: each batch carries the statistics and `train.data.tensors.to_tensors` applies them as one tensor op on
+the whole batch, on the device (so a batch from the views is a few reads and nothing else).
 
 Two data paths give the same batches:
 - aligned views (`views_dir` set, the default in training): each (track, feature) is aligned once and
@@ -63,7 +64,7 @@ def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
 class AlignedTrack:
     """One track's features on its label frames."""
 
-    values: dict[str, np.ndarray]  # (T, D) float16
+    values: dict[str, np.ndarray]  # (T, D) float16 (float32 for a group kept wider), not standardized
     masks: dict[str, np.ndarray]  # (T,) bool: the feature has a finite value here
     labels: np.ndarray  # (T, 2) float32 (zeros where invalid / unknown)
     label_valid: np.ndarray  # (T,) bool
@@ -77,7 +78,7 @@ class AlignedTrack:
 class Batch:
     """A batch of windows as numpy arrays; `pad` is True on real frames."""
 
-    features: dict[str, np.ndarray]  # (B, L, D) float16
+    features: dict[str, np.ndarray]  # (B, L, D) float16 (float32 when a window's group is kept wider), raw
     masks: dict[str, np.ndarray]  # (B, L) bool
     pad: np.ndarray  # (B, L) bool
     labels: np.ndarray  # (B, L, 2) float32
@@ -85,6 +86,7 @@ class Batch:
     track: np.ndarray  # (B,) int: index into the dataset's tracks
     start: np.ndarray  # (B,) int
     length: np.ndarray  # (B,) int
+    standardizer: "Standardizer | None" = None  # applied to `features` by to_tensors (train/data/tensors.py)
 
 
 @dataclass
@@ -100,6 +102,14 @@ class TrackDataset:
     """Tracks of one split, their frames, windows and (lazily) aligned features."""
 
     level = "frame"  # what windows run over (the `level` of train/data/build.py's build_dataset)
+
+    def window_starts(self, n: int, window: int, stride: int, ti: int = 0) -> list[int]:
+        """Window starts over track `ti`'s `n` positions (a level may plan its own grid)."""
+        return window_starts(n, window, stride)
+
+    def window_length(self, ti: int, start: int) -> int:
+        """Positions of the window of track `ti` starting at `start` (a level may size each window)."""
+        return min(self.window, int(self.n_positions[ti]) - start)
 
     def __init__(
         self,
@@ -149,7 +159,7 @@ class TrackDataset:
         self.track_windows: list[list[int]] = []
         for ti, n in enumerate(self.n_positions):
             ids = []
-            for start in window_starts(int(n), window, stride) if n > 0 else []:
+            for start in self.window_starts(int(n), window, stride, ti) if n > 0 else []:
                 ids.append(len(self.windows))
                 self.windows.append((ti, start))
             self.track_windows.append(ids)
@@ -157,6 +167,7 @@ class TrackDataset:
         self._view_files: dict[str, list[ViewFile | None]] = {}
         self._view_masks: dict[tuple[str, int], np.ndarray] = {}
         self._views_ready: set[int] = set()
+        self._views_checked: set[tuple[str, int]] = set()  # (feature, track) views found intact in this process
         if views_dir is not None:
             self._open_views(Path(views_dir))
         self._lru: OrderedDict[int, AlignedTrack] = OrderedDict()
@@ -263,7 +274,7 @@ class TrackDataset:
             return False
         if ti in self._views_ready:  # a written view stays: no file checks per window on the batch path
             return True
-        ready = all(f[ti] is None or f[ti].exists() for f in self._view_files.values())
+        ready = all(f[ti] is None or self._intact_view(name, ti) is not None for name, f in self._view_files.items())
         if ready:
             self._views_ready.add(ti)
         return ready
@@ -277,6 +288,26 @@ class TrackDataset:
             if progress is not None:
                 progress(done, len(todo))
         return len(todo)
+
+    def _intact_view(self, name: str, ti: int) -> ViewFile | None:
+        """The (feature, track) view when it is on disk and intact (checked once per process: `FeatureViews.check`);
+        a view that fails is removed with one warning and None returned, so that it is aligned again."""
+        view = self._view_files[name][ti]
+        if view is None or not view.exists():
+            return None
+        if (name, ti) in self._views_checked:
+            return view
+        problem = self.views[name].check(view, int(self.n_frames[ti]))
+        if problem is None:
+            with self._lock:
+                self._views_checked.add((name, ti))
+            return view
+        log.warning("feature %s, track %s: aligned view %s failed its check (%s): removed, aligned again from the store",
+                    name, self.tracks[ti].name, view.values, problem)
+        self.views[name].discard(view)
+        with self._lock:
+            self._view_masks.pop((name, ti), None)
+        return None
 
     def _view_mask(self, name: str, ti: int, view: ViewFile) -> np.ndarray:
         key = (name, ti)
@@ -292,8 +323,8 @@ class TrackDataset:
         return self.clock.label_times(track.video_stem, int(self.n_frames[ti]), float(self.fps[ti]))
 
     def align_feature(self, ti: int, name: str, targets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One feature of track `ti` on its label frames, as the model reads it: float16 (T, D) values
-        (standardized when the dataset has a standardizer) and a (T,) mask."""
+        """One feature of track `ti` on its label frames, as a batch holds it: float16 (T, D) values (float32
+        for a group kept wider; never standardized here: see `Batch.standardizer`) and a (T,) mask."""
         aligned, mask = self.aligned_raw(ti, name, targets)
         return self._finish(name, self.tracks[ti].name, aligned, mask)
 
@@ -303,7 +334,7 @@ class TrackDataset:
         track, source = self.tracks[ti], self.sources[name]
         n = int(self.n_frames[ti])
         view = self._view_files[name][ti] if self.views else None
-        if view is not None and view.exists():
+        if view is not None and self._intact_view(name, ti) is not None:
             return self.views[name].read(view), self._view_mask(name, ti, view)
         group = source.group_for(track)
         if group not in self._units[name]:
@@ -328,15 +359,17 @@ class TrackDataset:
             mask = mask & finite
         if view is not None:
             self.views[name].write(view.track, view.key, aligned, mask)
+            with self._lock:
+                self._views_checked.add((name, ti))  # written by this process: no need to read it back
         return aligned, mask
 
     def _finish(self, name: str, track: str, aligned: np.ndarray, mask: np.ndarray, count: bool = True
                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Standardize (when asked) and cast to float16; frames that become NaN/inf are masked."""
-        if self.standardizer is not None:
-            aligned = self.standardizer.apply(name, aligned, mask)
-        with np.errstate(over="ignore"):
-            aligned = aligned.astype(np.float16, copy=not aligned.flags.writeable)  # may overflow: masked below
+        """Cast to float16 (a float32 group stays float32); frames that are NaN/inf are masked (the
+        standardization is the batch's, applied on the device: `Batch.standardizer`)."""
+        if aligned.dtype != np.float32:
+            with np.errstate(over="ignore"):
+                aligned = aligned.astype(np.float16, copy=not aligned.flags.writeable)  # may overflow: masked below
         finite = np.isfinite(aligned).all(axis=1)
         if finite.all():
             return aligned, mask
@@ -345,6 +378,8 @@ class TrackDataset:
             with self._lock:
                 self.stats.nonfinite[name] += int(bad.sum())
             log.warning("feature %s, track %s: %d frames with NaN/inf masked", name, track, int(bad.sum()))
+        if not aligned.flags.writeable:
+            aligned = aligned.copy()
         aligned[~finite] = 0
         return aligned, mask & finite
 
@@ -436,7 +471,7 @@ class TrackDataset:
 
     def collate(self, window_ids: Sequence[int]) -> Batch:
         items = [self.windows[w] for w in window_ids]
-        lengths = [min(self.window, int(self.n_positions[ti]) - start) for ti, start in items]
+        lengths = [self.window_length(ti, start) for ti, start in items]
         B, L = len(items), max(lengths)
         features = {n: np.zeros((B, L, s.dim), dtype=np.float16) for n, s in self.sources.items()}
         masks = {n: np.zeros((B, L), dtype=bool) for n in self.sources}
@@ -445,36 +480,34 @@ class TrackDataset:
         label_mask = np.zeros((B, L), dtype=bool)
         for b, ((ti, start), n) in enumerate(zip(items, lengths)):
             sl = slice(start, start + n)
-            if self.view_ready(ti):  # slices of the on-disk views, no alignment and no LRU
+            if self.view_ready(ti):  # slices of the on-disk views, no alignment, no LRU, no cast
                 track = self.tracks[ti]
                 for name in self.sources:
                     view = self._view_files[name][ti]
                     if view is None:
                         continue
-                    mask = self._view_mask(name, ti, view)[sl]
-                    if self.standardizer is None or name not in self.standardizer.stats:
-                        # rows in a view are finite (masked when aligned): read straight into the batch
-                        self.views[name].read_into(view, start, features[name][b, :n])
-                        masks[name][b, :n] = mask
-                    else:
-                        features[name][b, :n], masks[name][b, :n] = self._finish(
-                            name, track.name, self.views[name].read(view, start, n), mask, count=False)
+                    out = _widened(features, name, self.views[name].dtype(view))
+                    # rows in a view are finite (masked when aligned): read straight into the batch
+                    self.views[name].read_into(view, start, out[b, :n])
+                    masks[name][b, :n] = self._view_mask(name, ti, view)[sl]
                 if track.labels is not None:
                     labels[b, :n] = np.asarray(track.labels.values[sl], dtype=np.float32)
                     label_mask[b, :n] = np.asarray(track.labels.valid[sl], dtype=bool)
             else:
                 aligned = self.track(ti)
                 for name in self.sources:
-                    features[name][b, :n] = aligned.values[name][sl]
+                    _widened(features, name, aligned.values[name].dtype)[b, :n] = aligned.values[name][sl]
                     masks[name][b, :n] = aligned.masks[name][sl]
                 labels[b, :n] = aligned.labels[sl]
                 label_mask[b, :n] = aligned.label_valid[sl]
             pad[b, :n] = True
+        stats = self.standardizer.stats if self.standardizer is not None else {}
         return Batch(
             features=features, masks=masks, pad=pad, labels=labels, label_mask=label_mask,
             track=np.array([ti for ti, _ in items], dtype=np.int64),
             start=np.array([s for _, s in items], dtype=np.int64),
             length=np.array(lengths, dtype=np.int64),
+            standardizer=self.standardizer if any(n in stats for n in features) else None,
         )
 
     def batches(self, order: Sequence[int], batch_size: int, lookahead_tracks: int = 4) -> Iterator[Batch]:
@@ -492,6 +525,13 @@ class TrackDataset:
                 cursor += 1
             self.prefetch([ti for ti, _ in firsts[cursor : cursor + lookahead_tracks]])
             yield self.collate(order[i : i + batch_size])
+
+
+def _widened(features: dict[str, np.ndarray], name: str, dtype: np.dtype) -> np.ndarray:
+    """The batch buffer of `name`, made float32 (once per batch) when a window brings a float32 group."""
+    if dtype == np.float32 and features[name].dtype != np.float32:
+        features[name] = features[name].astype(np.float32)
+    return features[name]
 
 
 def _align_in_column_blocks(

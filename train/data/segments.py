@@ -99,7 +99,7 @@ class SegmentDataset(TrackDataset):
                 mask = valid
             else:
                 out, mask = _align_in_column_blocks(flat, raw.times, segments, valid, source.fill)
-            # standardized (when the run is) and float16, non-finite rows masked: as frame-level features
+            # float16, non-finite rows masked, standardized per batch on the device: as frame-level features
             values[name], masks[name] = self._finish(name, track.name, out, mask)
         if track.labels is not None:
             labels, label_valid = segment_targets(

@@ -36,6 +36,12 @@ class FeatureSource:
     def fingerprint(self) -> str:
         return self.store.fingerprint
 
+    @property
+    def tokens(self) -> int:
+        """Tokens per row of a token store (config `tokens`: e.g. the 4 audio block tokens of an audio window,
+        train/results/window_export.py), 0 otherwise. A token store reads as one row per token."""
+        return 0 if self.row is not None else int(self.store.meta.config.get("tokens") or 0)
+
     def group_for(self, track: Track) -> str:
         return track.video_stem if self.unit == "video" else track.name
 
@@ -44,6 +50,11 @@ class FeatureSource:
         raw = self.store.read(group, rows=rows)
         if self.row is not None:
             raw.values = select_row(raw.values, self.row, raw.attrs, self.store.meta.config, f"feature '{self.name}', group {group}")
+        elif self.tokens:  # (W, tokens, D) -> (W * tokens, D), each token on its row's span
+            n = len(raw.values)
+            raw.values = raw.values.reshape(n * self.tokens, -1)
+            raw.times = np.repeat(raw.times, self.tokens, axis=0)
+            raw.valid = np.repeat(np.asarray(raw.valid, bool), self.tokens)
         return raw
 
 

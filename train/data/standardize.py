@@ -5,17 +5,25 @@ embeddings of 0.03): without standardization the largest dimension dominates the
 
 * **Statistics**: mean and std of every (flattened) dimension over the valid, finite stored rows of the
   groups the train split's tracks read (for a `--unit video` store, the train tracks' videos). They are
-  computed once per (store fingerprint, train track list) and kept in the store as the extra
-  `standardization_<tracks digest>` ((2, D) float64: mean, std), so a second run on the same split reads
-  them back; a store that cannot be written to (read-only, remote) only costs the recomputation.
+  computed once per (store fingerprint, train groups and their content) and kept in the store as the extra
+  `standardization_<digest>` ((2, D) float64: mean, std), the digest over each group's name and
+  `content_digest`: a group re-extracted with other rows gives another key, so the statistics are
+  computed again, never reused stale. The extra records the groups' identities (`derived_from`), so
+  `pipeline.py verify` reports and removes kept statistics whose groups have changed since. A second run
+  on the same split reads them back; a store that cannot be written to (read-only, remote) only costs the
+  recomputation.
 * **Constant dimensions** (std within float32 round-off of the mean) are centred, not scaled (std 1), and
   reported.
-* **Application**: a separate step on aligned (T, D) arrays (`Standardizer.apply`): frames without a
-  value stay 0 (their mask says so). Training, evaluation, prediction and export all read through the
-  dataset, which applies it.
+* **Application**: one tensor op on each batch, on the device (`train.data.tensors.standardize_tensors`, with
+  `Standardizer.affine`): the dataset's batches carry the statistics and stay raw until then, so a batch
+  from the aligned views costs reads only. Frames without a value stay 0 (their mask says so). Training,
+  evaluation, prediction and export all read batches through `to_tensors`, which applies it
+  (`Standardizer.apply` is the same on a NumPy array).
 * **The run records what it used** (`standardization.json` in the run folder), so evaluate/predict/export
   of that run, on any data, apply the same statistics. `data.normalize: false` turns it off; a run folder
-  without the file (older runs, or normalize off) is read without standardization, as it was trained.
+  without the file is read without standardization only when its config says it trained without it
+  (normalize false, or a run from before `normalize` existed); a run trained with normalization whose file
+  is gone is refused (train/runs/standardization.py).
 """
 
 from __future__ import annotations
@@ -31,13 +39,13 @@ from typing import Any
 import numpy as np
 
 from cache.manifest import Track
-from cache.store import FeatureStore
+from cache.store import DERIVED_FROM, STANDARDIZATION_EXTRA, FeatureStore
 from train.data.sources import FeatureSource
 
 log = logging.getLogger(__name__)
 
-STATS_VERSION = 1
-EXTRA_PREFIX = "standardization_"
+STATS_VERSION = 2  # 2: keyed by the groups' content digests
+EXTRA_PREFIX = STANDARDIZATION_EXTRA
 CONSTANT_RTOL = 8 * float(np.finfo(np.float32).eps)  # std this small against |mean| is round-off
 CONSTANT_ATOL = 1e-12
 
@@ -72,8 +80,11 @@ class FeatureStats:
         )
 
 
-def groups_digest(groups: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(set(groups))).encode()).hexdigest()[:16]
+def groups_digest(groups: Sequence[str] | Mapping[str, str]) -> str:
+    """Digest of group names, or of {group: content identity} (then a group rewritten with other rows
+    changes it)."""
+    items = sorted(f"{g}={groups[g]}" for g in groups) if isinstance(groups, Mapping) else sorted(set(groups))
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
 
 
 def train_groups(source: FeatureSource, tracks: Sequence[Track]) -> list[str]:
@@ -82,7 +93,7 @@ def train_groups(source: FeatureSource, tracks: Sequence[Track]) -> list[str]:
     return sorted({source.group_for(t) for t in tracks} & present)
 
 
-def compute_stats(source: FeatureSource, groups: Sequence[str]) -> FeatureStats:
+def compute_stats(source: FeatureSource, groups: Sequence[str] | Mapping[str, str]) -> FeatureStats:
     """Mean and std over the valid, finite rows of `groups` (float64 sums around a shift, one group at a time)."""
     shift = None
     total = np.zeros(source.dim)
@@ -118,17 +129,19 @@ def compute_stats(source: FeatureSource, groups: Sequence[str]) -> FeatureStats:
 
 def cached_stats(source: FeatureSource, tracks: Sequence[Track]) -> FeatureStats:
     """The statistics kept in the store for this (fingerprint, train groups), computed and kept when absent."""
-    groups = train_groups(source, tracks)
+    groups = source.store.group_identities(train_groups(source, tracks))
     key = EXTRA_PREFIX + (f"{source.row}_" if source.row is not None else "") + groups_digest(groups)  # rows differ
     try:
         array, attrs = source.store.get_extra(key)
-        if attrs.get("fingerprint") == source.fingerprint and attrs.get("version") == STATS_VERSION and array.shape == (2, source.dim):
+        if (attrs.get("fingerprint") == source.fingerprint and attrs.get("version") == STATS_VERSION
+                and array.shape == (2, source.dim) and attrs.get(DERIVED_FROM) == dict(groups)):
             return FeatureStats(mean=array[0], std=array[1], constant=list(attrs["constant"]), rows=int(attrs["rows"]),
                                 fingerprint=source.fingerprint, tracks=attrs["tracks"])
     except Exception as err:  # noqa: BLE001 - absent (KeyError) or being rewritten by another run: recompute
         log.debug("feature %s: no usable kept statistics %s (%s)", source.name, key, err)
     stats = compute_stats(source, groups)
     attrs = {k: v for k, v in stats.to_dict().items() if k not in ("mean", "std")}
+    attrs[DERIVED_FROM] = dict(groups)
     try:
         FeatureStore.create_or_open(source.store.path, source.store.meta).put_extra(
             key, np.stack([stats.mean, stats.std]), attrs
@@ -143,6 +156,22 @@ class Standardizer:
     """Statistics per feature name; `apply` standardizes an aligned (T, D) array of that feature."""
 
     stats: dict[str, FeatureStats] = field(default_factory=dict)
+    _affine: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def affine(self, name: str, device: Any) -> "tuple[Any, Any] | None":
+        """(1/std, -mean/std) of a feature as float32 tensors on `device` (made once per device), or None
+        for a feature the statistics do not cover."""
+        stats = self.stats.get(name)
+        if stats is None:
+            return None
+        key = (name, str(device))
+        if key not in self._affine:
+            import torch
+
+            scale = 1.0 / stats.std
+            self._affine[key] = (torch.as_tensor(scale, dtype=torch.float32, device=device),
+                                 torch.as_tensor(-stats.mean * scale, dtype=torch.float32, device=device))
+        return self._affine[key]
 
     def apply(self, name: str, aligned: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         stats = self.stats.get(name)
@@ -179,8 +208,14 @@ class Standardizer:
 
     @classmethod
     def load(cls, path: Path) -> "Standardizer | None":
+        """The statistics recorded in `path`, None when there is no such file (ValueError: unreadable)."""
         path = Path(path)
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{path}: unreadable standardization record ({type(err).__name__}: {err})") from None
 
 
 def fit_standardizer(sources: Mapping[str, FeatureSource], train_tracks: Sequence[Track]) -> Standardizer:

@@ -191,19 +191,19 @@ def write_reliability_store(
     cache_dir: Path, tracks: list[SynthTrack], reliable_share: float = 0.6, window_s: float = 4.0,
     hop_s: float = 2.0, seed: int = 2, name: str = "audio_reliability",
 ) -> None:
-    """A per-track `window` feature laid out like extract's `audio_reliability`: columns (open_frac,
-    coverage, reliable 0/1) per `window_s` window every `hop_s`; reliable drawn at random."""
+    """A per-track `window` feature laid out like extract's `audio_reliability`: columns (open_s,
+    coverage, reliable 0/1) per `window_s` window every `hop_s`; reliable drawn at random (open >= 1.0 s)."""
     rng = np.random.default_rng(seed)
     store = FeatureStore.create_or_open(
         store_path(cache_dir, name),
         FeatureMeta(name=name, kind="window", unit="track", model_ref="synthetic",
-                    config={"columns": ["open_frac", "coverage", "reliable"]}),
+                    config={"columns": ["open_s", "coverage", "reliable"]}),
     )
     for track in tracks:
         win = _track_windows(track.n_frames / track.fps, window_s, hop_s)
         reliable = (rng.random(len(win)) < reliable_share).astype(np.float32)
-        open_frac = np.where(reliable > 0, rng.uniform(0.25, 1.0, len(win)), rng.uniform(0.0, 0.25, len(win)))
-        values = np.stack([open_frac, np.ones(len(win)), reliable], axis=1).astype(np.float32)
+        open_s = np.where(reliable > 0, rng.uniform(1.0, 4.0, len(win)), rng.uniform(0.0, 0.99, len(win)))
+        values = np.stack([open_s, np.ones(len(win)), reliable], axis=1).astype(np.float32)
         store.write(track.name, values, win, attrs={"fps": track.fps})
 
 

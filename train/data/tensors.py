@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from train.data.dataset import Batch
+from train.data.standardize import Standardizer
 
 
 @dataclass
@@ -29,14 +30,38 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_tensors(batch: Batch, device: torch.device) -> TensorBatch:
+    """The batch on `device`: features sent as stored (float16: half the bytes), made float32 there and
+    standardized there when the batch carries statistics (one op per feature on the whole batch)."""
     nb = device.type == "cuda"
+    masks = {k: torch.from_numpy(v).to(device, non_blocking=nb) for k, v in batch.masks.items()}
+    raw = {k: torch.from_numpy(v).to(device, non_blocking=nb) for k, v in batch.features.items()}
+    features = standardize_tensors(raw, masks, batch.standardizer)
     return TensorBatch(
-        features={k: _float(torch.from_numpy(v).to(device, non_blocking=nb)) for k, v in batch.features.items()},
-        masks={k: torch.from_numpy(v).to(device, non_blocking=nb) for k, v in batch.masks.items()},
+        features={k: _float(v) for k, v in features.items()},
+        masks=masks,
         pad=torch.from_numpy(batch.pad).to(device, non_blocking=nb),
         labels=torch.from_numpy(batch.labels).to(device, non_blocking=nb),
         label_mask=torch.from_numpy(batch.label_mask).to(device, non_blocking=nb),
     )
+
+
+def standardize_tensors(
+    features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], standardizer: Standardizer | None
+) -> dict[str, torch.Tensor]:
+    """(x - mean) / std of each feature the statistics cover, as x * (1/std) - mean/std on the tensors' device:
+    one float32 copy of the batch scaled and shifted in place; frames without a value (mask False, padding)
+    stay 0. The inputs are never changed (float16 or float32 in, new float32 tensors out)."""
+    if standardizer is None:
+        return features
+    out = dict(features)
+    for name, x in features.items():
+        affine = standardizer.affine(name, x.device)
+        if affine is None or not x.is_floating_point():
+            continue
+        scale, shift = affine
+        y = x.to(torch.float32, copy=True).mul_(scale).add_(shift)
+        out[name] = y.masked_fill_(~masks[name].unsqueeze(-1), 0)
+    return out
 
 
 def _float(t: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from cache.store import FeatureStore
 from train.data.dataset import Batch, TrackDataset
 from train.data.sources import FeatureSource
 from train.data.build import build_dataset
+from train.data.tensors import standardize_tensors
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,12 @@ class DatasetRecipe:
 
 
 def batch_to_tensors(batch: Batch, worker: int = -1) -> dict[str, Any]:
+    """The batch as CPU tensors, standardized (float32) where it carries statistics, raw float16 elsewhere."""
+    masks = {n: torch.from_numpy(m) for n, m in batch.masks.items()}
+    features = {n: torch.from_numpy(v) for n, v in batch.features.items()}
     return {
-        "features": {n: torch.from_numpy(v) for n, v in batch.features.items()},
-        "masks": {n: torch.from_numpy(m) for n, m in batch.masks.items()},
+        "features": standardize_tensors(features, masks, batch.standardizer),
+        "masks": masks,
         "pad": torch.from_numpy(batch.pad),
         "labels": torch.from_numpy(batch.labels),
         "label_mask": torch.from_numpy(batch.label_mask),

@@ -12,9 +12,15 @@ its key no longer matches, and it is replaced when the track is next aligned.
 
 Views are per track, so every split, fold and run over the same stores shares them. A file is
 written under a temporary name and renamed into place (values last, so the values file's presence
-means the pair is complete); a process killed while writing leaves only a temporary file, which the
+means the set is complete); a process killed while writing leaves only a temporary file, which the
 next build of that feature folder removes. Two processes aligning the same track write identical
 files; the last rename wins.
+
+Each view carries a sidecar `<track>.<key>.sum.json` written with it (before the values): the rows, width,
+dtype and a crc32 of the values' data bytes and of the mask's. A dataset checks a view the first time it
+uses it in a process (`FeatureViews.check`: one sequential read of the files); a view that fails (data
+zeroed or overwritten, a mask swapped, cut or of another length, no sidecar) is removed with one warning
+line and aligned again from the store. `pipeline.py verify` checks every view the same way.
 
 Reads go through `os.pread` on a kept file descriptor rather than a memory map, so what a run reads
 counts against the page cache, not the process's memory: RSS stays flat whatever the split's size.
@@ -29,8 +35,9 @@ import os
 import re
 import shutil
 import threading
+import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +46,8 @@ from cache.location import Location, is_url
 
 log = logging.getLogger(__name__)
 
-VIEW_FORMAT = "1"
+VIEW_FORMAT = "2"  # 2: a checksum sidecar beside each view
+_CHUNK = 16 * 2**20  # bytes read at a time when checking a view
 _TMP = re.compile(r"\.tmp-(\d+)-")
 
 
@@ -77,8 +85,16 @@ class ViewFile:
     values: Path
     mask: Path
 
+    @property
+    def sums(self) -> Path:
+        """The checksum sidecar written with the view."""
+        return self.values.with_name(self.values.name[: -len(".npy")] + ".sum.json")
+
     def exists(self) -> bool:
         return self.values.is_file() and self.mask.is_file()
+
+    def paths(self) -> tuple[Path, Path, Path]:
+        return self.values, self.mask, self.sums
 
 
 class FeatureViews:
@@ -102,17 +118,21 @@ class FeatureViews:
         self._remove_stale_tmp()
         target = self.file(track, key)
         tag = f".tmp-{os.getpid()}-{threading.get_ident()}"
-        tmp_values = target.values.with_name(target.values.name + tag)
-        tmp_mask = target.mask.with_name(target.mask.name + tag)
+        tmp_values, tmp_mask, tmp_sums = (p.with_name(p.name + tag) for p in target.paths())
         dtype = np.float32 if values.dtype == np.float32 else np.float16  # the store's precision
         values = np.ascontiguousarray(values, dtype=dtype).reshape(len(values), self.dim)
-        for path, array in ((tmp_mask, np.ascontiguousarray(mask, dtype=bool)), (tmp_values, values)):
+        mask = np.ascontiguousarray(mask, dtype=bool).reshape(-1)
+        for path, array in ((tmp_mask, mask), (tmp_values, values)):
             with open(path, "wb") as handle:
                 np.save(handle, array, allow_pickle=False)
+        sums = {"rows": len(values), "dim": self.dim, "dtype": np.dtype(dtype).name,
+                "values_crc32": zlib.crc32(values), "mask_crc32": zlib.crc32(mask)}
+        tmp_sums.write_text(json.dumps(sums, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp_mask, target.mask)
-        os.replace(tmp_values, target.values)  # last: the values file means the pair is complete
-        own = re.compile(rf"^{re.escape(track)}\.([0-9a-f]{{16}})(\.mask)?\.npy$")
-        for old in self.folder.glob(f"{glob_escape(track)}.*.npy"):
+        os.replace(tmp_sums, target.sums)
+        os.replace(tmp_values, target.values)  # last: the values file means the set is complete
+        own = re.compile(rf"^{re.escape(track)}\.([0-9a-f]{{16}})(\.mask\.npy|\.npy|\.sum\.json)$")
+        for old in self.folder.glob(f"{glob_escape(track)}.*"):
             match = own.match(old.name)
             if match and match.group(1) != key:
                 old.unlink(missing_ok=True)
@@ -128,9 +148,32 @@ class FeatureViews:
             if match and not _pid_alive(int(match.group(1))):
                 path.unlink(missing_ok=True)
 
+    # ---------------------------------------------------------------- checking
+    def check(self, view: ViewFile, frames: int) -> str | None:
+        """None when the view on disk is what was written for `frames` label frames; else what is wrong
+        (one short phrase). Reads both files once, sequentially."""
+        return view_problem(view, frames, self.dim)
+
+    def discard(self, view: ViewFile) -> None:
+        """Remove a view's files (and forget its open descriptor) so that it is aligned again."""
+        with self._lock:
+            entry = self._fds.pop(view.values, None)
+            if entry is not None:
+                os.close(entry[0])
+        for path in view.paths():
+            path.unlink(missing_ok=True)
+
     # ---------------------------------------------------------------- reading
     def mask(self, view: ViewFile) -> np.ndarray:
-        return np.load(view.mask, allow_pickle=False)
+        mask = np.load(view.mask, allow_pickle=False)
+        if mask.dtype != bool or mask.ndim != 1:
+            raise OSError(f"{view.mask}: not a (T,) bool mask; delete it to rebuild")
+        return mask
+
+    def dtype(self, view: ViewFile) -> np.dtype:
+        """The values' dtype (float16, or float32 for a group kept wider)."""
+        with self._lock:
+            return self._open(view.values)[3]
 
     def read(self, view: ViewFile, start: int = 0, n: int | None = None) -> np.ndarray:
         """Rows [start, start + n) of the values (the whole track when n is None) by one pread."""
@@ -180,6 +223,86 @@ class FeatureViews:
             for fd, *_ in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+
+
+def view_problem(view: ViewFile, frames: int | None = None, dim: int | None = None) -> str | None:
+    """What is wrong with a view against its checksum sidecar (and, when given, the frames and width it
+    must have); None when intact."""
+    try:
+        sums = json.loads(view.sums.read_text(encoding="utf-8"))
+        rows, width, crc_values, crc_mask = (int(sums[k]) for k in ("rows", "dim", "values_crc32", "mask_crc32"))
+    except FileNotFoundError:
+        return "no checksum sidecar"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"unreadable checksum sidecar ({type(err).__name__})"
+    if (frames is not None and rows != frames) or (dim is not None and width != dim):
+        return f"recorded for {rows} frames x {width}, the track has {frames} x {dim}"
+    try:
+        values_problem = _data_problem(view.values, (rows, width), crc_values, ("float16", "float32"))
+        mask_problem = _data_problem(view.mask, (rows,), crc_mask, ("bool",))
+    except OSError as err:
+        return f"unreadable ({err.strerror or type(err).__name__})"
+    if values_problem:
+        return f"values {values_problem}"
+    if mask_problem:
+        return f"mask {mask_problem}"
+    return None
+
+
+@dataclass
+class ViewsCheck:
+    """`verify_views`: views checked, and (file, problem) of each that failed."""
+
+    checked: int = 0
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+    removed: int = 0
+
+
+_VALUES = re.compile(r"^(?P<track>.+)\.(?P<key>[0-9a-f]{16})\.npy$")
+
+
+def verify_views(views_dir: Path, dry_run: bool = False) -> ViewsCheck:
+    """Check every view under `views_dir` against its sidecar (`pipeline.py verify`); a damaged one is
+    removed unless `dry_run`, and the next run that needs it aligns it again from the store."""
+    result = ViewsCheck()
+    for values in sorted(Path(views_dir).rglob("*.npy")) if Path(views_dir).is_dir() else []:
+        match = _VALUES.match(values.name)
+        if match is None or values.name.endswith(".mask.npy"):
+            continue
+        view = ViewFile(match["track"], match["key"], values, values.with_name(values.name[: -len(".npy")] + ".mask.npy"))
+        result.checked += 1
+        problem = "mask file missing" if not view.mask.is_file() else view_problem(view)
+        if problem is None:
+            continue
+        result.damaged.append((str(values.relative_to(views_dir)), problem))
+        if not dry_run:
+            for path in view.paths():
+                path.unlink(missing_ok=True)
+            result.removed += 1
+    return result
+
+
+def _data_problem(path: Path, shape: tuple[int, ...], crc: int, dtypes: tuple[str, ...]) -> str | None:
+    """What is wrong with an .npy file against its recorded shape and crc32 of the data bytes (None: intact)."""
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            got_shape, fortran, dtype = reader(f)
+        except ValueError:
+            return "header unreadable"
+        if tuple(got_shape) != shape or fortran or np.dtype(dtype).name not in dtypes:
+            return f"of shape {tuple(got_shape)} {np.dtype(dtype).name}, recorded {shape}"
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        got, size = 0, 0
+        while chunk := f.read(_CHUNK):
+            got = zlib.crc32(chunk, got)
+            size += len(chunk)
+    if size != expected:
+        return f"cut or padded ({size} of {expected} data bytes)"
+    if got != crc:
+        return "checksum differs from the one written (overwritten)"
+    return None
 
 
 def glob_escape(text: str) -> str:

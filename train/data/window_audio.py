@@ -3,17 +3,20 @@
 Positions are the rows of the run's first feature (an audio store such as `wavlm`, or `wavlm_hidden` with
 `--head window_encoder=wavlm_top` to train WavLM's top layers per window as RAS does; 50 rows per second,
 unit video: both tracks of a two-person video read the same audio); `window`/`stride` count rows, so
-200 / 100 are RAS's 4 s windows every 2 s (plus one window aligned to the end). A row's target is the
+200 / 100 are RAS's 4 s windows every 2 s (the last one partial, as RAS's). A row's target is the
 mean of the valid label frames over it (`cache.align.align_to_frames`, as for segments); the head
 (`blockpool`) cuts each window into 4 blocks, pools each by attentive statistics and predicts one VA
 per block, carried by the block's rows, so the CCC loss runs over the rows of each block.
 
-Training windows (training only; evaluation, prediction and export see every window) must pass RAS's
-filter: the mouth is open for at least `min_open` (0.25) of the window and valid labels cover at least
-`min_coverage` (0.8) of it. The mouth-open share comes from the `audio_reliability` feature when the run
-reads it (its `open_frac` column: open time over window length from the `mouth` store's smoothed open
-flag, on the same 4 s / 2 s grid; the reliability window that overlaps the audio window most);
-without it only label coverage filters (logged). Label coverage = valid-label time / window length.
+Windows follow RAS's grid (extract/audio_windows.py): `window` rows every `stride` rows while they fit,
+then one partial window to the end (RAS pads its audio; here the last batch row is shorter).
+Training windows (training only; evaluation, prediction and export see every window) pass RAS's filter
+(src/audio/data/abaw_va_dataset.py): the window is reliable, i.e. the mouth is open >= 1.0 s and a face is
+detected on >= 0.8 of its frames (the `audio_reliability` feature's open_s and coverage columns, for the
+reliability window that overlaps the audio window most: the same window on RAS's grid), and at least 2 of
+its 4 one-second blocks hold a valid label frame. Without `audio_reliability` in the run only the block
+rule filters (logged). `data.window_filter` overrides the rule's values (`min_open_s`, `min_coverage`,
+`min_valid_blocks`, ...: the fields of `extract.audio_windows.AudioWindowRule`).
 
 Export (`export_windows`, `pipeline.py export --windows`): one row per window and track, the mean over the
 window's rows of [256-d block embedding, VA], as a `window`-kind store. The row's `times` are the part
@@ -31,59 +34,30 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.align import align_to_frames
 from cache.manifest import Track
+from extract.audio_windows import AudioWindowRule, audio_windows
+from extract.windows import sliding_windows
+from train.data.window_rules import COVERAGE, OPEN_S, RELIABILITY_FEATURE, best_match, window_rule  # noqa: F401
 from train.data.levels import register_level
 from train.data.segments import SegmentDataset
 from train.data.sources import FeatureSource
 
 log = logging.getLogger(__name__)
 
-MIN_OPEN = 0.25  # RAS: mouth open >= 0.25 x window length
-MIN_COVERAGE = 0.8  # RAS: label coverage >= 0.8
-RELIABILITY_FEATURE = "audio_reliability"
-OPEN_COLUMN = 0  # audio_reliability columns: open_frac, coverage, reliable
+def ras_window_starts(n_rows: int, window: int, stride: int) -> list[int]:
+    """Starts of RAS's windows over `n_rows` rows: every `stride` while a full window fits, then one
+    partial window to the end (extract.audio_windows.window_grid on rows)."""
+    return [int(s) for s in sliding_windows(float(n_rows), float(window), float(stride))[:, 0]]
 
 
-def label_coverage(label_valid: np.ndarray, label_times: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    """(W,) share of each span [start, end) seconds covered by valid label frames (at `label_times` (T, 2);
-    time no label frame reaches counts as uncovered)."""
-    valid = np.asarray(label_valid, dtype=np.float32).reshape(-1, 1)
-    spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
-    if not len(valid) or not len(spans):
-        return np.zeros(len(spans))
-    share, _ = align_to_frames(valid, label_times, spans)  # over the labelled part of each span
-    reached = np.array([_covered_time(label_times, s, e) for s, e in spans])
-    return share[:, 0] * reached / np.maximum(spans[:, 1] - spans[:, 0], 1e-9)
-
-
-def _covered_time(times: np.ndarray, start: float, end: float) -> float:
-    """Seconds of [start, end) that the rows [s, e) reach (rows assumed not to overlap, as label frames)."""
-    overlap = np.minimum(times[:, 1], end) - np.maximum(times[:, 0], start)
-    return float(np.clip(overlap, 0.0, None).sum())
-
-
-def open_share(open_frac: np.ndarray, times: np.ndarray, valid: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    """(W,) mouth-open share of each span: the open fraction of the valid reliability window that overlaps
-    it most (the same window when both follow the 4 s / 2 s grid; 0 where none reaches it). Not an
-    overlap average: neighbouring windows overlap by half, and averaging them would blur the rule."""
-    open_frac = np.asarray(open_frac, np.float64).reshape(-1)
-    times = np.asarray(times, np.float64).reshape(-1, 2)[np.asarray(valid, bool)]
-    open_frac = open_frac[np.asarray(valid, bool)]
-    out = np.zeros(len(spans))
-    for i, (s, e) in enumerate(np.asarray(spans, np.float64).reshape(-1, 2)):
-        overlap = np.minimum(times[:, 1], e) - np.maximum(times[:, 0], s)
-        if len(overlap) and overlap.max() > 0:
-            out[i] = open_frac[int(np.argmax(overlap))]
-    return out
-
-
-def keep_windows(open_frac: np.ndarray | None, coverage: np.ndarray, min_open: float = MIN_OPEN,
-                 min_coverage: float = MIN_COVERAGE) -> np.ndarray:
-    """RAS's training filter: (W,) bool, mouth open long enough (when known) and labels covering enough."""
-    keep = np.asarray(coverage) >= min_coverage - 1e-9
-    if open_frac is not None:
-        keep &= np.asarray(open_frac) >= min_open - 1e-9
+def keep_windows(open_s: np.ndarray | None, coverage: np.ndarray | None, valid_blocks: np.ndarray,
+                 rule: AudioWindowRule) -> np.ndarray:
+    """RAS's training filter: (W,) bool, reliable (when known: open_s and coverage given) and enough
+    valid label blocks."""
+    keep = np.asarray(valid_blocks) >= rule.min_valid_blocks
+    if open_s is not None:
+        open_s, coverage = np.nan_to_num(open_s), np.nan_to_num(coverage)
+        keep &= (open_s >= rule.min_open_s - 1e-9) & (coverage >= rule.min_coverage - 1e-9)
     return keep
 
 
@@ -108,17 +82,24 @@ class WindowAudioDataset(SegmentDataset):
     def build(cls, tracks: Sequence[Track], sources: Mapping[str, FeatureSource], window: int, stride: int, *,
               views_dir: Path | None = None, window_filter: Mapping[str, float] | None = None,
               **kwargs) -> "WindowAudioDataset":
-        """Aligned onto the audio store's rows (`views_dir` unused); training windows filtered by `window_filter`."""
+        """Aligned onto the audio store's rows (`views_dir` unused); training windows filtered by `window_filter`.
+        A run that reads audio block tokens (`NAME_blocks` of `export --windows`) is RAS's fusion sample
+        instead: train/data/window_fusion.py."""
+        if any(s.tokens for s in sources.values()):
+            from train.data.window_fusion import AudioWindowFusionDataset
+
+            return AudioWindowFusionDataset(tracks, sources, window, stride, window_filter=window_filter, **kwargs)
         return cls(tracks, sources, window, stride, window_filter=window_filter, **kwargs)
 
     def __init__(self, *args, window_filter: Mapping[str, float] | None = None, **kwargs):
+        self.rule = window_rule(window_filter)
         super().__init__(*args, **kwargs)
-        rules = {"min_open": MIN_OPEN, "min_coverage": MIN_COVERAGE, **dict(window_filter or {})}
-        unknown = set(rules) - {"min_open", "min_coverage"}
-        if unknown:
-            raise ValueError(f"window_filter: unknown key(s) {sorted(unknown)}; known: min_open, min_coverage")
-        self.filter_rules = rules
+        self.filter_rules = dict(window_filter or {})
         self.keep = self._filter()
+
+    def window_starts(self, n: int, window: int, stride: int, ti: int = 0) -> list[int]:
+        """RAS's grid on the audio rows (partial last window)."""
+        return ras_window_starts(n, window, stride)
 
     def window_spans(self, ti: int) -> np.ndarray:
         """(W, 2) seconds of the track's windows, in `track_windows` order."""
@@ -134,27 +115,31 @@ class WindowAudioDataset(SegmentDataset):
         keep = np.zeros(len(self.windows), dtype=bool)
         rel = self.sources.get(RELIABILITY_FEATURE)
         if rel is None and self.has_labels:
-            log.warning("audio windows: no '%s' feature in the run: training windows are filtered by label "
-                        "coverage only (add it to --features for RAS's mouth-open rule)", RELIABILITY_FEATURE)
+            log.warning("audio windows: no '%s' feature in the run: training windows are filtered by their label "
+                        "blocks only (add it to --features for RAS's mouth rule)", RELIABILITY_FEATURE)
         for ti, track in enumerate(self.tracks):
             ids = self.track_windows[ti]
             if not ids or track.labels is None:
                 continue
             spans = self.window_spans(ti)
-            coverage = label_coverage(np.asarray(track.labels.valid, bool), self.label_times(ti), spans)
-            opened = None
+            labels = np.asarray(track.labels.values, np.float64)
+            ras = audio_windows(len(labels), float(self.fps[ti]), self.rule, labels=labels,
+                                label_valid=np.asarray(track.labels.valid, bool))
+            blocks = best_match(ras.block_valid.sum(axis=1), ras.times, np.ones(len(ras), bool), spans)
+            open_s = coverage = None
             if rel is not None:
                 group = rel.group_for(track)
                 if group in self._units[RELIABILITY_FEATURE]:
                     raw = rel.read(group)
-                    vals = raw.values.reshape(len(raw.values), -1)
-                    opened = open_share(vals[:, OPEN_COLUMN], raw.times, np.asarray(raw.valid, bool), spans)
-                else:
-                    opened = np.zeros(len(spans))  # no mouth measurement: not speech we can trust
-            keep[ids] = keep_windows(opened, coverage, self.filter_rules["min_open"], self.filter_rules["min_coverage"])
+                    vals = best_match(raw.values.reshape(len(raw.values), -1)[:, [OPEN_S, COVERAGE]], raw.times,
+                                      np.asarray(raw.valid, bool), spans)
+                    open_s, coverage = vals[:, 0], vals[:, 1]
+                else:  # no mouth measurement: not speech we can trust
+                    open_s, coverage = np.zeros(len(spans)), np.zeros(len(spans))
+            keep[ids] = keep_windows(open_s, coverage, np.nan_to_num(blocks), self.rule)
         if len(self.windows) and self.has_labels:
-            log.info("audio windows: %d of %d pass the filter %s (it only thins a training order)",
-                     int(keep.sum()), len(keep), self.filter_rules)
+            log.info("audio windows: %d of %d pass RAS's filter (it only thins a training order)",
+                     int(keep.sum()), len(keep))
         return keep
 
     def epoch_order(self, rng: np.random.Generator, block_tracks: int = 8) -> list[int]:

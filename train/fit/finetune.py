@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cache.crops import CropReader
 from cache.manifest import Track
 from cache.media import frame_times
 from cache.row_spec import crop_shape, row_shape_problem
@@ -71,6 +72,7 @@ class FinetuneConfig:
     models_dir: str = "artifacts/models"
     grad_checkpointing: bool = False
     frames_per_window: int = 0  # clip: frames per window through the tower in training (0 = all)
+    decode_workers: int = 2  # clip: threads decoding a batch's JPEG crops (cache/crops.py)
 
     def __post_init__(self) -> None:
         self.family, self.top = parse_spec(self.spec)
@@ -78,6 +80,8 @@ class FinetuneConfig:
             raise ValueError(f"profile must be full or tiny, got {self.profile!r}")
         if self.frames_per_window < 0:
             raise ValueError(f"frames_per_window must be >= 0, got {self.frames_per_window}")
+        if self.decode_workers < 1:
+            raise ValueError(f"decode_workers must be >= 1, got {self.decode_workers}")
 
     @property
     def feature(self) -> str:
@@ -94,21 +98,23 @@ class FinetuneConfig:
             raise ValueError(f"unknown finetune option(s) {unknown}; known: {sorted(known)}")
         return cls(**dict(raw))
 
-    def model_ref(self) -> str:
+    def model_ref(self, checkpoint: str = "wavlm") -> str:
+        """The explicit reference, else the profile's model; for wavlm, of the family `checkpoint` (the one
+        the wavlm_hidden store was made with: wavlm or wavlm_ser, extract/wavlm_model.py)."""
         if self.ref:
             return self.ref
         from extract.models import resolve_model_ref
 
         if self.family == "wavlm":
-            import extract.wavlm_model  # noqa: F401  (registers the wavlm family)
-        family = {"clip": "open_clip", "wavlm": "wavlm"}[self.family]
+            import extract.wavlm_model  # noqa: F401  (registers the wavlm families)
+        family = {"clip": "open_clip", "wavlm": checkpoint}[self.family]
         return resolve_model_ref(family, self.profile, Path(self.models_dir))
 
 
 def check_crop_groups(store: FeatureStore, spec: dict[str, Any]) -> None:
     """Every complete group of a face_crops store holds crops of the size its input_spec records: a group
     of another size is refused here in one line (not a traceback inside the tower)."""
-    expected = crop_shape(spec)
+    expected = crop_shape(spec, store.meta.config)
     for unit in store.units():
         problem = row_shape_problem(store.open_arrays(unit)["values"].shape[1:], expected)
         if problem:
@@ -147,6 +153,7 @@ class BackboneDataset(TrackDataset):
         self.stats.missing_groups[name] = len(missing)
         self._index: dict[int, Any] = {}
         self._store_cfg = dict(self.backbone_source.store.meta.config)
+        self._crops = CropReader(self.backbone_source.store, workers=ft.decode_workers) if ft.family == "clip" else None
 
     # -- per-track row index (times and validity, small) --
     def _rows(self, ti: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
@@ -176,7 +183,6 @@ class BackboneDataset(TrackDataset):
         own = np.zeros((B, L), dtype=bool)
         pieces: list[np.ndarray] = []
         count = 0
-        size = None
         for b in range(B):
             ti, start, n = int(batch.track[b]), int(batch.start[b]), int(batch.length[b])
             rows = self._rows(ti)
@@ -209,36 +215,25 @@ class BackboneDataset(TrackDataset):
             sampled = np.zeros(n, dtype=bool)
             sampled[phase::step] = True
             send = sampled & has
-            if send.any():
-                r = row[send]
+            if send.any():  # only the rows sent are read (their chunks) and decoded
                 group = self.backbone_source.group_for(self.tracks[ti])
-                values = self.backbone_source.store.read(group, rows=slice(int(r.min()), int(r.max()) + 1)).values
-                problem = row_shape_problem(values.shape[1:], (self._store_spec_size(),) * 2 + (3,))
+                piece = self._crops.encoded(group, row[send])
+                problem = row_shape_problem(piece.shape[1:], self._crops.codec.row_shape(self._crops.size))
                 if problem:
                     raise BackboneMismatch(f"{self.backbone_source.store.path}: group '{group}': {problem}")
-                pieces.append(np.asarray(values[r - r.min()]))
-                size = values.shape[1:]
+                pieces.append(piece)
                 slot = np.full(n, -1, dtype=np.int64)
                 slot[send] = count + np.arange(int(send.sum()))
                 count += int(send.sum())
                 index[b, :n] = slot[rep]
                 own[b, :n] = send & own_face
-        if pieces:
-            crops = np.concatenate(pieces)
-        else:
-            s = size or (int(self._store_spec_size()),) * 2 + (3,)
-            crops = np.zeros((0, *s), dtype=np.uint8)
-        batch.features[self.name] = crops
+        # one batched decode of every crop of the batch (JPEG: torchvision, over decode_workers threads)
+        encoded = np.concatenate(pieces) if pieces else np.zeros((0, *self._crops.codec.row_shape(self._crops.size)),
+                                                                 dtype=np.uint8)
+        batch.features[self.name] = self._crops.decode(encoded).numpy()
         batch.features[f"{self.name}@index"] = index
         batch.features[f"{self.name}@own"] = own
         batch.masks[self.name] = index >= 0
-
-    def _store_spec_size(self) -> int:
-        try:
-            _, spec = self.backbone_source.store.get_extra("input_spec")
-            return int(spec["image_size"])
-        except KeyError:
-            return 224
 
     def _collate_hidden(self, batch: Batch) -> None:
         from extract.wavlm_model import RECEPTIVE, STRIDE, n_frames, ownership, window_plan
@@ -406,7 +401,7 @@ def build_finetune_model(cfg: Any, sources: Mapping[str, FeatureSource], options
     if name not in sources:
         raise ValueError(f"--finetune {ft.spec} trains on the {name} store: add {name} to --features")
     store = sources[name].store
-    ref = ft.model_ref()
+    ref = ft.model_ref(str(store.meta.config.get("checkpoint", "wavlm")))
     prototypes = None
     if ft.family == "clip":
         bb = load_clip_backbone(ref, ft.top, ft.grad_checkpointing)

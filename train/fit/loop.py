@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from cache.console import make_console
 from cache.checks import check_no_overlap, dataset_dirs, require_dataset
 from cache.location import as_location
 from cache.manifest import load_manifest
@@ -121,7 +122,7 @@ def train(
     """Train cfg.model on cfg.data.features; write and return the run. `on_epoch_end(epoch, row)` is
     called after each epoch's checkpoint is written (an exception there interrupts the run). `progress`:
     a bar on a terminal console, plain lines every N steps / M seconds otherwise."""
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     where = (Path(cfg.data.data_root), cfg.data.videos and Path(cfg.data.videos), cfg.data.labels and Path(cfg.data.labels))
     require_dataset(*where)
     check_no_overlap(dataset_dirs(*where)[1])
@@ -172,31 +173,39 @@ def _train(
     loss_cfg = VALossConfig(
         ccc_weights=tuple(cfg.loss_weights), regression=cfg.regression, regression_weight=cfg.regression_weight,
         region_lambda=cfg.lambda_region if has_regions else 0.0, region_sigma=cfg.region_sigma,
+        ccc_over=cfg.ccc_over, ccc_min_frames=cfg.ccc_min_frames,
     )
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", patience=cfg.plateau_patience, factor=cfg.plateau_factor
     )
-    loop = {"epoch": 0, "best_P": -math.inf, "best_epoch": -1, "since_best": 0}
+    loop = {"epoch": 0, "best_P": -math.inf, "best_epoch": -1, "since_best": 0, "global_step": 0}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        loop = dict(state["loop"])
+        loop = {"global_step": 0, **state["loop"]}  # checkpoints before per-step curves lack the step count
         set_rng_state(state["rng"])
         run.truncate_metrics(loop["epoch"])
-        log.info("resuming %s after epoch %d (best P %.4f at epoch %d)", run.path.name, loop["epoch"], loop["best_P"], loop["best_epoch"])
+        log.info("resuming %s after epoch %d (best raw val P %.4f at epoch %d)", run.path.name, loop["epoch"], loop["best_P"], loop["best_epoch"])
     elif run.metrics.exists():
         run.metrics.unlink()
 
-    tracker = MetricsWriter(run.path, purge_step=loop["epoch"] + 1 if state is not None else None)
+    tracker = MetricsWriter(run.path, purge_step=loop["global_step"] + 1 if state is not None else None,
+                            mlflow=_mlflow_tracker(cfg, run, state is not None))
+
+    def on_step(loss: float) -> None:
+        loop["global_step"] += 1
+        tracker.log_step(loss, loop["global_step"])
+
     try:
         while loop["epoch"] < cfg.epochs and loop["since_best"] < cfg.early_stop:
             epoch = loop["epoch"]
-            row = _train_epoch(cfg, model, optimizer, loss_cfg, train_ds, device, epoch, console, progress)
+            row = _train_epoch(cfg, model, optimizer, loss_cfg, train_ds, device, epoch, console, progress, on_step)
             preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
             val = score(val_ds, [postprocess(p, m) for p, m in zip(preds.va, preds.has_feature)])
-            scheduler.step(val["P"])
+            if cfg.scheduler == "plateau":  # "none": the lr stays as set (the scheduler object is kept for checkpoints)
+                scheduler.step(val["P"])
             improved = val["P"] > loop["best_P"]
             loop.update(epoch=epoch + 1)
             if improved:
@@ -205,7 +214,7 @@ def _train(
                 loop["since_best"] += 1
             row.update({f"val_{k}": v for k, v in val.items()}, best=improved)
             run.append_metrics(row)
-            tracker.log(row, step=epoch + 1)
+            tracker.log(row, step=loop["global_step"], epochs_done=epoch + 1)
             ckpt = _checkpoint(cfg, model, optimizer, scheduler, loop, train_ds.feature_dims)
             if improved:
                 save_checkpoint(run.best, ckpt)
@@ -214,15 +223,17 @@ def _train(
             save_weights(weights_file(run.path, "last"), model, _weights_metadata(run, epoch))
             console.print(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  val CCC_V {val['ccc_v']:.4f}  "
-                f"CCC_A {val['ccc_a']:.4f}  P {val['P']:.4f}{'  *' if improved else ''}  lr {row['lr']:.1e}  "
+                f"CCC_A {val['ccc_a']:.4f}  P raw {val['P']:.4f}{'  *' if improved else ''}  lr {row['lr']:.1e}  "
                 f"data wait {100 * row['data_wait_share']:.1f}%"
             )
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
         if loop["since_best"] >= cfg.early_stop:
-            log.info("early stop: no better validation P for %d epochs", cfg.early_stop)
+            log.info("early stop: no better raw validation P for %d epochs", cfg.early_stop)
         train_ds.close()
-        return _final_evaluation(cfg, run, model, val_ds, device, loop)
+        result = _final_evaluation(cfg, run, model, val_ds, device, loop)
+        tracker.log_final(cfg.to_dict(), final_metrics(result), loop["global_step"])
+        return result
     finally:
         tracker.close()
         train_ds.close()
@@ -239,6 +250,7 @@ def _train_epoch(
     epoch: int,
     console: Console,
     settings: ProgressSettings | None = None,
+    on_step: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     from train.fit.losses import va_loss
 
@@ -271,6 +283,8 @@ def _train_epoch(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 steps += 1
+                if on_step is not None:
+                    on_step(float(loss.detach()))
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 progress.step(sums["total"] / steps)
@@ -289,6 +303,21 @@ def _train_epoch(
         if k != "total":
             row[f"train_loss_{k}"] = v / max(steps, 1)  # a loss (1 - CCC for ccc), not a score
     return row
+
+
+def _mlflow_tracker(cfg: TrainConfig, run: RunDir, resume: bool):
+    if cfg.tracking != "mlflow":
+        return None
+    from train.runs.mlflow_tracker import MlflowTracker
+
+    return MlflowTracker(run.path, cfg.to_dict(), cfg.tracking_uri, resume)
+
+
+def final_metrics(result: TrainResult) -> dict[str, float]:
+    """The numbers a tracker keeps of a finished run: validation P, CCC_V, CCC_A smoothed and raw."""
+    out = {f"{k}_smoothed": float(v) for k, v in result.eval.smoothed.items() if k in ("P", "ccc_v", "ccc_a")}
+    out.update({f"{k}_raw": float(v) for k, v in result.eval.raw.items() if k in ("P", "ccc_v", "ccc_a")})
+    return {**out, "best_epoch": float(result.best_epoch), "epochs_run": float(result.epochs_run)}
 
 
 def _checkpoint(cfg, model, optimizer, scheduler, loop, feature_dims) -> dict[str, Any]:
@@ -316,7 +345,7 @@ def _final_evaluation(
         load_weights(model, weights_file(run.path, "best"), device)
     save_backbone(model, run.path)  # fine-tuned runs: RUN/backbone, loadable by extraction
     preds = predict_split(model, val_ds, device, cfg.batch_size, cfg.data.prefetch_batches)
-    result = evaluate_predictions(val_ds, preds, grid=cfg.smooth_grid)
+    result = evaluate_predictions(val_ds, preds, grid=cfg.smooth_grid, edges=cfg.smooth_edges)
     run.write_json(run.eval_file("val"), {**result.to_dict(), "best_epoch": loop["best_epoch"]})
     write_report(run, cfg, result, val_ds, preds)
     return TrainResult(run=run, best_epoch=loop["best_epoch"], best_P=loop["best_P"], epochs_run=loop["epoch"], eval=result)

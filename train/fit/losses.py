@@ -31,17 +31,28 @@ def _clean(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(m.unsqueeze(-1), x, torch.zeros((), device=x.device)), m.float()
 
 
-def ccc_per_dim(pred: Tensor, true: Tensor, mask: Tensor) -> Tensor:
-    """(2,) CCC per dimension over the valid frames of the batch, population moments."""
+def _ccc_over(pred: Tensor, true: Tensor, mask: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """CCC per dimension over the valid frames reduced over `dims` (population moments)."""
     p, w = _clean(pred, mask)
     t, _ = _clean(true, mask)
     w = w.unsqueeze(-1)  # (B, T, 1)
-    n = w.sum((0, 1)).clamp_min(1.0)
-    mp, mt = (p * w).sum((0, 1)) / n, (t * w).sum((0, 1)) / n
+    n = w.sum(dims, keepdim=True).clamp_min(1.0)
+    mp, mt = (p * w).sum(dims, keepdim=True) / n, (t * w).sum(dims, keepdim=True) / n
     dp, dt = (p - mp) * w, (t - mt) * w
-    vp, vt, cov = (dp**2).sum((0, 1)) / n, (dt**2).sum((0, 1)) / n, (dp * dt).sum((0, 1)) / n
+    vp, vt, cov = ((d * e).sum(dims, keepdim=True) / n for d, e in ((dp, dp), (dt, dt), (dp, dt)))
     # |2·cov| <= denom, so the clamp only matters when both series are constant and equal (CCC := 0)
-    return 2 * cov / (vp + vt + (mp - mt) ** 2).clamp_min(1e-12)
+    return (2 * cov / (vp + vt + (mp - mt) ** 2).clamp_min(1e-12)).squeeze(dims)
+
+
+def ccc_per_dim(pred: Tensor, true: Tensor, mask: Tensor) -> Tensor:
+    """(2,) CCC per dimension over the valid frames of the batch, population moments."""
+    return _ccc_over(pred, true, mask, (0, 1))
+
+
+def ccc_per_window(pred: Tensor, true: Tensor, mask: Tensor) -> Tensor:
+    """(B, 2) CCC per dimension of each window over its own valid frames (RAS's face loss,
+    src_visual_dynamic_model/losses.py); a window without valid frames gets 0."""
+    return _ccc_over(pred, true, mask, (1,))
 
 
 def ccc_loss(pred: Tensor, true: Tensor, mask: Tensor, weights: Sequence[float] = (0.5, 0.5)) -> Tensor:
@@ -50,6 +61,18 @@ def ccc_loss(pred: Tensor, true: Tensor, mask: Tensor, weights: Sequence[float] 
     w = torch.as_tensor(weights, dtype=c.dtype, device=c.device)
     has = mask.bool().any().to(c.dtype)
     return has * (w * (1 - c)).sum()
+
+
+def window_ccc_loss(
+    pred: Tensor, true: Tensor, mask: Tensor, weights: Sequence[float] = (0.5, 0.5), min_frames: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Σ_d w_d·(1 − CCC_d) per window, averaged over the windows with at least `min_frames` valid frames;
+    and whether any window had that many (0 loss, still in the graph, when none)."""
+    c = ccc_per_window(pred, true, mask)  # (B, 2)
+    w = torch.as_tensor(weights, dtype=c.dtype, device=c.device)
+    per_window = ((1 - c) * w).sum(-1)
+    use = (mask.bool().sum(1) >= max(int(min_frames), 1)).to(c.dtype)
+    return (per_window * use).sum() / use.sum().clamp_min(1.0), use.sum() > 0
 
 
 def regression_loss(pred: Tensor, true: Tensor, mask: Tensor, kind: str = "mae", weights: Sequence[float] = (0.5, 0.5)) -> Tensor:
@@ -92,6 +115,13 @@ class VALossConfig:
     regression_weight: float = 1.0
     region_lambda: float = 0.2  # applied only when the head emits region logits
     region_sigma: float = 0.45
+    # "batch": CCC pooled over the valid frames of the batch; "window": CCC per window then averaged
+    # (RAS's face model, src_visual_dynamic_model/losses.py)
+    ccc_over: str = "batch"
+    # below this many valid frames (in the batch, or in every window with ccc_over window) the loss is its
+    # regression part alone (MSE unless `regression` names another), as RAS's CCCMSELoss min_valid = 4
+    # (src_audio_and_fusion/src/losses/ccc_mse_loss.py)
+    ccc_min_frames: int = 4
 
     def __post_init__(self) -> None:
         self.ccc_weights = tuple(float(w) for w in self.ccc_weights)  # type: ignore[assignment]
@@ -99,6 +129,10 @@ class VALossConfig:
             raise ValueError(f"ccc_weights must have two values (V, A), got {self.ccc_weights}")
         if self.regression not in (None, "mae", "mse"):
             raise ValueError(f"regression must be None, 'mae' or 'mse', got {self.regression!r}")
+        if self.ccc_over not in ("batch", "window"):
+            raise ValueError(f"ccc_over must be 'batch' or 'window', got {self.ccc_over!r}")
+        if self.ccc_min_frames < 0:
+            raise ValueError(f"ccc_min_frames must be >= 0, got {self.ccc_min_frames}")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "VALossConfig":
@@ -110,15 +144,25 @@ class VALossConfig:
 
 
 def va_loss(output: HeadOutput, true: Tensor, mask: Tensor, cfg: VALossConfig | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """CCC (+ optional MAE/MSE) + λ·KL; returns the total and its detached parts."""
+    """CCC (+ optional MAE/MSE) + λ·KL; returns the total and its detached parts. With fewer valid frames
+    than `ccc_min_frames` the CCC part (and its added regression) gives way to the regression loss alone
+    (`parts["fallback"]` is 1 then); chosen with torch.where, so no host sync."""
     cfg = cfg or VALossConfig()
-    ccc = ccc_loss(output.va, true, mask, cfg.ccc_weights)
+    if cfg.ccc_over == "window":
+        ccc, enough = window_ccc_loss(output.va, true, mask, cfg.ccc_weights, cfg.ccc_min_frames)
+    else:
+        ccc = ccc_loss(output.va, true, mask, cfg.ccc_weights)
+        enough = mask.bool().sum() >= cfg.ccc_min_frames
     total = ccc
     parts = {"ccc": ccc.detach()}
     if cfg.regression is not None:
         reg = regression_loss(output.va, true, mask, cfg.regression, cfg.ccc_weights)
         total = total + cfg.regression_weight * reg
         parts[cfg.regression] = reg.detach()
+    if cfg.ccc_min_frames > 1:
+        fallback = regression_loss(output.va, true, mask, cfg.regression or "mse", cfg.ccc_weights)
+        total = torch.where(enough, total, fallback)
+        parts["fallback"] = (~enough).float()
     if output.region_logits is not None and cfg.region_lambda > 0:
         region_mask = output.extras.get("region_mask")  # frames whose logits are their own (fine-tuned CLIP)
         kl = region_kl_loss(output.region_logits, true, mask if region_mask is None else mask & region_mask, cfg.region_sigma)

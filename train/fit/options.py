@@ -80,7 +80,9 @@ def head_name(model: str) -> str:
     from train.heads import HEADS
 
     if model not in HEADS:
-        raise ValueError(f"unknown head {model!r}; registered: {', '.join(sorted(HEADS))}")
+        from cache.names import unknown
+
+        raise ValueError(unknown("head", model, HEADS))
     return model
 
 

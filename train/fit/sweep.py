@@ -200,7 +200,7 @@ def run_trial(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig.from_dict(cfg_dict)
     state = trial_state(cfg)
     if state == "done":
-        return {"name": cfg.name, "state": "skipped"}
+        return {"name": cfg.name, "state": "skipped", **trial_scores(Path(cfg.runs_dir) / cfg.name)}
     if state == "changed":  # never scored under the new settings: moved aside (nothing deleted), retrained
         run = Path(cfg.runs_dir) / cfg.name
         aside = run.with_name(f"{run.name}.old-{int(time.time())}")
@@ -208,7 +208,15 @@ def run_trial(cfg_dict: dict[str, Any]) -> dict[str, Any]:
         log.warning("trial %s: its resolved config changed; the old run moved to %s", cfg.name, aside)
     result = train(cfg, resume=state == "partial")
     states = {"partial": "resumed", "changed": "retrained (config changed, old run moved aside)"}
-    return {"name": cfg.name, "state": states.get(state, "trained"), "best_P": result.best_P}
+    return {"name": cfg.name, "state": states.get(state, "trained"), **trial_scores(result.run.path)}
+
+
+def trial_scores(run: Path) -> dict[str, float]:
+    """A finished trial's validation P, smoothed (what ranks trials) and raw (its best epoch's)."""
+    from train.runs.table import read_run
+
+    row = read_run(run)
+    return {"P_smoothed": row.P, "P_raw": row.P_raw}
 
 
 def prepare_views(spec: SweepSpec) -> None:
@@ -290,16 +298,18 @@ def _guarded(fn: Callable[[dict[str, Any]], dict[str, Any]], cfg: dict[str, Any]
 
 
 def summarize(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every trial's run, sorted by validation P (best first), from the run folders."""
+    """Every trial's run, sorted by smoothed validation P (best first; the ranking of `runs` too), from the
+    run folders. A trial without a final evaluation has P None and goes last."""
+    from train.runs.table import read_run
+
     rows = []
     for trial in spec.trials:
         run = Path(spec.runs_dir) / trial.name
-        result = run / "eval_val.json"
         row: dict[str, Any] = {"trial": trial.name, **trial.values, "P": None, "ccc_v": None, "ccc_a": None}
-        if result.is_file():
-            data = json.loads(result.read_text(encoding="utf-8"))
-            smoothed = data.get("smoothed") or data.get("raw") or {}
-            row.update(P=smoothed.get("P"), ccc_v=smoothed.get("ccc_v"), ccc_a=smoothed.get("ccc_a"))
+        if (run / "config.json").is_file():
+            got = read_run(run)
+            if not math.isnan(got.P):
+                row.update(P=got.P, ccc_v=got.ccc_v, ccc_a=got.ccc_a)
         rows.append(row)
     rows.sort(key=lambda r: -math.inf if r["P"] is None else -r["P"])
     return rows
@@ -316,6 +326,6 @@ def save_best(spec: SweepSpec, rows: Sequence[Mapping[str, Any]]) -> Path | None
     trial = next(t for t in spec.trials if t.name == best["trial"])
     recipe = train_config_to_recipe(trial_config(spec, trial))
     path = Path(spec.runs_dir) / "best.yaml"
-    header = f"# best trial of sweep {spec.name}: {trial.name}, validation P {best['P']:.4f}\n"
+    header = f"# best trial of sweep {spec.name}: {trial.name}, validation P smoothed {best['P']:.4f}\n"
     path.write_text(header + dump_yaml(recipe), encoding="utf-8")
     return path

@@ -14,7 +14,8 @@ their (B, L) validity to (B, L, D'): `identity` for frozen stored states (`wavlm
 WavLM's top layers (train/heads/backbones.py `WavlmTop`, issue 13) over a window of a `wavlm_hidden` store (the
 input of those layers), as RAS fine-tunes WavLM-Large's top 4 layers on each 4 s window: options `top`
 (trained layers, 4), `stored` (layers the store holds the input of; default `top`), `ref` (weights; default
-the profile's), `profile`, `models_dir`, `backbone_lr` (5e-6, RAS), `grad_checkpointing`. Its input is
+the profile's model of family `checkpoint`: wavlm = microsoft/wavlm-large, wavlm_ser = RAS's SER checkpoint,
+extract/wavlm_model.py), `profile`, `models_dir`, `backbone_lr` (5e-6, RAS), `grad_checkpointing`. Its input is
 never standardized, and its parameters train at `backbone_lr` (`parameter_groups`). Other encoders
 register with `register_window_encoder`.
 """
@@ -63,14 +64,17 @@ class WavlmTopEncoder(nn.Module):
 
     def __init__(self, in_dim: int, top: int = 4, stored: int | None = None, ref: str | None = None,
                  profile: str = "full", models_dir: str = "artifacts/models", backbone_lr: float = 5e-6,
-                 grad_checkpointing: bool = False) -> None:
+                 grad_checkpointing: bool = False, checkpoint: str = "wavlm") -> None:
         super().__init__()
         from train.heads.backbones import BackboneMismatch, load_wavlm_backbone
 
         if ref is None:
             from extract.models import resolve_model_ref
+            from extract.wavlm_model import CHECKPOINTS
 
-            ref = resolve_model_ref("wavlm", profile, models_dir)
+            if checkpoint not in CHECKPOINTS:
+                raise ValueError(f"wavlm_top: checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
+            ref = resolve_model_ref(checkpoint, profile, models_dir)
         self.top = load_wavlm_backbone(ref, top, stored or top, grad_checkpointing).top
         if self.top.out_dim != in_dim:
             raise BackboneMismatch(f"wavlm_top: {ref} has width {self.top.out_dim}, the audio feature {in_dim}")

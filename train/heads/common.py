@@ -42,6 +42,8 @@ class HeadConfig:
     reliability_feature: str = "audio_reliability"
     # the VA regressor: "linear" (dropout + FC) or "mlp" (FC + LN + GELU + Dropout + FC, RAS's face model)
     regressor: str = "linear"
+    # width of the "mlp" regressor's inner layer; 0 = `hidden` (RAS's behaviour model: 512 over hidden 256)
+    regressor_hidden: int = 0
 
     @classmethod
     def from_dict(cls, config: "dict[str, Any] | HeadConfig | None") -> "HeadConfig":
@@ -74,6 +76,8 @@ class HeadConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.regressor not in ("linear", "mlp"):
             raise ValueError(f"regressor must be 'linear' or 'mlp', got {self.regressor!r}")
+        if self.regressor_hidden < 0:
+            raise ValueError(f"regressor_hidden must be >= 0 (0 = hidden), got {self.regressor_hidden}")
 
 
 def split_modalities(feature_dims: dict[str, int], cfg: HeadConfig) -> tuple[list[str], list[str]]:
@@ -192,7 +196,10 @@ def trailing_lengths(pad: Tensor) -> Tensor:
 
 
 class BiGRUEncoder(nn.Module):
-    """BiGRU over the real frames only (packed), output projected back to `out_dim`."""
+    """BiGRU over the real frames only, output projected back to `out_dim`. A batch of full windows (most
+    batches: windows are cut at the stride) runs unpacked, which is the same computation without
+    packing's per-step bookkeeping (2.5x faster at T = 400 on a CPU); a batch holding a shorter window is
+    packed, so its backward direction starts at its last real frame."""
 
     def __init__(self, in_dim: int, gru_hidden: int, out_dim: int, layers: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
@@ -204,6 +211,8 @@ class BiGRUEncoder(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         T = x.shape[1]
+        if bool((lengths >= T).all()):
+            return self.out(self.gru(x)[0])
         packed = nn.utils.rnn.pack_padded_sequence(
             x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
         )
@@ -255,13 +264,14 @@ class RegionProjector(nn.Module):
 
 class VAHead(nn.Module):
     """Per-frame VA in [-1, 1]: tanh(linear(dropout(h))), or with kind="mlp" the regression head of RAS's
-    face model, tanh(FC(Dropout(GELU(LN(FC(h))))))."""
+    face model, tanh(FC(Dropout(GELU(LN(FC(h)))))) with an inner width `width` (0 = hidden)."""
 
-    def __init__(self, hidden: int, dropout: float, kind: str = "linear") -> None:
+    def __init__(self, hidden: int, dropout: float, kind: str = "linear", width: int = 0) -> None:
         super().__init__()
         if kind == "mlp":
+            inner = width or hidden
             self.mlp = nn.Sequential(
-                nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 2)
+                nn.Linear(hidden, inner), nn.LayerNorm(inner), nn.GELU(), nn.Dropout(dropout), nn.Linear(inner, 2)
             )
         else:
             self.drop = nn.Dropout(dropout)
@@ -285,7 +295,7 @@ class BaseHead(nn.Module):
         self.cfg = cfg
         self.feature_dims = dict(feature_dims)
         self.visual, self.audio = split_modalities(feature_dims, cfg)
-        self.va_head = VAHead(cfg.hidden, cfg.dropout, cfg.regressor)
+        self.va_head = VAHead(cfg.hidden, cfg.dropout, cfg.regressor, cfg.regressor_hidden)
         self.region = (
             RegionProjector(cfg.hidden, cfg.region_prototypes, cfg.region_scale)
             if cfg.region_prototypes is not None

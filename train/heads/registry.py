@@ -28,6 +28,8 @@ def build_head(name: str, feature_dims: dict[str, int], config: dict[str, Any] |
     try:
         cls = HEADS[name]
     except KeyError:
-        raise KeyError(f"unknown head {name!r}; registered: {sorted(HEADS)}") from None
+        from cache.names import unknown
+
+        raise KeyError(unknown("head", name, HEADS)) from None
     cfg = cls.config_class.from_dict(config)
     return cls(dict(feature_dims), cfg)

@@ -150,7 +150,7 @@ def build_ensemble(
         scores["weighted"] = _scores(*concat_valid(ref, combine(preds, wv, wa))) if method == "weighted" else None
         fused = SplitPredictions(va=combine(preds, wv, wa), has_feature=[np.logical_or.reduce(m) for m in zip(*present)])
         base_cfg = TrainConfig.load(dirs[0].config)
-        result = evaluate_predictions(ref, fused, grid=grid or base_cfg.smooth_grid)
+        result = evaluate_predictions(ref, fused, grid=grid or base_cfg.smooth_grid, edges=base_cfg.smooth_edges)
     finally:
         for ds in datasets:
             ds.close()

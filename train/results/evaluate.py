@@ -26,7 +26,7 @@ def evaluate_run(
     try:
         if not dataset.has_labels:
             raise ValueError(f"split '{split}' has no labels to evaluate against")
-        result = evaluate_predictions(dataset, loaded.preds, half_windows=loaded.half_windows)
+        result = evaluate_predictions(dataset, loaded.preds, half_windows=loaded.half_windows, edges=loaded.cfg.smooth_edges)
         coverage = loaded.checked
         if not coverage.complete:
             result.missing = coverage.to_dict()

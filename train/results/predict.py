@@ -124,7 +124,7 @@ def predict_run(
     dataset, raw, coverage = loaded.dataset, loaded.preds, loaded.checked
     dataset.close()
     preds = {
-        t.name: postprocess(p, m, loaded.half_windows) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)
+        t.name: postprocess(p, m, loaded.half_windows, loaded.cfg.smooth_edges) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)
     }
     n_frames = {t.name: int(n) for t, n in zip(dataset.tracks, dataset.n_frames)}
     sample = None

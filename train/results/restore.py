@@ -27,6 +27,7 @@ from train.runs.folder import RunDir, is_ensemble
 from train.runs.lock import refuse_running
 from train.data.standardize import Standardizer
 from train.data.tensors import resolve_device
+from train.runs.standardization import recorded_standardizer
 from train.runs.weights import load_weights, weights_file
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def load_run(
         cfg.data.labels = str(labels)
     sources = open_features(as_location(cfg.data.cache_dir), cfg.data.features, cfg.data.nearest_fill)
     rd.check_fingerprints(sources)
-    standardizer = Standardizer.load(rd.standardization)
+    standardizer = recorded_standardizer(rd)
     if standardizer is not None:
         standardizer.check(sources)
     dev = resolve_device(device)
@@ -114,7 +115,7 @@ def predict_tracks(loaded: LoadedRun, tracks: list[Track]) -> dict[str, np.ndarr
         raw = predict_split(loaded.model, dataset, loaded.device, loaded.cfg.batch_size)
     finally:
         dataset.close()
-    return {t.name: postprocess(p, m, loaded.half_windows) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)}
+    return {t.name: postprocess(p, m, loaded.half_windows, loaded.cfg.smooth_edges) for t, p, m in zip(dataset.tracks, raw.va, raw.has_feature)}
 
 
 

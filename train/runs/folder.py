@@ -59,7 +59,11 @@ class RunDir:
         for candidate in (Path(run), Path(runs_dir) / str(run)):
             if (candidate / "config.json").is_file():
                 return cls(candidate)
-        raise RunNotFound(f"no run '{run}' (looked for {Path(run)} and {Path(runs_dir) / str(run)})")
+        from cache.names import suggest
+
+        runs = [p.name for p in Path(runs_dir).iterdir() if (p / "config.json").is_file()] if Path(runs_dir).is_dir() else []
+        raise RunNotFound(f"no run '{run}' (looked for {Path(run)} and {Path(runs_dir) / str(run)}); "
+                          f"{suggest(str(run), runs, f'runs in {runs_dir}')}")
 
     # paths
     config = property(lambda self: self.path / "config.json")

@@ -31,16 +31,17 @@ from train.config import DataConfig, TrainConfig
 GROUPS: dict[str, dict[str, str]] = {
     "optim": {
         "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
-        "plateau_patience": "plateau_patience", "plateau_factor": "plateau_factor", "early_stop": "early_stop",
+        "scheduler": "scheduler", "plateau_patience": "plateau_patience", "plateau_factor": "plateau_factor", "early_stop": "early_stop",
         "grad_clip": "grad_clip", "max_steps_per_epoch": "max_steps_per_epoch",
     },
     "loss": {
         "weights": "loss_weights", "regression": "regression", "regression_weight": "regression_weight",
         "lambda_region": "lambda_region", "region_sigma": "region_sigma",
+        "ccc_over": "ccc_over", "ccc_min_frames": "ccc_min_frames",
     },
-    "eval": {"smooth_grid": "smooth_grid", "n_plot_tracks": "n_plot_tracks"},
+    "eval": {"smooth_grid": "smooth_grid", "smooth_edges": "smooth_edges", "n_plot_tracks": "n_plot_tracks"},
 }
-TOP_LEVEL = ("model", "name", "runs_dir", "seed", "device", "finetune")
+TOP_LEVEL = ("model", "name", "runs_dir", "seed", "device", "finetune", "tracking", "tracking_uri")
 HEAD_ONLY_IN_CODE = ("region_prototypes",)  # filled from the clip store, never from a file
 
 HEADS_DIR = "heads"  # configs/heads/<model>.yaml: each head's default recipe
@@ -56,10 +57,9 @@ def _head_class(model: str) -> type:
     try:
         return HEADS[model].config_class
     except KeyError:
-        import difflib
+        from cache.names import unknown
 
-        close = difflib.get_close_matches(model, sorted(HEADS), n=3, cutoff=0.4)
-        raise ConfigError(f"unknown head '{model}'; heads: {', '.join(close or sorted(HEADS))}") from None
+        raise ConfigError(unknown("head", model, HEADS)) from None
 
 
 def head_schema_class(model: str) -> type:
@@ -210,6 +210,23 @@ def check_stores(cfg: TrainConfig) -> None:
         path = store_path(as_location(cfg.data.cache_dir), split_feature(name)[0])  # `store:row` reads STORE
         if not store_exists(path):
             raise MissingStore(
-                f"feature '{name}' has no store at {path}; make it with: "
+                f"feature '{name}' has no store at {path}; {_did_you_mean(name, cfg.data.cache_dir)}make it with: "
                 f"{make_command(name, cfg.data.data_root, cfg.data.cache_dir)}"
             )
+
+
+def _did_you_mean(name: str, cache_dir: str) -> str:
+    """For a name that no extractor makes: "did you mean 'landmarks'? features: ...; " over the stores of the
+    cache and the extractors' names (a typo), else nothing."""
+    from cache.location import as_location
+    from cache.names import suggest
+    from cache.store import list_stores
+    from extract.base import available
+
+    if name in available():
+        return ""
+    try:
+        stores = list(list_stores(as_location(cache_dir)))
+    except OSError:
+        stores = []
+    return suggest(name, [*stores, *available()], "features") + "; if it is a run's output, "

@@ -20,11 +20,23 @@ class RunRow:
     head: str
     features: list[str]
     epochs: int
-    P: float  # best validation P: smoothed, from eval_val.json; else the best epoch's raw val_P
-    ccc_v: float
+    P: float  # validation P, smoothed (eval_val.json): the one "best" of runs, sweeps and best.yaml; NaN until the run finished
+    ccc_v: float  # smoothed, as P
     ccc_a: float
     smoothing: tuple[int, int] | None  # half-windows V, A (None: not chosen yet, the run did not finish)
     date: datetime  # last write of the run's metrics (or config)
+    P_raw: float = math.nan  # the best epoch's raw validation P (metrics.jsonl), also for an unfinished run
+
+    def record(self) -> dict[str, Any]:
+        """The row as plain values (`runs --format tsv|json`), P labelled smoothed or raw."""
+        number = lambda x: None if math.isnan(x) else round(float(x), 6)  # noqa: E731
+        return {
+            "name": self.name, "head": self.head, "features": ",".join(self.features), "epochs": self.epochs,
+            "val_P_smoothed": number(self.P), "val_P_raw": number(self.P_raw), "ccc_v_smoothed": number(self.ccc_v),
+            "ccc_a_smoothed": number(self.ccc_a),
+            "smoothing": f"V {self.smoothing[0]}, A {self.smoothing[1]}" if self.smoothing else None,
+            "date": self.date.strftime("%Y-%m-%d %H:%M"),
+        }
 
 
 def read_run(path: Path) -> RunRow:
@@ -38,20 +50,19 @@ def read_run(path: Path) -> RunRow:
         s = result.get("smoothed", {})
         P, ccc_v, ccc_a = s.get("P", math.nan), s.get("ccc_v", math.nan), s.get("ccc_a", math.nan)
         smoothing = tuple(result["half_windows"]) if "half_windows" in result else None
-    elif rows:
-        best = max(rows, key=lambda r: r.get("val_P", -math.inf))
-        P, ccc_v, ccc_a = (best.get(k, math.nan) for k in ("val_P", "val_ccc_v", "val_ccc_a"))
+    P_raw = max((r["val_P"] for r in rows if "val_P" in r), default=math.nan)
     stamp = run.metrics if run.metrics.is_file() else run.config
     return RunRow(
         name=path.name, head=str(cfg.get("model", "?")), features=list(cfg.get("data", {}).get("features", [])),
         epochs=len(rows), P=P, ccc_v=ccc_v, ccc_a=ccc_a, smoothing=smoothing,
-        date=datetime.fromtimestamp(stamp.stat().st_mtime),
+        date=datetime.fromtimestamp(stamp.stat().st_mtime), P_raw=P_raw,
     )
 
 
 def list_runs(runs_dir: Path, sort: str = "date") -> list[RunRow]:
     """Every run folder (a folder with config.json) directly under runs_dir. Numbers and dates sort
-    best / newest first, names and heads alphabetically; runs without a value go last."""
+    best / newest first, names and heads alphabetically; runs without a value go last (by P: an
+    unfinished run, with no smoothed P yet)."""
     if sort not in SORT_KEYS:
         raise ValueError(f"--sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
     runs_dir = Path(runs_dir)

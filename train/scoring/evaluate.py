@@ -39,6 +39,7 @@ class EvalResult:
     frames: int  # valid frames scored
     grid: dict[str, dict[int, float]] = field(default_factory=dict)  # ccc per half-window, when chosen
     missing: dict = field(default_factory=dict)  # gaps accepted with --allow-missing (train.results.coverage.Coverage)
+    edges: str = "shrink"  # ends of the moving average (moving_average)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -127,11 +128,23 @@ def fill_missing(pred: np.ndarray, present: np.ndarray) -> np.ndarray:
     return out
 
 
-def moving_average(x: np.ndarray, half: int) -> np.ndarray:
-    """Centred moving average of a 1-D series over 2·half+1 frames, shrinking at the edges."""
+SMOOTH_EDGES = ("shrink", "repeat")
+
+
+def moving_average(x: np.ndarray, half: int, edges: str = "shrink") -> np.ndarray:
+    """Centred moving average of a 1-D series over 2·half+1 frames. At the ends the window shrinks to
+    the frames there are ("shrink") or the edge value is repeated to fill it ("repeat": RAS's
+    replicate padding, src_audio_and_fusion/src/callbacks/multimodal_framewise_v2_callback.py)."""
+    if edges not in SMOOTH_EDGES:
+        raise ValueError(f"smoothing edges must be one of {', '.join(SMOOTH_EDGES)}, got {edges!r}")
     x = np.asarray(x, dtype=np.float64)
     if half <= 0 or len(x) == 0:
         return x.astype(np.float32)
+    if edges == "repeat":
+        padded = np.concatenate([np.full(half, x[0]), x, np.full(half, x[-1])])
+        csum = np.concatenate([[0.0], np.cumsum(padded)])
+        k = 2 * half + 1
+        return ((csum[k:] - csum[:-k]) / k).astype(np.float32)
     csum = np.concatenate([[0.0], np.cumsum(x)])
     idx = np.arange(len(x))
     lo = np.maximum(idx - half, 0)
@@ -139,11 +152,17 @@ def moving_average(x: np.ndarray, half: int) -> np.ndarray:
     return ((csum[hi] - csum[lo]) / (hi - lo)).astype(np.float32)
 
 
-def postprocess(pred: np.ndarray, present: np.ndarray, half_windows: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """Fill featureless frames, smooth V and A with their own half-windows, clip to [-1, 1]."""
-    out = fill_missing(np.asarray(pred, dtype=np.float32), present)
-    out = np.stack([moving_average(out[:, 0], half_windows[0]), moving_average(out[:, 1], half_windows[1])], axis=1)
+def smooth_va(pred: np.ndarray, half_windows: tuple[int, int], edges: str = "shrink") -> np.ndarray:
+    """V and A each smoothed with its own half-window, clipped to [-1, 1]."""
+    out = np.stack([moving_average(pred[:, 0], half_windows[0], edges), moving_average(pred[:, 1], half_windows[1], edges)], axis=1)
     return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def postprocess(
+    pred: np.ndarray, present: np.ndarray, half_windows: tuple[int, int] = (0, 0), edges: str = "shrink"
+) -> np.ndarray:
+    """Fill featureless frames, smooth V and A with their own half-windows, clip to [-1, 1]."""
+    return smooth_va(fill_missing(np.asarray(pred, dtype=np.float32), present), half_windows, edges)
 
 
 def concat_valid(dataset: TrackDataset, preds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -161,23 +180,40 @@ def concat_valid(dataset: TrackDataset, preds: Sequence[np.ndarray]) -> tuple[np
 
 
 def score(dataset: TrackDataset, preds: Sequence[np.ndarray]) -> dict[str, float]:
-    """CCC_V, CCC_A and P over all valid frames of the dataset's tracks concatenated."""
+    """CCC_V, CCC_A and P over all valid frames of the dataset's tracks concatenated. NaN predictions on
+    valid frames are refused with one line naming the first track (a NaN would make every score NaN)."""
+    check_finite(dataset, preds)
     pred, true = concat_valid(dataset, preds)
     return va_scores(pred, true)
 
 
+def check_finite(dataset: TrackDataset, preds: Sequence[np.ndarray]) -> None:
+    """ValueError when a prediction on a valid labelled frame is NaN or infinite."""
+    bad = []
+    for track, pred in zip(dataset.tracks, preds):
+        if track.labels is None:
+            continue
+        rows = np.asarray(pred)[np.asarray(track.labels.valid, dtype=bool)]
+        n = int((~np.isfinite(rows)).any(axis=1).sum())
+        if n:
+            bad.append((track.name, n))
+    if bad:
+        total = sum(n for _, n in bad)
+        raise ValueError(
+            f"predictions are NaN/inf on {total} valid frame(s) of {len(bad)} track(s), first {bad[0][0]} "
+            f"({bad[0][1]} frame(s)): the model output is not finite, nothing was scored"
+        )
+
+
 def choose_smoothing(
-    dataset: TrackDataset, split: SplitPredictions, grid: Sequence[int]
+    dataset: TrackDataset, split: SplitPredictions, grid: Sequence[int], edges: str = "shrink"
 ) -> tuple[tuple[int, int], dict[str, dict[int, float]]]:
     """Half-windows for V and A (each chosen alone) that maximise CCC on this dataset."""
     filled = [fill_missing(p, m) for p, m in zip(split.va, split.has_feature)]
     curves: dict[str, dict[int, float]] = {"ccc_v": {}, "ccc_a": {}}
     true_rows = concat_valid(dataset, filled)[1]
     for half in sorted(set(int(h) for h in grid) | {0}):
-        smoothed = [
-            np.clip(np.stack([moving_average(p[:, 0], half), moving_average(p[:, 1], half)], axis=1), -1, 1)
-            for p in filled
-        ]
+        smoothed = [smooth_va(p, (half, half), edges) for p in filled]
         pred_rows = concat_valid(dataset, smoothed)[0]
         curves["ccc_v"][half] = ccc(pred_rows[:, 0], true_rows[:, 0])
         curves["ccc_a"][half] = ccc(pred_rows[:, 1], true_rows[:, 1])
@@ -191,16 +227,18 @@ def evaluate_predictions(
     split: SplitPredictions,
     half_windows: tuple[int, int] | None = None,
     grid: Sequence[int] | None = None,
+    edges: str = "shrink",
 ) -> EvalResult:
-    """Raw and smoothed scores. Smoothing half-windows are given, or chosen here from `grid`."""
+    """Raw and smoothed scores. Smoothing half-windows are given, or chosen here from `grid`; `edges` is
+    how the moving average treats the ends of a track (moving_average)."""
     raw_preds = [postprocess(p, m) for p, m in zip(split.va, split.has_feature)]
     raw = score(dataset, raw_preds)
     curves: dict[str, dict[int, float]] = {}
     if half_windows is None:
-        half_windows, curves = choose_smoothing(dataset, split, grid or [0])
-    smoothed_preds = [postprocess(p, m, half_windows) for p, m in zip(split.va, split.has_feature)]
+        half_windows, curves = choose_smoothing(dataset, split, grid or [0], edges)
+    smoothed_preds = [postprocess(p, m, half_windows, edges) for p, m in zip(split.va, split.has_feature)]
     smoothed = score(dataset, smoothed_preds)
     frames = sum(int(t.labels.valid.sum()) for t in dataset.tracks if t.labels is not None)
-    return EvalResult(raw=raw, smoothed=smoothed, half_windows=tuple(half_windows), frames=frames, grid=curves)
+    return EvalResult(raw=raw, smoothed=smoothed, half_windows=tuple(half_windows), frames=frames, grid=curves, edges=edges)
 
 

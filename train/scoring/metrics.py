@@ -10,13 +10,15 @@ import numpy as np
 
 
 def ccc(pred: np.ndarray, true: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """2·cov(x, y) / (var x + var y + (mean x − mean y)²) over the frames where mask is True."""
+    """2·cov(x, y) / (var x + var y + (mean x − mean y)²) over the frames where mask is True. NaN when no
+    frame is left or a kept value is NaN (a NaN prediction is never scored as 0); 0 when both series are
+    constant and the denominator is 0."""
     x = np.asarray(pred, dtype=np.float64).ravel()
     y = np.asarray(true, dtype=np.float64).ravel()
     if mask is not None:
         keep = np.asarray(mask, dtype=bool).ravel()
         x, y = x[keep], y[keep]
-    if x.size == 0:
+    if x.size == 0 or np.isnan(x).any() or np.isnan(y).any():
         return float("nan")
     mx, my = x.mean(), y.mean()
     cov = ((x - mx) * (y - my)).mean()

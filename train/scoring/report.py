@@ -44,7 +44,7 @@ def plot_learning_curves(rows: Sequence[dict], path: Path) -> None:
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
     ax1.legend()
-    for key, label in (("val_ccc_v", "CCC_V"), ("val_ccc_a", "CCC_A"), ("val_P", "P")):
+    for key, label in (("val_ccc_v", "CCC_V"), ("val_ccc_a", "CCC_A"), ("val_P", "P raw")):
         ax2.plot(epochs, [r.get(key, np.nan) for r in rows], marker="o", label=f"val {label}")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("CCC")
@@ -94,7 +94,7 @@ def write_report(
     longest = np.argsort(-val_ds.n_frames, kind="stable")[: cfg.n_plot_tracks]
     for ti in sorted(int(i) for i in longest):
         track = val_ds.tracks[ti]
-        pred = postprocess(preds.va[ti], preds.has_feature[ti], result.half_windows)
+        pred = postprocess(preds.va[ti], preds.has_feature[ti], result.half_windows, result.edges)
         rel = f"plots/val_{track.name}.png"
         plot_track(track.name, float(val_ds.fps[ti]), pred, track.labels.values, track.labels.valid, run.path / rel)
         plots.append((f"validation track {track.name} (smoothed predictions)", rel))
@@ -108,7 +108,7 @@ def write_report(
         f"window {cfg.data.window}, stride {cfg.data.stride}; batch {cfg.batch_size}, lr {cfg.lr:g}, "
         f"weight decay {cfg.weight_decay:g}, λ_region {cfg.lambda_region:g}, seed {cfg.seed}.",
         "",
-        f"Epochs run: {len(rows)}; best epoch {best.get('epoch', -1) + 1} (validation P {best.get('val_P', float('nan')):.4f}).",
+        f"Epochs run: {len(rows)}; best epoch {best.get('epoch', -1) + 1} (raw validation P {best.get('val_P', float('nan')):.4f}).",
         "",
         "## CCC (best checkpoint; all valid frames of the split concatenated)",
         "",

@@ -1,0 +1,114 @@
+"""How `face_crops` rows are stored: `lossless` (the pixels) or `jpeg:Q` (each crop a JPEG of quality Q).
+
+A JPEG row is a fixed-width uint8 row of the store, so every store mechanism (chunks, crc32c checksums,
+chunk counts, verify, row slices) works unchanged:
+
+    byte 0: kind (0 no crop, 1 JPEG, 2 raw pixels: a JPEG that would not fit), bytes 1-4: payload length
+    (uint32 little endian), then the payload, then zeros (blosc compresses the zeros to almost nothing).
+
+The width is S*S*3 + 5, so any crop fits raw. Decoding takes a batch of rows: torchvision's `decode_jpeg`
+(nvjpeg when `device` is a CUDA device), split over `workers` threads on the CPU.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+HEADER = 5
+EMPTY, JPEG, RAW = 0, 1, 2
+CODECS_HELP = "lossless | jpeg:Q (Q in 1..100)"
+
+
+@dataclass(frozen=True)
+class CropCodec:
+    """A parsed codec name: `lossless` or `jpeg:Q`."""
+
+    kind: str  # lossless | jpeg
+    quality: int = 0
+
+    @classmethod
+    def parse(cls, name: str) -> "CropCodec":
+        text = str(name).strip().lower()
+        if text == "lossless":
+            return cls("lossless")
+        head, _, q = text.partition(":")
+        if head == "jpeg" and q.isdigit() and 1 <= int(q) <= 100:
+            return cls("jpeg", int(q))
+        raise ValueError(f"face_crops codec {name!r} is not one of {CODECS_HELP}")
+
+    @property
+    def name(self) -> str:
+        return "lossless" if self.kind == "lossless" else f"jpeg:{self.quality}"
+
+    @property
+    def lossy(self) -> bool:
+        return self.kind != "lossless"
+
+    def row_shape(self, size: int) -> tuple[int, ...]:
+        """Shape of one stored row for crops of `size` px."""
+        return (size, size, 3) if not self.lossy else (size * size * 3 + HEADER,)
+
+    def encode(self, crops: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+        """(N, S, S, 3) uint8 crops -> stored rows; `present` False rows are stored empty."""
+        crops = np.ascontiguousarray(crops, dtype=np.uint8)
+        if not self.lossy:
+            return crops
+        import torch
+        from torchvision.io import encode_jpeg
+
+        n, size = len(crops), crops.shape[1] if crops.ndim == 4 else 0
+        out = np.zeros((n, *self.row_shape(size)), dtype=np.uint8)
+        present = np.ones(n, dtype=bool) if present is None else np.asarray(present, dtype=bool)
+        width = out.shape[1] - HEADER
+        for i in np.flatnonzero(present):
+            data = encode_jpeg(torch.from_numpy(crops[i]).permute(2, 0, 1), quality=self.quality).numpy()
+            kind, payload = (JPEG, data) if len(data) <= width else (RAW, crops[i].reshape(-1))
+            out[i, 0] = kind
+            out[i, 1:HEADER] = np.frombuffer(np.uint32(len(payload)).tobytes(), dtype=np.uint8)
+            out[i, HEADER : HEADER + len(payload)] = payload
+        return out
+
+    def decode(self, rows: np.ndarray, size: int, device: str = "cpu", workers: int = 1):  # -> torch.Tensor
+        """Stored rows -> (N, S, S, 3) uint8 tensor on `device` (empty rows are black)."""
+        import torch
+
+        if not self.lossy:
+            return torch.from_numpy(np.require(rows, np.uint8, ["C", "W"])).to(device)
+        rows = np.asarray(rows)
+        out = torch.zeros((len(rows), size, size, 3), dtype=torch.uint8, device=device)
+        lengths = rows[:, 1:HEADER].copy().view("<u4").reshape(-1) if len(rows) else np.zeros(0, np.uint32)
+        for i in np.flatnonzero(rows[:, 0] == RAW) if len(rows) else []:
+            raw = rows[i, HEADER : HEADER + lengths[i]].reshape(size, size, 3)
+            out[i] = torch.from_numpy(raw.copy()).to(device)
+        jpeg = np.flatnonzero(rows[:, 0] == JPEG) if len(rows) else np.zeros(0, dtype=np.int64)
+        if not len(jpeg):
+            return out
+        datas = [torch.from_numpy(rows[i, HEADER : HEADER + lengths[i]].copy()) for i in jpeg]
+        images = _decode_jpegs(datas, device, workers)
+        out[torch.as_tensor(jpeg, device=device)] = torch.stack(images).permute(0, 2, 3, 1)
+        return out
+
+
+def _decode_jpegs(datas: list, device: str, workers: int) -> list:
+    """torchvision's batched decode: one call on CUDA (nvjpeg), split over `workers` threads on the CPU."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if str(device).startswith("cuda"):
+        return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
+    if workers <= 1 or len(datas) < 2 * workers:
+        return list(decode_jpeg(datas, mode=ImageReadMode.RGB))
+    parts = [datas[k::workers] for k in range(workers)]
+    with ThreadPoolExecutor(workers) as pool:
+        decoded = list(pool.map(lambda p: decode_jpeg(p, mode=ImageReadMode.RGB), parts))
+    images: list = [None] * len(datas)
+    for k, part in enumerate(decoded):
+        images[k::workers] = part
+    return images
+
+
+def codec_of(config: dict) -> CropCodec:
+    """The codec a face_crops store records in its config (stores made before the option: lossless)."""
+    return CropCodec.parse(config.get("codec", "lossless"))
