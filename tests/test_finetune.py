@@ -420,7 +420,10 @@ def test_a_crops_group_of_another_size_is_refused_and_verify_finds_it(ws):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 1, res.output
     line = " ".join(res.stdout.split())
-    assert "Traceback" not in res.output and f"group '{unit}': rows of shape (32, 32, 3)" in line and "(224, 224, 3)" in line
+    from cache.crop_codec import codec_of
+
+    expected = codec_of(store.meta.config).row_shape(224)  # (224, 224, 3) pixels, or fixed-width JPEG rows
+    assert "Traceback" not in res.output and f"group '{unit}': rows of shape (32, 32, 3)" in line and str(expected) in line
     assert not (ws / "runs" / "crafted").exists()
     checked = CliRunner().invoke(app, ["verify", "face_crops", "--cache-dir", str(cache)])
     assert checked.exit_code == 1, checked.output
