@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -451,8 +452,8 @@ def save_backbone(model: nn.Module, run_path: Path) -> str | None:
         return None
     folder = Path(run_path) / BACKBONE_DIR
     ref = model.save_backbone(folder)
-    log.info("trained backbone saved to %s (extract with --model %s=%s)", folder,
-             "clip" if model.ft.family == "clip" else "wavlm", folder)
+    log.info("trained backbone saved to %s (extract with --model %s)", folder,
+             shlex.quote(f"{'clip' if model.ft.family == 'clip' else 'wavlm'}={folder}"))
     return ref
 
 
