@@ -132,3 +132,22 @@ def test_crops_of_another_size_are_refused_when_written(tmp_path):
     right = {"v1": UnitResult(np.zeros((3, 224, 224, 3), np.uint8), times, np.ones(3, bool), {})}
     Runner._write(runner, "face_crops", None, right, {})
     assert store.read("v1").values.shape == (3, 224, 224, 3)
+
+
+def test_jpeg_crop_rows_fit_half_the_pixels_and_lower_quality_when_needed(caplog):
+    """A JPEG row holds half a crop's pixel bytes; a crop too detailed for it at Q is stored at a lower Q."""
+    import skimage.data
+
+    from cache.crop_codec import CropCodec
+
+    face = np.ascontiguousarray(skimage.data.astronaut()[:224, 100:324])
+    noise = np.random.default_rng(0).integers(0, 256, face.shape, dtype=np.uint8)
+    codec = CropCodec.parse("jpeg:100")
+    rows = codec.encode(np.stack([face, noise, face]), np.array([True, True, False]))
+    assert rows.shape == (3, 224 * 224 * 3 // 2 + 5) and list(rows[:, 0]) == [1, 1, 0]
+    assert "stored at quality 95" in caplog.text  # noise at q100 does not fit; q95 does
+    back = codec.decode(rows, 224).numpy()
+    assert np.abs(back[0].astype(int) - face).mean() < 2 and not back[2].any()
+    assert np.array_equal(CropCodec.parse("lossless").decode(face[None], 224).numpy()[0], face)
+    with pytest.raises(ValueError, match="codec 'png:9'"):
+        CropCodec.parse("png:9")
