@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cache.names import check_component
+
 @dataclass
 class DataConfig:
     """Where the data is and how tracks become windows."""
@@ -52,6 +54,9 @@ class DataConfig:
             raise ValueError(f"window and stride must be positive, got {self.window}/{self.stride}")
         if self.level not in ("frame", "segment", "audio_window"):
             raise ValueError(f"level must be 'frame', 'segment' or 'audio_window', got {self.level!r}")
+        at_least("data.cache_mb (--cache-mb)", self.cache_mb, 0, strict=True)
+        for name, seconds in self.nearest_fill.items():
+            at_least(f"data.nearest_fill.{name} (--fill)", seconds, 0)
 
 
 TRACKERS = ("tensorboard", "mlflow")
@@ -110,6 +115,22 @@ class TrainConfig:
         if self.tracking not in TRACKERS:
             raise ValueError(unknown("tracker", self.tracking, TRACKERS) + " (recipe key `tracking`)")
 
+    def __post_init__(self) -> None:
+        """The checks the flags get (Typer's min=, their callbacks), for values from recipes and sweeps too."""
+        if self.name:
+            check_component(self.name, "run name")  # RUNS_DIR/<name>: never a path outside it
+        at_least("optim.epochs (--epochs)", self.epochs, 1)
+        at_least("optim.batch_size (--batch-size)", self.batch_size, 1)
+        at_least("optim.lr (--lr)", self.lr, 0, strict=True)
+        at_least("optim.weight_decay (--weight-decay)", self.weight_decay, 0)
+        at_least("loss.lambda_region (--lambda-region)", self.lambda_region, 0)
+        if self.max_steps_per_epoch is not None:
+            at_least("optim.max_steps_per_epoch (--max-steps)", self.max_steps_per_epoch, 1)
+        for w in self.loss_weights:
+            at_least("loss.weights (--loss-weights)", w, 0)
+        if len(self.loss_weights) == 2 and sum(self.loss_weights) == 0:
+            raise ValueError("loss.weights (--loss-weights) must not both be 0")
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["data"]["nearest_fill"] = {k: _json_float(v) for k, v in self.data.nearest_fill.items()}
@@ -134,6 +155,22 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def comparable_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """A run's config as compared to decide whether a finished run is the one asked for: everything but
+    where it is written (`name`, `runs_dir`) and the device (reproduce and sweep trials)."""
+    out = json.loads(json.dumps(cfg_dict, default=str))
+    for key in ("name", "runs_dir", "device"):
+        out.pop(key, None)
+    return out
+
+
+def at_least(name: str, value: Any, low: float, strict: bool = False) -> None:
+    """ValueError (one line naming the key) unless `value` is a number >= low (> low when strict)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if not number or not (value > low if strict else value >= low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
 
 
 def _json_float(value: float) -> float | str:

@@ -19,6 +19,7 @@ from extract.runner import RunSummary
 from train.config import TrainConfig
 from train.results.restore import LoadedRun, load_run, predict_tracks
 from train.runs.folder import RunDir
+from train.runs.lock import refuse_running
 from train.scoring.report import plot_track
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,12 @@ def predict_videos(loaded: LoadedRun, tracks: list[Track], out_dir: Path, allow_
         ready.append(track)
     if not ready:
         return out
-    preds = predict_tracks(loaded, ready)
     first = next(iter(loaded.sources.values()), None)
     clock = FrameClock.open(parent(first.store.path) if first is not None else None)
+    for track in ready:  # one row per presented frame, never per frame the container only declares
+        if track.labels is None and not track.n_frames:
+            track.n_frames = clock.presented(track.video_stem)
+    preds = predict_tracks(loaded, ready)
     for track in ready:
         if track.name not in preds:  # the dataset left it out: its video cannot be probed
             out.skipped.append(f"{track.video}: the video cannot be read")
@@ -99,6 +103,7 @@ class BareVideoPlan:
 def bare_video_plan(run: str | Path, runs_dir: Path, cache_dir: str | None) -> BareVideoPlan:
     """Features go to `cache_dir`, default `video-features` beside the runs folder."""
     rd = RunDir.resolve(run, runs_dir)
+    refuse_running(rd.path)
     cfg = TrainConfig.load(rd.config)
     target = as_location(cache_dir) if cache_dir else rd.path.resolve().parent.parent / "video-features"
     made, other = extractable(cfg.data.features)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,7 @@ def make_command(feature: str, data_root: str, cache_dir: str) -> str:
 
     defaults = DataConfig(features=["x"])
     where = "".join(
-        f" {var}={value}" for var, value, default in (("DATA", data_root, defaults.data_root), ("CACHE", cache_dir, defaults.cache_dir))
+        f" {var}={shlex.quote(str(value))}" for var, value, default in (("DATA", data_root, defaults.data_root), ("CACHE", cache_dir, defaults.cache_dir))
         if str(value) != str(default)
     )
     try:
