@@ -114,9 +114,7 @@ class TrainConfig:
             raise ValueError(f"ccc_min_frames must be >= 0, got {self.ccc_min_frames}")
         if self.tracking not in TRACKERS:
             raise ValueError(unknown("tracker", self.tracking, TRACKERS) + " (recipe key `tracking`)")
-
-    def __post_init__(self) -> None:
-        """The checks the flags get (Typer's min=, their callbacks), for values from recipes and sweeps too."""
+        # the checks the flags get (Typer's min=, their callbacks), for values from recipes and sweeps too
         if self.name:
             check_component(self.name, "run name")  # RUNS_DIR/<name>: never a path outside it
         at_least("optim.epochs (--epochs)", self.epochs, 1)
