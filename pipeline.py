@@ -23,6 +23,7 @@ from rich.table import Table
 import train.fit.options as checks  # light: no torch until a value needs it
 from cache.console import log_handler, make_console
 from cache.location import as_location
+from cache.names import check_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)  # plain one-line usage errors
 console = make_console()  # unwrapped and untruncated in a pipe or a log file (cache/console.py)
@@ -191,7 +192,7 @@ def _print_store_columns(cache_dir: str) -> None:
 @app.command("import-features")
 def import_features_cmd(
     source: Annotated[Path, typer.Argument(help="A feature file or a folder of them (one file per track or video).")],
-    name: Annotated[str, typer.Option("--name", help="Feature name: the store is CACHE_DIR/NAME.zarr.")],
+    name: Annotated[str, typer.Option("--name", help="Feature name: the store is CACHE_DIR/NAME.zarr.", callback=checked(check_name))],
     fmt: Annotated[Literal["npz", "npy", "csv", "hdf5"] | None, typer.Option("--format", help="npz | npy | csv | hdf5 (default: from the file extension).")] = None,
     unit: Annotated[Literal["track", "video"], typer.Option("--unit", help="track | video: one group per track, or per video (sources named by video).")] = "track",
     fps_from_video: Annotated[
@@ -209,7 +210,10 @@ def import_features_cmd(
     labels: Labels = None,
     cache_dir: CacheDir = DEFAULT_CACHE,
 ) -> None:
-    """Import per-frame features made elsewhere (npz, npy, OpenFace csv, HDF5) into a feature store."""
+    """Import per-frame features made elsewhere (npz, npy, OpenFace csv, HDF5) into a feature store.
+
+    Feature and unit names are letters, digits, _ and - (cache/names.py); values beyond float32 are invalid
+    rows; no-row, zero-width and duplicate- or negative-timestamp sources fail."""
     from cache.importers import ImportConfig, SourceError, import_features, infer_format
     from cache.manifest import load_manifest
     from cache.store import DamagedStore, FingerprintMismatch
@@ -440,8 +444,10 @@ def train(
 ) -> None:
     """Train a head on cached features (or, with --finetune, a head and a backbone top); writes RUNS_DIR/NAME.
 
-    Settings come from recipe files (--config), then key=value overrides, then the flags typed here."""
-    from recipes.cli import explicit_train_values, typed_flags
+    Settings come from recipe files (--config), then key=value overrides, then the flags typed here. An
+    override gets the check of its flag (optim.epochs=0 is a usage error like --epochs 0); recipes may
+    interpolate recipe keys only (${data.window}, no ${oc.env:...}); a run name is one folder name."""
+    from recipes.cli import check_train_overrides, explicit_train_values, typed_flags
     from train.runs.recipe import build_train_config, check_stores, default_recipe_files, resolved_recipe_text, resume_files
     from train.config import parse_head_options
     from train.fit.loop import train as run_training
@@ -456,6 +462,8 @@ def train(
     ))
     if stride > window and ("stride" in flags or "window" in flags):
         raise typer.BadParameter(f"{stride} is larger than --window {window}: frames between windows would never be seen", param_hint="--stride")
+    resume_run = overrides[0] if resume and overrides and "=" not in overrides[0] else ""  # `train --resume RUN`
+    usage_check("OVERRIDES", check_train_overrides, overrides[1:] if resume_run else overrides)
     if model:
         usage_check("--model", checks.head_name, model)
         usage_check("--head", checks.head_options, model, head)
@@ -498,7 +506,7 @@ def evaluate(
     per_track: Annotated[bool, typer.Option("--per-track", help="Also the CCC of each track on its own (smoothed), worst first.")] = False,
 ) -> None:
     """Recompute a run's CCC table (raw and smoothed) from its best checkpoint into RUN/eval_SPLIT.json. Refused
-    when a track of the split lacks a feature the run needs, unless --allow-missing."""
+    when a track of the split lacks a feature the run needs, unless --allow-missing, and while the run is still training."""
     from train.results.coverage import gap_text
     from train.results.evaluate import evaluate_run
     from train.scoring.report import ccc_table, per_track_table
@@ -530,8 +538,10 @@ def predict(
     ] = False,
 ) -> None:
     """Write the challenge submission CSV for a split (checked against the sample file) and CSV.json
-    beside it. Refused when a track of the split lacks a feature the run needs, unless --allow-missing.
-    With --videos: per-frame predictions for bare videos (no annotations)."""
+    beside it. Refused when a track of the split lacks a feature the run needs, unless --allow-missing,
+    and while the run is still training. With --videos: per-frame predictions for bare videos (no
+    annotations), each file its own unit (two clip.mp4 in sub-folders a/ and b/ are a__clip and b__clip),
+    one row per frame the video presents."""
     if videos is not None:
         with one_line_errors("predict"):
             predict_bare_videos(run, videos, runs_dir, out, cache_dir, models_dir, device, allow_missing)
@@ -633,7 +643,8 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the trials and their state; train nothing.")] = False,
     table_format: TableFormat = "table",
 ) -> None:
-    """Run a grid or random search of training configs over one cache; finished trials are skipped. Each trial
+    """Run a grid or random search of training configs over one cache; finished trials are skipped, and a
+    trial whose resolved config changed is retrained (its old run moved aside to TRIAL.old-TIME). Each trial
     line and the final table give the smoothed validation P (the ranking, as `runs` and best.yaml); with
     --format tsv|json only the table goes to stdout, the trial lines to stderr."""
     from train.fit.sweep import SweepError, load_sweep, run_sweep, save_best, summarize, trial_config, trial_state
@@ -781,7 +792,7 @@ def _print_records(records: list[dict], table_format: str) -> None:
 @app.command("export")
 def export_cmd(
     run: Annotated[str, typer.Argument(help="Run name (under RUNS_DIR) or folder.")],
-    name: Annotated[str, typer.Option("--name", help="Feature name of the export: the store is CACHE_DIR/NAME.zarr.")],
+    name: Annotated[str, typer.Option("--name", help="Feature name of the export: the store is CACHE_DIR/NAME.zarr.", callback=checked(check_name))],
     splits: Annotated[
         str, typer.Option("--splits", help="Comma-separated splits to export.", callback=checked(checks.split_list))
     ] = "train,val,test",
@@ -795,7 +806,8 @@ def export_cmd(
     windows: Annotated[bool, typer.Option("--windows", help="One row per audio window (--level audio_window runs): a window-kind store, read by raav --head audio_tokens=windows.")] = False,
     device: Device = "auto",
 ) -> None:
-    """Export a run's per-frame representation + VA prediction as a feature store (stacking for fusion)."""
+    """Export a run's per-frame representation + VA prediction as a feature store (stacking for fusion).
+    Refused while the run is still training."""
     from train.results.export import export_run
 
     with one_line_errors("export", hint=" (--new-store moves it aside)"):
@@ -856,7 +868,8 @@ def reproduce(
 ) -> None:
     """A method end to end: features, each branch and its export, fusion heads, late fusion, evaluation, the
     test submission; skips what is done; one report with a CCC row per step beside the paper's. `--model`
-    gives an extractor its weights (a missing weights file stops it before extracting, in one line)."""
+    gives an extractor its weights (a missing weights file stops it before extracting, in one line). Exit
+    status 1 when a video failed extraction (the report is still written)."""
     from cache.sample_data import GROUND_TRUTH_INDEX
     from recipes.reproduce import ReproduceOptions
     from recipes.reproduce import reproduce as run_reproduce
@@ -865,10 +878,14 @@ def reproduce(
         sample_data(out=data_root)
     opts = ReproduceOptions(data_root=data_root, cache_dir=cache_dir, out=out, runs_dir=runs_dir, profile=profile, device=device,
                             models=checks.model_refs(model))
+    failures: list[str] = []
     with one_line_errors("reproduce"):
-        report = run_reproduce(recipe, opts, console)
+        report = run_reproduce(recipe, opts, console, failures)
     console.print(report.read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
     console.print(f"report: {report}")
+    if failures:  # the report is written, but the method did not run on every video
+        console.print(f"[red]reproduce: {len(failures)} video(s) failed[/red]: {escape(failures[0])}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- the recipes in configs/

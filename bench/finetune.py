@@ -74,12 +74,14 @@ def build_wavlm(folder: Path, size: str) -> str:
 DEVICE = os.environ.get("AFFCACHE_BENCH_DEVICE", "cpu")  # set from --device for every phase
 
 
-def options(work: Path, features: list[str], cache: str, refs: dict[str, str], force: bool = False, **kw):
+def options(work: Path, features: list[str], cache: str, refs: dict[str, str], force: bool = False,
+            crops_codec: str = "jpeg:95", **kw):
     from extract.runner import RunOptions
 
     return RunOptions(split="train", features=features, data_root=work / "data", cache_dir=work / cache,
                       models_dir=work / "models", profile="tiny", device=DEVICE, progress=False, batch_size=16,
-                      model_refs=refs, force=force, configs={"wavlm_hidden": {"top_layers": 4}}, **kw)
+                      model_refs=refs, force=force, configs={"wavlm_hidden": {"top_layers": 4},
+                                                             "face_crops": {"codec": crops_codec}}, **kw)
 
 
 def phase_setup(work: Path, args: argparse.Namespace) -> dict:
@@ -173,7 +175,7 @@ def phase_raw(work: Path, spec: str, refs: dict[str, str]) -> dict:
     else:
         features = ["faces", "face_crops"]
         FaceCropsExtractor.store_layout = StoreLayout(chunk_rows=32, cname="lz4", clevel=0, shuffle="noshuffle")
-    summary = run_extraction(options(work, features, "raw-cache", refs, force=True))
+    summary = run_extraction(options(work, features, "raw-cache", refs, force=True, crops_codec="lossless"))
     frames = sum(_label_frames(work).values())  # the label frames an epoch trains on
     return {"seconds": summary.seconds, "frames": frames, "decode_wait": summary.decode_wait, "ok": summary.ok}
 
@@ -253,9 +255,11 @@ def crops_rate(work: Path, device_name: str, codecs: str, workers: int, batches:
                 torch.cuda.synchronize()
             rates[n_workers] = done / (time.perf_counter() - t0)
         t0, done = time.perf_counter(), 0
+        one = CropReader(store, device=device, workers=1)
         for windows in plans(max(1, batches // 2)):  # before: each window's whole row range, listed per read
             for w in windows:
-                done += len(store.read("v", rows=slice(int(w.min()), int(w.max()) + 1)).values[w - w.min()])
+                rows_read = store.read("v", rows=slice(int(w.min()), int(w.max()) + 1)).values
+                done += len(one.decode(rows_read[w - w.min()]))
         before = done / (time.perf_counter() - t0)
         t_data, t_step = need["crops"] / rates[workers], need["step_s"][0]  # the faster step: the larger need
         out.append({"codec": codec, "decode": device, "workers": workers, "crops_s": rates[workers],

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cache.manifest import Labels, Track  # noqa: E402
 from cache.media import VideoInfo, frame_times  # noqa: E402
 from cache.store import FeatureMeta, FeatureStore, store_path  # noqa: E402
-from extract.audio_windows import AudioWindowRule, AudioWindows, audio_windows  # noqa: E402
+from cache.audio_windows import AudioWindowRule, AudioWindows, audio_windows  # noqa: E402
 from train.data.window_list import list_windows  # noqa: E402
 
 BASE = "src_audio_and_fusion/data"

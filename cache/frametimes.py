@@ -41,6 +41,51 @@ def is_constant_rate(starts: np.ndarray, fps: float) -> bool:
     return bool(np.all(np.abs(starts - k / fps) <= CFR_TOLERANCE / fps))
 
 
+def bad_starts(starts: np.ndarray) -> np.ndarray:
+    """Which presentation times cannot be a frame's time: missing (NaN, inf, decord's "no timestamp"
+    value -3.7e17 s), negative, or not after the last good time before them."""
+    starts = np.asarray(starts, dtype=np.float64)
+    bad = ~np.isfinite(starts) | (starts < 0)
+    previous = np.maximum.accumulate(np.where(bad, -np.inf, starts))
+    before = np.concatenate([[-np.inf], previous[:-1]])
+    return bad | (starts <= before)
+
+
+def repaired_starts(starts: np.ndarray, fps: float, other: np.ndarray | None = None) -> tuple[np.ndarray, str | None]:
+    """`starts` with every bad time (`bad_starts`) replaced, and a note saying what was replaced (None when
+    nothing was): from `other` (the other decoder's times of the same frames) where it has a good time
+    that keeps the order, else on the frame clock: between two good neighbours at their pace, before the
+    first or after the last good one at 1 / fps (every frame at k / fps when none is good, or when the
+    first good time leaves no room for the frames before it)."""
+    starts = np.asarray(starts, dtype=np.float64).copy()
+    bad = bad_starts(starts)
+    if not bad.any():
+        return starts, None
+    n, count = len(starts), int(bad.sum())
+    sources = []
+    if other is not None and len(other) == n:
+        other = np.asarray(other, dtype=np.float64)
+        take = bad & ~bad_starts(other)
+        trial = np.where(take, other, starts)
+        if take.any() and not (bad_starts(trial) & ~bad).any():  # never spoils a good time
+            starts, bad = trial, bad_starts(trial)
+            sources.append(f"{int(take.sum() - (bad & take).sum())} from the other decoder")
+    if bad.any():
+        k = np.arange(n, dtype=np.float64)
+        good = np.flatnonzero(~bad)
+        if not len(good) or starts[good[0]] - good[0] / fps < 0:  # none good, or no room before the first
+            starts = k / fps
+        else:
+            g0, g1 = good[0], good[-1]
+            filled = np.interp(k, good, starts[good])
+            filled = np.where(k < g0, starts[g0] - (g0 - k) / fps, filled)
+            filled = np.where(k > g1, starts[g1] + (k - g1) / fps, filled)
+            starts = np.where(bad, filled, starts)
+        sources.append(f"{int(bad.sum())} on the frame clock")
+    note = f"{count} of {n} frame timestamps missing, negative or out of order: replaced ({', '.join(sources)})"
+    return starts, note
+
+
 def presented_times(starts: np.ndarray, fps: float) -> np.ndarray:
     """(N, 2) [start, end) seconds of frames presented at `starts` (sorted pts, seconds): k / fps for a
     constant-rate video; otherwise each frame lasts until the next one, the last one as long as the one
@@ -127,6 +172,14 @@ class FrameClock:
             variable = not attrs.get("constant_rate", True)
             self._times[video_stem] = np.asarray(self._store.read(video_stem).times, np.float64) if variable else None
         return self._times[video_stem]
+
+    def presented(self, video_stem: str) -> int | None:
+        """How many frames the video presented when it was decoded (None: no record). A container may
+        declare more (an AVI header counting a packed frame): rows past the presented ones would be invented."""
+        if video_stem not in self._units:
+            return None
+        value = self._store.unit_attrs(video_stem).get("presented")
+        return int(value) if value is not None else None
 
     def label_times(self, video_stem: str, n: int, fps: float) -> np.ndarray:
         """[start, end) seconds of label frames 0..n-1 of a track of this video."""

@@ -35,10 +35,14 @@ frames from 0 or 1 (default 1 for csv, 0 otherwise). A frame-indexed unit covers
 frames missing from the source are invalid rows. Timestamped rows are kept as given (sorted by start);
 a row of a (N,) timestamp source lasts the median step between timestamps (1/fps for a single row).
 
-Rows with NaN or inf are kept, zeroed and marked invalid, and counted in the notes (not a failure).
-A failure (unreadable file, non-numeric values, a dimension that differs from the first imported unit,
-a duplicate frame, a name that matches no track, values float16 cannot hold) is one line naming the file
-and the reason; the other units still import. `--dtype auto` (the default) stores a unit as float16 when
+Rows with NaN or inf, or with values beyond float32's range (1e39 would be stored as inf; float64's
+with `--dtype float64`), are kept, zeroed and marked invalid, and counted in the notes (not a failure).
+A failure (unreadable file, non-numeric values, no rows, features of width 0, a dimension that differs
+from the first imported unit, a duplicate frame, a duplicate or negative timestamp where timestamps place
+the rows, a name that matches no track or is not a safe name (`cache/names.py`), values float16 cannot
+hold) is one line naming the file and the reason; the other units still import. Whole numbers float32
+cannot hold exactly (above 2**24) are stored as float64 (`--dtype float32` refuses them). A UTF-8 BOM
+at the start of a csv is not part of its header. `--dtype auto` (the default) stores a unit as float16 when
 that keeps every column (`cache/precision.py`: rounding error within 1 % of the column's std, whole numbers
 exact, no overflow) and as float32 otherwise, with a note; `--dtype float16` refuses such a unit.
 The store's `FeatureMeta.config` records the importer's options and every source file's path, size and
@@ -69,6 +73,8 @@ from cache.manifest import Manifest
 from cache.frametimes import FrameClock
 from cache.location import open_group
 from cache.media import MediaError, SourceStat, VideoInfo, probe_video
+from cache.names import RULE as NAME_RULE
+from cache.names import check_name, is_safe_name
 from cache.precision import choose_dtype, float16_losses
 from cache.store import EXTRAS_GROUP, DamagedGroup, FeatureMeta, FeatureStore, store_exists, store_path
 
@@ -89,6 +95,7 @@ CSV_META_COLUMNS = ("frame", "face_id", "timestamp", "time", "confidence", "succ
 CSV_INDEX_NAMES = re.compile(r"(unnamed: \d+|index)", re.IGNORECASE)
 DTYPES = ("auto", "float16", "float32", "float64")
 SPANS = ("video", "source")
+FLOAT32_EXACT_INT = 2**24  # float32 holds every whole number up to here, and not 2**24 + 1
 
 
 class SourceError(ValueError):
@@ -269,7 +276,14 @@ def _numeric_values(where: str, values: np.ndarray) -> np.ndarray:
         raise SourceError(where, "values are a scalar, expected (N, ...) rows")
     if values.ndim == 1:
         values = values[:, None]
-    return values.astype(np.float32) if values.dtype.kind in "biu" else values
+    if not len(values):
+        raise SourceError(where, f"no rows (values of shape {values.shape})")
+    if 0 in values.shape[1:]:
+        raise SourceError(where, f"features of width 0 (values of shape {values.shape})")
+    if values.dtype.kind in "biu":  # whole numbers float32 cannot hold exactly (> 2**24) stay float64
+        exact = values.dtype.itemsize <= 2 or np.abs(values).max() <= FLOAT32_EXACT_INT
+        return values.astype(np.float32 if exact else np.float64)
+    return values
 
 
 def _frame_indices(where: str, frames: np.ndarray, n: int, base: int) -> np.ndarray:
@@ -426,7 +440,7 @@ def npy_units(path: Path, cfg: ImportConfig) -> Iterator[SourceUnit]:
 def _csv_table(path: Path) -> tuple[list[str], np.ndarray]:
     """Stripped header names and the body as a (rows, columns) array of stripped strings."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
             lines = [row for row in csv.reader(handle)]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise SourceError(path, f"cannot read csv ({type(err).__name__}: {err})") from None
@@ -479,7 +493,7 @@ def _keep_best_per_frame(key: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray,
 
 def _csv_header(path: Path) -> list[str]:
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
             first = next(csv.reader(handle), [])
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise SourceError(path, f"cannot read csv ({type(err).__name__}: {err})") from None
@@ -494,7 +508,7 @@ def _csv_numbers(path: Path, header: list[str]) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-            data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, comments=None, encoding="utf-8")
+            data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, comments=None, encoding="utf-8-sig")
     except (ValueError, UnicodeDecodeError):
         data = None  # the slow path names the problem
     if data is not None and data.size == 0:
@@ -693,9 +707,22 @@ def place_frames(rows: SourceRows, info: VideoInfo, span: str, clock: FrameClock
     return Placed(values, times, valid, stats)
 
 
-def place_times(rows: SourceRows, info: VideoInfo) -> Placed:
-    """Rows as timestamped, sorted by start; (N,) starts last the median step (1/fps for one row)."""
+def _check_timestamps(where: str, times: np.ndarray) -> None:
+    """Timestamps that place rows: none negative, no start given twice (like a duplicate frame)."""
+    starts = times[:, 0] if times.ndim == 2 else times
+    if len(starts) and starts.min() < 0:
+        raise SourceError(where, f"negative timestamp {float(starts.min())!r} s (times start at 0)")
+    seen, counts = np.unique(starts, return_counts=True)
+    if (counts > 1).any():
+        first = int(np.argmax(counts > 1))
+        raise SourceError(where, f"timestamp {float(seen[first])!r} s appears {int(counts[first])} times")
+
+
+def place_times(rows: SourceRows, info: VideoInfo, where: str = "") -> Placed:
+    """Rows as timestamped, sorted by start; (N,) starts last the median step (1/fps for one row).
+    A negative or repeated start is refused (SourceError)."""
     times = rows.times
+    _check_timestamps(where or str(info.path), times)
     if times.ndim == 1:
         steps = np.diff(np.unique(times))
         step = float(np.median(steps)) if len(steps) else 1.0 / info.fps
@@ -721,25 +748,31 @@ def place_rows(where: str, rows: SourceRows, info: VideoInfo, cfg: ImportConfig,
         _check_frame_range(where, rows.frames, info)
         placed = place_frames(rows, info, cfg.span, clock)
     elif rows.times is not None:
-        placed = place_times(rows, info)
+        placed = place_times(rows, info, where)
     else:
         raise SourceError(where, "has frame indices but no timestamps, and --no-fps-from-video needs timestamps")
-    _invalidate_nonfinite(placed)
+    _invalidate_nonfinite(placed, cfg.dtype)
     _choose_dtype(where, placed, cfg.dtype, rows.columns)
     return placed
 
 
-def _invalidate_nonfinite(placed: Placed) -> None:
-    placed.stats["nan_rows"] = 0
+def _invalidate_nonfinite(placed: Placed, dtype: str = "float32") -> None:
+    """Rows with NaN/inf, or with values beyond the range of the widest dtype they may be stored as
+    (float32 unless float64 is asked for; 1e39 would be stored as inf), are zeroed and marked invalid."""
+    placed.stats["nan_rows"] = placed.stats["overflow_rows"] = 0
     if not placed.values.size:
         return
     flat = placed.values.reshape(len(placed.values), -1)
     finite = np.isfinite(flat).all(axis=1)
-    bad = ~finite
-    placed.stats["nan_rows"] = int((bad & placed.valid).sum())
+    limit = np.finfo(np.float64 if dtype == "float64" else np.float32).max
+    with np.errstate(invalid="ignore"):
+        in_range = (np.abs(np.where(np.isfinite(flat), flat, 0)) <= limit).all(axis=1)
+    bad = ~finite | ~in_range
+    placed.stats["nan_rows"] = int((~finite & placed.valid).sum())
+    placed.stats["overflow_rows"] = int((finite & ~in_range & placed.valid).sum())
     if bad.any():
         placed.values[bad] = 0
-        placed.valid &= finite
+        placed.valid &= ~bad
 
 
 def _choose_dtype(where: str, placed: Placed, dtype: str, columns: list[str] | None) -> None:
@@ -751,6 +784,27 @@ def _choose_dtype(where: str, placed: Placed, dtype: str, columns: list[str] | N
     placed.dtype, problems = choose_dtype(dtype, placed.values, columns, placed.valid)
     if problems:
         placed.stats["float32_because"] = problems
+    if placed.dtype == "float32" and placed.values.dtype == np.float64:
+        inexact = float32_inexact_integers(placed.values, columns, placed.valid)
+        if inexact and dtype == "float32":
+            raise SourceError(where, f"float32 cannot hold {', '.join(inexact[:5])} exactly; import with --dtype float64 (or --dtype auto)")
+        if inexact:
+            placed.dtype = "float64"
+            placed.stats["float64_because"] = inexact
+
+
+def float32_inexact_integers(values: np.ndarray, columns: list[str] | None, valid: np.ndarray) -> list[str]:
+    """Columns of whole numbers (valid rows) that float32 would change (16,777,217 → 16,777,216)."""
+    flat = values.reshape(len(values), -1)[valid]
+    if not len(flat):
+        return []
+    whole = (flat == np.round(flat)).all(axis=0)
+    changed = (flat.astype(np.float32).astype(np.float64) != flat).any(axis=0)
+    return [
+        (f"'{columns[c]}'" if columns is not None and c < len(columns) else f"column {c}")
+        + f" (whole numbers up to {np.abs(flat[:, c]).max():.0f})"
+        for c in np.flatnonzero(whole & changed)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -840,7 +894,11 @@ def _unit_attrs(
 def import_unit(run: _Run, unit: SourceUnit) -> None:
     """Import one source unit, or record one line saying why not."""
     try:
+        if not is_safe_name(unit.name):
+            raise SourceError(unit.where, f"unit name {unit.name!r} is not a safe name: {NAME_RULE}")
         target = run.index.resolve(unit.name, unit.where)
+        if not is_safe_name(target.unit):  # a manifest name (a label file's stem) that cannot be a group
+            raise SourceError(unit.where, f"unit name {target.unit!r} is not a safe name: {NAME_RULE}")
         if target.unit in run.seen:
             raise SourceError(unit.where, f"unit '{target.unit}' was already imported from {run.seen[target.unit]}")
         if run.already_complete(target):
@@ -864,8 +922,12 @@ def import_unit(run: _Run, unit: SourceUnit) -> None:
     run.report.notes.extend(rows.notes)
     if placed.stats.get("float32_because"):
         run.report.notes.append(f"{unit.where}: stored as float32, float16 would lose {', '.join(placed.stats['float32_because'][:5])}")
+    if placed.stats.get("float64_because"):
+        run.report.notes.append(f"{unit.where}: stored as float64, float32 would change {', '.join(placed.stats['float64_because'][:5])}")
     if placed.stats["nan_rows"]:
         run.report.notes.append(f"{unit.where}: {placed.stats['nan_rows']} row(s) with NaN/inf marked invalid")
+    if placed.stats["overflow_rows"]:
+        run.report.notes.append(f"{unit.where}: {placed.stats['overflow_rows']} row(s) with values beyond float32's range marked invalid")
     if placed.stats["rows_past_video_end"]:
         run.report.notes.append(
             f"{unit.where}: {placed.stats['rows_past_video_end']} row(s) past the end of {target.video.name} ({info.n_frames} frames) kept"
@@ -896,6 +958,7 @@ def import_features(
     cannot be used at all raises SourceError, and an existing store of another fingerprint raises
     FingerprintMismatch (unless `cfg.replace`). The store is created on the first unit written, so an import
     where everything fails leaves no empty store. `manifest` may be a callable, called only when needed."""
+    check_name(name, "feature name")
     files = find_source_files(source, cfg.fmt)
     if cfg.fmt == "hdf5" and len(files) == 1 and is_affcache_export(files[0]):
         return restore_export(files[0], name, cache_dir, cfg.replace)
@@ -941,6 +1004,8 @@ def _h5_keys(group: h5py.Group) -> list[str]:
 
 
 def _restore_group(store: FeatureStore, path: Path, key: str, group: h5py.Group) -> None:
+    if not is_safe_name(key):
+        raise SourceError(f"{path}:{key}", f"unit name {key!r} is not a safe name: {NAME_RULE}")
     try:
         values, times, valid = (group[k][...] for k in ("values", "times", "valid"))
     except KeyError as err:

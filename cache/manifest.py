@@ -48,6 +48,18 @@ class Labels:
         return len(self.values)
 
 
+def first_difference(expected: str, got: str) -> str:
+    """Where two texts first differ, by character and code point: what makes two headers that print alike
+    tell apart (a BOM, a non-breaking space, a Cyrillic letter)."""
+    for i, (a, b) in enumerate(zip(expected, got)):
+        if a != b:
+            return f"character {i + 1} is U+{ord(b):04X} {b!r}, expected U+{ord(a):04X} {a!r}"
+    if len(got) > len(expected):
+        extra = got[len(expected)]
+        return f"extra character {len(expected) + 1}: U+{ord(extra):04X} {extra!r}"
+    return f"ends after {len(got)} of {len(expected)} characters"
+
+
 def parse_label_file(path: Path) -> Labels:
     """Read one VA label file. Line k (1-based, after the header) is frame k.
 
@@ -55,11 +67,12 @@ def parse_label_file(path: Path) -> Labels:
     so tiny values such as -5.2e-18 stay valid.
     """
     path = Path(path)
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # a UTF-8 BOM (Windows editors) is not part of the header
         lines = handle.read().splitlines()
     if not lines or lines[0].strip() != LABEL_HEADER:
-        got = lines[0].strip()[:40] if lines else "an empty file"
-        raise LabelFileError(path, 1, f"header must be exactly '{LABEL_HEADER}', got '{got}'")
+        got = lines[0].strip() if lines else ""
+        shown = f"{got[:40]!r} ({first_difference(LABEL_HEADER, got)})" if lines else "an empty file"
+        raise LabelFileError(path, 1, f"header must be exactly '{LABEL_HEADER}', got {shown}")
     rows = lines[1:]
     while rows and not rows[-1].strip():  # a trailing blank line is not a frame
         rows.pop()
@@ -133,14 +146,17 @@ class Track:
     label_path: Path | None = None
     labels: Labels | None = None
     n_frames: int | None = None  # label frames (train/val) or submission rows (test)
+    # the video's unit name when it is not the name less `_left`/`_right` (a bare video is its own unit:
+    # `x_left.mp4` is the video x_left, not the left face of x.mp4)
+    unit: str | None = None
 
     @property
     def video_stem(self) -> str:
-        return video_stem(self.name)
+        return self.unit if self.unit is not None else video_stem(self.name)
 
     @property
     def side(self) -> str | None:
-        return track_side(self.name)
+        return None if self.unit is not None else track_side(self.name)
 
 
 @dataclass
@@ -181,12 +197,12 @@ def read_test_tracks(labels_root: Path) -> tuple[list[str], dict[str, int], Path
     labels_root = Path(labels_root)
     candidates = sorted(p for p in labels_root.glob("*") if p.is_file() and p.suffix in (".txt", ".csv"))
     for path in candidates:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             first = handle.readline().strip()
         if first == SUBMISSION_HEADER:
             order: list[str] = []
             counts: dict[str, int] = {}
-            with open(path, encoding="utf-8") as handle:
+            with open(path, encoding="utf-8-sig") as handle:
                 reader = csv.reader(handle)
                 next(reader)
                 for row in reader:
@@ -200,7 +216,7 @@ def read_test_tracks(labels_root: Path) -> tuple[list[str], dict[str, int], Path
             return order, counts, path
     for path in candidates:
         if "test" in path.name.lower():
-            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
             return names, {}, None
     return [], {}, None
 

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shlex
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from zarr.errors import ContainsGroupError
 
 from cache.location import Location, as_location, children, exists, join, move, name_of, open_group, parent
 from cache.media import SourceStat
+from cache.names import check_name
 from cache.precision import check_float16, choose_dtype
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class DamagedGroup(DamagedStore):
         self.store, self.unit, self.problem = store, unit, problem
         super().__init__(
             f"{store}: group '{unit}' is damaged ({problem}); run `python pipeline.py verify "
-            f"{feature_of(store)} --cache-dir {parent(store)}` to mark damaged groups for redoing"
+            f"{shlex.quote(feature_of(store))} --cache-dir {shlex.quote(str(parent(store)))}` to mark damaged groups for redoing"
         )
 
 
@@ -166,7 +168,14 @@ def has_checksums(array: zarr.Array) -> bool:
 
 
 def store_path(cache_dir: Location, name: str) -> Location:
-    return join(as_location(cache_dir), f"{name}.zarr")
+    """`<cache_dir>/<name>.zarr` for a safe feature name (cache/names.py); UnsafeName otherwise."""
+    return join(as_location(cache_dir), f"{check_name(name, 'feature name')}.zarr")
+
+
+def aside_path(path: Location, fingerprint: str) -> Location:
+    """Where a store of another fingerprint is moved: `<name>.<fingerprint>.zarr` beside it (the dot keeps
+    it out of `list_stores`, and no feature name can have one)."""
+    return join(parent(path), f"{feature_of(path)}.{fingerprint}.zarr")
 
 
 def store_exists(path: Location) -> bool:
@@ -282,7 +291,7 @@ class FeatureStore:
                     f"{path}: store fingerprint {found} differs from the requested {meta.fingerprint} "
                     "(another model or config); use a new cache dir or ask for a new store"
                 )
-            aside = store_path(parent(path), f"{name_of(path).removesuffix('.zarr')}.{found}")
+            aside = aside_path(path, found)
             log.warning("moving store with fingerprint %s aside to %s", found, aside)
             move(path, aside)  # a rename on a local disk; on a URL a copy, then metadata removed first
         # root metadata and fingerprint in one (atomic) write: a process opening the store concurrently
@@ -413,8 +422,7 @@ class FeatureStore:
     ) -> Iterator[GroupWriter]:
         """Write one unit from scratch; it is marked complete only if the block ends without error. An
         existing group of that name is marked incomplete before it is removed."""
-        if unit == EXTRAS_GROUP or "/" in unit:
-            raise ValueError(f"invalid unit name {unit!r}")
+        check_name(unit, "unit name")  # also keeps EXTRAS_GROUP ('_extras') out
         self._retire(unit)
         group = self._root.create_group(unit, overwrite=True)
         writer = GroupWriter(group, tuple(dim), dtype, layout or DEFAULT_LAYOUT, on_dtype=self._note_dtype)
@@ -503,6 +511,7 @@ class FeatureStore:
     def put_extra(self, name: str, array: np.ndarray, attrs: dict[str, Any] | None = None) -> None:
         """Store data that goes with the feature but is not per unit (e.g. region prompt embeddings).
         Like a group: an old one is marked incomplete before it is removed; complete after its data."""
+        check_name(name, "extra name")
         extras = self._root.require_group(EXTRAS_GROUP)
         # no extra yet (KeyError), or unreadable metadata (overwritten below): nothing to un-complete
         with contextlib.suppress(KeyError, ValueError, TypeError, UnicodeDecodeError):

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cache.location import Location, exists
+from cache.row_spec import expected_row_shape, row_shape_problem
 from cache.store import (
     DERIVED_FROM,
     EXTRAS_GROUP,
@@ -133,11 +134,18 @@ def verify_store(name: str, path: Location, report: VerifyReport, dry_run: bool)
         return
     report.stores.append(name)
     redo = redo_command(store)
+    try:
+        row_shape = expected_row_shape(store)
+    except DamagedGroup:  # an unreadable input_spec: reported with the extras below
+        row_shape = None
     for unit in store.units(complete_only=False):
         try:
             if not store.unit_attrs(unit).get("complete"):
                 continue
             report.groups += 1
+            shape_problem = row_shape_problem(store.open_arrays(unit)["values"].shape[1:], row_shape)
+            if shape_problem:
+                raise DamagedGroup(store.path, unit, shape_problem)
             if not _read_every_chunk(store, unit):
                 report.unchecked += 1
             continue

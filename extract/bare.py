@@ -5,11 +5,14 @@ then accepts them)."""
 from __future__ import annotations
 
 import logging
+import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from cache.location import Location
-from cache.manifest import Manifest, Track, VIDEO_EXTENSIONS, find_videos
+from cache.manifest import Manifest, Track, VIDEO_EXTENSIONS
+from cache.names import safe_name
 from cache.store import FeatureStore, store_exists, store_path
 from extract.base import DEFAULT_MODELS_DIR, get_extractor, is_tiny_ref, with_dependencies
 from extract.runner import RunOptions, RunSummary
@@ -20,21 +23,57 @@ log = logging.getLogger(__name__)
 BARE_SPLIT = "videos"
 
 
+class BareVideoError(ValueError):
+    """Bare videos that cannot each get a unit name of their own (one line naming the files)."""
+
+
 def bare_manifest(videos: Path | Sequence[Path]) -> Manifest:
-    """A video folder (searched recursively for .mp4/.avi) or a list of files -> one unlabelled track each."""
+    """A video folder (searched recursively for .mp4/.avi) or a list of files -> one unlabelled track each,
+    each file its own unit (`bare_unit_names`: no `_left/_right` pairing, duplicate stems made unique)."""
     if isinstance(videos, (str, Path)):
         root = Path(videos)
         if root.is_file():
-            found = {root.stem: root}
+            files, base = [root], root.parent
         elif root.is_dir():
-            found = find_videos(root)
+            files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            base = root
         else:
             raise FileNotFoundError(f"no video folder or file {root}")
     else:
-        found = {Path(p).stem: Path(p) for p in videos}
-    if not found:
+        files = [Path(p) for p in videos]
+        base = Path(os.path.commonpath([p.resolve().parent for p in files])) if files else Path(".")
+        files = [p.resolve() for p in files]
+    if not files:
         raise FileNotFoundError(f"no {' or '.join(VIDEO_EXTENSIONS)} videos under {videos}")
-    return Manifest(tracks=[Track(name=stem, split=BARE_SPLIT, video=path) for stem, path in sorted(found.items())])
+    found = bare_unit_names(files, base)
+    return Manifest(tracks=[Track(name=name, split=BARE_SPLIT, video=path, unit=name) for name, path in sorted(found.items())])
+
+
+def bare_unit_names(files: Sequence[Path], base: Path) -> dict[str, Path]:
+    """A safe unit name (cache/names.py) for each video file: its stem when no other file has it; else its
+    path below `base` (`a/clip.mp4` -> `a__clip`), with the extension when that is not enough either
+    (`x.mp4` beside `x.avi`). Names that still collide are a BareVideoError. No `_left/_right` rule: a
+    bare video is one unit whatever its name ends with."""
+    stems = Counter(safe_name(p.stem) for p in files)
+    names: dict[str, Path] = {}
+    taken: dict[str, list[Path]] = {}
+    for path in files:
+        rel = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
+        name = safe_name(path.stem)
+        if stems[name] > 1:
+            name = "__".join(safe_name(part) for part in rel.with_suffix("").parts)
+        taken.setdefault(name, []).append(path)
+    for name, paths in taken.items():
+        if len(paths) == 1:
+            names[name] = paths[0]
+            continue
+        for path in paths:  # same stem and folder: x.mp4 and x.avi
+            rel = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
+            longer = "__".join(safe_name(part) for part in rel.parts)
+            if longer in names or longer in taken:
+                raise BareVideoError(f"videos {', '.join(map(str, paths))} cannot be told apart by name (unit {longer!r}); rename one")
+            names[longer] = path
+    return names
 
 
 def extractable(features: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.frametimes import presented_times
+from cache.frametimes import bad_starts, presented_times, repaired_starts
 from cache.media import MediaError
 from cache.prefetch import Prefetcher
 
@@ -70,6 +70,7 @@ class DecodeReport:
     rotation: int = 0  # degrees counter-clockwise applied to every frame
     decoders: list[str] = field(default_factory=list)  # those that delivered frames, in order
     fps: float = 0.0  # the container's average rate (as `probe_video`)
+    notes: list[str] = field(default_factory=list)  # e.g. timestamps that were missing and replaced
 
     @property
     def undecoded(self) -> int:
@@ -133,8 +134,12 @@ def _upright(frame: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, k)) if k else frame
 
 
-def decord_chunks(path: Path, chunk: int = 32, threads: int = 1, fps: float = 0.0) -> Iterator[Chunk]:
-    """Frames with decord, sequentially, `chunk` at a time, with times from its frame timestamps."""
+def decord_chunks(
+    path: Path, chunk: int = 32, threads: int = 1, fps: float = 0.0, notes: list[str] | None = None
+) -> Iterator[Chunk]:
+    """Frames with decord, sequentially, `chunk` at a time, with times from its frame timestamps. A missing
+    (decord's "no timestamp" -3.7e17 s), negative or out-of-order timestamp is replaced from the container's
+    packet timestamps (PyAV) or the frame clock (`repaired_starts`), and noted in `notes`."""
     import decord
 
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads)
@@ -143,12 +148,23 @@ def decord_chunks(path: Path, chunk: int = 32, threads: int = 1, fps: float = 0.
         raise MediaError(f"{path}: no frames")
     fps = fps or float(reader.get_avg_fps())
     starts = np.asarray(reader.get_frame_timestamp(np.arange(n)), dtype=np.float64)[:, 0]
+    if bad_starts(starts).any():
+        pts, tb, untimed = _demux_pts(path)
+        other = pts * tb if tb and not untimed and len(pts) == n else None
+        starts, note = repaired_starts(starts, fps, other)
+        _note(path, f"decord: {note}", notes)
     times = presented_times(starts, fps)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         batch = reader.get_batch(list(range(start, stop))).asnumpy()
         yield Chunk(batch, start, times[start:stop])
     del reader
+
+
+def _note(path: Path, text: str, notes: list[str] | None) -> None:
+    log.warning("%s: %s", path, text)
+    if notes is not None:
+        notes.append(text)
 
 
 def _video_packets(container, errors: list[int]) -> Iterator:
@@ -190,7 +206,8 @@ def _demux_pts(path: Path) -> tuple[np.ndarray, float, int]:
 
 
 def pyav_chunks(
-    path: Path, chunk: int = 32, facts: _Stream | None = None, resume_at: float | None = None, resume_index: int = 0
+    path: Path, chunk: int = 32, facts: _Stream | None = None, resume_at: float | None = None, resume_index: int = 0,
+    notes: list[str] | None = None,
 ) -> Iterator[Chunk]:
     """Frames with PyAV, packet by packet, on the container's presentation timestamps.
 
@@ -202,7 +219,10 @@ def pyav_chunks(
     pts, tb, untimed = _demux_pts(path)
     timed = bool(tb) and len(pts) > 0 and untimed == 0
     if timed:
-        times = presented_times(pts * tb, facts.fps)
+        starts, note = repaired_starts(pts * tb, facts.fps)  # a negative pts: not a time to store
+        if note:
+            _note(path, f"pyav: {note}", notes)
+        times = presented_times(starts, facts.fps)
         slot = {int(p): k for k, p in enumerate(pts)}
     else:  # no usable timestamps: frames in decode order at k / fps (the old behaviour)
         log.warning("%s: packets without timestamps; frame times from the frame count", path)
@@ -300,7 +320,7 @@ def iter_chunks(path: Path, chunk: int = 32, threads: int = 1, report: DecodeRep
         log.info("%s: rotated %d° by its container; decoding with PyAV and turning the frames upright", path, facts.rotation)
     else:
         try:
-            for c in decord_chunks(path, chunk, threads, facts.fps):
+            for c in decord_chunks(path, chunk, threads, facts.fps, report.notes):
                 if not delivered:
                     report.decoders.append("decord")
                 yield account(Chunk(c.frames, delivered, c.times, c.decoded))
@@ -314,7 +334,7 @@ def iter_chunks(path: Path, chunk: int = 32, threads: int = 1, report: DecodeRep
             reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
             log.warning("%s: decord failed after %d frames (%s); falling back to PyAV", path, delivered, reason)
     report.decoders.append("pyav")
-    for c in pyav_chunks(path, chunk, facts, resume_at, delivered):
+    for c in pyav_chunks(path, chunk, facts, resume_at, delivered, report.notes):
         yield account(Chunk(c.frames, delivered + c.start, c.times, c.decoded))
     if report.decoded == 0:
         raise MediaError(f"{path}: no decodable frames")

@@ -8,14 +8,14 @@ geometric part of open_clip's own eval transform (resize, centre crop) for the m
 embeddings (tests/test_finetune.py).
 
 Storage (`codec`, recorded in the store's config and so in its fingerprint; `cache/crop_codec.py`):
-`jpeg:95` (default) stores each crop as a JPEG of quality 95 in a fixed-width row (about 15 KB a frame,
-45 GB for Aff-Wild2; landmark displacement and PSNR per quality in bench/face_crops_size.py and
-docs/DESIGN.md); `lossless` stores (N, S, S, 3) uint8 pixels (about 105 KB a frame, 320 GB). S = the
+`jpeg:95` (default) stores each crop as a JPEG of quality 95 in a fixed-width row of S*S*3/2 + 5 bytes
+(the JPEG about 15 KB a frame, 44 GB for Aff-Wild2; landmark displacement and PSNR per quality in
+bench/README.md); `lossless` stores (N, S, S, 3) uint8 pixels (about 105 KB a frame, 320 GB). S = the
 model's input size (224 for ViT-B/16 and for the tiny model), chunks of 32 rows, blosc-zstd (with bit
-shuffle for lossless pixels, without for JPEG bytes). Frames without a face are black (empty) rows with valid False. Read crops back with
-`CropCodec.decode` (batched torchvision decode, nvjpeg on a GPU). The store's extra
-`input_spec` records the model, input size and normalisation it was made for; training refuses a
-backbone with another model or size.
+shuffle for lossless pixels, without for JPEG bytes). Frames without a face are black (empty) rows with
+valid False. Read crops back with `cache/crops.py` `CropReader` (batched torchvision decode, nvjpeg on
+a GPU). The store's extra `input_spec` records the model, input size and normalisation it was made for;
+training refuses a backbone with another model or size.
 
 Memory: a track's crops are spilled to a temporary file as they come (150 KB a frame) and handed to the
 store as a memory map, written in chunk-sized blocks, so a long video never sits in RAM.

@@ -154,10 +154,12 @@ class _TrackState:
 class TrackResolver:
     """Associates per-frame detections to label tracks and fills gaps with the nearest box (online)."""
 
-    def __init__(self, tracks: list[str], fps: float, config: FacesConfig):
+    def __init__(self, tracks: list[str], fps: float, config: FacesConfig, stem: str | None = None):
         self.config = config
         self.limit = int(np.floor(config.max_gap_s * fps + 1e-9))
-        sides = {t: track_side(t) for t in tracks}
+        # a track named as its video (`stem`) is that video's one person, whatever its name ends with
+        # (a bare video x_left.mp4 is not the left face of x.mp4)
+        sides = {t: track_side(t) if t != stem else None for t in tracks}
         present = {s for s in sides.values() if s}
         if present and None in sides.values():  # e.g. video59 + video59_right: the plain one is the other side
             other = "left" if present == {"right"} else "right" if present == {"left"} else None
@@ -296,7 +298,7 @@ class FacesExtractor(FrameExtractor):
         return self._detector(frames)
 
     def begin(self, video: VideoContext) -> _FacesState:
-        return _FacesState(video, TrackResolver(video.tracks, video.fps, self.config), {t: [] for t in video.tracks})
+        return _FacesState(video, TrackResolver(video.tracks, video.fps, self.config, video.stem), {t: [] for t in video.tracks})
 
     def process_frames(self, state: _FacesState, batch: FrameBatch) -> None:
         dets = batch.memo("faces.detections", lambda: self.detect(batch.frames))

@@ -79,6 +79,7 @@ def record_frames(cache_dir: Location, video: VideoContext, times: np.ndarray, d
         "fps": video.info.fps,
         "rotation": report.rotation,
         "decoders": list(report.decoders),
+        "time_notes": list(report.notes),  # timestamps that were missing or out of order, and how they were replaced
     }
     write_frame_record(cache_dir, video.stem, times, decoded, SourceStat.of(video.path), attrs)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from cache.audio_windows import fill_gaps_drop_blips
 from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, crop_faces, register
 
 log = logging.getLogger(__name__)
@@ -99,16 +100,6 @@ def mouth_ratio(points: np.ndarray) -> np.ndarray:
     return gap / np.maximum(width, 1e-6)
 
 
-def _runs(flag: np.ndarray) -> list[tuple[int, int, bool]]:
-    """(start, end, value) runs of a boolean array."""
-    if not len(flag):
-        return []
-    edges = np.flatnonzero(np.diff(flag.astype(np.int8))) + 1
-    starts = np.concatenate([[0], edges])
-    ends = np.concatenate([edges, [len(flag)]])
-    return [(int(s), int(e), bool(flag[s])) for s, e in zip(starts, ends)]
-
-
 def smooth_open_flag(
     ratio: np.ndarray, valid: np.ndarray, fps: float, on: float, off: float, fill_closed_s: float, drop_open_s: float
 ) -> np.ndarray:
@@ -125,19 +116,6 @@ def smooth_open_flag(
             state = True
         flag[i] = state
     return fill_gaps_drop_blips(flag, fill_closed_s * fps + 1e-9, drop_open_s * fps + 1e-9)
-
-
-def fill_gaps_drop_blips(flag: np.ndarray, max_gap: float, max_blip: float) -> np.ndarray:
-    """Closed runs of at most `max_gap` frames between open runs become open, then open runs of at most
-    `max_blip` frames become closed (RAS's `smooth_open_flags`, scripts/make_audio_windows.py)."""
-    flag = np.asarray(flag, dtype=bool).copy()
-    for s, e, value in _runs(flag):
-        if not value and s > 0 and e < len(flag) and (e - s) <= max_gap:
-            flag[s:e] = True
-    for s, e, value in _runs(flag):
-        if value and (e - s) <= max_blip:
-            flag[s:e] = False
-    return flag
 
 
 @dataclass

@@ -191,7 +191,7 @@ def build_tiny_qwen3vl(folder: Path, seed: int = 0) -> Path:
 # ---- segments -----------------------------------------------------------------------------------
 def segment_plan(n_frames: int, fps: float, config: Qwen3vlConfig) -> tuple[np.ndarray, np.ndarray]:
     """(times (N, 2) seconds, frame indices (N, n_frames)) of the segments of a track of n_frames frames."""
-    from extract.windows import sliding_windows
+    from cache.windows import sliding_windows
 
     duration = n_frames / fps
     times = sliding_windows(duration, config.segment_s, config.hop_s, config.min_segment_s)

@@ -1,5 +1,5 @@
 """Audio reliability per RAS audio window of a face track: is the sound in this window likely this person's
-speech? RAS's rule, from the `mouth` store (extract/audio_windows.py holds the rule and its sources).
+speech? RAS's rule, from the `mouth` store (cache/audio_windows.py holds the rule and its sources).
 
 Windows: RAS's grid (4 s every 2 s, the last one partial [start, duration)) over the video's frames.
 Per window: open seconds (the mouth store's open flag per frame, smoothed as RAS does: closed gaps <=
@@ -10,7 +10,7 @@ audio stream has no reliable window (open seconds and coverage are still stored)
 The mouth store's rows are put on the video's frames [k/fps, (k+1)/fps) by `cache.align.align_to_frames`
 (a frame is open when the overlap-weighted open flag is >= 0.5), so its rate does not matter. Mouth CSVs
 imported with `import-features --format csv` count frames from 1 (frame k is frame k − 1 here); RAS's own
-code reads them one frame late (see extract/audio_windows.py).
+code reads them one frame late (see cache/audio_windows.py).
 
 The open flag is the store's column named `open` (the `mouth` extractor), `mouth_open` (RAS's CSVs),
 `open_flag` or `is_open`; a store whose columns are named but include none of these, or whose unnamed
@@ -29,7 +29,7 @@ import numpy as np
 from cache.align import align_to_frames
 from cache.media import frame_times
 from cache.store import FeatureStore
-from extract.audio_windows import AudioWindowRule, audio_windows
+from cache.audio_windows import AudioWindowRule, audio_windows
 from extract.base import StoreExtractor, UnitResult, VideoContext, register
 
 log = logging.getLogger(__name__)

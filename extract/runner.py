@@ -28,6 +28,7 @@ from cache.location import Location
 from cache.manifest import Manifest, load_manifest
 from cache.media import MediaError, SourceStat, probe_video
 from cache.frametimes import FRAME_TIMES_STORE
+from cache.row_spec import expected_row_shape, row_shape_problem
 from cache.store import (
     STANDARDIZATION_EXTRA,
     DamagedGroup,
@@ -344,6 +345,9 @@ class Runner:
             if unit not in result:
                 raise RuntimeError(f"{name} returned no result for {unit}")
             r = result[unit]
+            problem = row_shape_problem(np.shape(r.values)[1:], expected_row_shape(store))  # face_crops: its input_spec
+            if problem:
+                raise RuntimeError(f"{name}: {unit}: {problem}")
             store.write(unit, r.values, r.times, r.valid, attrs={**base_attrs, **r.attrs}, dtype=ext.store_dtype,
                         layout=ext.store_layout)
 

@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import click
+import math
 
+import click
+from omegaconf import OmegaConf
+
+import train.fit.options as checks
 from train.config import parse_fill, parse_head_options
 
 
@@ -36,6 +40,64 @@ EXTRACT_FLAGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "address": ("address", str), "cpus_per_task": ("cpus_per_task", float), "gpus_per_task": ("gpus_per_task", float),
     "new_store": ("on_mismatch", lambda on: "new" if on else "refuse"),
 }
+
+
+def _at_least(low: float, kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The check of a flag declared with Typer's `min=low`."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not kind(value) >= low:
+            raise ValueError(f"expected a number{f' >= {low}' if low > -math.inf else ''}, got {value!r}")
+        return kind(value)
+
+    return check
+
+
+def _fill_check(value: Any) -> Any:
+    items = value.items() if isinstance(value, Mapping) else ()
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected FEATURE: SECONDS entries, got {value!r}")
+    return checks.fill(",".join(f"{k}={v}" for k, v in items))
+
+
+# recipe key -> the check its flag's value gets (Typer's min=, the flag's callback): an override of the key
+# passes through the same check, so `optim.epochs=0` is the usage error `--epochs 0` is
+KEY_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "optim.epochs": _at_least(1, int), "optim.batch_size": _at_least(1, int), "data.window": _at_least(1, int),
+    "data.stride": _at_least(1, int), "optim.max_steps_per_epoch": _at_least(1, int),
+    "optim.weight_decay": _at_least(0, float), "loss.lambda_region": _at_least(0, float),
+    "optim.lr": lambda v: checks.positive(_at_least(-math.inf, float)(v)),
+    "data.cache_mb": lambda v: checks.positive(_at_least(-math.inf, float)(v)),
+    "loss.weights": lambda v: checks.loss_weights(",".join(str(w) for w in v) if isinstance(v, list) else str(v)),
+    "data.nearest_fill": _fill_check,
+}
+
+
+def check_train_overrides(items: list[str] | None) -> None:
+    """`key=value` overrides through the checks of the equivalent flags (KEY_CHECKS); a ValueError names
+    the override (the CLI makes it a usage error, exit status 2)."""
+    if not items:
+        return
+    from recipes.loader import parse_overrides
+
+    plain = OmegaConf.to_container(parse_overrides(items), resolve=False)
+    for key, value in _flat(plain):
+        check, checked = KEY_CHECKS.get(key), value
+        if key.startswith("data.nearest_fill.") and key.count(".") == 2:
+            check, checked = _fill_check, {key.rsplit(".", 1)[1]: value}
+        if check is None or value is None or (isinstance(value, str) and "${" in value):
+            continue
+        try:
+            check(checked)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"override {key}={value}: {err}") from None
+
+
+def _flat(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every leaf; a `data.nearest_fill` mapping is one leaf."""
+    if isinstance(tree, dict) and prefix != "data.nearest_fill":
+        return [kv for k, v in tree.items() for kv in _flat(v, f"{prefix}.{k}" if prefix else str(k))]
+    return [(prefix, tree)]
 
 
 def typed_flags(ctx: click.Context | None, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,6 +24,34 @@ CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema (one line)."""
+
+
+# `${a.b}` or a relative `${..a.b}`: the interpolation of another recipe key, nothing else (no resolvers
+# such as ${oc.env:HOME}, which would read the environment, no nested interpolations)
+INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
+RECIPE_KEY = re.compile(r"\.*[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*|\[\d+\])*")
+
+
+def check_interpolations(cfg: Any, where: str = "", prefix: str = "") -> None:
+    """Every `${…}` in a string value names a recipe key; a resolver (`${oc.env:…}`, `${oc.decode:…}`)
+    or anything else is a ConfigError (one line naming the key)."""
+    if isinstance(cfg, DictConfig):
+        for key in cfg.keys():
+            check_interpolations(cfg._get_node(key), where, f"{prefix}.{key}" if prefix else str(key))
+        return
+    if isinstance(cfg, ListConfig):
+        for i in range(len(cfg)):
+            check_interpolations(cfg._get_node(i), where, f"{prefix}[{i}]")
+        return
+    value = cfg._value() if hasattr(cfg, "_value") else cfg
+    if not isinstance(value, str) or "${" not in value:
+        return
+    found = INTERPOLATION.findall(value)
+    if value.count("${") != len(found) or not all(RECIPE_KEY.fullmatch(ref.strip()) for ref in found):
+        raise ConfigError(
+            f"key '{prefix}'{where}: {value!r} is not the interpolation of a recipe key; only ${{other.key}} is allowed"
+            " (no resolvers such as ${oc.env:…})"
+        )
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -42,6 +71,7 @@ def load_file(path: str | Path) -> DictConfig:
         raise ConfigError(f"{p}: cannot read YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{p}: a config file must hold a mapping of keys, got a {type(loaded).__name__}")
+    check_interpolations(loaded, f" ({p})")  # every file, also those read without a schema (profiles)
     return loaded
 
 
@@ -166,7 +196,9 @@ def _find_bad_key(schema: DictConfig, raw: DictConfig) -> str:
 
 
 def validate(schema: DictConfig, raw: DictConfig, where: str = "") -> DictConfig:
-    """Merge `raw` into the structured `schema`; every mistake becomes a one-line ConfigError."""
+    """Merge `raw` into the structured `schema`; every mistake becomes a one-line ConfigError. Only
+    interpolations of recipe keys are allowed, and they are resolved here (a bad one is one line too)."""
+    check_interpolations(raw, where)
     try:
         merged = OmegaConf.merge(schema, raw)
     except ConfigKeyError as err:
@@ -177,7 +209,13 @@ def validate(schema: DictConfig, raw: DictConfig, where: str = "") -> DictConfig
         if isinstance(value, (DictConfig, ListConfig)):
             value = OmegaConf.to_container(value)
         raise ConfigError(wrong_type_message(schema, key, value, where)) from None
-    missing = sorted(OmegaConf.missing_keys(merged))
+    try:
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if not missing:
+            OmegaConf.resolve(merged)
+    except OmegaConfBaseException as err:  # messages carry full_key/object_type lines: keep the first
+        key = _bad_key(err)
+        raise ConfigError(f"{f'key {key!r}' if key else 'interpolation'}{where}: {str(err).splitlines()[0]}") from None
     if missing:
         raise ConfigError(f"missing value for {', '.join(repr(k) for k in missing)}{where}")
     return merged

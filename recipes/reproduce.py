@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from cache.names import UnsafeName, check_component
 from recipes.loader import CONFIGS_DIR, ConfigError, load_file, resolve_config_path, validate
 from train.runs.profiles import load_profile
 
@@ -98,6 +99,11 @@ def load_reproduce(recipe: str) -> tuple[str, ReproduceRecipe]:
     merged = validate(OmegaConf.structured(ReproduceRecipe), load_file(path), f" ({path})")
     spec: ReproduceRecipe = OmegaConf.to_object(merged)  # type: ignore[assignment]
     names = [s.name for s in spec.steps] + ([spec.ensemble.name] if spec.ensemble else [])
+    for step in names:  # each names a run folder RUNS_DIR/<recipe>-<step>
+        try:
+            check_component(step, "step name")
+        except UnsafeName as err:
+            raise ConfigError(f"{path}: {err}") from None
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: step names repeat: {names}")
     for member in spec.ensemble.members if spec.ensemble else []:
@@ -177,15 +183,8 @@ def check_model_weights(run_opts: Any, recipe_file: str, given: dict[str, str]) 
                 raise FileNotFoundError(f"{name}: no weights file given and no default model for profile full ({where})")
 
 
-def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(cfg_dict, default=str))
-    for key in ("name", "runs_dir", "device"):
-        out.pop(key, None)
-    return out
-
-
 def train_step(step: TrainStep, run_name: str, opts: ReproduceOptions, runs_dir: Path, console: Any) -> StepResult:
-    from train.runs.recipe import build_train_config, check_stores, with_full_head
+    from train.runs.recipe import build_train_config, check_stores, same_recipe
     from train.config import TrainConfig
     from train.fit.loop import train as run_training
     from train.runs.folder import RunDir
@@ -199,8 +198,7 @@ def train_step(step: TrainStep, run_name: str, opts: ReproduceOptions, runs_dir:
     start = time.perf_counter()
     resume = False
     if run.config.is_file():
-        same = (_comparable(with_full_head(TrainConfig.load(run.config)).to_dict()) == _comparable(with_full_head(cfg).to_dict())
-                and _same_inputs(run, cfg))
+        same = same_recipe(TrainConfig.load(run.config), cfg) and _same_inputs(run, cfg)
         if same and run.eval_file("val").is_file():
             return StepResult(step.name, run_name, what, "skipped (done)", 0.0, _read_json(run.eval_file("val")), step.paper)
         if same and run.last.is_file():
@@ -235,8 +233,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def reproduce(recipe: str, opts: ReproduceOptions, console: Any) -> Path:
-    """Run every step of the recipe, skipping what is done; returns the report's path."""
+def reproduce(recipe: str, opts: ReproduceOptions, console: Any, failures: list[str] | None = None) -> Path:
+    """Run every step of the recipe, skipping what is done; returns the report's path. A step that fails
+    raises; the videos that failed extraction (the steps go on without them) are appended to `failures`,
+    so the command can end with exit status 1 after writing the report."""
     from extract.progress import print_summary
     from extract.backends import run_extraction
     from recipes.extract import build_run_options
@@ -275,6 +275,8 @@ def reproduce(recipe: str, opts: ReproduceOptions, console: Any) -> Path:
         print_summary(console, summary)
         partial = list(getattr(summary, "partial", []))
         failed_videos += [*summary.failed, *(f"partial: {line}" for line in partial)]
+        if failures is not None:
+            failures += [f"features {split}: {line}" for line in summary.failed]
         status = f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed, {len(partial)} partial"
         results.append(StepResult(f"features {split}", "-", f"{', '.join(run_opts.features)} ({file})", status,
                                   time.perf_counter() - start))

@@ -1,4 +1,4 @@
-"""RAS's audio-window rule (extract/audio_windows.py) on hand-made tracks."""
+"""RAS's audio-window rule (cache/audio_windows.py) on hand-made tracks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from extract.audio_windows import AudioWindowRule, audio_windows, smooth_open
+from cache.audio_windows import AudioWindowRule, audio_windows, smooth_open
 
 FPS = 10.0
 

@@ -376,3 +376,82 @@ def test_a_damaged_extra_is_written_again_by_a_plain_extract(tmp_path: Path, pat
         assert CliRunner().invoke(app, ["verify", "--cache-dir", str(cache)]).exit_code == 0
     finally:
         unregister(WithExtra.name)
+
+
+# ---- issue 24: timestamps that are missing, negative or out of order are replaced, never stored -----
+def _avi_with_b_frames(path: Path, n: int = 40, fps: int = 25) -> Path:
+    """An mpeg4 AVI with B-frames (as DivX/Xvid files are): AVI keeps no presentation times, and decord
+    reports its "no timestamp" value (-3.7e17 s) for the reordered frames (OpenCV's Megamind.avi: 182 of 270)."""
+    import av
+
+    rng = np.random.default_rng(0)
+    from tests.video_fixtures import make_frame
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.max_b_frames, stream.codec_context.gop_size = 2, 12
+        stream.options = {"qscale": "1"}
+        for k in range(n):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(make_frame(k, rng), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_repaired_starts_replace_missing_negative_and_out_of_order_times() -> None:
+    from cache.frametimes import bad_starts, repaired_starts
+
+    true = np.arange(12) / 25
+    seen = true.copy()
+    seen[[0, 3, 4]] = -3.6893487e17  # decord's "no timestamp"
+    seen[7] = seen[6]  # repeated
+    seen[9] = np.nan
+    assert bad_starts(seen).tolist() == [k in (0, 3, 4, 7, 9) for k in range(12)]
+    fixed, note = repaired_starts(seen, 25.0)
+    np.testing.assert_allclose(fixed, true, atol=1e-12)
+    assert note == "5 of 12 frame timestamps missing, negative or out of order: replaced (5 on the frame clock)"
+    other = true + 0.001  # the other decoder's times of the same frames
+    fixed, note = repaired_starts(seen, 25.0, other)
+    np.testing.assert_allclose(fixed[[0, 3, 4, 7, 9]], other[[0, 3, 4, 7, 9]])
+    assert "5 from the other decoder" in note and np.all(np.diff(fixed) > 0)
+    assert repaired_starts(true, 25.0) == (pytest.approx(true), None)
+    np.testing.assert_allclose(repaired_starts(np.full(4, -1.0), 25.0)[0], np.arange(4) / 25)
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_an_avi_without_timestamps_gets_increasing_times_from_the_frame_clock(tmp_path: Path, monkeypatch, decoder) -> None:
+    import decord
+
+    path = _avi_with_b_frames(tmp_path / "bframes.avi")
+    reader = decord.VideoReader(str(path))
+    raw = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
+    assert (raw < -1e17).sum() >= 5  # the file really has what Megamind.avi has
+    del reader
+    if decoder == "pyav":
+        _no_decord(monkeypatch)
+    frames, times, decoded, report = _decode_all(path)
+    assert len(frames) == 40 and decoded.all()
+    if decoder == "decord":  # never -3.7e17, never out of order: the frame clock
+        np.testing.assert_allclose(times, frame_times(40, 25.0), atol=1e-9)
+        assert len(report.notes) == 1 and "frame timestamps missing, negative or out of order: replaced" in report.notes[0]
+    else:  # PyAV reads the packets' times (the first presented at 1/25 s, after the B-frame delay): kept
+        np.testing.assert_allclose(times, frame_times(40, 25.0) + 1 / 25, atol=1e-9)
+        assert not report.notes
+
+
+def test_extracting_an_avi_without_timestamps_stores_no_invented_time(tmp_path: Path, patch_feature) -> None:
+    root = tmp_path / "data"
+    video = _dataset(root, "bframes", 40).with_suffix(".avi")
+    _avi_with_b_frames(video)
+    summary = _extract(root, tmp_path / "cache")
+    assert summary.ok, summary.failed
+    record = FeatureStore.open(store_path(tmp_path / "cache", "frame_times"))
+    times = record.read("bframes").times
+    np.testing.assert_allclose(times, frame_times(40, 25.0), atol=1e-6)
+    attrs = record.unit_attrs("bframes")
+    assert attrs["constant_rate"] and "replaced" in attrs["time_notes"][0]
+    group = FeatureStore.open(store_path(tmp_path / "cache", FEATURE)).read("bframes")
+    np.testing.assert_allclose(group.times, frame_times(40, 25.0), atol=1e-6)
+    assert group.valid.all() and np.isfinite(group.times).all()

@@ -158,7 +158,7 @@ def test_wavlm_stitching_has_no_seam(tiny_wavlm):
 
 # ---- reliability and alignment -------------------------------------------------------------------
 def test_reliability_on_arrays():
-    from extract.audio_windows import AudioWindowRule
+    from cache.audio_windows import AudioWindowRule
     from extract.reliability import reliability_rows
 
     fps, n = 10.0, 100  # 10 s

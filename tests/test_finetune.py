@@ -82,7 +82,7 @@ def test_jpeg_crops_are_smaller_close_to_lossless_and_read_by_rows(ws):
     assert jpeg.meta.config["codec"] == "jpeg:95" and jpeg.fingerprint != lossless.fingerprint
     raw = lossless.read("video20")
     enc = jpeg.read("video20")
-    assert enc.values.shape[1:] == (224 * 224 * 3 + 5,) and enc.attrs["codec"] == "jpeg:95"
+    assert enc.values.shape[1:] == (224 * 224 * 3 // 2 + 5,) and enc.attrs["codec"] == "jpeg:95"
     np.testing.assert_array_equal(enc.valid, raw.valid)
     payload = enc.values[:, 1:5].copy().view("<u4").ravel()
     assert (payload[enc.valid] > 1000).all() and payload[enc.valid].mean() < 0.3 * 224 * 224 * 3
@@ -256,6 +256,7 @@ def test_wavlm_finetune_run_saves_a_loadable_backbone(ws):
     [
         # deeper than the real model: an error on every profile (the tiny one fits K up to that: test_tiny_profile.py)
         ("face_crops", "clip:13", ["clip:13", "full CLIP visual tower has 12"]),
+        ("face_crops", "clip:99", ["clip:99", "full CLIP visual tower has 12"]),
         ("wavlm_hidden", "wavlm:25", ["wavlm:25", "full WavLM has 24"]),
         ("wavlm", "wavlm:1", ["wavlm_hidden", "--features"]),
     ],
@@ -263,10 +264,12 @@ def test_wavlm_finetune_run_saves_a_loadable_backbone(ws):
 def test_bad_finetune_requests_are_one_line(ws, features, spec, words):
     from pipeline import app
 
-    res = CliRunner().invoke(app, _train_args(ws, f"bad-{spec.replace(':', '-')}", features, spec))
+    name = f"bad-{spec.replace(':', '-')}"
+    res = CliRunner().invoke(app, _train_args(ws, name, features, spec))
     assert res.exit_code == 1, res.output
     line = " ".join(res.stdout.split())  # one line on stdout (logs go to stderr)
     assert line.startswith("train failed:") and all(w in line for w in words), res.output
+    assert not (ws / "runs" / name).exists()  # a refused run leaves no folder for `runs` to list
 
 
 def test_a_malformed_finetune_spec_is_a_usage_error(ws):
@@ -398,3 +401,32 @@ def test_wavlm_hidden_deeper_than_the_model_is_refused_at_extraction(ws):
         ))
     message = str(err.value)
     assert "\n" not in message and "top 5 layers" in message and "has 2 layers" in message, message
+
+
+def test_a_crops_group_of_another_size_is_refused_and_verify_finds_it(ws):
+    """A face_crops group whose crops are not the size the store's input_spec records (crafted): fine-tuning
+    says so in one line, and `verify` reports and marks it (issue 24)."""
+    from pipeline import app
+
+    cache = ws / "cache-crafted"
+    shutil.copytree(ws / "cache" / "face_crops.zarr", cache / "face_crops.zarr")
+    store = FeatureStore.open(store_path(cache, "face_crops"), writable=True)
+    unit = store.units()[0]
+    group = store.read(unit)
+    attrs = {k: v for k, v in store.unit_attrs(unit).items() if k not in ("complete", "rows", "chunks")}
+    small = np.zeros((len(group.valid), 32, 32, 3), dtype=np.uint8)
+    store.write(unit, small, np.asarray(group.times), np.asarray(group.valid), attrs, dtype="uint8")
+    args = _train_args(ws, "crafted", "face_crops", "clip:1")
+    args[args.index("--cache-dir") + 1] = str(cache)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1, res.output
+    line = " ".join(res.stdout.split())
+    from cache.crop_codec import codec_of
+
+    expected = codec_of(store.meta.config).row_shape(224)  # (224, 224, 3) pixels, or fixed-width JPEG rows
+    assert "Traceback" not in res.output and f"group '{unit}': rows of shape (32, 32, 3)" in line and str(expected) in line
+    assert not (ws / "runs" / "crafted").exists()
+    checked = CliRunner().invoke(app, ["verify", "face_crops", "--cache-dir", str(cache)])
+    assert checked.exit_code == 1, checked.output
+    assert unit in checked.output and "rows of shape (32, 32, 3)" in " ".join(checked.output.split())
+    assert not FeatureStore.open(store_path(cache, "face_crops")).unit_attrs(unit)["complete"]  # marked for redoing

@@ -339,3 +339,116 @@ def test_csv_empty_cell_is_nan_and_far_frames_are_refused(tmp_path, manifest):
     assert len(report.failed) == 1 and "vidB_left.csv: frame index 4999 is far past the 24 frames" in report.failed[0]
     group = FeatureStore.open(store_path(tmp_path / "cache", "f")).read("vidA")
     assert group.valid[:3].tolist() == [True, False, True] and not group.valid[3:].any()
+
+
+# ---- issue 24: what enters a store from outside is checked ------------------------------------------
+
+
+def _csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_values_beyond_float32_are_invalid_rows_not_inf(tmp_path, manifest):
+    rows = [f"{k},{v},1.0" for k, v in zip(range(1, FRAMES_A + 1), ["0.5"] * FRAMES_A)]
+    rows[3], rows[7] = "4,1e300,1.0", "8,1e39,1.0"
+    src = _csv(tmp_path / "src" / "vidA.csv", "frame,a,b", rows)
+    report = run_import(src, "f", tmp_path / "cache", manifest, fmt="csv")
+    assert report.imported == ["vidA"] and not report.failed
+    assert any("2 row(s) with values beyond float32's range marked invalid" in n for n in report.notes)
+    group = FeatureStore.open(store_path(tmp_path / "cache", "f")).read("vidA")
+    assert np.isfinite(group.values).all()
+    assert not group.valid[3] and not group.valid[7] and group.valid[[0, 1, 2, 4, 5, 6, 8]].all()
+    assert group.values[3].tolist() == [0.0, 0.0]
+
+
+def test_duplicate_and_negative_timestamps_are_refused(tmp_path, manifest):
+    dup = tmp_path / "dup" / "vidA.npz"
+    dup.parent.mkdir()
+    np.savez(dup, features=np.array([[1.0], [2.0], [3.0]]), timestamps=np.array([0.5, 0.5, 0.5]))
+    report = run_import(dup, "f", tmp_path / "cache", manifest, fmt="npz")
+    assert report.imported == [] and len(report.failed) == 1
+    assert "vidA.npz: timestamp 0.5 s appears 3 times" in report.failed[0]
+    neg = tmp_path / "neg" / "vidA.npz"
+    neg.parent.mkdir()
+    np.savez(neg, features=np.ones((3, 2)), timestamps=np.array([-0.04, 0.0, 0.04]))
+    report = run_import(neg, "g", tmp_path / "cache", manifest, fmt="npz")
+    assert report.imported == [] and "negative timestamp -0.04 s" in report.failed[0]
+    assert not store_path(tmp_path / "cache", "g").exists()
+
+
+def test_no_row_and_zero_width_sources_are_failures(tmp_path, manifest):
+    header_only = _csv(tmp_path / "csv" / "vidA.csv", "frame,a,b", [])
+    report = run_import(header_only, "f", tmp_path / "cache", manifest, fmt="csv")
+    assert report.imported == [] and "no rows" in report.failed[0]
+    empty = tmp_path / "npz" / "vidA.npz"
+    empty.parent.mkdir()
+    np.savez(empty, features=np.zeros((0, 4)))
+    report = run_import(empty, "f", tmp_path / "cache", manifest, fmt="npz")
+    assert report.imported == [] and "no rows (values of shape (0, 4))" in report.failed[0]
+    np.savez(empty, features=np.zeros((FRAMES_A, 0)))
+    report = run_import(empty, "f", tmp_path / "cache", manifest, fmt="npz")
+    assert report.imported == [] and "features of width 0" in report.failed[0]
+    assert not store_path(tmp_path / "cache", "f").exists()
+
+
+def test_integers_float32_cannot_hold_stay_float64_or_are_refused(tmp_path, manifest):
+    src = tmp_path / "src" / "vidA.npz"
+    src.parent.mkdir()
+    values = np.arange(FRAMES_A, dtype=np.int64)[:, None] + 16_777_200  # up to 16,777,219
+    np.savez(src, features=values)
+    report = run_import(src, "f", tmp_path / "cache", manifest, fmt="npz")
+    assert report.imported == ["vidA"] and any("stored as float64" in n for n in report.notes)
+    group = FeatureStore.open(store_path(tmp_path / "cache", "f")).read("vidA")
+    assert group.values.dtype == np.float64 and group.values[17, 0] == 16_777_217
+    report = run_import(src, "g", tmp_path / "cache", manifest, fmt="npz", dtype="float32")
+    assert report.imported == [] and "float32 cannot hold column 0" in report.failed[0]
+
+
+def test_unsafe_unit_names_are_refused(tmp_path, manifest):
+    h5 = tmp_path / "units.h5"
+    with h5py.File(h5, "w") as handle:
+        handle["vidA"] = feats(FRAMES_A)
+        handle["vidA\\values"] = feats(FRAMES_A, seed=1)
+    report = run_import(h5, "f", tmp_path / "cache", manifest, fmt="hdf5")
+    assert report.imported == ["vidA"] and len(report.failed) == 1
+    assert "unit name 'vidA\\\\values' is not a safe name" in report.failed[0]
+    store = FeatureStore.open(store_path(tmp_path / "cache", "f"))
+    assert store.units() == ["vidA"] and np.allclose(store.read("vidA").values, feats(FRAMES_A), atol=1e-2)
+    with pytest.raises(ValueError, match="unit name 'a/b' is not a safe name"):
+        store.write("a/b", feats(2), np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a.b", ".", "..", "x\\y", "a b", ""])
+def test_unsafe_feature_names_are_usage_errors(tmp_path, data_root, name):
+    src = tmp_path / "vidA.npz"
+    np.savez(src, features=feats(FRAMES_A))
+    cache = tmp_path / "cache"
+    result = runner.invoke(app, ["import-features", str(src), "--name", name, "--data-root", str(data_root),
+                                 "--cache-dir", str(cache)])
+    assert result.exit_code == 2, result.output
+    assert "not a safe name" in result.output
+    assert not cache.exists() and not (tmp_path / "escaped.zarr").exists()
+    with pytest.raises(ValueError, match="not a safe name"):
+        store_path(cache, name)
+
+
+def test_label_file_bom_is_stripped_and_header_mismatch_shows_the_difference(tmp_path):
+    from cache.manifest import LabelFileError, parse_label_file
+
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbfvalence,arousal\n0.1,0.2\n-5,-5\n")
+    labels = parse_label_file(bom)
+    assert labels.values[0].tolist() == pytest.approx([0.1, 0.2]) and labels.valid.tolist() == [True, False]
+    odd = tmp_path / "odd.txt"
+    odd.write_text("valence,\u0430rousal\n0.1,0.2\n", encoding="utf-8")  # Cyrillic а
+    with pytest.raises(LabelFileError, match=r"character 9 is U\+0430 'а', expected U\+0061 'a'"):
+        parse_label_file(odd)
+    csv_bom = tmp_path / "src" / "vidA.csv"
+    csv_bom.parent.mkdir()
+    csv_bom.write_bytes(b"\xef\xbb\xbfframe,a\n" + b"".join(b"%d,0.5\n" % k for k in range(1, FRAMES_A + 1)))
+    from cache.importers import read_csv
+
+    rows = read_csv(csv_bom, ImportConfig(fmt="csv"))
+    assert rows.columns == ["a"] and rows.frames.tolist() == list(range(FRAMES_A))

@@ -87,7 +87,8 @@ def test_api_aligned_features_of_a_track(mini_demo, monkeypatch):
     monkeypatch.chdir(mini_demo)
     ex = load_readme_example("api-aligned")
     labels = load_manifest(mini_demo / "artifacts" / "sample").track("video20").labels
-    assert ex.landmarks.shape[0] == len(labels) == len(ex.va) and ex.landmarks.dtype == np.float16
+    stored = FeatureStore.open(store_path(mini_demo / "artifacts" / "features", "landmarks")).read("video20").values.dtype
+    assert ex.landmarks.shape[0] == len(labels) == len(ex.va) and ex.landmarks.dtype == stored
     assert ex.landmarks.shape[1] > 10 and ex.has_face.mean() > 0.8
     np.testing.assert_array_equal(ex.va_valid, labels.valid)
     np.testing.assert_allclose(ex.va[labels.valid], labels.values[labels.valid])

@@ -318,3 +318,80 @@ def test_run_folder_keeps_resolved_config_and_provenance(tmp_path):
     assert all(prov["versions"][k] for k in ("torch", "numpy", "zarr"))
     assert set(prov["git"]) == {"commit", "dirty"}
     assert prov["git"]["commit"] is None or len(prov["git"]["commit"]) == 40
+
+
+# ---- issue 24: recipes read nothing but recipe keys; names and overrides are checked like flags ------
+
+
+def test_a_recipe_cannot_read_the_environment_or_use_other_resolvers(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFFCACHE_SECRET", "leaked")
+    for value in ("${oc.env:AFFCACHE_SECRET}", "x${oc.decode:'1'}", "${oc.env:AFFCACHE_SECRET,d}"):
+        with pytest.raises(ConfigError) as err:
+            build_train_config([CONFIGS_DIR / "ras/face.yaml"], [f"name={value}"])
+        assert "not the interpolation of a recipe key" in str(err.value) and "\n" not in str(err.value)
+        assert "leaked" not in str(err.value)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: 'w${data.window}'\n")
+    cfg = build_train_config([CONFIGS_DIR / "ras/face.yaml", recipe], ["data.window=64"])
+    assert cfg.name == "w64"  # the interpolation of a recipe key still works
+    recipe.write_text("name: '${data.nowhere}'\n")
+    with pytest.raises(ConfigError) as err:
+        build_train_config([CONFIGS_DIR / "ras/face.yaml", recipe])
+    assert "key 'name'" in str(err.value) and "nowhere" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["x/../../somewhere", "..", ".", "a\\b", "/abs"])
+def test_a_run_name_is_one_folder_name(name, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: {name!r}\n")
+    with pytest.raises(ConfigError, match="run name .* is not a single folder name") as err:
+        build_train_config([CONFIGS_DIR / "ras/face.yaml", recipe])
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override, flag", [
+    ("optim.epochs=0", ["--epochs", "0"]),
+    ("data.nearest_fill.landmarks=-3", ["--fill", "landmarks=-3"]),
+    ("optim.batch_size=0", ["--batch-size", "0"]),
+    ("optim.lr=-1e-3", ["--lr", "-1e-3"]),
+    ("loss.weights=[0,0]", ["--loss-weights", "0,0"]),
+])
+def test_an_override_is_refused_where_its_flag_is(override, flag, monkeypatch, tmp_path):
+    import train.fit.loop
+    from pipeline import app
+
+    monkeypatch.setattr(train.fit.loop, "train", lambda *a, **k: pytest.fail("trained"))
+    common = ["train", "--config", "configs/ras/face.yaml", "--runs-dir", str(tmp_path)]
+    by_flag = CliRunner().invoke(app, [*common, *flag])
+    by_override = CliRunner().invoke(app, [*common, override])
+    assert by_flag.exit_code == 2, by_flag.output
+    assert by_override.exit_code == 2, by_override.output
+    assert override.split("=")[0].rsplit(".", 1)[-1] in by_override.output and "override" in by_override.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_every_recipe_file_is_checked_for_resolvers_and_step_names(tmp_path):
+    from recipes.loader import load_file
+
+    bad = tmp_path / "env.yaml"
+    bad.write_text("tiny: {backbone_depth: {clip: '${oc.env:HOME}'}}\n")
+    with pytest.raises(ConfigError, match=r"key 'tiny.backbone_depth.clip' \(.*env.yaml\): .* not the interpolation of a recipe key"):
+        load_file(bad)
+    steps = tmp_path / "reproduce.yaml"
+    steps.write_text(f"method: m\nextract: {{config: ras/extract.yaml}}\nsteps:\n  - {{name: ../up, train: {CONFIGS_DIR / 'ras/face.yaml'}}}\nsubmit: ../up\n")
+    with pytest.raises(ConfigError, match=r"step name '\.\./up' is not a single folder name"):
+        load_reproduce(str(steps))
+
+
+@pytest.mark.parametrize("line, words", [
+    ("optim: {epochs: 0}", "optim.epochs (--epochs) must be >= 1, got 0"),
+    ("data: {nearest_fill: {landmarks: -3}}", "data.nearest_fill.landmarks (--fill) must be >= 0, got -3.0"),
+    ("optim: {lr: 0.0}", "optim.lr (--lr) must be > 0, got 0.0"),
+    ("loss: {weights: [0, 0]}", "loss.weights (--loss-weights) must not both be 0"),
+])
+def test_a_recipe_file_value_gets_the_check_of_its_flag(line, words, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(line + "\n")
+    with pytest.raises(ConfigError) as err:
+        build_train_config([CONFIGS_DIR / "ras/face.yaml", recipe])
+    assert words in str(err.value) and "\n" not in str(err.value)

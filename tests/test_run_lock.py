@@ -94,3 +94,36 @@ def test_lock_is_exclusive_and_a_refused_run_leaves_no_folder(tmp_path: Path) ->
     with run_lock(tmp_path / "runs" / "failed"):  # a run that wrote nothing (refused data) leaves no folder
         pass
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r"]
+
+
+def _train_args(base: Path, name: str, *extra: str) -> list[str]:
+    return [a if a != "shared" else name for a in _cmd(base, *extra)[2:]]
+
+
+def test_evaluate_predict_and_export_refuse_a_run_that_is_still_training(synth: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline import app
+    from train.runs.lock import is_running, run_lock
+
+    runner = CliRunner()
+    done = runner.invoke(app, _train_args(synth, "locked", "--epochs", "1"))
+    assert done.exit_code == 0, done.output
+    run = synth / "runs" / "locked"
+    assert is_running(run) is None
+    where = ["--runs-dir", str(synth / "runs"), "--device", "cpu"]
+    commands = {
+        "evaluate": ["evaluate", "locked", *where],
+        "predict": ["predict", "locked", "--split", "val", "--out", str(synth / "p.csv"), *where],
+        "export": ["export", "locked", "--name", "locked_out", "--splits", "val", *where],
+    }
+    before = sorted(p.name for p in run.iterdir())
+    with run_lock(run):  # what a training process holds for its whole run
+        assert is_running(run) == os.getpid()
+        for command, args in commands.items():
+            result = runner.invoke(app, args)
+            assert result.exit_code == 1, (command, result.output)
+            assert f"run locked is still training (pid {os.getpid()}" in " ".join(result.output.split()), result.output
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing was scored or written
+    assert not (synth / "cache" / "locked_out.zarr").exists()
+    assert runner.invoke(app, commands["evaluate"]).exit_code == 0  # released: evaluated as usual

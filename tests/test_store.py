@@ -96,3 +96,58 @@ def test_extras(tmp_path):
     np.testing.assert_array_equal(arr, protos)
     assert attrs["prompts"] == ["a", "b"]
     assert store.units() == []
+
+
+def test_printed_commands_quote_paths_with_spaces(tmp_path):
+    """The damage hint and the make command are pasted into a shell: a path with spaces stays one word."""
+    import shlex
+
+    from cache.store import DamagedGroup
+    from train.runs.recipe import make_command
+
+    cache = tmp_path / "my cache; rm -rf x"
+    hint = str(DamagedGroup(cache / "clip.zarr", "v1", "a chunk is missing"))
+    command = hint.split("`")[1]
+    assert shlex.split(command) == ["python", "pipeline.py", "verify", "clip", "--cache-dir", str(cache)]
+    made = make_command("clip", "data dir", str(cache)).split(" (and")[0]
+    assert shlex.split(made) == ["make", "extract", "FEATURES=clip", "SPLIT=train", "DATA=data dir", f"CACHE={cache}"]
+
+
+def test_crops_of_another_size_are_refused_when_written(tmp_path):
+    """A store whose input_spec records 224 px crops takes no group of 32 px crops (issue 24)."""
+    from types import SimpleNamespace
+
+    from extract.base import UnitResult
+    from extract.runner import Runner
+
+    store = FeatureStore.create_or_open(store_path(tmp_path, "face_crops"), FeatureMeta("face_crops", model_ref="m"))
+    store.put_extra("input_spec", np.array([224]), {"model": "m", "image_size": 224})
+    ext = SimpleNamespace(units_for=lambda video: ["v1"], store_dtype="uint8", store_layout=None)
+    runner = SimpleNamespace(extractors={"face_crops": ext}, stores={"face_crops": store})
+    times = np.stack([np.arange(3) / 25, np.arange(1, 4) / 25], axis=1)
+    small = {"v1": UnitResult(np.zeros((3, 32, 32, 3), np.uint8), times, np.ones(3, bool), {})}
+    with pytest.raises(RuntimeError, match=r"face_crops: v1: rows of shape \(32, 32, 3\), but the store's input_spec makes them \(224, 224, 3\)"):
+        Runner._write(runner, "face_crops", None, small, {})
+    assert "v1" not in store.units()
+    right = {"v1": UnitResult(np.zeros((3, 224, 224, 3), np.uint8), times, np.ones(3, bool), {})}
+    Runner._write(runner, "face_crops", None, right, {})
+    assert store.read("v1").values.shape == (3, 224, 224, 3)
+
+
+def test_jpeg_crop_rows_fit_half_the_pixels_and_lower_quality_when_needed(caplog):
+    """A JPEG row holds half a crop's pixel bytes; a crop too detailed for it at Q is stored at a lower Q."""
+    import skimage.data
+
+    from cache.crop_codec import CropCodec
+
+    face = np.ascontiguousarray(skimage.data.astronaut()[:224, 100:324])
+    noise = np.random.default_rng(0).integers(0, 256, face.shape, dtype=np.uint8)
+    codec = CropCodec.parse("jpeg:100")
+    rows = codec.encode(np.stack([face, noise, face]), np.array([True, True, False]))
+    assert rows.shape == (3, 224 * 224 * 3 // 2 + 5) and list(rows[:, 0]) == [1, 1, 0]
+    assert "stored at quality 95" in caplog.text  # noise at q100 does not fit; q95 does
+    back = codec.decode(rows, 224).numpy()
+    assert np.abs(back[0].astype(int) - face).mean() < 2 and not back[2].any()
+    assert np.array_equal(CropCodec.parse("lossless").decode(face[None], 224).numpy()[0], face)
+    with pytest.raises(ValueError, match="codec 'png:9'"):
+        CropCodec.parse("png:9")

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from cache.sample_data import SampleConfig, write_sample_dataset
-from cache.store import FeatureMeta, FeatureStore, FingerprintMismatch, list_stores, store_path
+from cache.store import FeatureMeta, FeatureStore, FingerprintMismatch, aside_path, list_stores, store_path
 
 torch.set_num_threads(1)
 TIMES = np.array([[0, 1], [1, 2], [2, 3]], dtype=float)
@@ -34,7 +34,7 @@ def test_store_at_a_url(base):
     with pytest.raises(FingerprintMismatch, match=new.fingerprint):
         FeatureStore.create_or_open(path, new)
     assert FeatureStore.create_or_open(path, new, on_mismatch="new").units() == []
-    aside = FeatureStore.open(store_path(base, f"clip.{old.fingerprint}"))
+    aside = FeatureStore.open(aside_path(store_path(base, "clip"), old.fingerprint))
     assert aside.units() == ["video1"] and list(list_stores(base)) == ["clip"]
 
 

@@ -132,3 +132,42 @@ def test_a_sweep_on_ray_gives_the_local_runs(synth, tmp_path):
             {k: pytest.approx(v, rel=1e-5, abs=1e-7) if isinstance(v, float) else v for k, v in row.items()}
             for row in _metrics(tmp_path / "local" / "tiny" / trial)
         ]
+
+
+def test_distinct_values_that_print_alike_are_distinct_trials():
+    trials = expand_trials({"optim.lr": [1e-4, 1.00001e-4, 1e-4]}, None)
+    names = [t.name for t in trials]
+    assert len(trials) == 2 and len(set(names)) == 2  # the repeated 1e-4 is one trial, 1.00001e-4 another
+    assert names[0] == "lr0.0001" and names[1].startswith("lr0.0001-")
+    assert [t.values["optim.lr"] for t in trials] == [1e-4, 1.00001e-4]
+
+
+def test_a_trial_whose_config_changed_is_retrained_not_reused(synth, tmp_path):
+    runs = tmp_path / "runs"
+    text = _sweep_file(synth).read_text().replace("  optim.lr: [1.0e-3, 1.0e-2]\n  seed: [1, 2]\n", "  seed: [1]\n")
+    sweep = tmp_path / "one.yaml"
+    sweep.write_text(text)
+    first = CliRunner().invoke(app, ["sweep", "--config", str(sweep), "--runs-dir", str(runs)])
+    assert first.exit_code == 0, first.output
+    trial = runs / "tiny" / "seed1"
+    assert TrainConfig.load(trial / "config.yaml").head["hidden"] == 8
+
+    sweep.write_text(text.replace("head.hidden: 8", "head.hidden: 12"))
+    again = CliRunner().invoke(app, ["sweep", "--config", str(sweep), "--runs-dir", str(runs)])
+    assert again.exit_code == 0, again.output
+    assert "trial seed1: retrained" in again.output and "skipped" not in again.output
+    assert TrainConfig.load(trial / "config.yaml").head["hidden"] == 12
+    aside = [p for p in (runs / "tiny").iterdir() if p.name.startswith("seed1.old-")]
+    assert len(aside) == 1 and TrainConfig.load(aside[0] / "config.yaml").head["hidden"] == 8
+    assert "hidden: 12" in (runs / "tiny" / "best.yaml").read_text()
+    third = CliRunner().invoke(app, ["sweep", "--config", str(sweep), "--runs-dir", str(runs)])
+    assert "trial seed1: skipped" in third.output  # unchanged now: reused
+
+
+def test_a_sweep_value_gets_the_check_of_its_flag(synth, tmp_path):
+    text = _sweep_file(synth).read_text().replace("optim.lr: [1.0e-3, 1.0e-2]", "optim.epochs: [2, 0]")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(SweepError, match=r"trial epochs0_seed1: optim.epochs \(--epochs\) must be >= 1, got 0"):
+        load_sweep(bad, runs_dir=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()

@@ -118,7 +118,7 @@ def test_every_extractor_runs_with_the_tiny_profile(ws):
     wavlm = TINY_WAVLM_CONFIG["hidden_size"]
     expected = {  # feature: (rows per video, shape of a row)
         "faces": (frames, (5,)), "landmarks": (frames, (122,)), "mouth": (frames, (2,)),
-        "clip": (frames, (TINY_CLIP_CONFIG["embed_dim"],)), "face_crops": (frames, (224 * 224 * 3 + 5,)),  # jpeg:95 rows
+        "clip": (frames, (TINY_CLIP_CONFIG["embed_dim"],)), "face_crops": (frames, (224 * 224 * 3 // 2 + 5,)),  # jpeg:95 rows
         "grada": (frames, (TINY_SPEC.embed_dim,)),
         "wavlm": (audio_rows, (wavlm,)), "wavlm_hidden": (audio_rows, (wavlm,)),
         "ast": (3, (64,)),  # one row per second (hop 1 s); the tiny AST's width

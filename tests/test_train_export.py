@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from cache.media import frame_times
-from cache.store import FeatureStore, FingerprintMismatch, list_stores, store_path
+from cache.store import FeatureStore, FingerprintMismatch, aside_path, list_stores, store_path
 from train.config import DataConfig, TrainConfig
 from train.data.sources import open_features
 from train.scoring.evaluate import accumulate_windows, predict_split
@@ -138,7 +138,7 @@ def test_fingerprint_follows_the_run_and_its_inputs(base, exported):
     newer = export_run("face", "face_gru_b", splits=("val",), runs_dir=base / "runs", device="cpu", on_mismatch="new")
     assert newer.fingerprint != other.fingerprint
     assert FeatureStore.open(store_path(base / "cache", "face_gru_b")).meta.model_ref == "run:face"
-    assert store_path(base / "cache", f"face_gru_b.{other.fingerprint}").is_dir()
+    assert aside_path(store_path(base / "cache", "face_gru_b"), other.fingerprint).is_dir()
 
 
 def test_export_refuses_its_own_input_name_and_unknown_splits(base):

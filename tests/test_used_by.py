@@ -184,3 +184,58 @@ def test_make_reproduce_command_line(extra, expected):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert expected in " ".join(done.stdout.split()), done.stdout
+
+
+def test_reproduce_exits_1_when_a_video_failed(synth, tmp_path, monkeypatch):
+    """The steps go on without a video that failed extraction, and the report is written, but the command
+    says the method did not run on every video: exit status 1 (issue 24)."""
+    import extract.backends
+    from extract.runner import RunSummary
+    from pipeline import app
+
+    cfgs = tmp_path / "mini"
+    cfgs.mkdir()
+    (cfgs / "face.yaml").write_text("model: gru\nhead: {hidden: 8}\noptim: {epochs: 1, max_steps_per_epoch: 2}\n"
+                                    "data: {features: [clip], window: 64, stride: 32}\neval: {smooth_grid: [0]}\n")
+    (cfgs / "reproduce.yaml").write_text(
+        "method: a test\nextract: {config: ras/extract.yaml, splits: [train]}\n"
+        f"steps:\n  - {{name: face, train: {cfgs / 'face.yaml'}}}\nsubmit: face\n"
+    )
+    monkeypatch.setattr(extract.backends, "run_extraction",
+                        lambda opts: RunSummary(done=["a: clip"], failed=["broken.mp4: cannot decode (moov atom not found)"]))
+    res = CliRunner().invoke(app, ["reproduce", str(cfgs / "reproduce.yaml"), "--data-root", str(synth / "data"),
+                                   "--cache-dir", str(synth / "cache"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert res.exit_code == 1, res.output
+    report = (tmp_path / "out" / "mini" / "report.md").read_text()
+    assert "broken.mp4: cannot decode" in report and "| test submission | mini-face |" in report
+    assert "1 video(s) failed" in res.output and "broken.mp4" in res.output.splitlines()[-1]
+
+
+def test_ensemble_mismatch_names_the_run_that_differs(tmp_path, monkeypatch):
+    """Three members, the third predicting other validation tracks: the error names the third (issue 24)."""
+    from types import SimpleNamespace
+
+    import train.results.ensemble as ens
+
+    tracks = {"a": ["v1", "v2"], "b": ["v1", "v2"], "c": ["v1", "v3"]}
+    for name in tracks:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+
+    def fake_member_split(path, split, runs_dir, device, *args, **kwargs):
+        ds = SimpleNamespace(tracks=[SimpleNamespace(name=t) for t in tracks[Path(path).name]], close=lambda: None)
+        return ds, None, None, None
+
+    monkeypatch.setattr(ens, "member_split", fake_member_split)
+    with pytest.raises(ValueError, match=r"^run c predicts other validation tracks than a$"):
+        ens.build_ensemble(["a", "b", "c"], "late", tmp_path, "mean", "cpu")
+    with pytest.raises(ValueError, match=r"^run c predicts other validation tracks than b$"):
+        ens.build_ensemble(["b", "c", "a"], "late", tmp_path, "mean", "cpu")
+
+
+def test_an_ensemble_name_is_one_folder_name(tmp_path):
+    from train.results.ensemble import build_ensemble
+
+    with pytest.raises(ValueError, match=r"ensemble name '\.\./out' is not a single folder name"):
+        build_ensemble(["a", "b"], "../out", tmp_path / "runs", "mean", "cpu")
+    assert not (tmp_path / "out").exists()

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cache.media import frame_times
 from cache.store import FeatureMeta, FeatureStore, store_path
-from extract.audio_windows import AudioWindowRule
+from cache.audio_windows import AudioWindowRule
 from extract.reliability import reliability_rows
 from train.data.build import build_dataset
 from train.data.sources import open_features
@@ -79,7 +79,7 @@ def _label_valid() -> np.ndarray:
 
 
 def test_window_filter_against_a_hand_made_mouth_trace():
-    from extract.audio_windows import audio_windows
+    from cache.audio_windows import audio_windows
 
     flag, t = _mouth_trace()
     n = len(t)
@@ -214,7 +214,18 @@ def test_window_audio_run_export_and_raav_window_tokens(audio_cache):
         batch = ds.collate(ids)
         assert batch.features["audio_win_blocks"].shape == (3, 40, 34) and batch.features["clip"].shape[:2] == (3, 40)
         assert batch.masks["audio_win_blocks"].sum(1).tolist() == [4, 4, 4]
-        np.testing.assert_array_equal(batch.features["audio_win_blocks"][:, :4], blocks.values.astype(np.float16))
+        np.testing.assert_array_equal(batch.features["audio_win_blocks"][:, :4], blocks.values.astype(np.float32))
+        # the tokens are standardized once, on the device, like every input (never in NumPy before)
+        from train.data.standardize import fit_standardizer
+        from train.data.tensors import to_tensors
+
+        ds.standardizer = fit_standardizer({"audio_win_blocks": sources["audio_win_blocks"]}, train)
+        stats = ds.standardizer.stats["audio_win_blocks"]
+        tokens = to_tensors(ds.collate(ids), torch.device("cpu")).features["audio_win_blocks"]
+        np.testing.assert_allclose(tokens[:, :4].numpy(), (blocks.values.astype(np.float64) - stats.mean) / stats.std,
+                                   rtol=1e-4, atol=1e-4)
+        assert (tokens[:, 4:] == 0).all()
+        ds.standardizer = None
         # reliable = open >= 1.0 s (1.5, 1.2, 0.8 s open) and coverage >= 0.8: one flag per window, every frame
         assert batch.features["audio_reliability"][:, :, -1].tolist() == [[1.0] * 40, [1.0] * 40, [0.0] * 40]
         assert batch.labels.shape == (3, 40, 2) and not batch.label_mask[0, :30].any() and batch.label_mask[0, 30:].all()

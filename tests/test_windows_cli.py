@@ -12,7 +12,7 @@ from cache.manifest import load_manifest
 from cache.media import frame_times, probe_video
 from cache.sample_data import SampleConfig, write_sample_dataset
 from cache.store import FeatureMeta, FeatureStore, store_path
-from extract.audio_windows import audio_windows
+from cache.audio_windows import audio_windows
 from pipeline import app
 
 

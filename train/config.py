@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cache.names import check_component
+
 @dataclass
 class DataConfig:
     """Where the data is and how tracks become windows."""
@@ -38,7 +40,7 @@ class DataConfig:
     # frames by overlap averaging: train/data/segments.py; RAS 16 / 8); "audio_window" the rows of an audio store
     # (RAS 200 / 100 = 4 s / 2 s at 50 Hz; training windows filtered: train/data/window_audio.py)
     level: str = "frame"
-    # audio_window training filter: fields of extract.audio_windows.AudioWindowRule (min_open_s: open seconds,
+    # audio_window training filter: fields of cache.audio_windows.AudioWindowRule (min_open_s: open seconds,
     # min_coverage: share of frames with a detected face, min_valid_blocks: labelled 1 s blocks); unnamed keys
     # take RAS's 1.0 / 0.8 / 2; {"min_open_s": 0, "min_coverage": 0, "min_valid_blocks": 0} keeps every window
     window_filter: dict[str, float] = field(default_factory=dict)
@@ -52,6 +54,9 @@ class DataConfig:
             raise ValueError(f"window and stride must be positive, got {self.window}/{self.stride}")
         if self.level not in ("frame", "segment", "audio_window"):
             raise ValueError(f"level must be 'frame', 'segment' or 'audio_window', got {self.level!r}")
+        at_least("data.cache_mb (--cache-mb)", self.cache_mb, 0, strict=True)
+        for name, seconds in self.nearest_fill.items():
+            at_least(f"data.nearest_fill.{name} (--fill)", seconds, 0)
 
 
 TRACKERS = ("tensorboard", "mlflow")
@@ -99,18 +104,30 @@ class TrainConfig:
     tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
-        if self.tracking not in TRACKERS:
-            from cache.names import unknown
+        from cache.names import unknown
 
-            raise ValueError(unknown("tracker", self.tracking, TRACKERS) + " (recipe key `tracking`)")
-
-    def __post_init__(self) -> None:
         choices = {"scheduler": ("plateau", "none"), "ccc_over": ("batch", "window"), "smooth_edges": ("shrink", "repeat")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.ccc_min_frames < 0:
             raise ValueError(f"ccc_min_frames must be >= 0, got {self.ccc_min_frames}")
+        if self.tracking not in TRACKERS:
+            raise ValueError(unknown("tracker", self.tracking, TRACKERS) + " (recipe key `tracking`)")
+        # the checks the flags get (Typer's min=, their callbacks), for values from recipes and sweeps too
+        if self.name:
+            check_component(self.name, "run name")  # RUNS_DIR/<name>: never a path outside it
+        at_least("optim.epochs (--epochs)", self.epochs, 1)
+        at_least("optim.batch_size (--batch-size)", self.batch_size, 1)
+        at_least("optim.lr (--lr)", self.lr, 0, strict=True)
+        at_least("optim.weight_decay (--weight-decay)", self.weight_decay, 0)
+        at_least("loss.lambda_region (--lambda-region)", self.lambda_region, 0)
+        if self.max_steps_per_epoch is not None:
+            at_least("optim.max_steps_per_epoch (--max-steps)", self.max_steps_per_epoch, 1)
+        for w in self.loss_weights:
+            at_least("loss.weights (--loss-weights)", w, 0)
+        if len(self.loss_weights) == 2 and sum(self.loss_weights) == 0:
+            raise ValueError("loss.weights (--loss-weights) must not both be 0")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -190,6 +207,22 @@ def from_recipe_dict(nested: dict[str, Any]) -> TrainConfig:
                 flat[keys[key]] = value
     flat.setdefault("data", {})
     return TrainConfig.from_dict(flat)
+
+
+def comparable_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """A run's config as compared to decide whether a finished run is the one asked for: everything but
+    where it is written (`name`, `runs_dir`) and the device (reproduce and sweep trials)."""
+    out = json.loads(json.dumps(cfg_dict, default=str))
+    for key in ("name", "runs_dir", "device"):
+        out.pop(key, None)
+    return out
+
+
+def at_least(name: str, value: Any, low: float, strict: bool = False) -> None:
+    """ValueError (one line naming the key) unless `value` is a number >= low (> low when strict)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if not number or not (value > low if strict else value >= low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
 
 
 def _json_float(value: float) -> float | str:

@@ -501,13 +501,12 @@ class TrackDataset:
                 labels[b, :n] = aligned.labels[sl]
                 label_mask[b, :n] = aligned.label_valid[sl]
             pad[b, :n] = True
-        stats = self.standardizer.stats if self.standardizer is not None else {}
         return Batch(
             features=features, masks=masks, pad=pad, labels=labels, label_mask=label_mask,
             track=np.array([ti for ti, _ in items], dtype=np.int64),
             start=np.array([s for _, s in items], dtype=np.int64),
             length=np.array(lengths, dtype=np.int64),
-            standardizer=self.standardizer if any(n in stats for n in features) else None,
+            standardizer=self.standardizer,  # what it covers is standardized by to_tensors
         )
 
     def batches(self, order: Sequence[int], batch_size: int, lookahead_tracks: int = 4) -> Iterator[Batch]:

@@ -8,7 +8,7 @@ mean of the valid label frames over it (`cache.align.align_to_frames`, as for se
 (`blockpool`) cuts each window into 4 blocks, pools each by attentive statistics and predicts one VA
 per block, carried by the block's rows, so the CCC loss runs over the rows of each block.
 
-Windows follow RAS's grid (extract/audio_windows.py): `window` rows every `stride` rows while they fit,
+Windows follow RAS's grid (cache/audio_windows.py): `window` rows every `stride` rows while they fit,
 then one partial window to the end (RAS pads its audio; here the last batch row is shorter).
 Training windows (training only; evaluation, prediction and export see every window) pass RAS's filter
 (src/audio/data/abaw_va_dataset.py): the window is reliable, i.e. the mouth is open >= 1.0 s and a face is
@@ -16,7 +16,7 @@ detected on >= 0.8 of its frames (the `audio_reliability` feature's open_s and c
 reliability window that overlaps the audio window most: the same window on RAS's grid), and at least 2 of
 its 4 one-second blocks hold a valid label frame. Without `audio_reliability` in the run only the block
 rule filters (logged). `data.window_filter` overrides the rule's values (`min_open_s`, `min_coverage`,
-`min_valid_blocks`, ...: the fields of `extract.audio_windows.AudioWindowRule`).
+`min_valid_blocks`, ...: the fields of `cache.audio_windows.AudioWindowRule`).
 
 Export (`export_windows`, `pipeline.py export --windows`): one row per window and track, the mean over the
 window's rows of [256-d block embedding, VA], as a `window`-kind store. The row's `times` are the part
@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from cache.manifest import Track
-from extract.audio_windows import AudioWindowRule, audio_windows
-from extract.windows import sliding_windows
+from cache.audio_windows import AudioWindowRule, audio_windows
+from cache.windows import sliding_windows
 from train.data.window_rules import COVERAGE, OPEN_S, RELIABILITY_FEATURE, best_match, window_rule  # noqa: F401
 from train.data.levels import register_level
 from train.data.segments import SegmentDataset
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 def ras_window_starts(n_rows: int, window: int, stride: int) -> list[int]:
     """Starts of RAS's windows over `n_rows` rows: every `stride` while a full window fits, then one
-    partial window to the end (extract.audio_windows.window_grid on rows)."""
+    partial window to the end (cache.audio_windows.window_grid on rows)."""
     return [int(s) for s in sliding_windows(float(n_rows), float(window), float(stride))[:, 0]]
 
 

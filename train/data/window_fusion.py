@@ -1,12 +1,12 @@
 """RAS's fusion sample (`data.level: audio_window` with an audio token store, e.g. configs/ras/fusion-raav.yaml):
 one sample per RAS audio window (src_audio_and_fusion/src/fusion/data/abaw_mm_dataset.py).
 
-- Windows: RAS's audio windows on the track's label frames (extract/audio_windows.py: 4 s every 2 s, the
+- Windows: RAS's audio windows on the track's label frames (cache/audio_windows.py: 4 s every 2 s, the
   last one partial; [start_frame, end_frame) at the track's fps), each a batch row of its own length.
 - Frame streams (face, behaviour embeddings ...) and targets: per label frame of the window, as at frame level.
 - Audio: the window's block tokens (a token store: `NAME_blocks` of `export --windows`, 4 × [embedding, VA])
   in the row's first 4 positions (RAS: audio_embedding [T_a = 4, D]); the other positions hold none
-  (mask off). Tokens are standardized like any input.
+  (mask off). Tokens are standardized like any input: on the device, with the batch (train/data/tensors.py).
 - Reliability: one mask per window (RAS's `_audio_om_filter_pass`: open >= 1.0 s and face coverage >= 0.8,
   the window's row of `audio_reliability`, the rule's values overridable by `data.window_filter`), written
   to every frame of the row in the reliability feature's last column; without `audio_reliability` every
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cache.manifest import Track
-from extract.audio_windows import audio_windows
+from cache.audio_windows import audio_windows
 from train.data.dataset import Batch, TrackDataset
 from train.data.sources import FeatureSource
 from train.data.window_rules import COVERAGE, OPEN_S, RELIABILITY_FEATURE, best_match, window_rule
@@ -65,25 +65,24 @@ class AudioWindowFusionDataset(TrackDataset):
         return np.array([(s / fps, self._ends[(ti, s)] / fps) for s in starts], np.float64).reshape(-1, 2)
 
     def window_inputs(self, ti: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per token store: (W, tokens, D) float16 tokens of each of the track's windows (standardized) and
-        (W,) whether a token row reached it; and under RELIABILITY_FEATURE the (W,) window mask."""
+        """Per token store: (W, tokens, D) float32 tokens of each of the track's windows (raw: the batch is
+        standardized on the device) and (W,) whether a token row reached it; and under RELIABILITY_FEATURE
+        the (W,) window mask."""
         if ti in self._tokens:
             return self._tokens[ti]
         track, spans = self.tracks[ti], self.window_spans(ti)
         out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, source in self.token_sources.items():
-            tokens = np.zeros((len(spans), source.tokens, source.dim), np.float16)
+            tokens = np.zeros((len(spans), source.tokens, source.dim), np.float32)
             found = np.zeros(len(spans), bool)
             group = source.group_for(track)
             if group in self.token_units[name]:
                 raw = source.read(group)
                 t = source.tokens
                 values = raw.values.reshape(-1, t * source.dim).astype(np.float32)
-                if self.standardizer is not None:
-                    values = self.standardizer.apply(name, values.reshape(-1, source.dim)).reshape(-1, t * source.dim)
                 matched = best_match(values, raw.times[::t], np.asarray(raw.valid, bool)[::t], spans)
                 found = np.isfinite(matched).all(axis=1)
-                tokens[found] = matched[found].reshape(-1, t, source.dim).astype(np.float16)
+                tokens[found] = matched[found].reshape(-1, t, source.dim)
             out[name] = (tokens, found)
         reliable = np.ones(len(spans), bool)
         rel = self.sources.get(RELIABILITY_FEATURE)
@@ -104,7 +103,7 @@ class AudioWindowFusionDataset(TrackDataset):
         batch = super().collate(window_ids)
         B, L = batch.pad.shape
         for name, source in self.token_sources.items():
-            feats = np.zeros((B, L, source.dim), np.float16)
+            feats = np.zeros((B, L, source.dim), np.float32)
             masks = np.zeros((B, L), bool)
             for b, w in enumerate(window_ids):
                 ti, _ = self.windows[w]

@@ -4,7 +4,7 @@ a day of GPU time.
 Levels (train/data/levels.py):
 - `frame`: `window` label frames every `stride` plus one aligned to the end (train/data/dataset.py).
 - `segment`: `window` rows of the first feature (a segment store) every `stride`, plus one aligned to the end.
-- `audio_window`: RAS's audio windows (extract/audio_windows.py): 4 s every 2 s over the video's frames, the
+- `audio_window`: RAS's audio windows (cache/audio_windows.py): 4 s every 2 s over the video's frames, the
   last one partial, open seconds and coverage from the `mouth` store (its open flag per frame, smoothed as
   RAS does; no `mouth` store or group: empty), block targets, and the training filter of
   train/data/window_audio.py (reliable and >= 2 labelled blocks). An `audio_window` run over 50 Hz rows
@@ -25,7 +25,7 @@ import numpy as np
 from cache.manifest import Track
 from cache.media import VideoInfo, probe_video
 from cache.store import FeatureStore, store_path
-from extract.audio_windows import AudioWindowRule, audio_windows
+from cache.audio_windows import AudioWindowRule, audio_windows
 from extract.reliability import mouth_on_frames, open_column
 from train.data.dataset import window_starts
 from train.data.sources import open_features

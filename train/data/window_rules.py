@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from extract.audio_windows import AudioWindowRule
+from cache.audio_windows import AudioWindowRule
 
 RELIABILITY_FEATURE = "audio_reliability"
 OPEN_S, COVERAGE = 0, 1  # audio_reliability columns: open_s, coverage, reliable

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -48,6 +49,8 @@ from torch import Tensor, nn
 from cache.crops import CropReader
 from cache.manifest import Track
 from cache.media import frame_times
+from cache.row_spec import crop_shape, row_shape_problem
+from cache.store import FeatureStore
 from train.heads.backbones import STORES, BackboneMismatch, parse_spec
 from train.data.dataset import Batch, TrackDataset
 from train.data.sources import FeatureSource
@@ -107,6 +110,16 @@ class FinetuneConfig:
             import extract.wavlm_model  # noqa: F401  (registers the wavlm families)
         family = {"clip": "open_clip", "wavlm": checkpoint}[self.family]
         return resolve_model_ref(family, self.profile, Path(self.models_dir))
+
+
+def check_crop_groups(store: FeatureStore, spec: dict[str, Any]) -> None:
+    """Every complete group of a face_crops store holds crops of the size its input_spec records: a group
+    of another size is refused here in one line (not a traceback inside the tower)."""
+    expected = crop_shape(spec, store.meta.config)
+    for unit in store.units():
+        problem = row_shape_problem(store.open_arrays(unit)["values"].shape[1:], expected)
+        if problem:
+            raise BackboneMismatch(f"{store.path}: group '{unit}': {problem}; `python pipeline.py verify` marks it for redoing")
 
 
 def finetune_config(cfg: Any) -> FinetuneConfig | None:
@@ -204,7 +217,12 @@ class BackboneDataset(TrackDataset):
             sampled[phase::step] = True
             send = sampled & has
             if send.any():  # only the rows sent are read (their chunks) and decoded
-                pieces.append(self._crops.encoded(self.backbone_source.group_for(self.tracks[ti]), row[send]))
+                group = self.backbone_source.group_for(self.tracks[ti])
+                piece = self._crops.encoded(group, row[send])
+                problem = row_shape_problem(piece.shape[1:], self._crops.codec.row_shape(self._crops.size))
+                if problem:
+                    raise BackboneMismatch(f"{self.backbone_source.store.path}: group '{group}': {problem}")
+                pieces.append(piece)
                 slot = np.full(n, -1, dtype=np.int64)
                 slot[send] = count + np.arange(int(send.sum()))
                 count += int(send.sum())
@@ -393,6 +411,7 @@ def build_finetune_model(cfg: Any, sources: Mapping[str, FeatureSource], options
         except KeyError:
             raise BackboneMismatch(f"{store.path} records no input_spec: not a face_crops store") from None
         check_crops_spec(spec, bb.spec, str(store.path))
+        check_crop_groups(store, spec)
         module, out_dim = bb.tower, bb.tower.out_dim
         if cfg.lambda_region > 0:
             prototypes = bb.prototypes
@@ -433,8 +452,8 @@ def save_backbone(model: nn.Module, run_path: Path) -> str | None:
         return None
     folder = Path(run_path) / BACKBONE_DIR
     ref = model.save_backbone(folder)
-    log.info("trained backbone saved to %s (extract with --model %s=%s)", folder,
-             "clip" if model.ft.family == "clip" else "wavlm", folder)
+    log.info("trained backbone saved to %s (extract with --model %s)", folder,
+             shlex.quote(f"{'clip' if model.ft.family == 'clip' else 'wavlm'}={folder}"))
     return ref
 
 

@@ -178,7 +178,14 @@ def _train(
     except BaseException:
         train_ds.close()
         raise
-    run.make()  # only once the data is known to be usable: a refused run leaves no folder behind
+    seed_everything(cfg.seed)
+    try:  # the model too (a backbone refusing its cache, a top deeper than the model) before any folder
+        model, has_regions = build_model(cfg, sources)
+    except BaseException:
+        train_ds.close()
+        val_ds.close()
+        raise
+    run.make()  # only once the data and the model are known to be usable: a refused run leaves no folder behind
     cfg.name = run.path.name
     from train.runs.provenance import write_provenance  # config.yaml and provenance.json
 
@@ -188,8 +195,6 @@ def _train(
         "run %s: %d train tracks (%d windows), %d val tracks, features %s, device %s",
         run.path, len(train_ds.tracks), len(train_ds), len(val_ds.tracks), train_ds.feature_dims, device,
     )
-    seed_everything(cfg.seed)
-    model, has_regions = build_model(cfg, sources)
     model.to(device)
     # the model's input streams are standardized (a mask-only feature such as audio reliability keeps its
     # values); set before the first track is aligned

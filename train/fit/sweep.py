@@ -34,6 +34,8 @@ import json
 import logging
 import math
 import re
+import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +44,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cache.names import UnsafeName, check_component
 from train.config import TrainConfig
 from train.runs.folder import RunDir
+from train.runs.recipe import same_recipe
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,10 @@ def load_sweep(path: Path, runs_dir: str | None = None) -> SweepSpec:
     if unknown:
         raise SweepError(f"{path}: unknown key(s) {sorted(unknown)}; a sweep file has {sorted(SWEEP_KEYS)}")
     name = str(raw.get("name") or path.stem)
+    try:
+        check_component(name, "sweep name")  # RUNS_DIR/<name>/<trial>
+    except UnsafeName as err:
+        raise SweepError(f"{path}: {err}") from None
     base = []
     if raw.get("base"):
         base_path = Path(raw["base"])
@@ -114,14 +122,21 @@ def expand_trials(grid: Mapping[str, Sequence[Any]] | None, random: Mapping[str,
             points.append({key: _draw(rng, key, dist, where) for key, dist in space.items()})
     if not points:
         points = [{}]
-    trials, seen = [], set()
+    trials: list[Trial] = []
+    seen: dict[str, dict[str, Any]] = {}
     for values in points:
         name = trial_name(values)
-        if name in seen:
+        if name in seen and seen[name] != values:  # distinct values that print alike (1e-4 and 1.00001e-4)
+            name = f"{name}-{_values_digest(values)}"
+        if name in seen:  # the same point twice (a random draw repeating a grid point)
             continue
-        seen.add(name)
+        seen[name] = values
         trials.append(Trial(name=name, values=values))
     return trials
+
+
+def _values_digest(values: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=repr).encode()).hexdigest()[:8]
 
 
 def _draw(rng: np.random.Generator, key: str, dist: Any, where: Path | str) -> Any:
@@ -150,7 +165,7 @@ def trial_name(values: Mapping[str, Any]) -> str:
         parts.append(f"{short}{text}")
     name = re.sub(r"[^A-Za-z0-9_+.=-]", "-", "_".join(parts))
     if len(name) > 80:
-        name = name[:60] + "-" + hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        name = name[:60] + "-" + _values_digest(values)
     return name
 
 
@@ -167,8 +182,12 @@ def trial_config(spec: SweepSpec, trial: Trial) -> TrainConfig:
 
 
 def trial_state(cfg: TrainConfig) -> str:
-    """done (a final evaluation is written), partial (a checkpoint to resume), or new."""
+    """changed (the folder holds a run of another resolved config: the sweep file or its base changed),
+    done (a final evaluation is written), partial (a checkpoint to resume), or new."""
     run = Path(cfg.runs_dir) / cfg.name
+    folder = RunDir(run)
+    if folder.has_config and not same_recipe(TrainConfig.load(folder.config), cfg):
+        return "changed"
     if (run / "eval_val.json").is_file():
         return "done"
     if (run / "checkpoints" / "last.pt").is_file():
@@ -184,8 +203,14 @@ def run_trial(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     state = trial_state(cfg)
     if state == "done":
         return {"name": cfg.name, "state": "skipped", **trial_scores(Path(cfg.runs_dir) / cfg.name)}
+    if state == "changed":  # never scored under the new settings: moved aside (nothing deleted), retrained
+        run = Path(cfg.runs_dir) / cfg.name
+        aside = run.with_name(f"{run.name}.old-{int(time.time())}")
+        shutil.move(str(run), str(aside))
+        log.warning("trial %s: its resolved config changed; the old run moved to %s", cfg.name, aside)
     result = train(cfg, resume=state == "partial")
-    return {"name": cfg.name, "state": "resumed" if state == "partial" else "trained", **trial_scores(result.run.path)}
+    states = {"partial": "resumed", "changed": "retrained (config changed, old run moved aside)"}
+    return {"name": cfg.name, "state": states.get(state, "trained"), **trial_scores(result.run.path)}
 
 
 def trial_scores(run: Path) -> dict[str, float]:

@@ -27,6 +27,7 @@ from train.scoring.evaluate import EvalResult, SplitPredictions, concat_valid, e
 from train.scoring.metrics import ccc
 from train.results.kinds import register_kind, run_split_predictions
 from train.results.restore import RunSplit, chosen_half_windows
+from cache.names import check_component
 from train.runs.folder import ENSEMBLE_FILE, RunDir, is_ensemble
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def build_ensemble(
     if len(members) < 2:
         raise ValueError("an ensemble needs at least two runs")
     runs_dir = Path(runs_dir)
+    check_component(name, "ensemble name")  # RUNS_DIR/<name>: never a path outside it
     dirs = [RunDir.resolve(m, runs_dir) for m in members]
     out = RunDir(runs_dir / name)
     if out.path.resolve() in {d.path.resolve() for d in dirs}:
@@ -132,7 +134,7 @@ def build_ensemble(
             present.append(m)
         ref = datasets[0]
         names = [t.name for t in ref.tracks]
-        for d, ds in zip(dirs, datasets[1:]):
+        for d, ds in zip(dirs[1:], datasets[1:]):
             if [t.name for t in ds.tracks] != names:
                 raise ValueError(f"run {d.path.name} predicts other validation tracks than {dirs[0].path.name}")
         rows = np.stack([concat_valid(ref, p)[0] for p in preds], 0)

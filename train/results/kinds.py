@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from train.data.dataset import TrackDataset
 from train.results.restore import RunSplit, TrainedRun
 from train.runs.folder import RunDir
+from train.runs.lock import refuse_running
 
 
 class RunKind(Protocol):
@@ -34,6 +35,7 @@ def register_kind(cls: type) -> type:
 def open_run(run: str | Path, runs_dir: Path = Path("artifacts/runs")) -> RunKind:
     """The run folder `run` (a name under `runs_dir` or a path) as the kind it holds."""
     rd = RunDir.resolve(run, Path(runs_dir))
+    refuse_running(rd.path)
     for kind in KINDS:
         if kind.holds(rd):
             return kind(rd, Path(runs_dir))

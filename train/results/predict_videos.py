@@ -29,6 +29,7 @@ from train.results.export import track_embeddings
 from train.results.restore import LoadedRun, chosen_half_windows, load_run
 from train.runs.folder import ENSEMBLE_FILE, RunDir, is_ensemble
 from train.scoring.evaluate import fill_missing, input_features, postprocess, predict_split
+from train.runs.lock import refuse_running
 from train.scoring.report import plot_track
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ def bare_video_plan(run: str | Path, runs_dir: Path, cache_dir: str | None) -> B
     """Features go to `cache_dir`, default `video-features` beside the runs folder. Exported features are
     planned through the run that exported them (its own features extracted too)."""
     rd = RunDir.resolve(run, runs_dir)
+    refuse_running(rd.path)
     cfg = TrainConfig.load(rd.config)
     target = as_location(cache_dir) if cache_dir else rd.path.resolve().parent.parent / "video-features"
     plan = BareVideoPlan(rd, cfg, target, [], [], Path(runs_dir))
@@ -213,6 +215,7 @@ def extract_bare_videos(plan: BareVideoPlan, videos: Path, models_dir: Path, dev
         manifest, summary = extract_videos(videos, names, plan.target, reference_cache=reference, models_dir=models_dir,
                                            device=device)
         summaries.append(summary)
+    presented_frames(manifest.tracks, plan.target)
     written: set[str] = set()
     while len(written) < len(plan.exports):
         ready = [n for n, run in plan.exports.items() if n not in written and
@@ -257,6 +260,15 @@ def export_for_videos(plan: BareVideoPlan, name: str, tracks: list[Track], devic
 # ---------------------------------------------------------------- predictions
 
 
+def presented_frames(tracks: list[Track], cache_dir: Location) -> None:
+    """One row per presented frame, never per frame the container only declares: an unlabelled track's
+    frame count from the cache's frame-time record, where there is one."""
+    clock = FrameClock.open(cache_dir)
+    for track in tracks:
+        if track.labels is None and not track.n_frames:
+            track.n_frames = clock.presented(track.video_stem)
+
+
 def _ready_tracks(loaded: LoadedRun, tracks: list[Track], allow_missing: bool, out: VideoPredictions) -> list[Track]:
     inputs = input_features(loaded.model, list(loaded.sources))
     ready = []
@@ -294,6 +306,7 @@ def predict_videos(run: RunDir, tracks: list[Track], runs_dir: Path, cache_dir: 
     are listed in `skipped`. With allow_missing, a track that lacks some (e.g. no audio) is predicted with
     them masked, as in training, and noted; one with none of the model's inputs never is."""
     out = VideoPredictions()
+    presented_frames(tracks, cache_dir)
     outputs = run_outputs(run, tracks, runs_dir, cache_dir, device, allow_missing, out)
     out.skipped = list(dict.fromkeys(out.skipped))  # an ensemble's members skip the same video once
     out.notes = list(dict.fromkeys(out.notes))

@@ -23,6 +23,7 @@ from train.scoring.evaluate import SplitPredictions, predict_split
 from train.fit.loop import open_split, tracks_dataset
 from train.fit.model import build_model
 from train.runs.folder import RunDir, is_ensemble
+from train.runs.lock import refuse_running
 from train.data.standardize import Standardizer
 from train.data.tensors import resolve_device
 from train.runs.standardization import recorded_standardizer
@@ -57,6 +58,7 @@ def load_run(
 ) -> LoadedRun:
     """Locations default to the run's own; a store whose fingerprint changed is refused."""
     rd = RunDir.resolve(run, runs_dir)
+    refuse_running(rd.path)
     if is_ensemble(rd):
         raise ValueError(f"run {rd.path.name} is an ensemble of runs: it has no model of its own (evaluate and predict work on it)")
     cfg = TrainConfig.load(rd.config)

@@ -69,7 +69,7 @@ def export_windows(
     store = FeatureStore.create_or_open(store_path(loaded.cfg.data.cache_dir, name), meta, on_mismatch=on_mismatch)
     n_blocks = int(getattr(loaded.model.cfg, "blocks", 0) or 0)
     block_store = None
-    if n_blocks:  # RAS's fusion sample: one window, its block tokens (extract/audio_windows.py's blocks)
+    if n_blocks:  # RAS's fusion sample: one window, its block tokens (cache/audio_windows.py's blocks)
         block_meta = dataclasses.replace(meta, name=name + BLOCKS_SUFFIX, config={
             **meta.config, "rows": "one per audio window: its block tokens [block embedding, block VA]",
             "row_names": [f"block{i}" for i in range(n_blocks)], "tokens": n_blocks})

@@ -52,3 +52,34 @@ def run_lock(folder: Path) -> Iterator[None]:
         if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
             shutil.rmtree(folder, ignore_errors=True)
         os.close(fd)  # releases the lock
+
+
+def is_running(folder: Path) -> int | None:
+    """The pid of the process training into `folder` now (its lock is held), else None. Takes a shared
+    lock for a moment and never creates the lock file."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file: never trained here
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    except OSError:  # no flock on this file system: nothing to tell
+        return None
+    finally:
+        os.close(fd)  # also releases the shared lock
+    return None
+
+
+def refuse_running(folder: Path) -> None:
+    """RunLocked when a training process holds `folder`'s lock: its checkpoints, metrics and smoothing
+    are intermediate, so evaluating, predicting or exporting it would score a run that is not done."""
+    pid = is_running(folder)
+    if pid is not None:
+        raise RunLocked(
+            f"run {Path(folder).name} is still training (pid {pid if pid > 0 else '?'}, lock {Path(folder) / LOCK_NAME}): "
+            "wait for it to end"
+        )

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import typing
+import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,14 @@ def with_full_head(cfg: TrainConfig) -> TrainConfig:
     return out
 
 
+def same_recipe(a: TrainConfig, b: TrainConfig) -> bool:
+    """Whether two configs train the same run (name, runs dir and device aside), heads compared with their
+    defaults filled (a run's config.yaml states every head key; a recipe only the ones it sets)."""
+    from train.config import comparable_config
+
+    return comparable_config(with_full_head(a).to_dict()) == comparable_config(with_full_head(b).to_dict())
+
+
 def resolved_keys(cfg: TrainConfig) -> dict[str, Any]:
     """The resolved recipe as dotted keys (optim.lr, data.window, head.hidden, ...), the head's defaults filled."""
     full = with_full_head(cfg)
@@ -251,7 +260,7 @@ def make_command(feature: str, data_root: str, cache_dir: str) -> str:
 
     defaults = DataConfig(features=["x"])
     where = "".join(
-        f" {var}={value}" for var, value, default in (("DATA", data_root, defaults.data_root), ("CACHE", cache_dir, defaults.cache_dir))
+        f" {var}={shlex.quote(str(value))}" for var, value, default in (("DATA", data_root, defaults.data_root), ("CACHE", cache_dir, defaults.cache_dir))
         if str(value) != str(default)
     )
     try:

@@ -37,10 +37,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extract.mouth import fill_gaps_drop_blips
-from extract.windows import sliding_windows
+from cache.windows import sliding_windows
 
 EPS = 1e-9
+
+
+def _runs(flag: np.ndarray) -> list[tuple[int, int, bool]]:
+    """(start, end, value) runs of a boolean array."""
+    if not len(flag):
+        return []
+    edges = np.flatnonzero(np.diff(flag.astype(np.int8))) + 1
+    starts = np.concatenate([[0], edges])
+    ends = np.concatenate([edges, [len(flag)]])
+    return [(int(s), int(e), bool(flag[s])) for s, e in zip(starts, ends)]
+
+
+def fill_gaps_drop_blips(flag: np.ndarray, max_gap: float, max_blip: float) -> np.ndarray:
+    """Closed runs of at most `max_gap` frames between open runs become open, then open runs of at most
+    `max_blip` frames become closed (RAS's `smooth_open_flags`, scripts/make_audio_windows.py)."""
+    flag = np.asarray(flag, dtype=bool).copy()
+    for s, e, value in _runs(flag):
+        if not value and s > 0 and e < len(flag) and (e - s) <= max_gap:
+            flag[s:e] = True
+    for s, e, value in _runs(flag):
+        if value and (e - s) <= max_blip:
+            flag[s:e] = False
+    return flag
 
 
 @dataclass(frozen=True)
