@@ -53,7 +53,10 @@ def test_wheel_declares_the_dependencies_and_the_console_command(wheel):
     pinned = [l.split("#")[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
     pinned = [l for l in pinned if l]
     mediapipe_deps = {"absl-py", "attrs", "flatbuffers", "sounddevice"}
-    assert _requirement_names(pinned) - {"pytest"} - mediapipe_deps <= _requirement_names(plain)
+    mlflow_deps = {"mlflow-skinny", "opentelemetry-proto"}  # the optional tracker, pinned in its extra
+    assert _requirement_names(pinned) - {"pytest"} - mediapipe_deps - mlflow_deps <= _requirement_names(plain)
+    assert _requirement_names([r for r in requires if 'extra == "mlflow"' in r]) == mlflow_deps
+    assert not mlflow_deps & _requirement_names(plain)  # never required by a plain install
     assert not [r for r in plain if "==" in r], plain
     torch_req = next(r for r in plain if r.startswith("torch") and not r.startswith("torchvision"))
     assert ">=2.14" in torch_req and "<" in torch_req  # never unbounded
