@@ -9,7 +9,7 @@ import torch
 from test_heads_util import SMALL, make_batch
 from train.heads import build_head
 from train.fit.losses import (
-    VALossConfig, ccc_loss, ccc_per_window, region_centres, region_kl_loss, regression_loss, soft_region_labels, va_loss,
+    VALossConfig, ccc_loss, ccc_per_window, input_mask, region_centres, region_kl_loss, regression_loss, soft_region_labels, va_loss,
 )
 from train.scoring.metrics import ccc
 
@@ -168,3 +168,35 @@ def test_loss_falls_back_to_mse_below_four_valid_frames():
     assert mae.item() == pytest.approx((0.5 + 0.5 + 0.2 + 0.2) / 6, abs=1e-6)
     with pytest.raises(ValueError, match="ccc_over"):
         VALossConfig(ccc_over="track")
+
+
+def test_required_input_leaves_faceless_frames_out_of_the_loss_by_hand():
+    # 5 labelled frames; the face feature is missing on frames 3 and 4, where the prediction is far off
+    true = torch.tensor([[[0.5, -0.5], [-0.5, 0.5], [0.0, 0.0], [0.9, 0.9], [-0.9, -0.9]]])
+    pred = torch.tensor([[[0.5, -0.5], [-0.5, 0.5], [0.0, 0.0], [-1.0, -1.0], [1.0, 1.0]]], requires_grad=True)
+    labelled = torch.ones(1, 5, dtype=torch.bool)
+    face = torch.tensor([[True, True, True, False, False]])
+    mask = input_mask(labelled, {"grada": face, "wavlm": torch.zeros(1, 5, dtype=torch.bool)}, ["grada"])
+    assert mask.tolist() == [[True, True, True, False, False]]
+    assert input_mask(labelled, {"grada": face}, []).tolist() == [[True] * 5]  # default: every labelled frame
+    cfg = VALossConfig(ccc_over="window", ccc_min_frames=1, regression="mse", regression_weight=1.0)
+    total, parts = va_loss(_out(pred), true, mask, cfg)
+    # frames 0-2 are predicted exactly: CCC 1 and MSE 0, so the loss is 0 and frames 3-4 get no gradient
+    assert total.item() == pytest.approx(0.0, abs=1e-6)
+    (g,) = torch.autograd.grad(total, pred)
+    assert g[0, 3:].abs().sum() == 0
+    # over all labelled frames the same prediction scores: V true (.5,-.5,0,.9,-.9) vs pred (.5,-.5,0,-1,1):
+    # means 0 and 0, var_t 0.424, var_p 0.5, cov (0.25+0.25-1.8)/5 = -0.26 → CCC -0.52/0.924; A the same
+    c = -0.52 / 0.924
+    mse = (1.9**2 * 2) / 5  # per dimension, mean over the 5 frames
+    assert va_loss(_out(pred), true, labelled, cfg)[0].item() == pytest.approx((1 - c) + mse, abs=1e-5)
+    with pytest.raises(ValueError, match="loss.require_input names 'clip'"):
+        input_mask(labelled, {"grada": face}, ["clip"])
+
+
+def test_required_input_must_be_a_feature_of_the_run():
+    from train.config import DataConfig, TrainConfig
+
+    assert TrainConfig(model="gru", data=DataConfig(features=["grada"]), require_input=["grada"]).require_input == ["grada"]
+    with pytest.raises(ValueError, match=r"loss.require_input names \['clip'\]"):
+        TrainConfig(model="gru", data=DataConfig(features=["grada"]), require_input=["clip"])

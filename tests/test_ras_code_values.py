@@ -42,6 +42,7 @@ PINS = [
     ("ras/face.yaml", "grad_clip", ("grad_clip",), 0.0, FACE_TRAIN),
     ("ras/face.yaml", "ccc_over", ("ccc_over",), "window", FACE_LOSS),
     ("ras/face.yaml", "ccc_min_frames", ("ccc_min_frames",), 1, FACE_LOSS),
+    ("ras/face.yaml", "require_input", ("require_input",), ["grada"], FACE_TRAIN),
     ("ras/behaviour.yaml", "window", ("data", "window"), 16, BEH),
     ("ras/behaviour.yaml", "stride", ("data", "stride"), 8, BEH),
     ("ras/behaviour.yaml", "hidden", ("head", "hidden"), 256, BEH),
@@ -95,7 +96,8 @@ def _comment(rel: str, key: str, section: str) -> str:
 
 SECTIONS = {"window": "data", "stride": "data", "lr": "optim", "weight_decay": "optim", "batch_size": "optim",
             "epochs": "optim", "scheduler": "optim", "plateau_patience": "optim", "plateau_factor": "optim",
-            "early_stop": "optim", "grad_clip": "optim", "ccc_over": "loss", "ccc_min_frames": "loss"}
+            "early_stop": "optim", "grad_clip": "optim", "ccc_over": "loss", "ccc_min_frames": "loss",
+            "require_input": "loss"}
 
 
 @pytest.mark.parametrize("rel, key, place, value, source", PINS, ids=[f"{p[0]}:{p[1]}" for p in PINS])

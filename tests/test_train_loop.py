@@ -151,3 +151,32 @@ finally:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "EXTRACT_MODULES []" in out.stdout
     assert (tmp_path / "cli" / "report.md").is_file()
+
+
+def test_required_input_masks_the_training_loss_frames(base, monkeypatch):
+    import train.fit.loop as loop_mod
+    import train.fit.losses as losses_mod
+
+    seen = []
+    real_to_tensors, real_va_loss = loop_mod.to_tensors, losses_mod.va_loss
+
+    def holed(batch, device):  # every other frame of the clip stream missing
+        tb = real_to_tensors(batch, device)
+        tb.masks["clip"][:, ::2] = False
+        seen.append(tb)
+        return tb
+
+    def spy(out, true, mask, cfg=None):
+        seen.append(mask.clone())
+        return real_va_loss(out, true, mask, cfg)
+
+    monkeypatch.setattr(loop_mod, "to_tensors", holed)
+    monkeypatch.setattr(losses_mod, "va_loss", spy)
+    cfg = _cfg(base, "require", epochs=1)
+    cfg.require_input, cfg.max_steps_per_epoch = ["clip"], 2
+    train(cfg)
+    pairs = [(a, b) for a, b in zip(seen, seen[1:]) if isinstance(b, torch.Tensor) and not isinstance(a, torch.Tensor)]
+    assert pairs, "the training loss was never called"
+    for tb, mask in pairs:
+        assert torch.equal(mask, tb.label_mask & tb.masks["clip"])
+        assert not mask[:, ::2].any() and mask.any()

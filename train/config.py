@@ -85,6 +85,9 @@ class TrainConfig:
     regression_weight: float = 1.0
     ccc_over: str = "batch"  # "batch": CCC pooled over the batch's valid frames; "window": per window, averaged
     ccc_min_frames: int = 4  # fewer valid frames: the loss is its regression part alone (MSE by default; RAS)
+    # inputs (data.features names) a frame must have for the training loss to count it (RAS's face branch: grada);
+    # empty: every labelled frame. Evaluation always scores every labelled frame
+    require_input: list[str] = field(default_factory=list)
     lambda_region: float = 0.2
     region_sigma: float = 0.45  # width of the Gaussian soft region labels
     seed: int = 42
@@ -112,6 +115,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.ccc_min_frames < 0:
             raise ValueError(f"ccc_min_frames must be >= 0, got {self.ccc_min_frames}")
+        missing = sorted(set(self.require_input) - set(self.data.features))
+        if missing:
+            raise ValueError(f"loss.require_input names {missing}, not in data.features {self.data.features}")
         if self.tracking not in TRACKERS:
             raise ValueError(unknown("tracker", self.tracking, TRACKERS) + " (recipe key `tracking`)")
         # the checks the flags get (Typer's min=, their callbacks), for values from recipes and sweeps too
@@ -179,7 +185,7 @@ RECIPE_GROUPS: dict[str, dict[str, str]] = {
     "loss": {
         "weights": "loss_weights", "regression": "regression", "regression_weight": "regression_weight",
         "lambda_region": "lambda_region", "region_sigma": "region_sigma",
-        "ccc_over": "ccc_over", "ccc_min_frames": "ccc_min_frames",
+        "ccc_over": "ccc_over", "ccc_min_frames": "ccc_min_frames", "require_input": "require_input",
     },
     "eval": {"smooth_grid": "smooth_grid", "smooth_edges": "smooth_edges", "n_plot_tracks": "n_plot_tracks"},
 }

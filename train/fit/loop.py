@@ -286,7 +286,7 @@ def _train_epoch(
     settings: ProgressSettings | None = None,
     on_step: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    from train.fit.losses import va_loss
+    from train.fit.losses import input_mask, va_loss
 
     model.train()
     order = dataset.epoch_order(np.random.default_rng([cfg.seed, epoch]), cfg.data.block_tracks)
@@ -306,7 +306,8 @@ def _train_epoch(
                     continue
                 with autocast(device):
                     out = model(tb.features, tb.masks, tb.pad)
-                loss, parts = va_loss(out, tb.labels, tb.label_mask, loss_cfg)
+                loss_mask = input_mask(tb.label_mask, tb.masks, cfg.require_input)
+                loss, parts = va_loss(out, tb.labels, loss_mask, loss_cfg)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"non-finite loss at epoch {epoch + 1}, step {steps + 1} ({ {k: float(v) for k, v in parts.items()} })"

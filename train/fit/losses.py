@@ -75,6 +75,17 @@ def window_ccc_loss(
     return (per_window * use).sum() / use.sum().clamp_min(1.0), use.sum() > 0
 
 
+def input_mask(label_mask: Tensor, input_masks: dict[str, Tensor], names: Sequence[str]) -> Tensor:
+    """The frames the loss counts: labelled frames where every input in `names` has a value (its batch
+    mask, after any nearest fill); RAS's face training mask valid & ~missing (src_visual_dynamic_model/train.py)."""
+    mask = label_mask.bool()
+    for name in names:
+        if name not in input_masks:
+            raise ValueError(f"loss.require_input names {name!r}, not an input of this batch ({', '.join(sorted(input_masks))})")
+        mask = mask & input_masks[name].bool()
+    return mask
+
+
 def regression_loss(pred: Tensor, true: Tensor, mask: Tensor, kind: str = "mae", weights: Sequence[float] = (0.5, 0.5)) -> Tensor:
     """Σ_d w_d·mean over valid frames of |e| ("mae") or e² ("mse")."""
     p, w = _clean(pred, mask)
