@@ -20,6 +20,7 @@ BEH_MODEL = "src_behavior_model/src/models/transformer_model.py"
 BEH_TRAIN = "src_behavior_model/src/trainers/transformer_trainer.py"
 BEH_LOSS = "src_behavior_model/src/core/losses_metrics.py"
 SER = "src_audio_and_fusion/src/audio/models/wavlm_s2s_model.py"
+AUDIO_DATA = "src_audio_and_fusion/src/audio/data/abaw_va_dataset.py"
 
 # (recipe, key as written in the file, its TrainConfig place, value, the RAS file the comment cites)
 PINS = [
@@ -64,6 +65,8 @@ PINS = [
     ("ras/behaviour.yaml", "grad_clip", ("grad_clip",), 0.0, BEH_TRAIN),
     ("ras/behaviour.yaml", "ccc_over", ("ccc_over",), "batch", BEH_TRAIN),
     ("ras/behaviour.yaml", "ccc_min_frames", ("ccc_min_frames",), 0, BEH_LOSS),
+    ("ras/audio.yaml", "window_rows", ("head", "window_rows"), 200, AUDIO_DATA),
+    ("ras/audio-wavlm-top4.yaml", "window_rows", ("head", "window_rows"), 200, AUDIO_DATA),
     ("ras/audio-wavlm-top4.yaml", "checkpoint", ("head", "window_encoder_options", "checkpoint"), "wavlm_ser", SER),
 ]
 

@@ -337,3 +337,39 @@ def test_window_audio_run_with_a_trainable_wavlm_top(tmp_path):
     assert (run / "checkpoints" / "best.pt").is_file()
     std = run / "standardization.json"
     assert not std.is_file() or "wavlm_hidden" not in _json.loads(std.read_text())  # a backbone's input: raw
+
+
+def test_blocks_cover_the_same_second_in_a_partial_window_as_the_block_targets():
+    # window 8 rows, 4 blocks of 2 rows; the second row is a partial window of 5 real rows
+    idx = block_index(torch.tensor([8, 5]), 8, 4, window_rows=8)
+    assert idx[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert idx[1, :5].tolist() == [0, 0, 1, 1, 2]  # RAS pads to the full window: block 3 lies past the end
+    assert block_index(torch.tensor([5]), 5, 4)[0].tolist() == [0, 0, 1, 2, 3]  # window_rows 0: its own length
+    # a 6.5 s track: RAS's last window [4, 6.5) holds 2.5 s; at 50 rows per second its 125 rows fall in blocks
+    # 0, 1, 2 by the second they cover, the blocks cache/audio_windows gives a label target (block 3: none)
+    from cache.audio_windows import audio_windows
+
+    fps = 10.0
+    wins = audio_windows(65, fps, labels=np.zeros((65, 2)), label_valid=np.ones(65, bool))
+    np.testing.assert_allclose(wins.times[-1], [4.0, 6.5])
+    assert wins.block_valid[-1].tolist() == [True, True, True, False]
+    rows = 125
+    block = block_index(torch.tensor([rows]), rows, 4, window_rows=200)[0].numpy()
+    np.testing.assert_array_equal(block, np.floor(np.arange(rows) / 50.0).astype(int))  # row r covers second r/50
+    assert sorted(set(block.tolist())) == np.flatnonzero(wins.block_valid[-1]).tolist()
+
+
+def test_blockpool_flags_blocks_past_a_partial_windows_end_and_fills_the_runs_window():
+    head = build_head("blockpool", {"wavlm": 3}, {"hidden": 4, "audio": ["wavlm"], "window_rows": 8})
+    pad = torch.tensor([[True] * 8, [True] * 5 + [False] * 3])
+    out = head({"wavlm": torch.randn(2, 8, 3)}, {"wavlm": pad.clone()}, pad)
+    assert out.extras["block_valid"].tolist() == [[True] * 4, [True, True, True, False]]
+    own = build_head("blockpool", {"wavlm": 3}, {"hidden": 4, "audio": ["wavlm"], "window_rows": 0})
+    assert own({"wavlm": torch.randn(2, 8, 3)}, {"wavlm": pad.clone()}, pad).extras["block_valid"].all()
+    from train.config import DataConfig, TrainConfig
+    from train.fit.model import head_options
+
+    data = DataConfig(features=["wavlm"], level="audio_window", window=200, stride=100)
+    assert head_options(TrainConfig(model="blockpool", data=data), {})[0]["window_rows"] == 200
+    assert head_options(TrainConfig(model="blockpool", data=data, head={"window_rows": 0}), {})[0]["window_rows"] == 0
+    assert "window_rows" not in head_options(TrainConfig(model="gru", data=data), {})[0]

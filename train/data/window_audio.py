@@ -9,7 +9,8 @@ mean of the valid label frames over it (`cache.align.align_to_frames`, as for se
 per block, carried by the block's rows, so the CCC loss runs over the rows of each block.
 
 Windows follow RAS's grid (cache/audio_windows.py): `window` rows every `stride` rows while they fit,
-then one partial window to the end (RAS pads its audio; here the last batch row is shorter).
+then one partial window to the end (RAS pads its audio; here the last batch row is shorter, and the head
+cuts its blocks on the full window, `blockpool` `window_rows`, so block i is still second i).
 Training windows (training only; evaluation, prediction and export see every window) pass RAS's filter
 (src/audio/data/abaw_va_dataset.py): the window is reliable, i.e. the mouth is open >= 1.0 s and a face is
 detected on >= 0.8 of its frames (the `audio_reliability` feature's open_s and coverage columns, for the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -30,10 +31,18 @@ def region_prototypes(sources: Mapping[str, FeatureSource]) -> np.ndarray | None
     return np.asarray(protos, dtype=np.float32)
 
 
+def _config_fields(model: str) -> set[str]:
+    from train.heads import HEADS
+
+    return {f.name for f in dataclasses.fields(HEADS[model].config_class)} if model in HEADS else set()
+
+
 def head_options(cfg: TrainConfig, sources: Mapping[str, FeatureSource]) -> tuple[dict[str, Any], bool]:
     """Options passed to build_head, and whether region prototypes were added (they are, when the
     `clip` store carries them and lambda_region > 0)."""
     options = dict(cfg.head)
+    if options.get("window_rows") is None and "window_rows" in _config_fields(cfg.model):
+        options["window_rows"] = cfg.data.window  # a head cutting windows into blocks cuts the full window (blockpool)
     protos = region_prototypes(sources) if cfg.lambda_region > 0 else None
     if protos is not None and "region_prototypes" not in options:
         options["region_prototypes"] = protos

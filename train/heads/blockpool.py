@@ -7,7 +7,12 @@ ordinary loop, evaluation and export work per frame (train/data/window_audio.py 
 Following RAS's public code (SMIL-SPCRAS/CVPRW-26, src_audio_and_fusion/src/audio/models/):
 attention scores = Linear(D, 128) -> Tanh -> Dropout -> Linear(128, 1); std = sqrt(var + 1e-6);
 head = LayerNorm(2D) -> Dropout -> Linear(2D, 256) -> GELU (the 256-d embedding) -> Dropout -> Linear -> VA
-(here through affcache's VA head, i.e. with a tanh). Blocks are cut on each window's real length.
+(here through affcache's VA head, i.e. with a tanh). Blocks are cut on the full window's length
+(`window_rows`, the run's `data.window` unless given): RAS pads every window's audio to 4 s
+(src_audio_and_fusion/src/audio/data/abaw_va_dataset.py `_load_audio`) and cuts the padded states into 4 chunks
+(models/wavlm_s2s_model.py `_pool_chunks`), so block i always covers second i, as the block targets of
+cache/audio_windows.py; a partial last window has fewer rows in its late blocks, and none past its end (such a
+block is flagged in `block_valid`). `window_rows: 0` cuts each window's own length into `blocks` instead.
 
 Window encoders (`window_encoder=NAME`, options in `window_encoder_options`) map (B, L, D) frames and
 their (B, L) validity to (B, L, D'): `identity` for frozen stored states (`wavlm`); `wavlm_top` runs
@@ -84,11 +89,12 @@ class WavlmTopEncoder(nn.Module):
         return self.top(x)
 
 
-def block_index(lengths: Tensor, length: int, blocks: int) -> Tensor:
-    """(B, L) block of each position: position t of a row with n real positions is in block
-    floor(t * blocks / n) (padding positions get the last block; they are masked anyway)."""
+def block_index(lengths: Tensor, length: int, blocks: int, window_rows: int = 0) -> Tensor:
+    """(B, L) block of each position: position t is in block floor(t * blocks / n), n = `window_rows` (the full
+    window: block i covers the same span of every window, RAS) or, with 0, the row's n real positions (padding
+    positions get the last block; they are masked anyway)."""
     t = torch.arange(length, device=lengths.device).unsqueeze(0)
-    n = lengths.clamp_min(1).unsqueeze(1)
+    n = (torch.full_like(lengths, window_rows) if window_rows > 0 else lengths.clamp_min(1)).unsqueeze(1)
     return torch.div(t * blocks, n, rounding_mode="floor").clamp(max=blocks - 1)
 
 
@@ -119,11 +125,16 @@ class BlockPoolConfig(HeadConfig):
     attn_dim: int = 128
     window_encoder: str = "identity"
     window_encoder_options: dict[str, Any] = field(default_factory=dict)
+    # rows of a full window, on which the blocks are cut (RAS: the 4 s it pads to); None: the run's data.window
+    # (train.fit.model.head_options); 0: each window's own length
+    window_rows: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.blocks < 1:
             raise ValueError(f"blocks must be positive, got {self.blocks}")
+        if self.window_rows is not None and self.window_rows < 0:
+            raise ValueError(f"window_rows must be >= 0, got {self.window_rows}")
         if self.window_encoder not in WINDOW_ENCODERS:
             raise ValueError(f"unknown window_encoder {self.window_encoder!r}; registered: {sorted(WINDOW_ENCODERS)}")
 
@@ -162,7 +173,7 @@ class BlockPoolHead(BaseHead):
         valid = frame_valid(self.stream, masks, pad)
         x = get_feature(features, self.stream)
         x = self.encoder(torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device)), valid)
-        block = block_index(pad.sum(1), x.shape[1], self.cfg.blocks)
+        block = block_index(pad.sum(1), x.shape[1], self.cfg.blocks, self.cfg.window_rows or 0)
         pooled, has = self.pool(x, valid, block, self.cfg.blocks)
         h = self.embed(pooled)  # (B, blocks, H)
         per_frame = h.gather(1, block.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
