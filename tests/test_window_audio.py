@@ -373,3 +373,20 @@ def test_blockpool_flags_blocks_past_a_partial_windows_end_and_fills_the_runs_wi
     assert head_options(TrainConfig(model="blockpool", data=data), {})[0]["window_rows"] == 200
     assert head_options(TrainConfig(model="blockpool", data=data, head={"window_rows": 0}), {})[0]["window_rows"] == 0
     assert "window_rows" not in head_options(TrainConfig(model="gru", data=data), {})[0]
+
+
+def test_wavlm_top_masks_padding_so_a_partial_window_does_not_depend_on_its_batch(tmp_path):
+    from extract.wavlm_model import build_tiny_wavlm
+    from train.heads.blockpool import WavlmTopEncoder
+
+    enc = WavlmTopEncoder(64, ref=str(build_tiny_wavlm(tmp_path / "wavlm")), top=1, stored=2).eval()
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 64)
+    valid = torch.tensor([[True] * 8, [True] * 5 + [False] * 3])
+    x[1, 5:] = 0  # padding rows, as the batch carries them
+    with torch.no_grad():
+        batched = enc(x, valid)
+        alone = enc(x[1:, :5], valid[1:, :5])
+        unmasked = enc.top(x)
+    torch.testing.assert_close(batched[1, :5], alone[0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(unmasked[1, :5], alone[0], rtol=1e-4, atol=1e-5)  # without the mask they differ

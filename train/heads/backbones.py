@@ -198,18 +198,23 @@ class WavlmTop(nn.Module):
     def out_dim(self) -> int:
         return self.hidden
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """x (B, L, D) the top layers' input; `valid` (B, L) bool: positions other positions may attend to
+        (padding masked out, as WavLM's own attention_mask: a window's output does not depend on its batch)."""
         n, length, _ = x.shape
         bias = self.bias(length, n).to(x.dtype)
+        # no mask on a batch without padding (most batches): the same result, and torch's warning about the
+        # bool padding mask beside the float position bias (HF's WavLM pairs them so) only where it matters
+        mask = None if valid is None or bool(valid.all()) else valid.bool()
         n_frozen = self.stored - self.top
         with torch.no_grad():
             for layer in self.layers[:n_frozen]:
-                x = layer(x, position_bias=bias)[0]
+                x = layer(x, attention_mask=mask, position_bias=bias)[0]
         for layer in self.layers[n_frozen:]:
             if self.grad_checkpointing and torch.is_grad_enabled() and self.training:
-                x = checkpoint(lambda h, m=layer: m(h, position_bias=bias)[0], x, use_reentrant=False)
+                x = checkpoint(lambda h, m=layer: m(h, attention_mask=mask, position_bias=bias)[0], x, use_reentrant=False)
             else:
-                x = layer(x, position_bias=bias)[0]
+                x = layer(x, attention_mask=mask, position_bias=bias)[0]
         return self.final_norm(x)
 
 

@@ -86,7 +86,9 @@ class WavlmTopEncoder(nn.Module):
         self.out_dim, self.backbone_lr = self.top.out_dim, backbone_lr
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
-        return self.top(x)
+        # padding rows (a partial last window in a batch of full ones) masked out of attention, as RAS passes
+        # its padded audio's attention_mask to WavLM (src_audio_and_fusion/src/audio/models/wavlm_s2s_model.py)
+        return self.top(x, valid)
 
 
 def block_index(lengths: Tensor, length: int, blocks: int, window_rows: int = 0) -> Tensor:
