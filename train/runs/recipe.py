@@ -152,12 +152,14 @@ def with_full_head(cfg: TrainConfig) -> TrainConfig:
     return out
 
 
+# where a run is written and on which device: not what it trains (same_recipe, `runs ls --diff`, resume warnings)
+WHERE_NOT_WHAT = ("name", "runs_dir", "device")
+
+
 def same_recipe(a: TrainConfig, b: TrainConfig) -> bool:
     """Whether two configs train the same run (name, runs dir and device aside), heads compared with their
     defaults filled (a run's config.yaml states every head key; a recipe only the ones it sets)."""
-    from train.config import comparable_config
-
-    return comparable_config(with_full_head(a).to_dict()) == comparable_config(with_full_head(b).to_dict())
+    return not changed_keys(a, b, WHERE_NOT_WHAT)
 
 
 def resolved_keys(cfg: TrainConfig) -> dict[str, Any]:
@@ -188,7 +190,7 @@ def changed_keys(a: TrainConfig, b: TrainConfig, ignore: Iterable[str] = ()) -> 
 
 
 # what a run's name and identity do not depend on: where things are, the device, how long it trains, speed knobs
-NOT_IDENTITY = ("name", "runs_dir", "device", "optim.epochs", "data.data_root", "data.videos", "data.labels",
+NOT_IDENTITY = (*WHERE_NOT_WHAT, "optim.epochs", "data.data_root", "data.videos", "data.labels",
                 "data.cache_dir", "data.views", "data.views_dir", "data.cache_mb", "data.prefetch_batches",
                 "data.align_workers")
 
