@@ -18,6 +18,7 @@ averaged (`combine="mean"`) or concatenated (`"concat"`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -173,7 +174,7 @@ class WavlmHiddenExtractor(ModelAudioExtractor):
     version = "1"
     family = "wavlm"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.family = self.config.checkpoint  # type: ignore[misc]  (the reference's family, per config)
 
