@@ -395,3 +395,15 @@ def test_a_recipe_file_value_gets_the_check_of_its_flag(line, words, tmp_path):
     with pytest.raises(ConfigError) as err:
         build_train_config([CONFIGS_DIR / "ras/face.yaml", recipe])
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_dotted_flattens_a_recipe_tree_in_order_with_whole_leaves():
+    from recipes.loader import dotted
+
+    tree = {"optim": {"lr": 0.001, "epochs": 3}, "data": {"nearest_fill": {"clip": 0.5}, "features": ["clip"], "views": {}}}
+    assert dotted(tree) == {"optim.lr": 0.001, "optim.epochs": 3, "data.nearest_fill.clip": 0.5,
+                            "data.features": ["clip"], "data.views": {}}
+    assert list(dotted(tree)) == ["optim.lr", "optim.epochs", "data.nearest_fill.clip", "data.features", "data.views"]
+    kept = dotted(tree, whole=("data.nearest_fill",))
+    assert kept["data.nearest_fill"] == {"clip": 0.5} and "data.nearest_fill.clip" not in kept
+    assert dotted({"a": 1}, prefix="head.") == {"head.a": 1}

@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.loader import ConfigError, field_spec, merge_layers, resolve_config_path, schema_class, to_plain, validate
+from recipes.loader import ConfigError, dotted, field_spec, merge_layers, resolve_config_path, schema_class, to_plain, validate
 from train.config import RECIPE_GROUPS, RECIPE_TOP_LEVEL, DataConfig, TrainConfig, to_recipe_dict
 
 GROUPS, TOP_LEVEL = RECIPE_GROUPS, RECIPE_TOP_LEVEL  # recipe group -> {recipe key: TrainConfig field} (train/config.py)
@@ -169,17 +169,7 @@ def resolved_keys(cfg: TrainConfig) -> dict[str, Any]:
         recipe = train_config_to_recipe(full, full_head=False)
     except ConfigError:
         recipe = to_recipe_dict(full)
-    return _dotted(json.loads(json.dumps(recipe, default=str)))
-
-
-def _dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            out.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    return dotted(json.loads(json.dumps(recipe, default=str)))
 
 
 def changed_keys(a: TrainConfig, b: TrainConfig, ignore: Iterable[str] = ()) -> list[tuple[str, Any, Any]]:
