@@ -217,13 +217,17 @@ def resume_files(
     return [OmegaConf.create(json.loads(json.dumps(recipe, default=str)))], list(rest)
 
 
-def resolved_recipe_text(cfg: TrainConfig) -> str:
-    """`train --print-config`: the resolved recipe as config.yaml will hold it, and the run's name."""
+def resolved_recipe_yaml(cfg: TrainConfig) -> str:
+    """The resolved recipe as config.yaml holds it (every default filled), as YAML text (`configs show`)."""
     from recipes.loader import dump_yaml
 
+    return dump_yaml(json.loads(json.dumps(train_config_to_recipe(cfg), default=str)))
+
+
+def resolved_recipe_text(cfg: TrainConfig) -> str:
+    """`train --print-config`: the resolved recipe as config.yaml will hold it, and the run's name."""
     name = cfg.name or default_run_name(cfg)
-    head = f"# resolved recipe; the run: {Path(cfg.runs_dir) / name}\n"
-    return head + dump_yaml(json.loads(json.dumps(train_config_to_recipe(cfg), default=str)))
+    return f"# resolved recipe; the run: {Path(cfg.runs_dir) / name}\n" + resolved_recipe_yaml(cfg)
 
 
 def default_recipe_files(files: Iterable[str | Path], model: str, features: str) -> list[str | Path]:
