@@ -121,7 +121,8 @@ def _set_threads() -> None:
 
 def extract_video(data: dict[str, Any], stem: str, path: str, tracks: list[str], index: int, todo: list[str],
                   audio_decoder: Any = None) -> dict[str, Any]:
-    """One video in a worker. Returns {stem, status: done|failed, line, frames, hook_seconds, decode_wait}."""
+    """One video in a worker. Returns {stem, status: done|failed, line, frames, hook_seconds, decode_wait,
+    load_seconds, write_seconds}."""
     _set_threads()
     runner = _worker_runner(data, audio_decoder)
     before = dict(runner.timer.seconds)
@@ -146,7 +147,8 @@ def extract_video(data: dict[str, Any], stem: str, path: str, tracks: list[str],
     spent = {k: v - before.get(k, 0.0) for k, v in runner.timer.seconds.items()}
     return {
         "stem": stem, "status": status, "line": line, "frames": frames, "counts": counts,
-        "decode_wait": spent.pop("_decode_wait", 0.0), "hook_seconds": spent,
+        "decode_wait": spent.pop("_decode_wait", 0.0), "load_seconds": spent.pop("_load", 0.0),
+        "write_seconds": spent.pop("_write", 0.0), "hook_seconds": spent,
     }
 
 
@@ -251,6 +253,8 @@ def run_extraction_ray(
                 note_partial(summary, recorded_partial_line(options.cache_dir, ctx, labelled.get(ctx.stem)))
             summary.frames += result["frames"]
             summary.decode_wait += result["decode_wait"]
+            summary.load_seconds += result.get("load_seconds", 0.0)
+            summary.write_seconds += result.get("write_seconds", 0.0)
             for key, value in result["hook_seconds"].items():
                 summary.hook_seconds[key] = summary.hook_seconds.get(key, 0.0) + value
     finally:

@@ -111,6 +111,8 @@ class RunSummary:
     hook_seconds: dict[str, float] = field(default_factory=dict)  # time inside each extractor's hooks
     model_seconds: dict[str, float] = field(default_factory=dict)  # of which inside model forwards (those timed)
     decode_wait: float = 0.0  # time the models waited for decoded frames
+    load_seconds: float = 0.0  # loading the models (and writing their extras): once per run, not per video
+    write_seconds: float = 0.0  # writing the store groups (per video and feature)
 
     @property
     def ok(self) -> bool:
@@ -208,23 +210,28 @@ class Runner:
     def _ensure_loaded(self, name: str) -> Extractor:
         ext = self.extractors[name]
         if name not in self._loaded:
-            t0 = time.perf_counter()
-            try:
-                ext.load(self.device)
-            except Exception as err:  # a model that cannot load fails the run once, not every video
-                ref = ext.public_model_ref() or "-"
-                missing = missing_weights_line(name, ref, err)
-                if missing:
-                    raise ExtractionError(missing) from err
-                raise ExtractionError(f"{name}: cannot load model '{ref}' on {self.device}: {_reason(err)}; "
-                                      f"give one with --model {name}=PATH") from None
-            self._loaded.add(name)
-            log.debug("%s: model loaded in %.1f s (%s)", name, time.perf_counter() - t0, ext.public_model_ref() or "-")
-            if self.write_extras:
-                store = self.stores[name]
-                with model_context(self.device, ext.autocast):
-                    ext.write_extras(store)
+            with self.timer("_load"):
+                self._load(name, ext)
         return ext
+
+    def _load(self, name: str, ext: Extractor) -> None:
+        """Load one extractor's model (and write its extras): once per run."""
+        t0 = time.perf_counter()
+        try:
+            ext.load(self.device)
+        except Exception as err:  # a model that cannot load fails the run once, not every video
+            ref = ext.public_model_ref() or "-"
+            missing = missing_weights_line(name, ref, err)
+            if missing:
+                raise ExtractionError(missing) from err
+            raise ExtractionError(f"{name}: cannot load model '{ref}' on {self.device}: {_reason(err)}; "
+                                  f"give one with --model {name}=PATH") from None
+        self._loaded.add(name)
+        log.debug("%s: model loaded in %.1f s (%s)", name, time.perf_counter() - t0, ext.public_model_ref() or "-")
+        if self.write_extras:
+            store = self.stores[name]
+            with model_context(self.device, ext.autocast):
+                ext.write_extras(store)
 
     def _decode_audio(self, path: Path, sample_rate: int) -> Any:
         if self._audio_decoder is None:
@@ -348,8 +355,9 @@ class Runner:
             problem = row_shape_problem(np.shape(r.values)[1:], expected_row_shape(store))  # face_crops: its input_spec
             if problem:
                 raise RuntimeError(f"{name}: {unit}: {problem}")
-            store.write(unit, r.values, r.times, r.valid, attrs={**base_attrs, **r.attrs}, dtype=ext.store_dtype,
-                        layout=ext.store_layout)
+            with self.timer("_write"):
+                store.write(unit, r.values, r.times, r.valid, attrs={**base_attrs, **r.attrs}, dtype=ext.store_dtype,
+                            layout=ext.store_layout)
 
     def _frame_pass(
         self,
@@ -617,6 +625,8 @@ def run_local(
     log_dtype_summary(runner.stores.values())
     summary.seconds = time.perf_counter() - t_start
     summary.decode_wait = runner.timer.seconds.pop("_decode_wait", 0.0)
+    summary.load_seconds = runner.timer.seconds.pop("_load", 0.0)
+    summary.write_seconds = runner.timer.seconds.pop("_write", 0.0)
     summary.hook_seconds = dict(runner.timer.seconds)
     summary.model_seconds = {n: e.model_seconds for n, e in runner.extractors.items() if e.model_seconds}
     return summary

@@ -85,6 +85,10 @@ def test_all_features_for_every_track_and_bad_files_reported(reference) -> None:
         assert f"{name}.mp4" in line and "\n" not in line
     assert not summary.ok
     assert {d.split(":")[0] for d in summary.done} == set(GOOD)
+    # model loading (once per run) and store writes are timed apart from the extractors' hooks
+    assert set(summary.hook_seconds) == set(FEATURES)
+    assert summary.load_seconds > 0 and summary.write_seconds > 0
+    assert summary.load_seconds + summary.write_seconds + sum(summary.hook_seconds.values()) < summary.seconds
     # no face: complete groups, every row invalid
     for store in stores.values():
         assert not store.read("noface").valid.any()

@@ -81,6 +81,7 @@ def test_ray_backend_equals_local(cluster, workspace: Path, local_run) -> None:
     assert summary.failed == local_run.failed and len(summary.failed) == 1
     assert "empty.mp4" in summary.failed[0] and "\n" not in summary.failed[0]
     assert summary.frames == local_run.frames > 0 and set(summary.hook_seconds) == set(FEATURES)
+    assert summary.write_seconds > 0 and local_run.load_seconds > 0 and set(local_run.hook_seconds) == set(FEATURES)
     assert_same_stores(workspace / "local", workspace / "ray")
     a = FeatureStore.open(store_path(workspace / "local", "clip")).get_extra("region_prototypes")[0]
     b = FeatureStore.open(store_path(workspace / "ray", "clip")).get_extra("region_prototypes")[0]

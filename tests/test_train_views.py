@@ -319,3 +319,26 @@ def test_standardizing_a_batch_leaves_the_batch_as_it_was(synth):
         np.testing.assert_array_equal(batch.features[name], before[name])
         assert torch.equal(first.features[name], second.features[name]) and first.features[name].dtype == torch.float32
     ds.close()
+
+
+@pytest.mark.parametrize("with_views", [False, True])
+def test_collate_writes_every_byte_of_its_uninitialised_buffers(synth, monkeypatch, with_views):
+    """collate takes its feature buffers uninitialised: padding (the short `solo` window) must come out 0 and
+    the batches equal those built on zeroed memory, whatever the memory held before."""
+    views_dir = synth / "views" if with_views else None
+    ds = _dataset(synth, views_dir)
+    expected = _all_batches(ds)  # aligns (and writes the views)
+    empty = np.empty
+    monkeypatch.setattr(np, "empty", lambda shape, dtype=float, *a, **k: np.full(shape, np.nan, dtype=dtype))
+    try:
+        got = _all_batches(ds)
+    finally:
+        monkeypatch.setattr(np, "empty", empty)
+        ds.close()
+    _assert_same(got, expected)
+    short = [b for b in got if not b.pad.all()]
+    assert short, "the fixture has a track shorter than a window"
+    for batch in got:
+        for name in FEATURES:
+            assert np.isfinite(batch.features[name]).all()
+            assert (batch.features[name][~batch.pad] == 0).all()

@@ -40,7 +40,7 @@ from cache.manifest import Track
 from cache.media import MediaError, VideoInfo, probe_video
 from train.data.levels import register_level
 from train.data.sources import FeatureSource
-from train.data.views import FeatureViews, ViewFile, track_key
+from train.data.views import FeatureViews, ViewFile, track_key, widen_buffer
 
 if TYPE_CHECKING:
     from train.data.standardize import Standardizer
@@ -474,7 +474,9 @@ class TrackDataset:
         items = [self.windows[w] for w in window_ids]
         lengths = [self.window_length(ti, start) for ti, start in items]
         B, L = len(items), max(lengths)
-        features = {n: np.zeros((B, L, s.dim), dtype=np.float16) for n, s in self.sources.items()}
+        # feature buffers are not zeroed up front (every real frame is written below; the rest is zeroed per
+        # window), so each byte of the batch is written once
+        features = {n: np.empty((B, L, s.dim), dtype=np.float16) for n, s in self.sources.items()}
         masks = {n: np.zeros((B, L), dtype=bool) for n in self.sources}
         pad = np.zeros((B, L), dtype=bool)
         labels = np.zeros((B, L, 2), dtype=np.float32)
@@ -486,10 +488,10 @@ class TrackDataset:
                 for name in self.sources:
                     view = self._view_files[name][ti]
                     if view is None:
+                        features[name][b] = 0
                         continue
-                    out = _widened(features, name, self.views[name].dtype(view))
                     # rows in a view are finite (masked when aligned): read straight into the batch
-                    self.views[name].read_into(view, start, out[b, :n])
+                    features[name] = self.views[name].read_into_batch(view, start, features[name], b, n)
                     masks[name][b, :n] = self._view_mask(name, ti, view)[sl]
                 if track.labels is not None:
                     labels[b, :n] = np.asarray(track.labels.values[sl], dtype=np.float32)
@@ -501,6 +503,9 @@ class TrackDataset:
                     masks[name][b, :n] = aligned.masks[name][sl]
                 labels[b, :n] = aligned.labels[sl]
                 label_mask[b, :n] = aligned.label_valid[sl]
+            if n < L:
+                for buffer in features.values():
+                    buffer[b, n:] = 0
             pad[b, :n] = True
         return Batch(
             features=features, masks=masks, pad=pad, labels=labels, label_mask=label_mask,
@@ -530,7 +535,7 @@ class TrackDataset:
 def _widened(features: dict[str, np.ndarray], name: str, dtype: np.dtype) -> np.ndarray:
     """The batch buffer of `name`, made float32 (once per batch) when a window brings a float32 group."""
     if dtype == np.float32 and features[name].dtype != np.float32:
-        features[name] = features[name].astype(np.float32)
+        features[name] = widen_buffer(features[name])
     return features[name]
 
 

@@ -177,11 +177,6 @@ class FeatureViews:
             raise OSError(f"{view.mask}: not a (T,) bool mask; delete it to rebuild")
         return mask
 
-    def dtype(self, view: ViewFile) -> np.dtype:
-        """The values' dtype (float16, or float32 for a group kept wider)."""
-        with self._lock:
-            return self._open(view.values)[3]
-
     def read(self, view: ViewFile, start: int = 0, n: int | None = None) -> np.ndarray:
         """Rows [start, start + n) of the values (the whole track when n is None) by one pread."""
         with self._lock:  # an fd evicted by another thread is never read after its close
@@ -193,19 +188,23 @@ class FeatureViews:
             raise OSError(f"{view.values}: short read ({len(buf)} of {n * row_bytes} bytes); delete it to rebuild")
         return np.frombuffer(buf, dtype=dtype).reshape(n, self.dim)
 
-    def read_into(self, view: ViewFile, start: int, out: np.ndarray) -> None:
-        """Rows [start, start + len(out)) straight into `out` (one preadv, no copy) when `out` is a contiguous
-        array of the view's dtype; otherwise through `read`."""
-        n = len(out)
+    def read_into_batch(self, view: ViewFile, start: int, batch: np.ndarray, b: int, n: int) -> np.ndarray:
+        """Rows [start, start + n) into `batch[b, :n]` of a (B, L, D) batch buffer: one preadv under one lock, no
+        copy, when the buffer has the view's dtype. Returns the buffer, made float32 first (a copy) when the view
+        is float32 and the buffer float16."""
         with self._lock:
             fd, offset, rows, dtype = self._open(view.values)
+            if dtype == np.float32 and batch.dtype != np.float32:
+                batch = widen_buffer(batch)
+            out = batch[b, :n]
             if out.dtype == dtype and out.flags.c_contiguous and out.shape[1:] == (self.dim,):
                 row_bytes = dtype.itemsize * self.dim
                 got = os.preadv(fd, [memoryview(out).cast("B")], offset + start * row_bytes)
                 if got != n * row_bytes:
                     raise OSError(f"{view.values}: short read ({got} of {n * row_bytes} bytes); delete it to rebuild")
-                return
+                return batch
         out[...] = self.read(view, start, n)
+        return batch
 
     def _open(self, path: Path) -> tuple[int, int, int, np.dtype]:
         """(fd, offset of the data, rows, dtype) of a values file; the caller holds the lock."""
@@ -230,6 +229,11 @@ class FeatureViews:
             for fd, *_ in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+
+
+def widen_buffer(batch: np.ndarray) -> np.ndarray:
+    """A float16 batch buffer as float32 (once per batch, when a window brings a group kept wider)."""
+    return batch.astype(np.float32)
 
 
 def view_problem(view: ViewFile, frames: int | None = None, dim: int | None = None) -> str | None:
