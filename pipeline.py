@@ -11,10 +11,10 @@ unknown option, a value out of range or of the wrong form), with Click's usage m
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -35,10 +35,10 @@ CacheDir = Annotated[str, typer.Option("--cache-dir", help="Where feature stores
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where training runs live.")]
 
 
-def checked(parse):
+def checked(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """A Typer callback that checks a value with `parse` (ValueError -> a usage error, exit status 2)."""
 
-    def callback(value):
+    def callback(value: Any) -> Any:
         if value is not None:
             try:
                 parse(value)
@@ -49,7 +49,7 @@ def checked(parse):
     return callback
 
 
-def usage_check(param: str, parse, *args):
+def usage_check(param: str, parse: Callable[..., Any], *args: Any) -> Any:
     """`parse(*args)` inside a command: a ValueError is a usage error on `param` (exit status 2)."""
     try:
         return parse(*args)

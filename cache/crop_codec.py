@@ -17,8 +17,12 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: importing this module needs no torch
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ class CropCodec:
             out[i, HEADER : HEADER + len(payload)] = payload
         return out
 
-    def decode(self, rows: np.ndarray, size: int, device: str = "cpu", workers: int = 1):  # -> torch.Tensor
+    def decode(self, rows: np.ndarray, size: int, device: str = "cpu", workers: int = 1) -> torch.Tensor:
         """Stored rows -> (N, S, S, 3) uint8 tensor on `device` (empty rows are black)."""
         import torch
 

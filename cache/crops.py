@@ -9,12 +9,15 @@ decodes them with the store's codec (`cache/crop_codec.py`): JPEG rows in one ba
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cache.crop_codec import CropCodec, codec_of
 from cache.store import DamagedGroup, FeatureStore, IncompleteGroup, short_reason
+
+if TYPE_CHECKING:  # annotations only: importing this module needs no torch
+    import torch
 
 INPUT_SPEC_EXTRA = "input_spec"
 
@@ -72,9 +75,9 @@ class CropReader:
         except Exception as err:  # checksum mismatch, undecodable chunk (as FeatureStore.read)
             raise DamagedGroup(self.store.path, unit, f"a chunk cannot be read ({short_reason(err)})") from None
 
-    def read(self, unit: str, rows: np.ndarray, device: str | None = None):  # -> torch.Tensor
+    def read(self, unit: str, rows: np.ndarray, device: str | None = None) -> torch.Tensor:
         """Decoded crops of `rows` of `unit`: (len(rows), S, S, 3) uint8 on `device` (default: the reader's)."""
         return self.decode(self.encoded(unit, rows), device)
 
-    def decode(self, encoded: np.ndarray, device: str | None = None):  # -> torch.Tensor
+    def decode(self, encoded: np.ndarray, device: str | None = None) -> torch.Tensor:
         return self.codec.decode(encoded, self.size, device or self.device, self.workers)

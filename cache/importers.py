@@ -73,8 +73,7 @@ from cache.manifest import Manifest
 from cache.frametimes import FrameClock
 from cache.location import open_group
 from cache.media import MediaError, SourceStat, VideoInfo, probe_video
-from cache.names import RULE as NAME_RULE
-from cache.names import check_name, is_safe_name
+from cache.names import UnsafeName, check_name
 from cache.precision import choose_dtype, float16_losses
 from cache.store import EXTRAS_GROUP, DamagedGroup, FeatureMeta, FeatureStore, store_exists, store_path
 
@@ -891,14 +890,20 @@ def _unit_attrs(
     }
 
 
+def _check_unit_name(name: str, where: str) -> None:
+    """SourceError at `where` unless `name` can be a store group (cache.names.check_name's rule and line)."""
+    try:
+        check_name(name, "unit name")
+    except UnsafeName as err:
+        raise SourceError(where, str(err)) from None
+
+
 def import_unit(run: _Run, unit: SourceUnit) -> None:
     """Import one source unit, or record one line saying why not."""
     try:
-        if not is_safe_name(unit.name):
-            raise SourceError(unit.where, f"unit name {unit.name!r} is not a safe name: {NAME_RULE}")
+        _check_unit_name(unit.name, unit.where)
         target = run.index.resolve(unit.name, unit.where)
-        if not is_safe_name(target.unit):  # a manifest name (a label file's stem) that cannot be a group
-            raise SourceError(unit.where, f"unit name {target.unit!r} is not a safe name: {NAME_RULE}")
+        _check_unit_name(target.unit, unit.where)  # a manifest name (a label file's stem) that cannot be a group
         if target.unit in run.seen:
             raise SourceError(unit.where, f"unit '{target.unit}' was already imported from {run.seen[target.unit]}")
         if run.already_complete(target):
@@ -1004,8 +1009,7 @@ def _h5_keys(group: h5py.Group) -> list[str]:
 
 
 def _restore_group(store: FeatureStore, path: Path, key: str, group: h5py.Group) -> None:
-    if not is_safe_name(key):
-        raise SourceError(f"{path}:{key}", f"unit name {key!r} is not a safe name: {NAME_RULE}")
+    _check_unit_name(key, f"{path}:{key}")
     try:
         values, times, valid = (group[k][...] for k in ("values", "times", "valid"))
     except KeyError as err:

@@ -206,9 +206,9 @@ class AstExtractor(ModelAudioExtractor):
     version = "1"
     family = "ast"
 
-    def load_bundle(self, ref: str, device: str):
+    def load_bundle(self, ref: str, device: str) -> Any:
         return load_ast(ref, device=device)
 
-    def compute(self, audio: Audio):
+    def compute(self, audio: Audio) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         values, times, valid = compute_ast(self.bundle, audio, self.config, self.model_time)
         return values, times, valid, {"context_s": self.config.window_s}

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cache.media import VideoInfo
+from cache.names import unknown
 from cache.store import FeatureMeta, FeatureStore
 
 log = logging.getLogger(__name__)
@@ -410,7 +411,7 @@ def get_extractor(name: str) -> type[Extractor]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown feature {name!r}; known: {', '.join(sorted(available()))}") from None
+        raise KeyError(unknown("feature", name, available())) from None
 
 
 def available() -> list[str]:

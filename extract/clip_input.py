@@ -15,9 +15,12 @@ resizes per crop with its own PIL steps (`reference` is the whole per-crop trans
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: importing this module needs no torch
+    import torch
 
 KNOWN = {"Resize", "CenterCrop", "MaybeConvertMode", "MaybeToTensor", "ToTensor", "Normalize"}
 
@@ -36,7 +39,7 @@ class ClipInput:
         self.batched = names <= KNOWN and self.resize is not None and self.crop is not None
         self.tensor_resize = tensor_resize
 
-    def geometric(self, crops: np.ndarray, device: str = "cpu"):  # -> torch.Tensor
+    def geometric(self, crops: np.ndarray, device: str = "cpu") -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, S, S) uint8 on `device`: resize and centre crop."""
         import torch
         from torchvision.transforms import functional as F
@@ -51,7 +54,7 @@ class ClipInput:
         x = F.resize(x, self.resize.size, self.resize.interpolation, self.resize.max_size, antialias=True)
         return F.center_crop(x, list(self.crop.size))
 
-    def normalize(self, pixels):  # (B, 3, S, S) uint8 tensor -> float32 normalised
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) uint8 -> float32 normalised
         """(x / 255 - mean) / std as one scale and one shift in place (two passes over the batch)."""
         import torch
 
@@ -61,11 +64,11 @@ class ClipInput:
         shift = (mean / std).float().to(pixels.device).view(1, 3, 1, 1)
         return pixels.float().mul_(scale).sub_(shift)
 
-    def __call__(self, crops: np.ndarray, device: str = "cpu"):  # -> torch.Tensor
+    def __call__(self, crops: np.ndarray, device: str = "cpu") -> torch.Tensor:
         """(B, H, W, 3) uint8 crops -> (B, 3, S, S) float32 model input on `device`."""
         return self.normalize(self.geometric(crops, device))
 
-    def reference(self, crops: np.ndarray):  # -> torch.Tensor
+    def reference(self, crops: np.ndarray) -> torch.Tensor:
         """The per-crop PIL transform open_clip defines (what the batched path must equal)."""
         import torch
         from PIL import Image

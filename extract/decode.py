@@ -72,10 +72,6 @@ class DecodeReport:
     fps: float = 0.0  # the container's average rate (as `probe_video`)
     notes: list[str] = field(default_factory=list)  # e.g. timestamps that were missing and replaced
 
-    @property
-    def undecoded(self) -> int:
-        return self.presented - self.decoded
-
 
 @dataclass(frozen=True)
 class _Stream:

@@ -18,6 +18,7 @@ averaged (`combine="mean"`) or concatenated (`"concat"`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -123,10 +124,10 @@ class WavlmExtractor(ModelAudioExtractor):
     version = "1"
     family = "wavlm"
 
-    def load_bundle(self, ref: str, device: str):
+    def load_bundle(self, ref: str, device: str) -> Any:
         return load_wavlm(ref, device=device)
 
-    def compute(self, audio: Audio):
+    def compute(self, audio: Audio) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         values, times, valid = compute_wavlm(self.bundle, audio, self.config)
         return values, times, valid, {"rate_hz": audio.sample_rate / STRIDE}
 
@@ -173,7 +174,7 @@ class WavlmHiddenExtractor(ModelAudioExtractor):
     version = "1"
     family = "wavlm"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.family = self.config.checkpoint  # type: ignore[misc]  (the reference's family, per config)
 
@@ -181,12 +182,12 @@ class WavlmHiddenExtractor(ModelAudioExtractor):
     def store_dtype(self) -> str:  # type: ignore[override]
         return self.config.dtype
 
-    def load_bundle(self, ref: str, device: str):
+    def load_bundle(self, ref: str, device: str) -> Any:
         bundle = load_wavlm(ref, device=device)
         hidden_layer_index(int(bundle.model.config.num_hidden_layers), self.config.top_layers, self.public_model_ref())
         return bundle
 
-    def compute(self, audio: Audio):
+    def compute(self, audio: Audio) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         depth = int(self.bundle.model.config.num_hidden_layers)
         index = hidden_layer_index(depth, self.config.top_layers, self.public_model_ref())
         cfg = WavlmConfig(layers=(index,), window_s=self.config.window_s, hop_s=self.config.hop_s,

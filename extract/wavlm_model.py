@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from extract.models import ModelFamily, register_family
+
+if TYPE_CHECKING:  # annotations only: importing this module needs no torch
+    import torch
 
 WAVLM_HUB_ID = "microsoft/wavlm-large"
 # RAS's audio checkpoint (src_audio_and_fusion/src/audio/models/wavlm_s2s_model.py): WavLM-Large fine-tuned
@@ -81,7 +85,7 @@ def ser_weights_file(ser: str) -> Path:
     return Path(hf_hub_download(repo_id=ser, filename=SER_WEIGHTS))
 
 
-def load_ser_weights(model, ser: str) -> None:
+def load_ser_weights(model: torch.nn.Module, ser: str) -> None:
     """Copy the SER checkpoint's `ssl_model.*` tensors into a WavLMModel, prefix stripped (its own head
     is not WavLM's and is left out), as RAS's WavLMS2SModelV1 does. Every WavLM weight must be there
     (RAS loads with strict=False; a partial load here is an error naming what is missing)."""

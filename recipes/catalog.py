@@ -65,9 +65,9 @@ def resolved_text(recipe: Recipe) -> str:
     """The recipe as it will run, every default filled in (a training or an extraction recipe), as YAML;
     a reproduce recipe or a profile as written."""
     if recipe.kind == "train":
-        from train.runs.recipe import build_train_config, train_config_to_recipe
+        from train.runs.recipe import build_train_config, resolved_recipe_yaml
 
-        return dump_yaml(train_config_to_recipe(build_train_config([recipe.path])))
+        return resolved_recipe_yaml(build_train_config([recipe.path]))
     if recipe.kind == "extract":
         from recipes.extract import _extractor, extract_schema
 

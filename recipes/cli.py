@@ -78,10 +78,10 @@ def check_train_overrides(items: list[str] | None) -> None:
     the override (the CLI makes it a usage error, exit status 2)."""
     if not items:
         return
-    from recipes.loader import parse_overrides
+    from recipes.loader import dotted, parse_overrides
 
     plain = OmegaConf.to_container(parse_overrides(items), resolve=False)
-    for key, value in _flat(plain):
+    for key, value in dotted(plain, whole=("data.nearest_fill",)).items():
         check, checked = KEY_CHECKS.get(key), value
         if key.startswith("data.nearest_fill.") and key.count(".") == 2:
             check, checked = _fill_check, {key.rsplit(".", 1)[1]: value}
@@ -91,13 +91,6 @@ def check_train_overrides(items: list[str] | None) -> None:
             check(checked)
         except (TypeError, ValueError) as err:
             raise ValueError(f"override {key}={value}: {err}") from None
-
-
-def _flat(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted key, value) of every leaf; a `data.nearest_fill` mapping is one leaf."""
-    if isinstance(tree, dict) and prefix != "data.nearest_fill":
-        return [kv for k, v in tree.items() for kv in _flat(v, f"{prefix}.{k}" if prefix else str(k))]
-    return [(prefix, tree)]
 
 
 def typed_flags(ctx: click.Context | None, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import re
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +219,20 @@ def validate(schema: DictConfig, raw: DictConfig, where: str = "") -> DictConfig
     if missing:
         raise ConfigError(f"missing value for {', '.join(repr(k) for k in missing)}{where}")
     return merged
+
+
+def dotted(tree: Mapping[str, Any], prefix: str = "", whole: Collection[str] = ()) -> dict[str, Any]:
+    """A nested mapping as dotted keys (`optim.lr`, `head.hidden`), in order; an empty mapping, and one at a
+    dotted key named in `whole` (`data.nearest_fill`), is one leaf. The one flattener of recipe trees
+    (resolved keys, hparams, override checks)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and name not in whole:
+            out.update(dotted(value, name + ".", whole))
+        else:
+            out[name] = value
+    return out
 
 
 def to_plain(cfg: DictConfig | ListConfig | Any) -> Any:

@@ -31,6 +31,15 @@ def test_the_helper_offers_the_closest_and_lists_the_choices():
     assert many.endswith("… (20 in all)") and "run11" in many and "run12" not in many
 
 
+def test_an_unknown_extractor_offers_the_closest():
+    from extract.base import get_extractor
+
+    with pytest.raises(KeyError) as err:
+        get_extractor("landmark")
+    assert err.value.args[0].startswith("unknown feature 'landmark'; did you mean 'landmarks'? features: ")
+    assert "clip" in err.value.args[0]
+
+
 def test_train_features_landmark(synth):
     res = CliRunner().invoke(app, ["train", "--model", "gru", "--features", "landmark", "--data-root", str(synth / "data"),
                                    "--cache-dir", str(synth / "cache"), "--runs-dir", str(synth / "runs")])

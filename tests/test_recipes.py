@@ -395,3 +395,31 @@ def test_a_recipe_file_value_gets_the_check_of_its_flag(line, words, tmp_path):
     with pytest.raises(ConfigError) as err:
         build_train_config([CONFIGS_DIR / "ras/face.yaml", recipe])
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_dotted_flattens_a_recipe_tree_in_order_with_whole_leaves():
+    from recipes.loader import dotted
+
+    tree = {"optim": {"lr": 0.001, "epochs": 3}, "data": {"nearest_fill": {"clip": 0.5}, "features": ["clip"], "views": {}}}
+    assert dotted(tree) == {"optim.lr": 0.001, "optim.epochs": 3, "data.nearest_fill.clip": 0.5,
+                            "data.features": ["clip"], "data.views": {}}
+    assert list(dotted(tree)) == ["optim.lr", "optim.epochs", "data.nearest_fill.clip", "data.features", "data.views"]
+    kept = dotted(tree, whole=("data.nearest_fill",))
+    assert kept["data.nearest_fill"] == {"clip": 0.5} and "data.nearest_fill.clip" not in kept
+    assert dotted({"a": 1}, prefix="head.") == {"head.a": 1}
+
+
+def test_same_recipe_ignores_where_and_device_and_compares_full_heads():
+    """One comparator: same_recipe is "no changed_keys" apart from name, runs dir and device."""
+    from train.config import TrainConfig
+    from train.runs.recipe import changed_keys, same_recipe, with_full_head
+
+    base = {"model": "gru", "data": {"features": ["clip"]}, "head": {"hidden": 32}}
+    a = TrainConfig.from_dict(base)
+    moved = TrainConfig.from_dict({**base, "name": "other", "runs_dir": "/elsewhere", "device": "cpu"})
+    assert same_recipe(a, moved) and same_recipe(a, with_full_head(a))  # a head given in part = its defaults filled
+    faster = TrainConfig.from_dict({**base, "lr": 0.01})
+    assert not same_recipe(a, faster)
+    assert changed_keys(a, faster) == [("optim.lr", 1e-4, 0.01)]
+    wider = TrainConfig.from_dict({**base, "head": {"hidden": 64}})
+    assert [k for k, _, _ in changed_keys(a, wider)] == ["head.hidden"] and not same_recipe(a, wider)

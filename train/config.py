@@ -215,15 +215,6 @@ def from_recipe_dict(nested: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict(flat)
 
 
-def comparable_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """A run's config as compared to decide whether a finished run is the one asked for: everything but
-    where it is written (`name`, `runs_dir`) and the device (reproduce and sweep trials)."""
-    out = json.loads(json.dumps(cfg_dict, default=str))
-    for key in ("name", "runs_dir", "device"):
-        out.pop(key, None)
-    return out
-
-
 def at_least(name: str, value: Any, low: float, strict: bool = False) -> None:
     """ValueError (one line naming the key) unless `value` is a number >= low (> low when strict)."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,7 @@ from cache.align import align_to_frames
 from cache.frametimes import FrameClock
 from cache.location import parent
 from cache.manifest import Track
-from cache.media import MediaError, probe_video
+from cache.media import MediaError, VideoInfo, probe_video
 from train.data.levels import register_level
 from train.data.sources import FeatureSource
 from train.data.views import FeatureViews, ViewFile, track_key, widen_buffer
@@ -212,11 +212,11 @@ class TrackDataset:
             raise MediaError(f"no track left: every video of the split cannot be read ({'; '.join(reasons)})")
         return unreadable
 
-    def video_info(self, track: Track):
+    def video_info(self, track: Track) -> VideoInfo:
         """The container facts of a track's video (probed once; MediaError when it cannot be read)."""
         return self._probe(track)
 
-    def _probe(self, track: Track):
+    def _probe(self, track: Track) -> VideoInfo:
         if track.video not in self._probe_cache:
             self._probe_cache[track.video] = probe_video(track.video)
         return self._probe_cache[track.video]
@@ -279,7 +279,8 @@ class TrackDataset:
             self._views_ready.add(ti)
         return ready
 
-    def build_views(self, track_ids: Sequence[int] | None = None, progress=None) -> int:
+    def build_views(self, track_ids: Sequence[int] | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> int:
         """Write the missing views of the given tracks (all by default); returns how many tracks were aligned."""
         if not self.views:
             raise ValueError("this dataset was opened without a views folder")

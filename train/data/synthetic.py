@@ -8,8 +8,10 @@ features are noisy linear maps of the labels (so a head can learn them); otherwi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -175,16 +177,26 @@ def write_segment_store(
 ) -> None:
     """A per-track `segment` feature (like qwen3vl): one row per `segment_s` segment every `hop_s`, a
     noisy linear map of the mean true VA over the segment's frames."""
+    _write_segments(cache_dir, name, tracks, truth, dim, segment_s, hop_s, seed,
+                    lambda signal, rng: signal + noise * rng.normal(size=signal.shape), {})
+
+
+def _write_segments(
+    cache_dir: Path, name: str, tracks: list[SynthTrack], truth: dict[str, np.ndarray], dim: int,
+    segment_s: float, hop_s: float, seed: int,
+    values: Callable[[np.ndarray, np.random.Generator], np.ndarray], attrs: dict[str, Any],
+) -> None:
+    """The segment-store writer both synthetic segment features share: per track, `values(signal, rng)`
+    of the segments' signal (a fixed random linear map of each segment's mean true VA) is written."""
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(2, dim)).astype(np.float32)
     store = FeatureStore.create_or_open(
         store_path(cache_dir, name), FeatureMeta(name=name, kind="segment", unit="track", model_ref="synthetic")
     )
     for track in tracks:
-        va = truth[track.name]
         win = _track_windows(track.n_frames / track.fps, segment_s, hop_s)
-        means = _segment_means(va, track.fps, win)
-        store.write(track.name, means @ w + noise * rng.normal(size=(len(win), dim)), win, attrs={"fps": track.fps})
+        signal = _segment_means(truth[track.name], track.fps, win) @ w
+        store.write(track.name, values(signal, rng), win, attrs={"fps": track.fps, **attrs})
 
 
 def write_reliability_store(
@@ -215,16 +227,9 @@ def write_multirow_segment_store(
     attribute `row_names`; row r is signal_r x (linear map of the segment's mean VA) + noise, so rows can
     be told apart by how well they predict (default: mm_last informative, vis_mean almost noise)."""
     rows = rows or {"mm_mean": 0.5, "mm_last": 1.0, "vis_mean": 0.05, "vis_last": 0.05}
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=(2, dim)).astype(np.float32)
-    store = FeatureStore.create_or_open(
-        store_path(cache_dir, name), FeatureMeta(name=name, kind="segment", unit="track", model_ref="synthetic")
+    gains = list(rows.values())
+    _write_segments(
+        cache_dir, name, tracks, truth, dim, segment_s, hop_s, seed,
+        lambda signal, rng: np.stack([g * signal + 0.3 * rng.normal(size=signal.shape) for g in gains], axis=1).astype(np.float32),
+        {"row_names": list(rows)},
     )
-    for track in tracks:
-        va = truth[track.name]
-        win = _track_windows(track.n_frames / track.fps, segment_s, hop_s)
-        means = _segment_means(va, track.fps, win)
-        values = np.stack(
-            [signal * (means @ w) + 0.3 * rng.normal(size=(len(win), dim)) for signal in rows.values()], axis=1
-        ).astype(np.float32)
-        store.write(track.name, values, win, attrs={"fps": track.fps, "row_names": list(rows)})

@@ -37,12 +37,19 @@ import shutil
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cache.location import Location, is_url
+
+if TYPE_CHECKING:  # annotations only: this module stays free of the loaders above it
+    from cache.manifest import Track
+    from train.config import DataConfig
+    from train.data.sources import FeatureSource
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +345,7 @@ def fits_on_disk(views_dir: Path, needed_bytes: int, margin: float = 1.2) -> boo
     return shutil.disk_usage(probe).free > needed_bytes * margin
 
 
-def views_dir_for(data, tracks, sources) -> Path | None:
+def views_dir_for(data: DataConfig, tracks: Sequence[Track], sources: Mapping[str, FeatureSource]) -> Path | None:
     """Where a dataset's aligned views go, or None for the lazy path: `data.views` off, or the views would
     not fit on the disk (then the run aligns in RAM, as it says)."""
     if not data.views:

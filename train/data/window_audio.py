@@ -38,7 +38,9 @@ import numpy as np
 from cache.manifest import Track
 from cache.audio_windows import AudioWindowRule, audio_windows
 from cache.windows import sliding_windows
-from train.data.window_rules import COVERAGE, OPEN_S, RELIABILITY_FEATURE, best_match, window_rule  # noqa: F401
+from train.data.window_rules import (  # noqa: F401  (re-exported names)
+    COVERAGE, OPEN_S, RELIABILITY_FEATURE, best_match, is_reliable, reliability_at, window_rule,
+)
 from train.data.levels import register_level
 from train.data.segments import SegmentDataset
 from train.data.sources import FeatureSource
@@ -57,8 +59,7 @@ def keep_windows(open_s: np.ndarray | None, coverage: np.ndarray | None, valid_b
     valid label blocks."""
     keep = np.asarray(valid_blocks) >= rule.min_valid_blocks
     if open_s is not None:
-        open_s, coverage = np.nan_to_num(open_s), np.nan_to_num(coverage)
-        keep &= (open_s >= rule.min_open_s - 1e-9) & (coverage >= rule.min_coverage - 1e-9)
+        keep &= is_reliable(open_s, coverage, rule)
     return keep
 
 
@@ -129,14 +130,9 @@ class WindowAudioDataset(SegmentDataset):
             blocks = best_match(ras.block_valid.sum(axis=1), ras.times, np.ones(len(ras), bool), spans)
             open_s = coverage = None
             if rel is not None:
-                group = rel.group_for(track)
-                if group in self._units[RELIABILITY_FEATURE]:
-                    raw = rel.read(group)
-                    vals = best_match(raw.values.reshape(len(raw.values), -1)[:, [OPEN_S, COVERAGE]], raw.times,
-                                      np.asarray(raw.valid, bool), spans)
-                    open_s, coverage = vals[:, 0], vals[:, 1]
-                else:  # no mouth measurement: not speech we can trust
-                    open_s, coverage = np.zeros(len(spans)), np.zeros(len(spans))
+                found = reliability_at(rel, self._units[RELIABILITY_FEATURE], track, spans)
+                # no mouth measurement: not speech we can trust
+                open_s, coverage = found if found is not None else (np.zeros(len(spans)), np.zeros(len(spans)))
             keep[ids] = keep_windows(open_s, coverage, np.nan_to_num(blocks), self.rule)
         if len(self.windows) and self.has_labels:
             log.info("audio windows: %d of %d pass RAS's filter (it only thins a training order)",

@@ -26,7 +26,7 @@ from cache.manifest import Track
 from cache.audio_windows import audio_windows
 from train.data.dataset import Batch, TrackDataset
 from train.data.sources import FeatureSource
-from train.data.window_rules import COVERAGE, OPEN_S, RELIABILITY_FEATURE, best_match, window_rule
+from train.data.window_rules import RELIABILITY_FEATURE, best_match, is_reliable, reliability_at, window_rule
 
 
 class AudioWindowFusionDataset(TrackDataset):
@@ -87,14 +87,8 @@ class AudioWindowFusionDataset(TrackDataset):
         reliable = np.ones(len(spans), bool)
         rel = self.sources.get(RELIABILITY_FEATURE)
         if rel is not None:
-            group = rel.group_for(track)
-            reliable[:] = False
-            if group in self._units[RELIABILITY_FEATURE]:
-                raw = rel.read(group)
-                vals = best_match(raw.values.reshape(len(raw.values), -1)[:, [OPEN_S, COVERAGE]], raw.times,
-                                  np.asarray(raw.valid, bool), spans)
-                reliable = (np.nan_to_num(vals[:, 0]) >= self.rule.min_open_s - 1e-9) & (
-                    np.nan_to_num(vals[:, 1]) >= self.rule.min_coverage - 1e-9)
+            measured = reliability_at(rel, self._units[RELIABILITY_FEATURE], track, spans)
+            reliable = is_reliable(*measured, self.rule) if measured is not None else np.zeros(len(spans), bool)
         out[RELIABILITY_FEATURE] = (reliable, reliable)
         self._tokens[ti] = out
         return out

@@ -64,7 +64,7 @@ STRIDE_S = 0.02  # WavLM frame hop (320 samples at 16 kHz)
 
 @dataclass
 class FinetuneConfig:
-    """What `--finetune` trains and how (stored in the run's config.json under `finetune`)."""
+    """What `--finetune` trains and how (stored in the run's config.yaml under `finetune`)."""
 
     spec: str  # clip:K | clip:all | wavlm:K
     backbone_lr: float = 5e-6

@@ -124,10 +124,10 @@ def _resolve_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir, d
         return cfg, run, None
     if not resume:
         raise RunExists(f"run folder {run.path} already holds a checkpoint: pass --resume to continue it, or another --name")
-    from train.runs.recipe import changed_keys
+    from train.runs.recipe import WHERE_NOT_WHAT, changed_keys
 
     stored = TrainConfig.load(run.config)
-    changes = changed_keys(stored, cfg, ("name", "runs_dir", "device"))
+    changes = changed_keys(stored, cfg, WHERE_NOT_WHAT)
     fixed = [k for k, _, _ in changes if k.startswith(FIXED_ON_RESUME) or k in FIXED_ON_RESUME]
     if fixed:
         raise ValueError(f"run {run.path.name} cannot resume with another {', '.join(fixed)} (its checkpoint is of "

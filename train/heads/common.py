@@ -112,12 +112,6 @@ def frame_valid(name: str, masks: dict[str, Tensor], pad: Tensor) -> Tensor:
     return pad if m is None else (m.bool() & pad)
 
 
-def masked_mean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
-    """Mean of x over `dim` where mask (broadcastable to x without its last axis) is True; 0 if none."""
-    w = mask.to(x.dtype).unsqueeze(-1)
-    return (x * w).sum(dim) / w.sum(dim).clamp_min(1.0)
-
-
 def safe_key_padding(valid: Tensor) -> tuple[Tensor, Tensor]:
     """Key padding mask (True = ignore) from (B, S) validity, and (B,) rows with any valid key.
     Rows with none are left unmasked so attention stays finite; callers replace their outputs."""

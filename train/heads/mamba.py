@@ -14,6 +14,7 @@ over the reversed real frames, merged by a linear layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from mambapy.mamba import Mamba, MambaBlock, MambaConfig
@@ -36,7 +37,7 @@ class MambaHeadConfig(HeadConfig):
     block: str = "mambapy"  # "mambapy" | "ras" (module docstring)
 
     @classmethod
-    def from_dict(cls, config):  # type: ignore[override]
+    def from_dict(cls, config: "dict[str, Any] | HeadConfig | None") -> "HeadConfig":  # type: ignore[override]
         """As HeadConfig's; a run folder written before `direction` says `bidirectional: true|false`."""
         if isinstance(config, dict) and "bidirectional" in config:
             config = dict(config)

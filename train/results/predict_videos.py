@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from train.runs.folder import ENSEMBLE_FILE, RunDir, is_ensemble
 from train.scoring.evaluate import fill_missing, input_features, postprocess, predict_split
 from train.runs.lock import refuse_running
 from train.scoring.report import plot_track
+
+if TYPE_CHECKING:  # annotations only
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +82,7 @@ def summary_line(name: str, out: TrackOutput) -> str:
     return f"{name}: " + ", ".join(parts or [f"{int(out.present.sum())}/{n} frames with input"])
 
 
-def modality_of(model, names: list[str]) -> dict[str, list[str]]:
+def modality_of(model: torch.nn.Module, names: list[str]) -> dict[str, list[str]]:
     """Input features per modality: a head's `visual` and `audio` lists; all inputs as "input" else."""
     groups = {MODALITIES[attr]: [n for n in names if n in (getattr(model, attr, None) or [])] for attr in MODALITIES}
     groups = {k: v for k, v in groups.items() if v}

@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.loader import ConfigError, field_spec, merge_layers, resolve_config_path, schema_class, to_plain, validate
+from recipes.loader import ConfigError, dotted, field_spec, merge_layers, resolve_config_path, schema_class, to_plain, validate
 from train.config import RECIPE_GROUPS, RECIPE_TOP_LEVEL, DataConfig, TrainConfig, to_recipe_dict
 
 GROUPS, TOP_LEVEL = RECIPE_GROUPS, RECIPE_TOP_LEVEL  # recipe group -> {recipe key: TrainConfig field} (train/config.py)
@@ -152,12 +152,14 @@ def with_full_head(cfg: TrainConfig) -> TrainConfig:
     return out
 
 
+# where a run is written and on which device: not what it trains (same_recipe, `runs ls --diff`, resume warnings)
+WHERE_NOT_WHAT = ("name", "runs_dir", "device")
+
+
 def same_recipe(a: TrainConfig, b: TrainConfig) -> bool:
     """Whether two configs train the same run (name, runs dir and device aside), heads compared with their
     defaults filled (a run's config.yaml states every head key; a recipe only the ones it sets)."""
-    from train.config import comparable_config
-
-    return comparable_config(with_full_head(a).to_dict()) == comparable_config(with_full_head(b).to_dict())
+    return not changed_keys(a, b, WHERE_NOT_WHAT)
 
 
 def resolved_keys(cfg: TrainConfig) -> dict[str, Any]:
@@ -167,17 +169,7 @@ def resolved_keys(cfg: TrainConfig) -> dict[str, Any]:
         recipe = train_config_to_recipe(full, full_head=False)
     except ConfigError:
         recipe = to_recipe_dict(full)
-    return _dotted(json.loads(json.dumps(recipe, default=str)))
-
-
-def _dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            out.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    return dotted(json.loads(json.dumps(recipe, default=str)))
 
 
 def changed_keys(a: TrainConfig, b: TrainConfig, ignore: Iterable[str] = ()) -> list[tuple[str, Any, Any]]:
@@ -188,7 +180,7 @@ def changed_keys(a: TrainConfig, b: TrainConfig, ignore: Iterable[str] = ()) -> 
 
 
 # what a run's name and identity do not depend on: where things are, the device, how long it trains, speed knobs
-NOT_IDENTITY = ("name", "runs_dir", "device", "optim.epochs", "data.data_root", "data.videos", "data.labels",
+NOT_IDENTITY = (*WHERE_NOT_WHAT, "optim.epochs", "data.data_root", "data.videos", "data.labels",
                 "data.cache_dir", "data.views", "data.views_dir", "data.cache_mb", "data.prefetch_batches",
                 "data.align_workers")
 
@@ -225,13 +217,17 @@ def resume_files(
     return [OmegaConf.create(json.loads(json.dumps(recipe, default=str)))], list(rest)
 
 
-def resolved_recipe_text(cfg: TrainConfig) -> str:
-    """`train --print-config`: the resolved recipe as config.yaml will hold it, and the run's name."""
+def resolved_recipe_yaml(cfg: TrainConfig) -> str:
+    """The resolved recipe as config.yaml holds it (every default filled), as YAML text (`configs show`)."""
     from recipes.loader import dump_yaml
 
+    return dump_yaml(json.loads(json.dumps(train_config_to_recipe(cfg), default=str)))
+
+
+def resolved_recipe_text(cfg: TrainConfig) -> str:
+    """`train --print-config`: the resolved recipe as config.yaml will hold it, and the run's name."""
     name = cfg.name or default_run_name(cfg)
-    head = f"# resolved recipe; the run: {Path(cfg.runs_dir) / name}\n"
-    return head + dump_yaml(json.loads(json.dumps(train_config_to_recipe(cfg), default=str)))
+    return f"# resolved recipe; the run: {Path(cfg.runs_dir) / name}\n" + resolved_recipe_yaml(cfg)
 
 
 def default_recipe_files(files: Iterable[str | Path], model: str, features: str) -> list[str | Path]:

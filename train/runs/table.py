@@ -82,16 +82,13 @@ def list_runs(runs_dir: Path, sort: str = "date") -> list[RunRow]:
     return sorted(rows, key=key)
 
 
-DIFF_IGNORED = ("name", "runs_dir", "device")  # where and under which name, not what was trained
-
-
 def config_diff(a: Path, b: Path, runs_dir: Path) -> list[tuple[str, Any, Any]]:
     """(key, value in A, value in B) for every resolved config key (dotted, e.g. optim.lr, defaults filled)
     that differs; name, runs dir and device are left out. A key one run lacks shows as None."""
-    from train.runs.recipe import changed_keys
+    from train.runs.recipe import WHERE_NOT_WHAT, changed_keys
 
     cfgs = [TrainConfig.load(RunDir.resolve(r, runs_dir).config) for r in (a, b)]
-    return changed_keys(cfgs[0], cfgs[1], DIFF_IGNORED)
+    return changed_keys(cfgs[0], cfgs[1], WHERE_NOT_WHAT)
 
 
 def best_epoch(run: RunDir) -> int | str:

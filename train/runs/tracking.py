@@ -34,16 +34,10 @@ def tag(key: str) -> str:
 
 def hparam_values(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested config as flat hparams (numbers, strings and bools; lists joined as text; None left out)."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(hparam_values(value, name + "."))
-        elif isinstance(value, (list, tuple)):
-            out[name] = ",".join(map(str, value))
-        elif isinstance(value, (bool, int, float, str)):
-            out[name] = value
-    return out
+    from recipes.loader import dotted
+
+    return {name: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            for name, value in dotted(config, prefix).items() if isinstance(value, (list, tuple, bool, int, float, str))}
 
 
 class MetricsWriter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from train.data.dataset import TrackDataset
 from train.scoring.evaluate import EvalResult, SplitPredictions, postprocess
 from train.runs.folder import RunDir
 from train.data.standardize import Standardizer
+
+if TYPE_CHECKING:  # annotations only (matplotlib is imported where a plot is drawn)
+    from matplotlib.axes import Axes
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ def absent_spans(present: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
-def shade_gaps(ax, inputs: dict[str, np.ndarray], fps: float) -> int:
+def shade_gaps(ax: Axes, inputs: dict[str, np.ndarray], fps: float) -> int:
     """Shade on `ax` the spans where each modality had no input ("no face"); returns how many were shaded."""
     n = 0
     for (modality, present), color in zip(inputs.items(), GAP_COLORS):
