@@ -367,12 +367,17 @@ def test_blockpool_flags_blocks_past_a_partial_windows_end_and_fills_the_runs_wi
     own = build_head("blockpool", {"wavlm": 3}, {"hidden": 4, "audio": ["wavlm"], "window_rows": 0})
     assert own({"wavlm": torch.randn(2, 8, 3)}, {"wavlm": pad.clone()}, pad).extras["block_valid"].all()
     from train.config import DataConfig, TrainConfig
-    from train.fit.model import head_options
+    from train.fit.model import head_options, keep_saved_block_cut
 
     data = DataConfig(features=["wavlm"], level="audio_window", window=200, stride=100)
     assert head_options(TrainConfig(model="blockpool", data=data), {})[0]["window_rows"] == 200
     assert head_options(TrainConfig(model="blockpool", data=data, head={"window_rows": 0}), {})[0]["window_rows"] == 0
     assert "window_rows" not in head_options(TrainConfig(model="gru", data=data), {})[0]
+    # a run saved before the option keeps its own-length cut when reloaded; a new run's saved None is the window
+    old, new = TrainConfig(model="blockpool", data=data), TrainConfig(model="blockpool", data=data, head={"window_rows": None})
+    keep_saved_block_cut(old)
+    keep_saved_block_cut(new)
+    assert head_options(old, {})[0]["window_rows"] == 0 and head_options(new, {})[0]["window_rows"] == 200
 
 
 def test_wavlm_top_masks_padding_so_a_partial_window_does_not_depend_on_its_batch(tmp_path):

@@ -37,6 +37,13 @@ def _config_fields(model: str) -> set[str]:
     return {f.name for f in dataclasses.fields(HEADS[model].config_class)} if model in HEADS else set()
 
 
+def keep_saved_block_cut(cfg: TrainConfig) -> None:
+    """A run saved before `window_rows` existed (its head config lacks the key) cut each window's own length
+    into blocks: reloaded, it keeps that cut (`window_rows: 0`), so its predictions do not change."""
+    if "window_rows" not in cfg.head and "window_rows" in _config_fields(cfg.model):
+        cfg.head["window_rows"] = 0
+
+
 def head_options(cfg: TrainConfig, sources: Mapping[str, FeatureSource]) -> tuple[dict[str, Any], bool]:
     """Options passed to build_head, and whether region prototypes were added (they are, when the
     `clip` store carries them and lambda_region > 0)."""

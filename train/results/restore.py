@@ -21,7 +21,7 @@ from train.data.sources import FeatureSource, open_features
 from train.data.dataset import TrackDataset
 from train.scoring.evaluate import SplitPredictions, predict_split
 from train.fit.loop import open_split, tracks_dataset
-from train.fit.model import build_model
+from train.fit.model import build_model, keep_saved_block_cut
 from train.runs.folder import RunDir, is_ensemble
 from train.runs.lock import refuse_running
 from train.data.standardize import Standardizer
@@ -76,6 +76,7 @@ def load_run(
     if standardizer is not None:
         standardizer.check(sources)
     dev = resolve_device(device)
+    keep_saved_block_cut(cfg)
     model, _ = build_model(cfg, sources)
     load_run_weights(rd, model, dev, checkpoint)
     model.to(dev).eval()
