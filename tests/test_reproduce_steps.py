@@ -97,7 +97,7 @@ def test_model_flag_reaches_every_extraction(tmp_path, monkeypatch):
     seen = []
 
     class Stop(Exception):
-        pass
+        """Ends the reproduce run once the extraction has been reached."""
 
     def fake_run_extraction(run_opts):
         seen.append(run_opts)
