@@ -164,11 +164,7 @@ def same_recipe(a: TrainConfig, b: TrainConfig) -> bool:
 
 def resolved_keys(cfg: TrainConfig) -> dict[str, Any]:
     """The resolved recipe as dotted keys (optim.lr, data.window, head.hidden, ...), the head's defaults filled."""
-    full = with_full_head(cfg)
-    try:
-        recipe = train_config_to_recipe(full, full_head=False)
-    except ConfigError:
-        recipe = to_recipe_dict(full)
+    recipe = train_config_to_recipe(with_full_head(cfg), full_head=False)  # full_head=False never looks up a head
     return dotted(json.loads(json.dumps(recipe, default=str)))
 
 
