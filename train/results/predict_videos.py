@@ -315,6 +315,7 @@ def predict_videos(run: RunDir, tracks: list[Track], runs_dir: Path, cache_dir: 
     out.skipped = list(dict.fromkeys(out.skipped))  # an ensemble's members skip the same video once
     out.notes = list(dict.fromkeys(out.notes))
     half = chosen_half_windows(run)
+    edges = TrainConfig.load(run.config).smooth_edges  # once per run, not per video
     clock = FrameClock.open(cache_dir)
     for track in tracks:
         if track.name not in outputs:
@@ -323,7 +324,7 @@ def predict_videos(run: RunDir, tracks: list[Track], runs_dir: Path, cache_dir: 
             continue
         result = outputs[track.name]
         fps = float(probe_video(track.video).fps)
-        va = postprocess(result.va, result.present, half, TrainConfig.load(run.config).smooth_edges)
+        va = postprocess(result.va, result.present, half, edges)
         starts = clock.label_times(track.video_stem, len(va), fps)[:, 0]
         out.written.append(write_video_csv(Path(out_dir) / f"{track.name}.csv", va, starts, result.present))
         plot = Path(out_dir) / f"{track.name}.png"
