@@ -17,8 +17,7 @@ embeddings of 0.03): without standardization the largest dimension dominates the
 * **Application**: one tensor op on each batch, on the device (`train.data.tensors.standardize_tensors`, with
   `Standardizer.affine`): the dataset's batches carry the statistics and stay raw until then, so a batch
   from the aligned views costs reads only. Frames without a value stay 0 (their mask says so). Training,
-  evaluation, prediction and export all read batches through `to_tensors`, which applies it
-  (`Standardizer.apply` is the same on a NumPy array).
+  evaluation, prediction and export all read batches through `to_tensors`, which applies it.
 * **The run records what it used** (`standardization.json` in the run folder), so evaluate/predict/export
   of that run, on any data, apply the same statistics. `data.normalize: false` turns it off; a run folder
   without the file is read without standardization only when its config says it trained without it
@@ -172,15 +171,6 @@ class Standardizer:
             self._affine[key] = (torch.as_tensor(scale, dtype=torch.float32, device=device),
                                  torch.as_tensor(-stats.mean * scale, dtype=torch.float32, device=device))
         return self._affine[key]
-
-    def apply(self, name: str, aligned: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        stats = self.stats.get(name)
-        if stats is None:
-            return aligned
-        out = (aligned.astype(np.float32) - stats.mean.astype(np.float32)) / stats.std.astype(np.float32)
-        if mask is not None:
-            out[~np.asarray(mask, dtype=bool)] = 0  # frames without a value stay 0
-        return out
 
     def check(self, sources: Mapping[str, FeatureSource]) -> None:
         """Refuse statistics made on other stores (fingerprint) or of another width."""

@@ -166,12 +166,13 @@ def va_loss(output: HeadOutput, true: Tensor, mask: Tensor, cfg: VALossConfig | 
         enough = mask.bool().sum() >= cfg.ccc_min_frames
     total = ccc
     parts = {"ccc": ccc.detach()}
+    reg = None
     if cfg.regression is not None:
         reg = regression_loss(output.va, true, mask, cfg.regression, cfg.ccc_weights)
         total = total + cfg.regression_weight * reg
         parts[cfg.regression] = reg.detach()
-    if cfg.ccc_min_frames > 1:
-        fallback = regression_loss(output.va, true, mask, cfg.regression or "mse", cfg.ccc_weights)
+    if cfg.ccc_min_frames > 1:  # the regression part already computed, else MSE
+        fallback = reg if reg is not None else regression_loss(output.va, true, mask, "mse", cfg.ccc_weights)
         total = torch.where(enough, total, fallback)
         parts["fallback"] = (~enough).float()
     if output.region_logits is not None and cfg.region_lambda > 0:
