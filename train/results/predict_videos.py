@@ -237,9 +237,12 @@ def export_for_videos(plan: BareVideoPlan, name: str, tracks: list[Track], devic
     """Feature `name` of every track, as its exporting run wrote it for the training data: the same store
     metadata (fingerprint), values from that run's model over the videos' features. Returns tracks written."""
     run = RunDir(Path(plan.exports[name]))
-    # the store the fusion run was trained on names the exporting run and its training cache
-    leaf_cfgs = (TrainConfig.load(leaf.config) for leaf in _trained_runs(plan.run))
-    fusion_cache = next(cfg.data.cache_dir for cfg in leaf_cfgs if name in cfg.data.features)
+    # the store a consuming run (the run itself, a member, or another exporting run: exports may chain) was
+    # trained on names the exporting run and its training cache
+    consumers = [leaf.config for leaf in _trained_runs(plan.run)] + [RunDir(Path(r)).config for r in plan.exports.values()]
+    fusion_cache = next((cfg.data.cache_dir for cfg in map(TrainConfig.load, consumers) if name in cfg.data.features), None)
+    if fusion_cache is None:
+        raise ValueError(f"exported feature '{name}' (run {run.path.name}): no run of {plan.run.path.name} reads it")
     reference = FeatureStore.open(store_path(as_location(fusion_cache), name))
     loaded = load_run(run.path, plan.runs_dir, device, cache_dir=plan.target)
     store = FeatureStore.create_or_open(store_path(plan.target, name), reference.meta)
