@@ -448,7 +448,9 @@ def train(
     override gets the check of its flag (optim.epochs=0 is a usage error like --epochs 0); recipes may
     interpolate recipe keys only (${data.window}, no ${oc.env:...}); a run name is one folder name."""
     from recipes.cli import check_train_overrides, explicit_train_values, typed_flags
-    from train.runs.recipe import build_train_config, check_stores, default_recipe_files, resolved_recipe_text, resume_files
+    from train.runs.recipe import (
+        build_train_config, check_stores, default_recipe_files, resolved_recipe_text, resume_files, resume_run_arg,
+    )
     from train.config import parse_head_options
     from train.fit.loop import train as run_training
     from train.fit.progress import ProgressSettings
@@ -462,7 +464,7 @@ def train(
     ))
     if stride > window and ("stride" in flags or "window" in flags):
         raise typer.BadParameter(f"{stride} is larger than --window {window}: frames between windows would never be seen", param_hint="--stride")
-    resume_run = overrides[0] if resume and overrides and "=" not in overrides[0] else ""  # `train --resume RUN`
+    resume_run = resume_run_arg(resume, overrides)  # `train --resume RUN`
     usage_check("OVERRIDES", check_train_overrides, overrides[1:] if resume_run else overrides)
     if model:
         usage_check("--model", checks.head_name, model)

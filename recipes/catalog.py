@@ -69,12 +69,10 @@ def resolved_text(recipe: Recipe) -> str:
 
         return resolved_recipe_yaml(build_train_config([recipe.path]))
     if recipe.kind == "extract":
-        from recipes.extract import _extractor, extract_schema
+        from recipes.extract import extract_schema
 
         raw = merge_layers([recipe.path])
         named = [str(n) for n in (raw.get("configs") or {}).keys()]
-        for n in named:
-            _extractor(n)
         plain = to_plain(validate(extract_schema(named), raw, f" ({recipe.path})"))
         return dump_yaml(json.loads(json.dumps(plain, default=str)))  # paths as text
     return recipe.path.read_text(encoding="utf-8")

@@ -220,10 +220,11 @@ def extract_bare_videos(plan: BareVideoPlan, videos: Path, models_dir: Path, dev
                                            device=device)
         summaries.append(summary)
     presented_frames(manifest.tracks, plan.target)
+    needs = {n: [f for f in TrainConfig.load(RunDir(Path(run)).config).data.features if f in plan.exports]
+             for n, run in plan.exports.items()}  # the exported features each exporting run reads (configs read once)
     written: set[str] = set()
     while len(written) < len(plan.exports):
-        ready = [n for n, run in plan.exports.items() if n not in written and
-                 all(f in written for f in TrainConfig.load(RunDir(Path(run)).config).data.features if f in plan.exports)]
+        ready = [n for n in plan.exports if n not in written and all(f in written for f in needs[n])]
         if not ready:
             raise ValueError(f"exported features {sorted(set(plan.exports) - written)} depend on each other")
         for name in ready:
@@ -237,8 +238,8 @@ def export_for_videos(plan: BareVideoPlan, name: str, tracks: list[Track], devic
     metadata (fingerprint), values from that run's model over the videos' features. Returns tracks written."""
     run = RunDir(Path(plan.exports[name]))
     # the store the fusion run was trained on names the exporting run and its training cache
-    fusion_cache = next(TrainConfig.load(leaf.config).data.cache_dir for leaf in _trained_runs(plan.run)
-                        if name in TrainConfig.load(leaf.config).data.features)
+    leaf_cfgs = (TrainConfig.load(leaf.config) for leaf in _trained_runs(plan.run))
+    fusion_cache = next(cfg.data.cache_dir for cfg in leaf_cfgs if name in cfg.data.features)
     reference = FeatureStore.open(store_path(as_location(fusion_cache), name))
     loaded = load_run(run.path, plan.runs_dir, device, cache_dir=plan.target)
     store = FeatureStore.create_or_open(store_path(plan.target, name), reference.meta)
@@ -315,6 +316,7 @@ def predict_videos(run: RunDir, tracks: list[Track], runs_dir: Path, cache_dir: 
     out.skipped = list(dict.fromkeys(out.skipped))  # an ensemble's members skip the same video once
     out.notes = list(dict.fromkeys(out.notes))
     half = chosen_half_windows(run)
+    edges = TrainConfig.load(run.config).smooth_edges  # once per run, not per video
     clock = FrameClock.open(cache_dir)
     for track in tracks:
         if track.name not in outputs:
@@ -323,7 +325,7 @@ def predict_videos(run: RunDir, tracks: list[Track], runs_dir: Path, cache_dir: 
             continue
         result = outputs[track.name]
         fps = float(probe_video(track.video).fps)
-        va = postprocess(result.va, result.present, half, TrainConfig.load(run.config).smooth_edges)
+        va = postprocess(result.va, result.present, half, edges)
         starts = clock.label_times(track.video_stem, len(va), fps)[:, 0]
         out.written.append(write_video_csv(Path(out_dir) / f"{track.name}.csv", va, starts, result.present))
         plot = Path(out_dir) / f"{track.name}.png"

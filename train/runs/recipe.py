@@ -164,11 +164,7 @@ def same_recipe(a: TrainConfig, b: TrainConfig) -> bool:
 
 def resolved_keys(cfg: TrainConfig) -> dict[str, Any]:
     """The resolved recipe as dotted keys (optim.lr, data.window, head.hidden, ...), the head's defaults filled."""
-    full = with_full_head(cfg)
-    try:
-        recipe = train_config_to_recipe(full, full_head=False)
-    except ConfigError:
-        recipe = to_recipe_dict(full)
+    recipe = train_config_to_recipe(with_full_head(cfg), full_head=False)  # full_head=False never looks up a head
     return dotted(json.loads(json.dumps(recipe, default=str)))
 
 
@@ -193,6 +189,11 @@ def default_run_name(cfg: TrainConfig) -> str:
     return f"{cfg.model}-{'+'.join(cfg.data.features)}-{digest}"
 
 
+def resume_run_arg(resume: bool, overrides: list[str] | None) -> str:
+    """RUN of `train --resume RUN`: the first override when it is no key=value, else ""."""
+    return overrides[0] if resume and overrides and "=" not in overrides[0] else ""
+
+
 def resume_files(
     resume: bool, files: list[str | Path], model: str, features: str, name: str, overrides: list[str],
     explicit: dict[str, Any],
@@ -200,7 +201,8 @@ def resume_files(
     """`train --resume RUN` (or `--name RUN --resume`) with no --config, --model or --features: the run's own
     config.yaml is the recipe (overrides and flags given now on top), its name and runs dir the run's.
     Otherwise the files and overrides as given."""
-    run = overrides[0] if resume and overrides and "=" not in overrides[0] else (name if resume else "")
+    given = resume_run_arg(resume, overrides)
+    run = given or (name if resume else "")
     if not run or files or model or features:
         return list(files), list(overrides)
     from train.runs.folder import RunDir
@@ -213,7 +215,7 @@ def resume_files(
         recipe = train_config_to_recipe(stored)
     except ConfigError:
         recipe = to_recipe_dict(stored)
-    rest = overrides[1:] if overrides and overrides[0] == run else overrides
+    rest = overrides[1:] if given else overrides
     return [OmegaConf.create(json.loads(json.dumps(recipe, default=str)))], list(rest)
 
 

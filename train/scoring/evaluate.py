@@ -88,7 +88,6 @@ def predict_split(
     n_tracks = len(dataset.tracks)
     total = [np.zeros((int(n), 2), dtype=np.float64) for n in dataset.n_positions]
     count = [np.zeros(int(n), dtype=np.float64) for n in dataset.n_positions]
-    has_feature = [np.zeros(int(n), dtype=bool) for n in dataset.n_positions]
     inputs = input_features(model, list(dataset.sources))
     per_input = [{name: np.zeros(int(n), dtype=bool) for name in inputs} for n in dataset.n_positions]
     loader = Prefetcher(dataset.batches(dataset.sequential_order(), batch_size), depth=prefetch)
@@ -98,14 +97,10 @@ def predict_split(
             with autocast(device):
                 out = model(tb.features, tb.masks, tb.pad)
             va = out.va.float().cpu().numpy()
-            any_feature = np.zeros_like(batch.pad)
-            for name in inputs:
-                any_feature |= batch.masks[name]
             for b in range(len(batch.track)):
                 ti, s, n = int(batch.track[b]), int(batch.start[b]), int(batch.length[b])
                 total[ti][s : s + n] += va[b, :n]
                 count[ti][s : s + n] += 1
-                has_feature[ti][s : s + n] |= any_feature[b, :n]
                 for name in inputs:
                     per_input[ti][name][s : s + n] |= np.asarray(batch.masks[name][b, :n], dtype=bool)
     finally:
@@ -115,7 +110,8 @@ def predict_split(
     for ti in range(n_tracks):
         c = np.maximum(count[ti], 1)[:, None]
         mean = (total[ti] / c).astype(np.float32)
-        va, has = dataset.to_frames(ti, mean, has_feature[ti])  # segments -> frames
+        any_input = np.logical_or.reduce([*per_input[ti].values(), np.zeros(len(mean), dtype=bool)])  # has_feature
+        va, has = dataset.to_frames(ti, mean, any_input)  # segments -> frames
         va_out.append(va)
         present.append(has)
         by_input.append({name: np.asarray(dataset.to_frames(ti, mean, mask)[1], dtype=bool) for name, mask in per_input[ti].items()})
