@@ -95,11 +95,13 @@ class CropCodec:
             return torch.from_numpy(np.require(rows, np.uint8, ["C", "W"])).to(device)
         rows = np.asarray(rows)
         out = torch.zeros((len(rows), size, size, 3), dtype=torch.uint8, device=device)
-        lengths = rows[:, 1:HEADER].copy().view("<u4").reshape(-1) if len(rows) else np.zeros(0, np.uint32)
-        for i in np.flatnonzero(rows[:, 0] == RAW) if len(rows) else []:
+        if not len(rows):
+            return out
+        lengths = rows[:, 1:HEADER].copy().view("<u4").reshape(-1)
+        for i in np.flatnonzero(rows[:, 0] == RAW):
             raw = rows[i, HEADER : HEADER + lengths[i]].reshape(size, size, 3)
             out[i] = torch.from_numpy(raw.copy()).to(device)
-        jpeg = np.flatnonzero(rows[:, 0] == JPEG) if len(rows) else np.zeros(0, dtype=np.int64)
+        jpeg = np.flatnonzero(rows[:, 0] == JPEG)
         if not len(jpeg):
             return out
         datas = [torch.from_numpy(rows[i, HEADER : HEADER + lengths[i]].copy()) for i in jpeg]

@@ -60,11 +60,10 @@ class CropReader:
         if not len(rows):
             return np.zeros((0, *values.shape[1:]), dtype=np.uint8)
         size = int(values.chunks[0])
-        chunk = rows // size
+        chunks = np.unique(rows // size)
         # runs of consecutive touched chunks, each read as one chunk-aligned slice (zarr's orthogonal
         # selection decodes the same chunks but costs 3-4x more per row picked)
-        breaks = np.flatnonzero(np.diff(np.unique(chunk)) > 1) + 1
-        runs = np.split(np.unique(chunk), breaks)
+        runs = np.split(chunks, np.flatnonzero(np.diff(chunks) > 1) + 1)
         out = np.empty((len(rows), *values.shape[1:]), dtype=values.dtype)
         try:
             for run in runs:

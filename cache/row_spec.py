@@ -15,9 +15,10 @@ from cache.store import FeatureStore
 
 def expected_row_shape(store: FeatureStore) -> tuple[int, ...] | None:
     """The stored row shape of a store with an input_spec that records image_size; None for any other."""
-    if INPUT_SPEC_EXTRA not in store.extra_names():
+    try:
+        _, spec = store.get_extra(INPUT_SPEC_EXTRA)
+    except KeyError:  # no input_spec (as `cache.crops.crop_size`): no listing of the extras needed
         return None
-    _, spec = store.get_extra(INPUT_SPEC_EXTRA)
     return crop_shape(spec, store.meta.config)
 
 

@@ -58,22 +58,27 @@ def bare_unit_names(files: Sequence[Path], base: Path) -> dict[str, Path]:
     names: dict[str, Path] = {}
     taken: dict[str, list[Path]] = {}
     for path in files:
-        rel = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
         name = safe_name(path.stem)
         if stems[name] > 1:
-            name = "__".join(safe_name(part) for part in rel.with_suffix("").parts)
+            name = _path_name(path, base, suffix=False)
         taken.setdefault(name, []).append(path)
     for name, paths in taken.items():
         if len(paths) == 1:
             names[name] = paths[0]
             continue
         for path in paths:  # same stem and folder: x.mp4 and x.avi
-            rel = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
-            longer = "__".join(safe_name(part) for part in rel.parts)
+            longer = _path_name(path, base, suffix=True)
             if longer in names or longer in taken:
                 raise BareVideoError(f"videos {', '.join(map(str, paths))} cannot be told apart by name (unit {longer!r}); rename one")
             names[longer] = path
     return names
+
+
+def _path_name(path: Path, base: Path, suffix: bool) -> str:
+    """`path` below `base` (its file name when outside) as one safe name: `a/clip.mp4` -> `a__clip`
+    (`a__clip_mp4` with the suffix)."""
+    rel = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
+    return "__".join(safe_name(part) for part in (rel if suffix else rel.with_suffix("")).parts)
 
 
 def extractable(features: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 
 from cache.crop_codec import CropCodec
+from cache.crops import INPUT_SPEC_EXTRA
 from cache.store import FeatureStore, StoreLayout
 from extract.base import CropBatch, CropExtractor, UnitResult, VideoContext, box_crops, register
 
 log = logging.getLogger(__name__)
 
-INPUT_SPEC_EXTRA = "input_spec"  # (cache/crops.py reads it)
 CROP_LAYOUT = StoreLayout(chunk_rows=32, cname="zstd", clevel=3, shuffle="bitshuffle")
 # JPEG rows: bit shuffling gains nothing on compressed bytes and made chunks 2.7x slower to decompress
 JPEG_LAYOUT = StoreLayout(chunk_rows=32, cname="zstd", clevel=3, shuffle="noshuffle")

@@ -348,11 +348,12 @@ class Runner:
 
     def _write(self, name: str, video: VideoContext, result: dict[str, UnitResult], base_attrs: dict[str, Any]) -> None:
         ext, store = self.extractors[name], self.stores[name]
+        row_shape = expected_row_shape(store)  # face_crops: its input_spec (read once, not per unit)
         for unit in ext.units_for(video):
             if unit not in result:
                 raise RuntimeError(f"{name} returned no result for {unit}")
             r = result[unit]
-            problem = row_shape_problem(np.shape(r.values)[1:], expected_row_shape(store))  # face_crops: its input_spec
+            problem = row_shape_problem(np.shape(r.values)[1:], row_shape)
             if problem:
                 raise RuntimeError(f"{name}: {unit}: {problem}")
             with self.timer("_write"):
