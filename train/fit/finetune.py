@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cache.crops import CropReader
+from cache.crops import INPUT_SPEC_EXTRA, CropReader
 from cache.manifest import Track
 from cache.media import frame_times
 from cache.row_spec import crop_shape, row_shape_problem
@@ -407,7 +407,7 @@ def build_finetune_model(cfg: Any, sources: Mapping[str, FeatureSource], options
     if ft.family == "clip":
         bb = load_clip_backbone(ref, ft.top, ft.grad_checkpointing)
         try:
-            _, spec = store.get_extra("input_spec")
+            _, spec = store.get_extra(INPUT_SPEC_EXTRA)
         except KeyError:
             raise BackboneMismatch(f"{store.path} records no input_spec: not a face_crops store") from None
         check_crops_spec(spec, bb.spec, str(store.path))
